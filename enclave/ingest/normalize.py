@@ -1,0 +1,121 @@
+"""Vectorized normalizers shared by all adapters (pure polars expressions, no I/O).
+
+Each ``parse_*`` helper returns an expression for the normalized value; a value that is present in
+the source but cannot be normalized becomes null, and :func:`flag_failures` turns "present in the
+source but null after parsing" into a ``_reject`` reason naming the column. Adapters therefore keep
+the raw column until they have flagged failures, then drop it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+
+import polars as pl
+
+from enclave.ingest.staging import RejectReason
+
+#: Date formats of the dialects we know. D8 and DT15 are the WS 363 (Chinese health data element)
+#: formats: ``20230105`` and ``20230105T143000``.
+D8 = "%Y%m%d"
+DT15 = "%Y%m%dT%H%M%S"
+ISO_DATE = "%Y-%m-%d"
+CHINESE_DATE = "%Y年%m月%d日"
+
+#: GB/T 2261.1 sex codes, plus the Chinese words and the usual letters.
+GB2261_SEX: dict[str, str] = {
+    "0": "U",  # 未知的性别
+    "1": "M",
+    "2": "F",
+    "9": "U",  # 未说明的性别
+    "男": "M",
+    "女": "F",
+    "未知": "U",
+    "M": "M",
+    "F": "F",
+    "U": "U",
+    "MALE": "M",
+    "FEMALE": "F",
+    "UNKNOWN": "U",
+    "O": "U",
+}
+
+EARLIEST_DATE = dt.date(1880, 1, 1)
+
+
+def _blank_to_null(col: pl.Expr) -> pl.Expr:
+    s = col.cast(pl.Utf8).str.strip_chars()
+    return pl.when(s == "").then(None).otherwise(s)
+
+
+def clean_text(col: pl.Expr) -> pl.Expr:
+    """Strip whitespace; empty strings become null."""
+    return _blank_to_null(col)
+
+
+def parse_date(col: pl.Expr, formats: Iterable[str], *, latest: dt.date | None = None) -> pl.Expr:
+    """First format that parses wins; impossible dates (Feb 30, before 1880, after ``latest``) → null.
+
+    Chinese dates (``2023年1月5日``, no zero padding) are accepted with ``CHINESE_DATE``.
+    Datetime formats are accepted too and truncated to the date.
+    """
+    s = _blank_to_null(col)
+    candidates = []
+    for fmt in formats:
+        if fmt == CHINESE_DATE:
+            parts = s.str.extract_groups(r"^(\d{4})年(\d{1,2})月(\d{1,2})日")
+            padded = (
+                parts.struct.field("1")
+                + parts.struct.field("2").str.zfill(2)
+                + parts.struct.field("3").str.zfill(2)
+            )
+            candidates.append(padded.str.to_date(D8, strict=False))
+        elif "%H" in fmt:
+            candidates.append(s.str.to_datetime(fmt, strict=False, time_unit="us").dt.date())
+        else:
+            candidates.append(s.str.to_date(fmt, strict=False, exact=True))
+    parsed = pl.coalesce(candidates) if len(candidates) > 1 else candidates[0]
+    upper = latest or dt.date.today()
+    return pl.when((parsed >= EARLIEST_DATE) & (parsed <= upper)).then(parsed).otherwise(None)
+
+
+def parse_datetime(col: pl.Expr, formats: Iterable[str]) -> pl.Expr:
+    s = _blank_to_null(col)
+    candidates = [s.str.to_datetime(f, strict=False, time_unit="us") for f in formats]
+    return pl.coalesce(candidates) if len(candidates) > 1 else candidates[0]
+
+
+def parse_sex(col: pl.Expr, codes: Mapping[str, str] | None = None) -> pl.Expr:
+    """Map a sex code to M/F/U with the site's code table (default: GB/T 2261.1 + common words)."""
+    table = {k.upper(): v for k, v in (codes or GB2261_SEX).items()}
+    s = _blank_to_null(col).str.to_uppercase()
+    return s.replace_strict(list(table), list(table.values()), default=None, return_dtype=pl.Utf8)
+
+
+def parse_number(col: pl.Expr) -> pl.Expr:
+    """Decimal numbers; full-width digits and thousands separators tolerated."""
+    s = _blank_to_null(col).str.replace_all(",", "").str.replace_all("，", "")
+    return s.cast(pl.Float64, strict=False)
+
+
+def flag_failures(
+    frame: pl.DataFrame,
+    checks: Iterable[tuple[str, str, RejectReason]],
+) -> pl.DataFrame:
+    """Set ``_reject``/``_reject_column`` where a raw column had a value but its parsed column is null.
+
+    ``checks`` holds ``(raw_column, parsed_column, reason)``. The first failing check of a row wins;
+    rows that already carry a reject keep it.
+    """
+    if "_reject" not in frame.columns:
+        frame = frame.with_columns(
+            pl.lit(None, pl.Utf8).alias("_reject"), pl.lit(None, pl.Utf8).alias("_reject_column")
+        )
+    reason = pl.col("_reject")
+    column = pl.col("_reject_column")
+    for raw, parsed, why in checks:
+        failed = reason.is_null() & _blank_to_null(pl.col(raw)).is_not_null() & pl.col(parsed).is_null()
+        reason = pl.when(failed).then(pl.lit(str(why))).otherwise(reason)
+        column = pl.when(failed & column.is_null()).then(pl.lit(raw)).otherwise(column)
+    # evaluate the reason with the column in one pass (column must see the old reason)
+    return frame.with_columns(column.alias("_reject_column"), reason.alias("_reject"))

@@ -1,0 +1,72 @@
+"""The identified OMOP store (restricted zone): opening, creating, counting.
+
+This is the one module that opens ``cdm.duckdb``. The restricted zone is created with mode 0700.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from enclave.errors import StoreError
+from enclave.model.bookkeeping import BOOKKEEPING_DDL
+from enclave.model.omop import CDM_TABLES, create_table_sql
+from enclave.settings import Settings
+
+RESTRICTED_MODE = 0o700
+
+
+def ensure_restricted_zone(settings: Settings) -> Path:
+    for d in (settings.home, settings.restricted_dir, settings.keys_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    for d in (settings.restricted_dir, settings.keys_dir):
+        os.chmod(d, RESTRICTED_MODE)
+    return settings.restricted_dir
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for table in CDM_TABLES:
+        con.execute(create_table_sql(table))
+    for ddl in BOOKKEEPING_DDL:
+        con.execute(ddl)
+
+
+@contextmanager
+def open_store(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the store; created (with its schema) on first write access."""
+    path = settings.store_path
+    if read_only and not path.exists():
+        raise StoreError(
+            f"no store at {path}: run 'enclave ingest' first (or pass --home for another enclave)"
+        )
+    if not read_only:
+        ensure_restricted_zone(settings)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        raise StoreError(f"cannot open the store at {path}: {exc}") from None
+    try:
+        if not read_only:
+            create_schema(con)
+            os.chmod(path, 0o600)
+        yield con
+    finally:
+        con.close()
+
+
+def store_stats(con: duckdb.DuckDBPyConnection) -> dict:
+    """Row counts of every CDM and bookkeeping table, and the number of distinct persons."""
+    tables = {}
+    for table in CDM_TABLES + ("etl_file", "etl_lineage", "etl_reject", "site_registry"):
+        tables[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    persons = con.execute("SELECT count(*) FROM person").fetchone()[0]
+    rejects = dict(
+        con.execute(
+            "SELECT reason, count(*) FROM etl_reject GROUP BY reason ORDER BY reason"
+        ).fetchall()
+    )
+    return {"tables": tables, "persons": persons, "rejects_by_reason": rejects}
