@@ -12,9 +12,11 @@ from typing import Iterator
 
 import duckdb
 
+from enclave import db
 from enclave.errors import StoreError
 from enclave.model.bookkeeping import BOOKKEEPING_DDL
 from enclave.model.omop import CDM_TABLES, create_table_sql
+from enclave.model.vocab import shipped_concepts
 from enclave.settings import Settings
 
 RESTRICTED_MODE = 0o700
@@ -30,9 +32,11 @@ def ensure_restricted_zone(settings: Settings) -> Path:
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     for table in CDM_TABLES:
-        con.execute(create_table_sql(table))
+        db.run(con, create_table_sql(table))
     for ddl in BOOKKEEPING_DDL:
-        con.execute(ddl)
+        db.run(con, ddl)
+    if db.scalar(con, "SELECT count(*) FROM concept") == 0:
+        db.insert_frame(con, "concept", shipped_concepts())
 
 
 @contextmanager
@@ -62,11 +66,11 @@ def store_stats(con: duckdb.DuckDBPyConnection) -> dict:
     """Row counts of every CDM and bookkeeping table, and the number of distinct persons."""
     tables = {}
     for table in CDM_TABLES + ("etl_file", "etl_lineage", "etl_reject", "site_registry"):
-        tables[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    persons = con.execute("SELECT count(*) FROM person").fetchone()[0]
+        tables[table] = db.scalar(con, f"SELECT count(*) FROM {table}")
+    persons = db.scalar(con, "SELECT count(*) FROM person")
     rejects = dict(
-        con.execute(
+        db.rows(con, 
             "SELECT reason, count(*) FROM etl_reject GROUP BY reason ORDER BY reason"
-        ).fetchall()
+        )
     )
     return {"tables": tables, "persons": persons, "rejects_by_reason": rejects}

@@ -1,0 +1,42 @@
+"""Tiny DuckDB helpers that always consume their result.
+
+DuckDB 2.0 keeps a statement's result open on the connection until it is fully fetched, and refuses
+other work meanwhile; ``relation.fetchone()`` is gone. Every query in the enclave goes through these.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import duckdb
+import polars as pl
+
+
+def run(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> None:
+    con.execute(sql, params).fetchall()
+
+
+def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+    return con.execute(sql, params).fetchall()
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> Any:
+    result = con.execute(sql, params).fetchall()
+    return result[0][0] if result else None
+
+
+def frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+    return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
+
+
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, data: pl.DataFrame) -> None:
+    """INSERT the frame's columns (named as the table's) into ``table``."""
+    if data.height == 0:
+        return
+    name = f"_ins_{table.replace('.', '_')}"
+    con.register(name, data.to_arrow())
+    try:
+        cols = ", ".join(data.columns)
+        run(con, f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
+    finally:
+        con.unregister(name)

@@ -1,0 +1,234 @@
+"""Mapping source codes to OMOP concepts (vectorized; reads the store's vocabulary once per batch).
+
+- Standard vocabularies (SNOMED, LOINC, RxNorm, CVX): looked up by (vocabulary, code) in ``concept``.
+- ICD-10 clinical version 2.0 and WHO ICD-10: reduced to the WHO code, mapped to a standard SNOMED
+  concept by ``icd10_to_standard.csv``; the verbatim code gets a *local* source concept id above
+  2,000,000,000, recorded in ``concept`` and ``source_to_concept_map``.
+- LOCAL hospital codes: translated first by the site mapping's ``[codes.<kind>]`` table
+  (``LOCALCODE = "LOINC:2345-7"``); untranslated local codes get a local source concept and target 0.
+- Anything unmapped gets concept 0; the verbatim code always stays in ``*_source_value``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import polars as pl
+
+from enclave import db
+from enclave.db import insert_frame
+
+from enclave.codes import icd10
+from enclave.model.vocab import icd10_standard
+from enclave.ingest.staging import CodeSystem, RejectReason
+
+LOCAL_CONCEPT_BASE = 2_000_000_000
+
+#: syntax of each code system (a code that fails it is ``invalid_code``)
+CODE_PATTERNS: dict[str, str] = {
+    CodeSystem.LOINC: r"^[0-9]{1,7}-[0-9]$",
+    CodeSystem.SNOMED: r"^[0-9]{5,18}$",
+    CodeSystem.RXNORM: r"^[0-9]{1,10}$",
+    CodeSystem.CVX: r"^[0-9]{1,3}$",
+    CodeSystem.ICD9_CM_PROC: r"^[0-9]{2}(\.[0-9x]{1,4})?$",
+    CodeSystem.LOCAL: r"^\S.{0,49}$",
+}
+#: vocabulary_id in ``concept`` for each standard system
+VOCABULARY_ID = {
+    CodeSystem.LOINC: "LOINC",
+    CodeSystem.SNOMED: "SNOMED",
+    CodeSystem.RXNORM: "RxNorm",
+    CodeSystem.CVX: "CVX",
+}
+DOMAIN_OF_KIND = {
+    "condition": "Condition",
+    "drug": "Drug",
+    "measurement": "Measurement",
+    "procedure": "Procedure",
+    "observation": "Observation",
+}
+
+
+def local_code_table(options: dict, kind: str) -> pl.DataFrame:
+    """The site's ``[codes.<kind>]`` translations as (code, std_system, std_code)."""
+    table = (options.get("codes") or {}).get(kind) or {}
+    rows = []
+    for local, target in table.items():
+        system, _, code = str(target).partition(":")
+        rows.append((str(local), system, code))
+    return pl.DataFrame(
+        rows, schema={"code": pl.Utf8, "std_system": pl.Utf8, "std_code": pl.Utf8}, orient="row"
+    )
+
+
+class ConceptMapper:
+    """Maps the codes of one batch; collects new local concepts to write at the end."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, site: str, options: dict):
+        self.con = con
+        self.site = site
+        self.options = options
+        self.standard = db.frame(con, 
+            "SELECT vocabulary_id, concept_code, concept_id FROM concept "
+            "WHERE concept_id < ? AND concept_id > 0",
+            [LOCAL_CONCEPT_BASE],
+        ).with_columns(pl.col("concept_id").cast(pl.Int64))
+        self.local = db.frame(con, 
+            "SELECT vocabulary_id, concept_code, concept_id FROM concept WHERE concept_id > ?",
+            [LOCAL_CONCEPT_BASE],
+        ).with_columns(pl.col("concept_id").cast(pl.Int64))
+        self.next_local = int(
+            db.scalar(con, 
+                "SELECT coalesce(max(concept_id), ?) + 1 FROM concept WHERE concept_id > ?",
+                [LOCAL_CONCEPT_BASE, LOCAL_CONCEPT_BASE],
+            )
+        )
+        self.new_local: list[pl.DataFrame] = []
+
+    # -- validation ------------------------------------------------------------------------
+    def flag_invalid(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Mark rows whose code system is unknown or whose code fails its system's syntax."""
+        known = [str(s) for s in CodeSystem]
+        system = pl.col("code_system")
+        code = pl.col("code").str.strip_chars()
+        valid = pl.lit(False)
+        for s in CodeSystem:
+            if s in (CodeSystem.ICD10_CN,):
+                ok = icd10.is_valid_clinical(code)
+            elif s == CodeSystem.ICD10:
+                ok = icd10.is_valid_who(code) | icd10.is_valid_clinical(code)
+            else:
+                ok = code.str.contains(CODE_PATTERNS[s])
+            valid = pl.when(system == str(s)).then(ok).otherwise(valid)
+        pending = pl.col("_reject").is_null()
+        bad_system = pending & ~system.is_in(known)
+        bad_code = pending & system.is_in(known) & ~valid.fill_null(False)
+        too_long = pending & (pl.col("code").str.len_chars() > 50)
+        return frame.with_columns(
+            pl.when(bad_system).then(pl.lit(str(RejectReason.INVALID_CODE)))
+            .when(too_long).then(pl.lit(str(RejectReason.VALUE_TOO_LONG)))
+            .when(bad_code).then(pl.lit(str(RejectReason.INVALID_CODE)))
+            .otherwise(pl.col("_reject")).alias("_reject"),
+            pl.when(bad_system).then(pl.lit("code_system"))
+            .when(too_long | bad_code).then(pl.lit("code"))
+            .otherwise(pl.col("_reject_column")).alias("_reject_column"),
+        )
+
+    # -- mapping ---------------------------------------------------------------------------
+    def map_codes(self, frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+        """Add ``std_system``, ``std_code``, ``source_concept_id`` and ``target_concept_id``."""
+        local = local_code_table(self.options, kind)
+        f = frame.with_columns(pl.col("code").str.strip_chars().alias("code"))
+        if local.height:
+            f = f.join(local, on="code", how="left")
+            translate = (pl.col("code_system") == str(CodeSystem.LOCAL)) & pl.col("std_system").is_not_null()
+            f = f.with_columns(
+                pl.when(translate).then(pl.col("std_system")).otherwise(pl.col("code_system")).alias("std_system"),
+                pl.when(translate).then(pl.col("std_code")).otherwise(pl.col("code")).alias("std_code"),
+            )
+        else:
+            f = f.with_columns(pl.col("code_system").alias("std_system"), pl.col("code").alias("std_code"))
+
+        # standard vocabularies
+        std = self.standard.rename(
+            {"vocabulary_id": "_vocab", "concept_code": "std_code", "concept_id": "_std_id"}
+        )
+        f = f.with_columns(
+            pl.col("std_system").replace_strict(
+                {str(k): v for k, v in VOCABULARY_ID.items()}, default=None, return_dtype=pl.Utf8
+            ).alias("_vocab")
+        ).join(std, on=["_vocab", "std_code"], how="left")
+
+        # ICD-10 (clinical or WHO): WHO code → standard concept
+        is_icd = pl.col("std_system").is_in([str(CodeSystem.ICD10_CN), str(CodeSystem.ICD10)])
+        f = f.with_columns(
+            pl.when(is_icd).then(icd10.to_who(pl.col("std_code"))).otherwise(None).alias("who")
+        )
+        icd = icd10_standard()
+        f = f.join(icd, on="who", how="left").join(
+            icd.rename({"who": "_cat", "icd_target": "_cat_target"}),
+            left_on=pl.col("who").str.slice(0, 3),
+            right_on="_cat",
+            how="left",
+        )
+        # local source concepts for ICD codes and untranslated LOCAL codes
+        needs_local = is_icd | (pl.col("std_system") == str(CodeSystem.LOCAL))
+        f = f.with_columns(
+            pl.when(is_icd).then(pl.col("std_system"))
+            .when(needs_local).then(pl.lit("LOCAL")).otherwise(None).alias("_lvocab"),
+            pl.when(is_icd).then(pl.col("std_code").str.to_uppercase().str.replace_all("X", "x"))
+            .when(needs_local).then(pl.lit(self.site + ":") + pl.col("std_code"))
+            .otherwise(None).alias("_lcode"),
+        )
+        f = self._assign_local(f, kind)
+        staged = pl.col("concept_id") if "concept_id" in f.columns else pl.lit(None, pl.Int64)
+        target = pl.coalesce(
+            staged, pl.col("_std_id"), pl.col("icd_target"), pl.col("_cat_target"), pl.lit(0)
+        )
+        source = pl.coalesce(pl.col("_local_id"), pl.col("_std_id"), pl.lit(0))
+        return f.with_columns(
+            target.cast(pl.Int64).alias("target_concept_id"),
+            source.cast(pl.Int64).alias("source_concept_id"),
+        ).drop(["_vocab", "_std_id", "who", "icd_target", "_cat_target", "_lvocab", "_lcode", "_local_id"], strict=False)
+
+    def _assign_local(self, f: pl.DataFrame, kind: str) -> pl.DataFrame:
+        known = self.local.rename(
+            {"vocabulary_id": "_lvocab", "concept_code": "_lcode", "concept_id": "_local_id"}
+        )
+        f = f.join(known, on=["_lvocab", "_lcode"], how="left")
+        new = (
+            f.filter(pl.col("_lvocab").is_not_null() & pl.col("_local_id").is_null()
+                     & pl.col("_reject").is_null())
+            .select("_lvocab", "_lcode", "icd_target", "_cat_target")
+            .unique(["_lvocab", "_lcode"], keep="first", maintain_order=True)
+        )
+        if new.height:
+            new = new.with_columns(
+                pl.int_range(self.next_local, self.next_local + new.height, dtype=pl.Int64).alias("_new_id"),
+                pl.lit(DOMAIN_OF_KIND.get(kind, "Observation")).alias("_domain"),
+                pl.coalesce(pl.col("icd_target"), pl.col("_cat_target"), pl.lit(0)).alias("_target"),
+            )
+            self.next_local += new.height
+            self.new_local.append(new.select("_lvocab", "_lcode", "_new_id", "_domain", "_target"))
+            self.local = pl.concat(
+                [self.local, new.select(
+                    pl.col("_lvocab").alias("vocabulary_id"), pl.col("_lcode").alias("concept_code"),
+                    pl.col("_new_id").alias("concept_id"))]
+            )
+            f = f.join(new.select("_lvocab", "_lcode", "_new_id"), on=["_lvocab", "_lcode"], how="left")
+            f = f.with_columns(pl.coalesce("_local_id", "_new_id").alias("_local_id")).drop("_new_id")
+        return f
+
+    def write_new_concepts(self) -> int:
+        """Insert the batch's new local concepts and their source_to_concept_map rows."""
+        if not self.new_local:
+            return 0
+        new = pl.concat(self.new_local).unique(["_lvocab", "_lcode"], keep="first")
+        today = dt.date.today()
+        concepts = new.select(
+            pl.col("_new_id").cast(pl.Int32).alias("concept_id"),
+            pl.col("_lcode").alias("concept_name"),
+            pl.col("_domain").alias("domain_id"),
+            pl.col("_lvocab").alias("vocabulary_id"),
+            pl.lit("Local code").alias("concept_class_id"),
+            pl.lit(None, pl.Utf8).alias("standard_concept"),
+            pl.col("_lcode").alias("concept_code"),
+            pl.lit(dt.date(1970, 1, 1)).alias("valid_start_date"),
+            pl.lit(dt.date(2099, 12, 31)).alias("valid_end_date"),
+            pl.lit(None, pl.Utf8).alias("invalid_reason"),
+        )
+        stcm = new.select(
+            pl.col("_lcode").alias("source_code"),
+            pl.col("_new_id").cast(pl.Int32).alias("source_concept_id"),
+            pl.col("_lvocab").alias("source_vocabulary_id"),
+            pl.lit(None, pl.Utf8).alias("source_code_description"),
+            pl.col("_target").cast(pl.Int32).alias("target_concept_id"),
+            pl.when(pl.col("_target") > 0).then(pl.lit("SNOMED")).otherwise(pl.lit("None")).alias("target_vocabulary_id"),
+            pl.lit(today).alias("valid_start_date"),
+            pl.lit(dt.date(2099, 12, 31)).alias("valid_end_date"),
+            pl.lit(None, pl.Utf8).alias("invalid_reason"),
+        )
+        insert_frame(self.con, "concept", concepts)
+        insert_frame(self.con, "source_to_concept_map", stcm)
+        return new.height

@@ -1,0 +1,88 @@
+"""Linking one person across hospitals.
+
+A person's *link key* is a keyed hash (HMAC-SHA256, truncated to 128 bits) of the normalized resident
+ID number, so the same person gets the same key at every hospital while the number itself is never
+needed outside the restricted zone. Sites without resident IDs (Synthea, FHIR samples) link by a
+keyed hash of ``site:site_patient_id`` instead: such persons are site-local by construction.
+
+The key lives in ``<restricted>/keys/linkage.key`` (0600), created on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+import polars as pl
+
+from enclave.codes import resident_id
+from enclave.ingest.staging import RejectReason
+
+KEY_BYTES = 32
+LINK_KEY_HEX = 32
+
+
+def load_or_create_key(keys_dir: Path, name: str = "linkage.key") -> bytes:
+    path = keys_dir / name
+    if path.exists():
+        return path.read_bytes()
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        key = secrets.token_bytes(KEY_BYTES)
+        os.write(fd, key)
+    finally:
+        os.close(fd)
+    return key
+
+
+def link_keys(key: bytes, messages: pl.Series) -> pl.Series:
+    """HMAC of each message (unique values hashed once)."""
+    uniq = messages.unique().drop_nulls()
+    digests = [
+        hmac.new(key, m.encode("utf-8"), hashlib.sha256).hexdigest()[:LINK_KEY_HEX] for m in uniq
+    ]
+    table = dict(zip(uniq.to_list(), digests))
+    return messages.replace_strict(table, default=None, return_dtype=pl.Utf8)
+
+
+def resident_id_checks(persons: pl.DataFrame) -> pl.DataFrame:
+    """Add ``rid`` (normalized number) and flag invalid numbers and identity conflicts.
+
+    A number that fails GB 11643 is ``invalid_resident_id``; a valid number whose birth date or sex
+    disagrees with the row's own birth date / sex is ``identity_conflict``.
+    """
+    rid = resident_id.normalize_expr(pl.col("resident_id"))
+    persons = persons.with_columns(rid.alias("rid"))
+    id_birth = resident_id.birth_date_expr(pl.col("rid"))
+    id_sex = resident_id.sex_expr(pl.col("rid"))
+    ok = pl.col("_reject").is_null()
+    invalid = ok & pl.col("resident_id").is_not_null() & pl.col("rid").is_null()
+    conflict = (
+        ok
+        & pl.col("rid").is_not_null()
+        & (
+            (pl.col("birth_date").is_not_null() & (pl.col("birth_date") != id_birth))
+            | (pl.col("sex").is_in(["M", "F"]) & (pl.col("sex") != id_sex))
+        )
+    )
+    return persons.with_columns(
+        pl.when(invalid)
+        .then(pl.lit(str(RejectReason.INVALID_RESIDENT_ID)))
+        .when(conflict)
+        .then(pl.lit(str(RejectReason.IDENTITY_CONFLICT)))
+        .otherwise(pl.col("_reject"))
+        .alias("_reject"),
+        pl.when(invalid | conflict)
+        .then(pl.lit("resident_id"))
+        .otherwise(pl.col("_reject_column"))
+        .alias("_reject_column"),
+        # fill birth date and sex from the number where the site did not give them
+        pl.coalesce(pl.col("birth_date"), id_birth).alias("birth_date"),
+        pl.when(pl.col("sex").is_in(["M", "F"])).then(pl.col("sex")).otherwise(
+            pl.coalesce(id_sex, pl.col("sex"))
+        ).alias("sex"),
+    )

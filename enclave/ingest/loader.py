@@ -1,0 +1,744 @@
+"""The loader: a staged batch of one site → OMOP rows, lineage and rejects, in one transaction.
+
+Every staged row ends in exactly one of three places: loaded (a CDM row and its lineage), rejected
+(``etl_reject`` with reason, file and row number — never its contents) or merged as a duplicate.
+A failure anywhere rolls the whole batch back: the store is left as it was.
+
+What the loader checks (adapters have already flagged parse failures):
+required columns · resident-ID checksum and identity conflicts · references to unknown patients or
+visits · end before start · code syntax · units per analyte · duplicates (exact rows within the batch,
+natural keys ``(site, site_patient_id)`` and ``(site, site_visit_id)`` against the store, whole files
+already ingested).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import duckdb
+import polars as pl
+
+from enclave.codes import units as unit_codes
+from enclave.ingest import linkage
+from enclave import db
+from enclave.db import insert_frame
+from enclave.ingest.concepts import ConceptMapper
+from enclave.ingest.mapping import SiteMapping
+from enclave.ingest.staging import VISIT_TYPES, RejectReason, StagedBatch, required_columns
+
+EHR = 32817  # Type Concept: EHR
+GENDER = {"M": 8507, "F": 8532}
+VISIT_CONCEPT = {"inpatient": 9201, "outpatient": 9202, "emergency": 9203}
+EVENT_ORDER = ("condition", "drug", "measurement", "procedure", "observation", "note", "death")
+BOOK = ["_file", "_row", "_reject", "_reject_column", "_dup"]
+
+
+@dataclass(slots=True)
+class FileReport:
+    """Counts for one source file. Invariant: read == loaded + rejected + merged_duplicates."""
+
+    file: str
+    site: str
+    dialect: str
+    source_records: int = 0
+    read: int = 0
+    loaded: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    merged_duplicates: int = 0
+    already_ingested: bool = False
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "site": self.site,
+            "dialect": self.dialect,
+            "source_records": self.source_records,
+            "read": self.read,
+            "loaded": self.loaded,
+            "rejected": dict(sorted(self.rejected.items())),
+            "rejected_total": self.rejected_total,
+            "merged_duplicates": self.merged_duplicates,
+            "already_ingested": self.already_ingested,
+        }
+
+
+# --- small vectorized helpers ------------------------------------------------------------------
+def _reject_where(frame: pl.DataFrame, cond: pl.Expr, reason: RejectReason, column: str | pl.Expr) -> pl.DataFrame:
+    hit = pl.col("_reject").is_null() & ~pl.col("_dup") & cond.fill_null(False)
+    col_expr = pl.lit(column) if isinstance(column, str) else column
+    return frame.with_columns(
+        pl.when(hit).then(pl.lit(str(reason))).otherwise(pl.col("_reject")).alias("_reject"),
+        pl.when(hit).then(col_expr).otherwise(pl.col("_reject_column")).alias("_reject_column"),
+    )
+
+
+def _require(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+    for col in required_columns(kind):
+        frame = _reject_where(frame, pl.col(col).is_null(), RejectReason.MISSING_REQUIRED, col)
+    return frame
+
+
+def _dedupe(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Mark all but the first pending row of each key group as a merged duplicate."""
+    pending = (pl.col("_reject").is_null() & ~pl.col("_dup")).cast(pl.Int32)
+    rank = pending.cum_sum().over(keys)
+    return frame.with_columns((pl.col("_dup") | ((pending == 1) & (rank > 1))).alias("_dup"))
+
+
+def _content_columns(frame: pl.DataFrame) -> list[str]:
+    return [c for c in frame.columns if not c.startswith("_")]
+
+
+def _ok(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.filter(pl.col("_reject").is_null() & ~pl.col("_dup"))
+
+
+def _next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
+    return int(db.scalar(con, f"SELECT coalesce(max({column}), 0) + 1 FROM {table}"))
+
+
+class BatchLoader:
+    def __init__(self, con: duckdb.DuckDBPyConnection, key: bytes, mapping: SiteMapping):
+        self.con = con
+        self.key = key
+        self.mapping = mapping
+        self.site = mapping.site_id
+        self.file_ids: dict[str, int] = {}
+        self.outcomes: list[pl.DataFrame] = []  # (_file, _row, kind, _reject, _reject_column, _dup)
+        self.lineage: list[pl.DataFrame] = []
+        self.touched_persons: list[pl.Series] = []
+        self.now = dt.datetime.now()
+
+    # ------------------------------------------------------------------------------------------
+    def load(self, batch: StagedBatch, file_sha: dict[str, str]) -> list[FileReport]:
+        con = self.con
+        self._register_site()
+        known = self._known_files(file_sha)
+        frames = {}
+        skipped: dict[str, int] = {}
+        for kind, frame in batch.frames.items():
+            frame = frame.with_columns(pl.lit(False).alias("_dup"))
+            if known:
+                done = frame.filter(pl.col("_file").is_in(list(known)))
+                for f, n in done.group_by("_file").len().iter_rows():
+                    skipped[f] = skipped.get(f, 0) + n
+                frame = frame.filter(~pl.col("_file").is_in(list(known)))
+            if kind != "unparsed":
+                frame = _require(frame, kind)
+            frames[kind] = frame
+        new_files = [f for f in file_sha if f not in known]
+        self._register_files(new_files, file_sha, batch)
+
+        self.mapper = ConceptMapper(con, self.site, self.mapping.options)
+        if "concept" in frames:
+            frames["concept"] = self._load_concepts(frames["concept"])
+            self.mapper = ConceptMapper(con, self.site, self.mapping.options)
+        self.care_sites = self._load_care_sites(frames.get("care_site"))
+        self.providers = self._load_providers(frames.get("provider"))
+        if "care_site" in frames:
+            frames["care_site"] = self._care_site_frame
+        if "provider" in frames:
+            frames["provider"] = self._provider_frame
+        persons = self._load_persons(frames.get("person"))
+        if "person" in frames:
+            frames["person"] = persons
+        self.patient_map = db.frame(con, 
+            "SELECT site_patient_id, person_id FROM identity.site_patient WHERE site_id = ?", [self.site]
+        ).with_columns(pl.col("person_id").cast(pl.Int64))
+        if "visit" in frames:
+            frames["visit"] = self._load_visits(frames["visit"])
+        self.visit_map = db.frame(con, 
+            "SELECT site_visit_id, visit_occurrence_id FROM identity.site_visit WHERE site_id = ?",
+            [self.site],
+        ).with_columns(pl.col("visit_occurrence_id").cast(pl.Int64))
+        for kind in EVENT_ORDER:
+            if kind in frames:
+                frames[kind] = self._load_events(kind, frames[kind])
+        self.mapper.write_new_concepts()
+        for kind, frame in frames.items():
+            self.outcomes.append(
+                frame.select(
+                    "_file", "_row", pl.lit(kind).alias("kind"), "_reject", "_reject_column", "_dup"
+                )
+            )
+        self._refresh_observation_periods()
+        return self._finish(batch, file_sha, known, skipped)
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+    def _register_site(self) -> None:
+        m = self.mapping
+        exists = db.scalar(self.con, 
+            "SELECT care_site_id FROM site_registry WHERE site_id = ?", [self.site]
+        )
+        if exists is not None:
+            self.site_care_site = exists
+            return
+        self.site_care_site = _next_id(self.con, "care_site", "care_site_id")
+        location_id = self._location_ids(pl.Series([m.region_code]))[0] if m.region_code else None
+        db.run(self.con, 
+            "INSERT INTO care_site (care_site_id, care_site_name, place_of_service_concept_id, "
+            "location_id, care_site_source_value, place_of_service_source_value) VALUES (?, ?, 0, ?, ?, ?)",
+            [self.site_care_site, m.name or self.site, location_id, self.site, m.level],
+        )
+        db.run(self.con, 
+            "INSERT INTO site_registry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [self.site, m.name, m.dialect, m.encoding, ",".join(sorted((m.options.get("codes") or {}).keys())),
+             m.source, m.sha256, self.site_care_site, self.now],
+        )
+
+    def _known_files(self, file_sha: dict[str, str]) -> set[str]:
+        if not file_sha:
+            return set()
+        rows = db.rows(self.con, 
+            "SELECT sha256 FROM etl_file WHERE site_id = ?", [self.site]
+        )
+        seen = {r[0] for r in rows}
+        return {f for f, sha in file_sha.items() if sha in seen}
+
+    def _register_files(self, files: list[str], file_sha: dict[str, str], batch: StagedBatch) -> None:
+        next_id = _next_id(self.con, "etl_file", "file_id")
+        for i, f in enumerate(files):
+            self.file_ids[f] = next_id + i
+            db.run(self.con, 
+                "INSERT INTO etl_file VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, ?)",
+                [next_id + i, self.site, f, file_sha[f], self.mapping.dialect,
+                 batch.read_counts.get(f, 0), self.now],
+            )
+
+    def _with_file_id(self, frame: pl.DataFrame) -> pl.DataFrame:
+        ids = pl.DataFrame(
+            {"_file": list(self.file_ids), "file_id": list(self.file_ids.values())},
+            schema={"_file": pl.Utf8, "file_id": pl.Int64},
+        )
+        return frame.join(ids, on="_file", how="left")
+
+    def _add_lineage(self, table: str, ids: pl.Series, rows: pl.DataFrame) -> None:
+        self.lineage.append(
+            rows.select("_file", pl.col("_row").alias("source_row")).with_columns(
+                pl.lit(table).alias("table_name"), ids.cast(pl.Int64).alias("row_id")
+            )
+        )
+
+    # --- locations / care sites / providers ----------------------------------------------------
+    def _location_ids(self, codes: pl.Series) -> list[int | None]:
+        codes = codes.cast(pl.Utf8)
+        uniq = [c for c in codes.unique().drop_nulls().to_list() if c]
+        if uniq:
+            existing = dict(db.rows(self.con, 
+                "SELECT location_source_value, location_id FROM location WHERE location_source_value IN "
+                f"(SELECT unnest(?))", [uniq]
+            ))
+            missing = [c for c in uniq if c not in existing]
+            if missing:
+                start = _next_id(self.con, "location", "location_id")
+                rows = pl.DataFrame({
+                    "location_id": list(range(start, start + len(missing))),
+                    "county": missing,
+                    "state": [c[:2] + "0000" for c in missing],
+                    "location_source_value": missing,
+                    "country_concept_id": [0] * len(missing),
+                    "country_source_value": ["CN"] * len(missing),
+                })
+                insert_frame(self.con, "location", rows)
+                existing.update(zip(missing, range(start, start + len(missing))))
+        else:
+            existing = {}
+        return [existing.get(c) if c else None for c in codes.to_list()]
+
+    def _location_frame(self, codes: pl.Series) -> pl.Series:
+        uniq = codes.unique().drop_nulls()
+        ids = self._location_ids(uniq)
+        table = dict(zip(uniq.to_list(), ids))
+        return codes.replace_strict(table, default=None, return_dtype=pl.Int64)
+
+    def _load_care_sites(self, frame: pl.DataFrame | None) -> pl.DataFrame:
+        existing = db.frame(self.con, 
+            "SELECT care_site_source_value AS key, care_site_id FROM care_site"
+        ).with_columns(pl.col("care_site_id").cast(pl.Int64))
+        self._care_site_frame = frame
+        if frame is None:
+            return existing
+        frame = frame.with_columns((pl.lit(self.site + ":") + pl.col("care_site_id")).alias("key"))
+        frame = _dedupe(frame, ["key"])
+        frame = frame.with_columns(
+            (pl.col("_dup") | (pl.col("_reject").is_null() & pl.col("key").is_in(existing["key"].implode()))).alias("_dup")
+        )
+        ok = _ok(frame)
+        if ok.height:
+            start = _next_id(self.con, "care_site", "care_site_id")
+            ids = pl.int_range(start, start + ok.height, eager=True)
+            rows = ok.select(
+                ids.alias("care_site_id"),
+                pl.col("name").alias("care_site_name"),
+                pl.lit(0).alias("place_of_service_concept_id"),
+                self._location_frame(ok["region_code"]).alias("location_id"),
+                pl.col("key").alias("care_site_source_value"),
+                pl.col("level").alias("place_of_service_source_value"),
+            )
+            insert_frame(self.con, "care_site", rows)
+            self._add_lineage("care_site", ids, ok)
+            existing = pl.concat([existing, rows.select(pl.col("care_site_source_value").alias("key"),
+                                                        pl.col("care_site_id").cast(pl.Int64))])
+        self._care_site_frame = frame.drop("key")
+        return existing
+
+    def _load_providers(self, frame: pl.DataFrame | None) -> pl.DataFrame:
+        existing = db.frame(self.con, 
+            "SELECT provider_source_value AS key, provider_id FROM provider"
+        ).with_columns(pl.col("provider_id").cast(pl.Int64))
+        self._provider_frame = frame
+        if frame is None:
+            return existing
+        frame = frame.with_columns((pl.lit(self.site + ":") + pl.col("provider_id")).alias("key"))
+        frame = _reject_where(frame, pl.col("key").str.len_chars() > 50, RejectReason.VALUE_TOO_LONG, "provider_id")
+        frame = _dedupe(frame, ["key"])
+        frame = frame.with_columns(
+            (pl.col("_dup") | (pl.col("_reject").is_null() & pl.col("key").is_in(existing["key"].implode()))).alias("_dup")
+        )
+        ok = _ok(frame).join(
+            self.care_sites.rename({"key": "_cs", "care_site_id": "_cs_id"}),
+            left_on=pl.lit(self.site + ":") + pl.col("care_site_id"), right_on="_cs", how="left",
+        )
+        if ok.height:
+            start = _next_id(self.con, "provider", "provider_id")
+            ids = pl.int_range(start, start + ok.height, eager=True)
+            rows = ok.select(
+                ids.alias("provider_id"),
+                pl.col("name").alias("provider_name"),
+                pl.col("specialty").alias("specialty_source_value"),
+                pl.col("_cs_id").alias("care_site_id"),
+                pl.col("key").alias("provider_source_value"),
+            )
+            insert_frame(self.con, "provider", rows)
+            self._add_lineage("provider", ids, ok)
+            existing = pl.concat([existing, rows.select(pl.col("provider_source_value").alias("key"),
+                                                        pl.col("provider_id").cast(pl.Int64))])
+        self._provider_frame = frame.drop("key")
+        return existing
+
+    # --- concepts from an OMOP export ----------------------------------------------------------
+    def _load_concepts(self, frame: pl.DataFrame) -> pl.DataFrame:
+        frame = _dedupe(frame, ["concept_id"])
+        existing = db.frame(self.con, "SELECT concept_id FROM concept")["concept_id"].cast(pl.Int64)
+        frame = frame.with_columns(
+            (pl.col("_dup") | (pl.col("_reject").is_null() & pl.col("concept_id").is_in(existing.implode()))).alias("_dup")
+        )
+        ok = _ok(frame)
+        cols = ["concept_id", "concept_name", "domain_id", "vocabulary_id", "concept_class_id",
+                "standard_concept", "concept_code", "valid_start_date", "valid_end_date", "invalid_reason"]
+        insert_frame(self.con, "concept", ok.select(cols).with_columns(
+            pl.col("standard_concept").replace("", None)))
+        self._add_lineage("concept", ok["concept_id"], ok)
+        return frame
+
+    # --- persons -------------------------------------------------------------------------------
+    def _load_persons(self, p: pl.DataFrame | None) -> pl.DataFrame | None:
+        if p is None:
+            return None
+        con = self.con
+        if self.mapping.linkage == "resident_id":
+            p = _reject_where(p, pl.col("resident_id").is_null(), RejectReason.MISSING_REQUIRED, "resident_id")
+            p = linkage.resident_id_checks(p)
+            msg = pl.lit("rid:") + pl.col("rid")
+        else:
+            p = p.with_columns(pl.lit(None, pl.Utf8).alias("rid"))
+            msg = pl.lit(f"site:{self.site}:") + pl.col("site_patient_id")
+        p = p.with_columns(
+            pl.when(pl.col("_reject").is_null()).then(msg).otherwise(None).alias("_msg")
+        )
+        p = p.with_columns(linkage.link_keys(self.key, p["_msg"]).alias("link_key")).drop("_msg")
+        p = _dedupe(p, [c for c in _content_columns(p) if c not in ("rid", "link_key")])
+        p = _dedupe(p, ["site_patient_id"])
+        known_sp = db.frame(con, 
+            "SELECT site_patient_id FROM identity.site_patient WHERE site_id = ?", [self.site]
+        )["site_patient_id"]
+        p = p.with_columns(
+            (pl.col("_dup") | (pl.col("_reject").is_null() & pl.col("site_patient_id").is_in(known_sp.implode()))).alias("_dup")
+        )
+        ok = _ok(p)
+        if ok.height == 0:
+            return p
+        keys = ok.select("link_key").unique()
+        con.register("_batch_keys", keys.to_arrow())
+        existing = db.frame(con, 
+            "SELECT i.link_key, i.person_id FROM identity.person_index i JOIN _batch_keys b USING (link_key)"
+        ).with_columns(pl.col("person_id").cast(pl.Int64))
+        con.unregister("_batch_keys")
+        first = ok.unique("link_key", keep="first", maintain_order=True).join(
+            existing, on="link_key", how="anti"
+        )
+        start = _next_id(con, "person", "person_id")
+        first = first.with_columns(pl.int_range(start, start + first.height, dtype=pl.Int64).alias("person_id"))
+        all_ids = pl.concat([existing, first.select("link_key", "person_id")])
+        ok = ok.join(all_ids, on="link_key", how="left")
+        region = pl.coalesce(pl.col("region_code"), pl.col("rid").str.slice(0, 6))
+        first = first.with_columns(region.alias("_region"))
+        person_rows = first.select(
+            pl.col("person_id"),
+            pl.col("sex").replace_strict(GENDER, default=0, return_dtype=pl.Int64).alias("gender_concept_id"),
+            pl.col("birth_date").dt.year().fill_null(0).alias("year_of_birth"),
+            pl.col("birth_date").dt.month().alias("month_of_birth"),
+            pl.col("birth_date").dt.day().alias("day_of_birth"),
+            pl.col("birth_date").cast(pl.Datetime("us")).alias("birth_datetime"),
+            pl.lit(0).alias("race_concept_id"),
+            pl.lit(0).alias("ethnicity_concept_id"),
+            self._location_frame(first["_region"]).alias("location_id"),
+            pl.lit(self.site_care_site).alias("care_site_id"),
+            pl.col("link_key").alias("person_source_value"),
+            pl.col("sex").alias("gender_source_value"),
+            pl.col("ethnicity").alias("ethnicity_source_value"),
+        )
+        insert_frame(con, "person", person_rows)
+        insert_frame(con, "identity.person_index", first.select(
+            "person_id", "link_key", pl.col("rid").alias("resident_id"), "name", "birth_date", "sex",
+            "phone", "address", "insurance_no"))
+        insert_frame(con, "identity.site_patient", ok.select(
+            pl.lit(self.site).alias("site_id"), "site_patient_id", "person_id"))
+        deaths = ok.filter(pl.col("death_date").is_not_null()).unique("person_id", keep="first")
+        if deaths.height:
+            con.register("_deaths", deaths.select("person_id", "death_date").to_arrow())
+            db.run(con, 
+                "INSERT INTO death (person_id, death_date, death_type_concept_id) "
+                f"SELECT person_id, death_date, {EHR} FROM _deaths WHERE person_id NOT IN (SELECT person_id FROM death)"
+            )
+            con.unregister("_deaths")
+        self._add_lineage("person", ok["person_id"], ok)
+        self.touched_persons.append(ok["person_id"])
+        return p
+
+    # --- visits --------------------------------------------------------------------------------
+    def _resolve_person(self, frame: pl.DataFrame) -> pl.DataFrame:
+        frame = frame.join(self.patient_map, on="site_patient_id", how="left")
+        return _reject_where(frame, pl.col("person_id").is_null(), RejectReason.UNKNOWN_PATIENT, "site_patient_id")
+
+    def _load_visits(self, v: pl.DataFrame) -> pl.DataFrame:
+        con = self.con
+        v = _reject_where(v, ~pl.col("visit_type").is_in(list(VISIT_TYPES)), RejectReason.INVALID_CODE, "visit_type")
+        v = self._resolve_person(v)
+        v = _reject_where(v, pl.col("end_date") < pl.col("start_date"), RejectReason.DATE_ORDER, "end_date")
+        v = _dedupe(v, [c for c in _content_columns(v) if c != "person_id"])
+        v = _dedupe(v, ["site_visit_id"])
+        known = db.frame(con, 
+            "SELECT site_visit_id FROM identity.site_visit WHERE site_id = ?", [self.site]
+        )["site_visit_id"]
+        v = v.with_columns(
+            (pl.col("_dup") | (pl.col("_reject").is_null() & pl.col("site_visit_id").is_in(known.implode()))).alias("_dup")
+        )
+        ok = _ok(v)
+        if ok.height == 0:
+            return v.drop("person_id")
+        start = _next_id(con, "visit_occurrence", "visit_occurrence_id")
+        ok = ok.with_columns(pl.int_range(start, start + ok.height, dtype=pl.Int64).alias("visit_occurrence_id"))
+        ok = ok.join(self.care_sites.rename({"key": "_cs", "care_site_id": "_cs_id"}),
+                     left_on=pl.lit(self.site + ":") + pl.col("care_site_id"), right_on="_cs", how="left")
+        ok = ok.join(self.providers.rename({"key": "_pv", "provider_id": "_pv_id"}),
+                     left_on=pl.lit(self.site + ":") + pl.col("provider_id"), right_on="_pv", how="left")
+        rows = ok.select(
+            "visit_occurrence_id", "person_id",
+            pl.col("visit_type").replace_strict(VISIT_CONCEPT, default=0, return_dtype=pl.Int64).alias("visit_concept_id"),
+            pl.col("start_date").alias("visit_start_date"),
+            pl.col("start_datetime").alias("visit_start_datetime"),
+            pl.coalesce("end_date", "start_date").alias("visit_end_date"),
+            pl.col("end_datetime").alias("visit_end_datetime"),
+            pl.lit(EHR).alias("visit_type_concept_id"),
+            pl.col("_pv_id").alias("provider_id"),
+            pl.coalesce(pl.col("_cs_id"), pl.lit(self.site_care_site)).alias("care_site_id"),
+            pl.col("visit_type").alias("visit_source_value"),
+            pl.col("department").str.slice(0, 50).alias("admitted_from_source_value"),
+        )
+        insert_frame(con, "visit_occurrence", rows)
+        insert_frame(con, "identity.site_visit", ok.select(
+            pl.lit(self.site).alias("site_id"), "site_visit_id", "visit_occurrence_id"))
+        costs = ok.filter(pl.col("total_cost").is_not_null())
+        if costs.height:
+            self._insert_costs(costs, "visit_occurrence_id", "Visit", "total_cost", "paid_by_patient")
+        self._add_lineage("visit_occurrence", ok["visit_occurrence_id"], ok)
+        self.touched_persons.append(ok["person_id"])
+        return v.drop("person_id")
+
+    def _insert_costs(self, frame: pl.DataFrame, id_col: str, domain: str, cost_col: str,
+                      patient_col: str | None = None) -> None:
+        start = _next_id(self.con, "cost", "cost_id")
+        rows = frame.select(
+            pl.int_range(start, start + frame.height, dtype=pl.Int64).alias("cost_id"),
+            pl.col(id_col).alias("cost_event_id"),
+            pl.lit(domain).alias("cost_domain_id"),
+            pl.lit(EHR).alias("cost_type_concept_id"),
+            pl.lit(44818620).alias("currency_concept_id"),  # Chinese yuan
+            pl.col(cost_col).alias("total_cost"),
+            (pl.col(patient_col) if patient_col else pl.lit(None, pl.Float64)).alias("paid_by_patient"),
+        )
+        insert_frame(self.con, "cost", rows)
+
+    # --- clinical events -----------------------------------------------------------------------
+    def _load_events(self, kind: str, f: pl.DataFrame) -> pl.DataFrame:
+        f = self._resolve_person(f)
+        if "site_visit_id" in f.columns:
+            f = f.join(self.visit_map, on="site_visit_id", how="left")
+            f = _reject_where(f, pl.col("site_visit_id").is_not_null() & pl.col("visit_occurrence_id").is_null(),
+                              RejectReason.UNKNOWN_VISIT, "site_visit_id")
+        if "end_date" in f.columns and "start_date" in f.columns:
+            f = _reject_where(f, pl.col("end_date") < pl.col("start_date"), RejectReason.DATE_ORDER, "end_date")
+        if "code" in f.columns:
+            f = self.mapper.flag_invalid(f)
+        f = _dedupe(f, [c for c in _content_columns(f) if c not in ("person_id", "visit_occurrence_id")])
+        if kind == "death":
+            known = db.frame(self.con, "SELECT person_id FROM death")["person_id"].cast(pl.Int64)
+            f = _dedupe(f, ["person_id"])
+            f = f.with_columns((pl.col("_dup") | (pl.col("_reject").is_null() & pl.col("person_id").is_in(known.implode()))).alias("_dup"))
+        pending = f.filter(pl.col("_reject").is_null() & ~pl.col("_dup"))
+        if "code" in f.columns and pending.height:
+            mapped = self.mapper.map_codes(pending, kind)
+            if kind == "measurement":
+                mapped = self._convert_units(mapped)
+            # unit rejects found during mapping flow back into the frame
+            back = mapped.select("_file", "_row", pl.col("_reject").alias("_r2"), pl.col("_reject_column").alias("_c2"))
+            f = f.join(back, on=["_file", "_row"], how="left").with_columns(
+                pl.coalesce("_reject", "_r2").alias("_reject"), pl.coalesce("_reject_column", "_c2").alias("_reject_column")
+            ).drop("_r2", "_c2")
+            pending = mapped.filter(pl.col("_reject").is_null())
+        if pending.height:
+            getattr(self, f"_insert_{kind}")(pending)
+            self.touched_persons.append(pending["person_id"])
+        return f.drop([c for c in ("person_id", "visit_occurrence_id") if c in f.columns])
+
+    def _ids(self, table: str, column: str, frame: pl.DataFrame) -> pl.Series:
+        start = _next_id(self.con, table, column)
+        return pl.int_range(start, start + frame.height, dtype=pl.Int64, eager=True)
+
+    def _insert_condition(self, f: pl.DataFrame) -> None:
+        ids = self._ids("condition_occurrence", "condition_occurrence_id", f)
+        rows = f.select(
+            ids.alias("condition_occurrence_id"), "person_id",
+            pl.col("target_concept_id").alias("condition_concept_id"),
+            pl.col("start_date").alias("condition_start_date"),
+            pl.col("end_date").alias("condition_end_date"),
+            pl.lit(EHR).alias("condition_type_concept_id"),
+            pl.when(pl.col("primary")).then(pl.lit(32902)).otherwise(pl.lit(None, pl.Int64)).alias("condition_status_concept_id"),
+            "visit_occurrence_id",
+            pl.col("code").alias("condition_source_value"),
+            pl.col("source_concept_id").alias("condition_source_concept_id"),
+        )
+        insert_frame(self.con, "condition_occurrence", rows)
+        self._add_lineage("condition_occurrence", ids, f)
+
+    def _insert_drug(self, f: pl.DataFrame) -> None:
+        ids = self._ids("drug_exposure", "drug_exposure_id", f)
+        rows = f.select(
+            ids.alias("drug_exposure_id"), "person_id",
+            pl.col("target_concept_id").alias("drug_concept_id"),
+            pl.col("start_date").alias("drug_exposure_start_date"),
+            pl.coalesce("end_date", "start_date").alias("drug_exposure_end_date"),
+            pl.lit(EHR).alias("drug_type_concept_id"),
+            "quantity", "days_supply",
+            pl.col("route").str.slice(0, 50).alias("route_source_value"),
+            "visit_occurrence_id",
+            pl.col("code").alias("drug_source_value"),
+            pl.col("source_concept_id").alias("drug_source_concept_id"),
+            pl.col("dose_unit").str.slice(0, 50).alias("dose_unit_source_value"),
+        )
+        insert_frame(self.con, "drug_exposure", rows)
+        self._add_lineage("drug_exposure", ids, f)
+        costs = f.with_columns(ids.alias("drug_exposure_id")).filter(pl.col("cost").is_not_null())
+        if costs.height:
+            self._insert_costs(costs, "drug_exposure_id", "Drug", "cost")
+
+    def _convert_units(self, m: pl.DataFrame) -> pl.DataFrame:
+        conv = unit_codes.conversion_table().rename({"loinc": "std_code", "unit": "_unit"})
+        m = m.with_columns(unit_codes.normalize_unit(pl.col("unit")).alias("_unit"))
+        analyte = pl.col("std_system") == "LOINC"
+        m = m.join(conv, on=["std_code", "_unit"], how="left")
+        known_analytes = list(unit_codes.analytes())
+        is_known = analyte & pl.col("std_code").is_in(known_analytes)
+        bad = pl.col("_reject").is_null() & is_known & pl.col("_unit").is_not_null() & pl.col("factor").is_null()
+        m = m.with_columns(
+            pl.when(bad).then(pl.lit(str(RejectReason.UNKNOWN_UNIT))).otherwise(pl.col("_reject")).alias("_reject"),
+            pl.when(bad).then(pl.lit("unit")).otherwise(pl.col("_reject_column")).alias("_reject_column"),
+        )
+        units = self.mapper.standard.filter(pl.col("vocabulary_id") == "UCUM").select(
+            pl.col("concept_code").alias("_unit"), pl.col("concept_id").alias("_ucum_id"))
+        m = m.join(units, on="_unit", how="left")
+        return m.with_columns(
+            (pl.col("value") * pl.col("factor").fill_null(1.0)).alias("value_converted"),
+            (pl.col("range_low") * pl.col("factor").fill_null(1.0)).alias("range_low"),
+            (pl.col("range_high") * pl.col("factor").fill_null(1.0)).alias("range_high"),
+            pl.coalesce("unit_concept_id", "_ucum_id", pl.lit(0)).alias("unit_concept_id"),
+        )
+
+    def _insert_measurement(self, f: pl.DataFrame) -> None:
+        ids = self._ids("measurement", "measurement_id", f)
+        rows = f.select(
+            ids.alias("measurement_id"), "person_id",
+            pl.col("target_concept_id").alias("measurement_concept_id"),
+            pl.col("date").alias("measurement_date"),
+            pl.col("datetime").alias("measurement_datetime"),
+            pl.lit(EHR).alias("measurement_type_concept_id"),
+            pl.col("value_converted").alias("value_as_number"),
+            "unit_concept_id",
+            "range_low", "range_high",
+            "visit_occurrence_id",
+            pl.col("code").alias("measurement_source_value"),
+            pl.col("source_concept_id").alias("measurement_source_concept_id"),
+            pl.col("unit").str.slice(0, 50).alias("unit_source_value"),
+            pl.coalesce(pl.col("value_text"), pl.col("value").cast(pl.Utf8)).str.slice(0, 50).alias("value_source_value"),
+        )
+        insert_frame(self.con, "measurement", rows)
+        self._add_lineage("measurement", ids, f)
+        costs = f.with_columns(ids.alias("measurement_id")).filter(pl.col("cost").is_not_null())
+        if costs.height:
+            self._insert_costs(costs, "measurement_id", "Measurement", "cost")
+
+    def _insert_procedure(self, f: pl.DataFrame) -> None:
+        ids = self._ids("procedure_occurrence", "procedure_occurrence_id", f)
+        rows = f.select(
+            ids.alias("procedure_occurrence_id"), "person_id",
+            pl.col("target_concept_id").alias("procedure_concept_id"),
+            pl.col("date").alias("procedure_date"),
+            pl.lit(EHR).alias("procedure_type_concept_id"),
+            "visit_occurrence_id",
+            pl.col("code").alias("procedure_source_value"),
+            pl.col("source_concept_id").alias("procedure_source_concept_id"),
+        )
+        insert_frame(self.con, "procedure_occurrence", rows)
+        self._add_lineage("procedure_occurrence", ids, f)
+        costs = f.with_columns(ids.alias("procedure_occurrence_id")).filter(pl.col("cost").is_not_null())
+        if costs.height:
+            self._insert_costs(costs, "procedure_occurrence_id", "Procedure", "cost")
+
+    def _insert_observation(self, f: pl.DataFrame) -> None:
+        ids = self._ids("observation", "observation_id", f)
+        rows = f.select(
+            ids.alias("observation_id"), "person_id",
+            pl.col("target_concept_id").alias("observation_concept_id"),
+            pl.col("date").alias("observation_date"),
+            pl.lit(EHR).alias("observation_type_concept_id"),
+            pl.col("value").alias("value_as_number"),
+            pl.col("value_text").str.slice(0, 60).alias("value_as_string"),
+            "visit_occurrence_id",
+            pl.col("code").alias("observation_source_value"),
+            pl.col("source_concept_id").alias("observation_source_concept_id"),
+            pl.col("unit").str.slice(0, 50).alias("unit_source_value"),
+        )
+        insert_frame(self.con, "observation", rows)
+        self._add_lineage("observation", ids, f)
+
+    def _insert_note(self, f: pl.DataFrame) -> None:
+        ids = self._ids("note", "note_id", f)
+        rows = f.select(
+            ids.alias("note_id"), "person_id",
+            pl.col("date").alias("note_date"),
+            pl.lit(EHR).alias("note_type_concept_id"),
+            pl.lit(0).alias("note_class_concept_id"),
+            pl.col("title").str.slice(0, 250).alias("note_title"),
+            pl.col("text").alias("note_text"),
+            pl.lit(0).alias("encoding_concept_id"),
+            pl.lit(0).alias("language_concept_id"),
+            "visit_occurrence_id",
+        )
+        insert_frame(self.con, "note", rows)
+        self._add_lineage("note", ids, f)
+
+    def _insert_death(self, f: pl.DataFrame) -> None:
+        rows = f.unique("person_id", keep="first").select(
+            "person_id", pl.col("date").alias("death_date"), pl.lit(EHR).alias("death_type_concept_id"),
+            pl.col("cause_code").str.slice(0, 50).alias("cause_source_value"),
+        )
+        insert_frame(self.con, "death", rows)
+        self._add_lineage("death", f["person_id"], f)
+
+    # --- derived tables ------------------------------------------------------------------------
+    def _refresh_observation_periods(self) -> None:
+        if not self.touched_persons:
+            return
+        touched = pl.concat(self.touched_persons).unique().to_frame("person_id")
+        con = self.con
+        con.register("_touched", touched.to_arrow())
+        db.run(con, "DELETE FROM observation_period WHERE person_id IN (SELECT person_id FROM _touched)")
+        start = _next_id(con, "observation_period", "observation_period_id")
+        db.run(con, f"""
+            INSERT INTO observation_period
+            SELECT {start} + row_number() OVER (ORDER BY person_id) - 1, person_id, min(d), max(d), {EHR}
+            FROM (
+              SELECT person_id, visit_start_date AS d FROM visit_occurrence
+              UNION ALL SELECT person_id, visit_end_date FROM visit_occurrence
+              UNION ALL SELECT person_id, condition_start_date FROM condition_occurrence
+              UNION ALL SELECT person_id, drug_exposure_start_date FROM drug_exposure
+              UNION ALL SELECT person_id, measurement_date FROM measurement
+              UNION ALL SELECT person_id, procedure_date FROM procedure_occurrence
+              UNION ALL SELECT person_id, observation_date FROM observation
+            ) e SEMI JOIN _touched USING (person_id)
+            WHERE d IS NOT NULL
+            GROUP BY person_id
+        """)
+        con.unregister("_touched")
+
+    # --- reports -------------------------------------------------------------------------------
+    def _finish(self, batch: StagedBatch, file_sha: dict[str, str], known: set[str],
+                skipped: dict[str, int]) -> list[FileReport]:
+        outcomes = pl.concat(self.outcomes) if self.outcomes else pl.DataFrame(
+            schema={"_file": pl.Utf8, "_row": pl.Int64, "kind": pl.Utf8, "_reject": pl.Utf8,
+                    "_reject_column": pl.Utf8, "_dup": pl.Boolean})
+        rejects = self._with_file_id(outcomes.filter(pl.col("_reject").is_not_null()))
+        insert_frame(self.con, "etl_reject", rejects.select(
+            "file_id", pl.col("_row").alias("source_row"), "kind", pl.col("_reject").alias("reason"),
+            pl.col("_reject_column").alias("column_name"), pl.lit(self.now).alias("rejected_at")))
+        if self.lineage:
+            lin = self._with_file_id(pl.concat(self.lineage, how="vertical_relaxed"))
+            insert_frame(self.con, "etl_lineage", lin.select("table_name", "row_id", "file_id", "source_row"))
+        reports: dict[str, FileReport] = {}
+        files = list(dict.fromkeys(list(file_sha) + list(batch.read_counts)))
+        for f in files:
+            reports[f] = FileReport(file=f, site=self.site, dialect=self.mapping.dialect,
+                                    source_records=batch.read_counts.get(f, 0),
+                                    already_ingested=f in known)
+        summary = outcomes.group_by("_file").agg(
+            pl.len().alias("read"),
+            (pl.col("_reject").is_null() & ~pl.col("_dup")).sum().alias("loaded"),
+            (pl.col("_reject").is_null() & pl.col("_dup")).sum().alias("dups"),
+        )
+        for f, read, loaded, dups in summary.iter_rows():
+            r = reports.setdefault(f, FileReport(file=f, site=self.site, dialect=self.mapping.dialect))
+            r.read, r.loaded, r.merged_duplicates = read, loaded, dups
+        for f, reason, n in outcomes.filter(pl.col("_reject").is_not_null()).group_by("_file", "_reject").len().iter_rows():
+            reports[f].rejected[reason] = n
+        for f, n in skipped.items():
+            r = reports[f]
+            r.read += n
+            r.merged_duplicates += n
+        for r in reports.values():
+            if r.file in self.file_ids:
+                db.run(self.con, 
+                    "UPDATE etl_file SET loaded = ?, rejected = ?, merged_duplicates = ? WHERE file_id = ?",
+                    [r.loaded, r.rejected_total, r.merged_duplicates, self.file_ids[r.file]],
+                )
+            assert r.read == r.loaded + r.rejected_total + r.merged_duplicates, r.file
+        self._write_cdm_source()
+        return list(reports.values())
+
+    def _write_cdm_source(self) -> None:
+        if db.scalar(self.con, "SELECT count(*) FROM cdm_source"):
+            return
+        db.run(self.con, 
+            "INSERT INTO cdm_source (cdm_source_name, cdm_source_abbreviation, cdm_holder, "
+            "source_release_date, cdm_release_date, cdm_version, cdm_version_concept_id, vocabulary_version) "
+            "VALUES ('Research data enclave', 'enclave', 'enclave', current_date, current_date, "
+            "'5.4', 756265, 'enclave subset')"
+        )
+
+
+def load_batch(con: duckdb.DuckDBPyConnection, key: bytes, mapping: SiteMapping, batch: StagedBatch,
+               file_sha: dict[str, str]) -> list[FileReport]:
+    """Load one batch in one transaction; on any error the store is rolled back and the error raised."""
+    db.run(con, "BEGIN TRANSACTION")
+    try:
+        reports = BatchLoader(con, key, mapping).load(batch, file_sha)
+    except BaseException:
+        db.run(con, "ROLLBACK")
+        raise
+    db.run(con, "COMMIT")
+    return reports

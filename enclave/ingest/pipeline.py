@@ -1,0 +1,73 @@
+"""``enclave ingest``: resolve the site mapping, stage with the dialect's adapter, load in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+from enclave.errors import BadInputError
+from enclave.ingest.adapters import get_adapter
+from enclave.ingest.linkage import load_or_create_key
+from enclave.ingest.loader import FileReport, load_batch
+from enclave.ingest.mapping import SiteMapping, resolve_mapping
+from enclave.settings import Settings
+from enclave.store import open_store
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def ingest_path(
+    settings: Settings,
+    path: Path,
+    site: str,
+    *,
+    mapping_file: Path | None = None,
+    dialect: str | None = None,
+    progress: bool | None = None,
+) -> list[FileReport]:
+    """Ingest one extract (a file or a folder) of one site. Returns one report per source file."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"no such file or folder: {path}")
+    mapping: SiteMapping = resolve_mapping(path, site, mapping_file=mapping_file, dialect=dialect)
+    show = settings.ingest.progress if progress is None else progress
+    show = show and sys.stderr.isatty()
+    stage = get_adapter(mapping.dialect)
+    steps = _Steps(show, total=3, desc=f"ingest {site}")
+    batch = stage(path, mapping)
+    steps.advance("staged")
+    file_sha = {f: file_sha256(Path(f)) for f in batch.read_counts if Path(f).is_file()}
+    steps.advance("hashed")
+    with open_store(settings) as con:
+        key = load_or_create_key(settings.keys_dir)
+        reports = load_batch(con, key, mapping, batch, file_sha)
+    steps.advance("loaded")
+    steps.close()
+    return reports
+
+
+class _Steps:
+    """A small progress bar over the phases of one ingest (stderr, terminals only)."""
+
+    def __init__(self, show: bool, total: int, desc: str):
+        self.bar = None
+        if show:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, leave=False)
+
+    def advance(self, label: str) -> None:
+        if self.bar:
+            self.bar.set_postfix_str(label)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
