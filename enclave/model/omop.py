@@ -32,6 +32,10 @@ CDM_TABLES: tuple[str, ...] = (
     "source_to_concept_map",
 )
 
+#: Tables whose primary key DuckDB enforces. Event tables get their ids from the loader (one writer,
+#: ids from max+1 inside the load transaction), and an enforced key there costs ~4x on bulk inserts.
+ENFORCED_PRIMARY_KEYS = frozenset({"person", "concept", "care_site", "provider", "location", "death"})
+
 _VARCHAR = re.compile(r"varchar\((\d+|max)\)", re.IGNORECASE)
 
 
@@ -93,6 +97,6 @@ def create_table_sql(table: str, schema: str = "main") -> str:
         f"{c.name} {c.sql_type}{' NOT NULL' if c.required else ''}" for c in cols
     )
     pk = [c.name for c in cols if c.primary_key]
-    if pk:
+    if pk and table in ENFORCED_PRIMARY_KEYS:
         body += f",\n  PRIMARY KEY ({', '.join(pk)})"
     return f"CREATE TABLE IF NOT EXISTS {schema}.{table} (\n  {body}\n)"

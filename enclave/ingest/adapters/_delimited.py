@@ -107,11 +107,10 @@ def read_delimited(
         raise ValueError("quote_char must be one character or None")
     text, bad_lines = _decode(Path(path).read_bytes(), encoding)
     lines = pl.Series("text", [text], pl.Utf8).str.split("\n").explode().str.strip_suffix("\r")
-    del text
     frame = pl.DataFrame({"text": lines}).with_row_index("idx")
     nonblank = frame.filter(pl.col("text") != "")
     if nonblank.height == 0:
-        return _table(path, (), _empty_rows(()), [], [])
+        return DelimitedTable(Path(path), (), _empty_rows(()), _empty_malformed())
     header_idx = int(nonblank["idx"][0])
     header_text = str(nonblank["text"][0])
     raw_header = _split_record(header_text, separator, quote_char) or header_text.split(separator)
@@ -126,7 +125,7 @@ def read_delimited(
     if exact:
         consumed = [i for start, (end, _) in exact.items() for i in range(start, end + 1)]
         body = body.with_columns(
-            pl.col("idx").is_in(pl.Series(consumed, dtype=pl.UInt32)).alias("_exact")
+            pl.col("idx").is_in(pl.Series(consumed, dtype=pl.UInt32).implode()).alias("_exact")
         )
     else:
         body = body.with_columns(pl.lit(False).alias("_exact"))
@@ -134,7 +133,7 @@ def read_delimited(
     body = body.with_columns(
         # a record starts at every non-blank line not handled exactly, and at every exact start
         (
-            (~pl.col("_exact") & (pl.col("text") != "")) | pl.col("idx").is_in(starts)
+            (~pl.col("_exact") & (pl.col("text") != "")) | pl.col("idx").is_in(starts.implode())
         ).alias("_start")
     )
     records = body.filter(pl.col("_start")).with_columns(
@@ -145,7 +144,16 @@ def read_delimited(
     good = fast.filter(pl.col("nfields") == width)
     bad_fast = fast.filter(pl.col("nfields") != width).select("_row", "_line")
 
-    parsed = _parse_fast(good, columns, separator, quote_char)
+    # the common case (no blank or bad line anywhere): hand polars the decoded text as it is
+    direct = (
+        good.height > 0
+        and header_idx == 0
+        and good.height == body.filter(pl.col("text") != "").height
+        and body.slice(0, max(body.height - 1, 0)).filter(pl.col("text") == "").height == 0
+    )
+    whole = text[text.index("\n") + 1 :] if direct else None
+    del text
+    parsed = _parse_fast(good, columns, separator, quote_char, whole)
     exact_rows = records.filter(pl.col("_exact")).select("idx", "_row", "_line")
     exact_good: list[tuple[int, int, list[str]]] = []
     exact_bad: list[tuple[int, int]] = []
@@ -167,7 +175,7 @@ def read_delimited(
         )
         rows = pl.concat([rows, extra]).sort("_row")
     malformed = pl.concat(
-        [bad_fast, pl.DataFrame(exact_bad, schema={"_row": pl.Int64, "_line": pl.Int64}, orient="row")]
+        [bad_fast, pl.DataFrame(exact_bad, schema=_empty_malformed().schema, orient="row")]
     ).sort("_row")
     return DelimitedTable(Path(path), tuple(columns), rows, malformed)
 
@@ -184,8 +192,8 @@ def _decode(data: bytes, encoding: str) -> tuple[str, set[int]]:
         text = data.decode(encoding, errors="surrogateescape")
         parts = text.split("\n")
         bad = {i for i, part in enumerate(parts) if _SURROGATE.search(part)}
-        for i in bad:
-            parts[i] = "\x00"  # placeholder: content is discarded, the line stays a record
+        for i in bad:  # keep the line (it is still a record, a malformed one) but make it valid text
+            parts[i] = _SURROGATE.sub("\ufffd", parts[i])
         text = "\n".join(parts)
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -211,17 +219,20 @@ def _classify(
         line_ok = f"^{field}(?:{sep}{field})*$"
         has_quote = text.str.contains(quote_char, literal=True)
         ok = ~has_quote | text.str.contains(line_ok)
-        unquoted = text.str.replace_all(f"(^|{sep}){q}(?:[^{q}]|{q}{q})*{q}", "${1}")
+        # exact for ``ok`` lines only (there every quote belongs to a quoted field, and a doubled
+        # quote splits a field into two adjacent quoted chunks); other lines go the exact path
+        unquoted = text.str.replace_all(f"{q}[^{q}]*{q}", "")
         nfields = (
             pl.when(has_quote).then(unquoted).otherwise(text).str.count_matches(separator, literal=True)
             + 1
         )
     out = frame.with_columns(ok.alias("ok"), nfields.cast(pl.Int64).alias("nfields"))
     if bad_lines:
+        bad = pl.Series(sorted(bad_lines), dtype=pl.UInt32).implode()
         out = out.with_columns(
-            (pl.col("ok") & ~pl.col("idx").is_in(pl.Series(sorted(bad_lines), dtype=pl.UInt32)))
+            (pl.col("ok") & ~pl.col("idx").is_in(bad))
             .alias("ok"),
-            pl.col("idx").is_in(pl.Series(sorted(bad_lines), dtype=pl.UInt32)).alias("undecodable"),
+            pl.col("idx").is_in(bad).alias("undecodable"),
         )
     else:
         out = out.with_columns(pl.lit(False).alias("undecodable"))
@@ -320,26 +331,39 @@ def _resolve_problems(
 
 
 def _parse_fast(
-    good: pl.DataFrame, columns: list[str], separator: str, quote_char: str | None
+    good: pl.DataFrame,
+    columns: list[str],
+    separator: str,
+    quote_char: str | None,
+    whole: str | None,
 ) -> pl.DataFrame:
-    """Parse self-contained, well-formed lines with polars' CSV reader (all Utf8)."""
+    """Parse self-contained, well-formed lines with polars' CSV reader (all Utf8).
+
+    ``whole`` is the file's text after the header when every data line is good (no joining needed).
+    """
     if good.height == 0:
         return _empty_rows(columns)
-    payload = good.select(pl.col("text").str.join("\n")).item().encode("utf-8") + b"\n"
     names = [f"c{i}" for i in range(len(columns))]
-    try:
-        parsed = pl.read_csv(
-            io.BytesIO(payload),
-            has_header=False,
-            new_columns=names,
-            schema={n: pl.Utf8 for n in names},
-            separator=separator,
-            quote_char=quote_char,
-            infer_schema=False,
-        )
-    except pl.exceptions.PolarsError:
-        parsed = None
-    if parsed is None or parsed.height != good.height:  # never expected: fall back to exact split
+
+    def parse(payload: bytes) -> pl.DataFrame | None:
+        try:
+            out = pl.read_csv(
+                io.BytesIO(payload),
+                has_header=False,
+                new_columns=names,
+                schema={n: pl.Utf8 for n in names},
+                separator=separator,
+                quote_char=quote_char,
+                infer_schema=False,
+            )
+        except pl.exceptions.PolarsError:
+            return None
+        return out if out.height == good.height else None
+
+    parsed = parse(whole.encode("utf-8")) if whole is not None else None
+    if parsed is None:
+        parsed = parse(good.select(pl.col("text").str.join("\n")).item().encode("utf-8") + b"\n")
+    if parsed is None:  # never expected (the line grammar is stricter than polars): exact split
         split = [_split_record(t, separator, quote_char) or [] for t in good["text"].to_list()]
         parsed = pl.DataFrame(
             {n: [(f[i] if i < len(f) else None) or None for f in split] for i, n in enumerate(names)},
@@ -360,9 +384,8 @@ def _empty_rows(columns: list[str] | tuple[str, ...]) -> pl.DataFrame:
     return pl.DataFrame(schema=_rows_schema(columns))
 
 
-def _table(path, columns, rows, good, bad) -> DelimitedTable:  # noqa: ANN001 - tiny internal helper
-    malformed = pl.DataFrame(schema={"_row": pl.Int64, "_line": pl.Int64})
-    return DelimitedTable(Path(path), tuple(columns), rows, malformed)
+def _empty_malformed() -> pl.DataFrame:
+    return pl.DataFrame(schema={"_row": pl.Int64, "_line": pl.Int64})
 
 
 def _dedupe(names: list[str]) -> list[str]:

@@ -1,0 +1,313 @@
+"""Anonymization of a release: optimal generalization + suppression at the patient level.
+
+Pure logic (polars/numpy in, polars out; no store I/O). The input is **one row per patient**:
+callers aggregate row-level tables with :func:`per_patient` first, so k-anonymity, ℓ-diversity and
+t-closeness count patients, not rows.
+
+>>> import polars as pl
+>>> from enclave.deid import AnonymizationPolicy, anonymize
+>>> from enclave.deid.hierarchy import age_bands
+>>> patients = pl.DataFrame({"age": [31, 33, 34, 36, 38, 52, 57, 58]})
+>>> result = anonymize(patients, AnonymizationPolicy({"age": age_bands(max_age=99)}, k=2))
+>>> result.node, result.risk.smallest_class, result.frame["age"].unique(maintain_order=True).to_list()
+({'age': 2}, 3, ['30-39', '50-59'])
+
+The search (:mod:`enclave.deid.lattice`) returns the node with the least information loss
+(:mod:`enclave.deid.metrics`) among those that satisfy every criterion
+(:mod:`enclave.deid.privacy`) after suppressing at most ``max_suppression`` of the patients; the
+records of violating classes are removed from the output. When no node qualifies,
+:class:`~enclave.errors.DisclosureRiskError` names the quasi-identifier that drives the risk.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from enclave.deid.hierarchy import Hierarchy
+from enclave.deid.lattice import Lattice, NodeCheck, search
+from enclave.deid.metrics import (
+    MEASURES,
+    CellCosts,
+    LossMeasure,
+    RiskReport,
+    UtilityReport,
+    cell_costs,
+    decomposed_loss,
+    discernibility,
+    risk_report,
+)
+from enclave.deid.privacy import (
+    Criteria,
+    LDiversity,
+    Microdata,
+    TCloseness,
+    encode,
+    judge,
+    partition,
+)
+from enclave.errors import BadInputError, ConfigurationError, DisclosureRiskError
+
+__all__ = [
+    "AnonymizationPolicy",
+    "AnonymizationResult",
+    "LDiversity",
+    "QuasiIdentifier",
+    "TCloseness",
+    "anonymize",
+    "per_patient",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class QuasiIdentifier:
+    """A QI's hierarchy and the levels the search may use (``highest=None``: up to ``*``)."""
+
+    hierarchy: Hierarchy
+    lowest: int = 0
+    highest: int | None = None
+
+    @property
+    def top(self) -> int:
+        return self.hierarchy.height if self.highest is None else self.highest
+
+
+@dataclass(frozen=True, slots=True)
+class AnonymizationPolicy:
+    """What a release must satisfy: k, optional ℓ-diversity / t-closeness, suppression limit
+    (share of patients, 0–1) and the loss measure the search minimizes."""
+
+    qis: Mapping[str, Hierarchy | QuasiIdentifier]
+    k: int = 2
+    l_diversity: LDiversity | None = None
+    t_closeness: TCloseness | None = None
+    max_suppression: float = 0.0
+    measure: LossMeasure = "loss"
+
+    def __post_init__(self) -> None:
+        if not self.qis:
+            raise ConfigurationError("a policy needs at least one quasi-identifier")
+        if self.k < 1:
+            raise ConfigurationError("k must be at least 1")
+        if not 0.0 <= self.max_suppression <= 1.0:
+            raise ConfigurationError("max_suppression is a share between 0 and 1")
+        if self.measure not in MEASURES:
+            raise ConfigurationError(f"measure must be one of {', '.join(MEASURES)}")
+        clash = set(self.criteria.sensitive) & set(self.qis)
+        if clash:
+            raise ConfigurationError(f"columns both quasi-identifier and sensitive: {sorted(clash)}")
+        for name, qi in self.quasi_identifiers.items():
+            if not 0 <= qi.lowest <= qi.top <= qi.hierarchy.height:
+                raise ConfigurationError(f"quasi-identifier {name!r}: levels out of range")
+
+    @property
+    def quasi_identifiers(self) -> dict[str, QuasiIdentifier]:
+        return {n: q if isinstance(q, QuasiIdentifier) else QuasiIdentifier(q)
+                for n, q in self.qis.items()}
+
+    @property
+    def criteria(self) -> Criteria:
+        return Criteria(self.k, self.l_diversity, self.t_closeness)
+
+
+@dataclass(frozen=True, slots=True)
+class AnonymizationResult:
+    """The chosen node (level per QI), the released frame and its measured risk and utility."""
+
+    node: dict[str, int]
+    frame: pl.DataFrame
+    suppressed: int
+    risk: RiskReport
+    utility: UtilityReport
+    nodes_checked: int
+    lattice_size: int
+
+
+def per_patient(frame: pl.DataFrame, patient_id: str, columns: Sequence[str],
+                rule: Literal["constant", "first"] = "constant") -> pl.DataFrame:
+    """One row per patient with ``columns`` (quasi-identifiers and sensitive attributes).
+
+    ``rule="constant"`` (default) requires every column to be constant within a patient and raises
+    :class:`BadInputError` naming the columns that vary (and how many patients) otherwise;
+    ``rule="first"`` takes the patient's first row in frame order (sort the frame first, e.g. by
+    visit date, to make that the earliest value).
+    """
+    missing = [c for c in (patient_id, *columns) if c not in frame.columns]
+    if missing:
+        raise BadInputError(f"columns not in the table: {', '.join(map(repr, missing))}")
+    if rule not in ("constant", "first"):
+        raise ConfigurationError("rule must be 'constant' or 'first'")
+    if rule == "constant" and columns:
+        varying = frame.group_by(patient_id).agg(
+            (pl.col(c).n_unique() > 1).alias(c) for c in columns
+        ).select(pl.col(c).sum() for c in columns).row(0, named=True)
+        bad = {c: n for c, n in varying.items() if n}
+        if bad:
+            detail = ", ".join(f"{c!r} ({n} patients)" for c, n in bad.items())
+            raise BadInputError(
+                f"values vary within a patient in {detail}; aggregate them first or use rule='first'"
+            )
+    return frame.group_by(patient_id, maintain_order=True).agg(pl.col(c).first() for c in columns)
+
+
+class _Engine:
+    """Encoded data + costs for one anonymization run."""
+
+    def __init__(self, frame: pl.DataFrame, policy: AnonymizationPolicy) -> None:
+        self.policy = policy
+        self.qis = policy.quasi_identifiers
+        self.criteria = policy.criteria
+        self.micro: Microdata = encode(
+            frame, {n: q.hierarchy for n, q in self.qis.items()}, self.criteria
+        )
+        self.limit = math.floor(policy.max_suppression * self.micro.n + 1e-9)
+        self.costs: dict[str, list[CellCosts]] = {}
+        for measure in MEASURES:
+            self.costs[measure] = [
+                cell_costs(h, self._leaf_counts(q), len(self.qis), measure)
+                for q, h in enumerate(self.micro.hierarchies)
+            ]
+        self.lattice = Lattice(tuple(self.qis), tuple(q.lowest for q in self.qis.values()),
+                               tuple(q.top for q in self.qis.values()))
+        self.nodes = self.lattice.nodes()
+        self.monotone = self.limit == 0 or (self.criteria.l_diversity is None
+                                            and self.criteria.t_closeness is None)
+
+    def _leaf_counts(self, q: int) -> np.ndarray:
+        h = self.micro.hierarchies[q]
+        return np.bincount(self.micro.leaf_codes[:, q], weights=self.micro.weights,
+                           minlength=len(h.leaves))
+
+    def lower_bound(self, measure: str) -> np.ndarray:
+        lb = np.zeros(self.nodes.shape[0])
+        for q, cost in enumerate(self.costs[measure]):
+            lb += cost.totals(self._leaf_counts(q))[self.nodes[:, q]]
+        return lb
+
+    def loss(self, measure: str, levels: Sequence[int], suppressed_rows: np.ndarray) -> float:
+        return decomposed_loss(self.costs[measure], levels, self.micro.leaf_codes,
+                               self.micro.weights, suppressed_rows)
+
+    def checker(self, lb: np.ndarray):
+        measure = self.policy.measure
+
+        def check(idx: int) -> NodeCheck:
+            levels = tuple(int(v) for v in self.nodes[idx])
+            part = partition(self.micro, levels)
+            verdict = judge(self.micro, part, self.criteria)
+            ok = verdict.suppressed <= self.limit
+            if ok and verdict.suppressed:
+                value = self.loss(measure, levels, verdict.violating[part.cls])
+            else:
+                value = float(lb[idx])
+            below = (not ok) if self.monotone else verdict.k_suppressed > self.limit
+            return NodeCheck(ok, value, below)
+
+        return check
+
+    def suppressed_at(self, levels: Sequence[int]) -> int:
+        return judge(self.micro, partition(self.micro, levels), self.criteria).suppressed
+
+    def refuse(self) -> DisclosureRiskError:
+        """Explain why no node qualifies, naming the quasi-identifier that drives the risk."""
+        names = list(self.qis)
+        full = [q.hierarchy.height for q in self.qis.values()]
+        policy_text = f"k={self.policy.k}" + (
+            ", ℓ-diversity" if self.criteria.l_diversity else "") + (
+            ", t-closeness" if self.criteria.t_closeness else "")
+        if self.suppressed_at(full) > self.limit:
+            return DisclosureRiskError(
+                f"no generalization satisfies the policy ({policy_text}, at most {self.limit} of "
+                f"{self.micro.n} patients suppressed): even with every quasi-identifier fully "
+                "generalized the table fails it; add patients or relax the policy"
+            )
+        worst, worst_supp = None, -1
+        for q, (name, qi) in enumerate(self.qis.items()):
+            if qi.top == qi.hierarchy.height:
+                continue
+            levels = list(full)
+            levels[q] = qi.top
+            supp = self.suppressed_at(levels)
+            if supp > worst_supp:
+                worst, worst_supp = name, supp
+        name = worst if worst is not None else names[0]
+        return DisclosureRiskError(
+            f"no generalization within the allowed levels satisfies the policy ({policy_text}); "
+            f"quasi-identifier {name!r} drives the risk: at its highest allowed level "
+            f"{self.qis[name].top}, with every other quasi-identifier fully generalized, "
+            f"{max(worst_supp, 0)} patients fall in violating classes (limit {self.limit}); "
+            "allow it to generalize further or relax the policy"
+        )
+
+
+def _generalized(micro: Microdata, levels: Sequence[int]) -> list[pl.Series]:
+    """The QI columns of every input row, generalized to ``levels`` (as text labels)."""
+    out = []
+    for q, (name, h) in enumerate(zip(micro.qis, micro.hierarchies, strict=True)):
+        codes = h.codes[levels[q]][micro.leaf_codes[micro.row_index, q]]
+        labels = pl.Series(name, list(h.labels[levels[q]]), dtype=pl.String)
+        out.append(labels.gather(codes))
+    return out
+
+
+def _population_sizes(engine: _Engine, released: pl.DataFrame, population: pl.DataFrame,
+                      levels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Size of every released class and of the matching population class (same QIs and node)."""
+    qis = list(engine.micro.qis)
+    pop_micro = encode(population, {n: q.hierarchy for n, q in engine.qis.items()}, Criteria())
+    pop_counts = pl.DataFrame(_generalized(pop_micro, levels)).group_by(qis).len("F")
+    both = released.group_by(qis).len("f").join(pop_counts, on=qis, how="left")
+    return both["f"].to_numpy(), both["F"].fill_null(0).to_numpy()
+
+
+def anonymize(frame: pl.DataFrame, policy: AnonymizationPolicy,
+              population: pl.DataFrame | None = None) -> AnonymizationResult:
+    """Generalize and suppress ``frame`` (one row per patient) optimally under ``policy``.
+
+    ``population`` (optional, same QI columns) is the population the patients were drawn from, for
+    journalist and marketer risk. Raises :class:`DisclosureRiskError` when no node qualifies.
+    """
+    engine = _Engine(frame, policy)
+    lb = engine.lower_bound(policy.measure)
+    found = search(engine.lattice, lb, engine.checker(lb), monotone=engine.monotone,
+                   exact=engine.limit == 0)
+    if found.best is None:
+        raise engine.refuse()
+    levels = tuple(int(v) for v in engine.nodes[found.best])
+    micro = engine.micro
+    part = partition(micro, levels)
+    verdict = judge(micro, part, engine.criteria)
+    sup_rows = verdict.violating[part.cls]
+    keep = ~sup_rows[micro.row_index]
+    released = frame.with_columns(_generalized(micro, levels)).filter(pl.Series(keep))
+    sizes = part.sizes[~verdict.violating]
+    pop_sizes = None
+    if population is not None:
+        sizes, pop_sizes = _population_sizes(engine, released, population, levels)
+    risk = risk_report(sizes, verdict.suppressed, pop_sizes)
+    heights = tuple(
+        (name, lv / h.height if h.height else 0.0)
+        for name, lv, h in zip(micro.qis, levels, micro.hierarchies, strict=True)
+    )
+    utility = UtilityReport(
+        height=engine.loss("height", levels, sup_rows),
+        loss=engine.loss("loss", levels, sup_rows),
+        entropy=engine.loss("entropy", levels, sup_rows),
+        height_per_qi=heights,
+        discernibility=discernibility(sizes, verdict.suppressed, micro.n),
+        average_class_size=float(sizes.sum() / sizes.size) if sizes.size else 0.0,
+    )
+    return AnonymizationResult(
+        node=dict(zip(micro.qis, levels, strict=True)),
+        frame=released,
+        suppressed=verdict.suppressed,
+        risk=risk,
+        utility=utility,
+        nodes_checked=found.checked,
+        lattice_size=engine.lattice.size,
+    )

@@ -1,0 +1,267 @@
+"""Privacy criteria evaluated on equivalence classes, vectorized (numpy; no I/O).
+
+The input table (one row per patient) is encoded once: every quasi-identifier becomes an integer
+leaf code of its hierarchy, every sensitive attribute an integer category code, and identical rows
+are collapsed into *distinct rows* with a weight. A lattice node (one level per QI) maps leaf codes
+to level codes with a table lookup; the level codes are combined into one int64 key per distinct
+row, and grouping the keys (``bincount`` when the key space is small, ``np.unique`` otherwise) gives
+the equivalence classes. Criteria are then whole-array tests on class sizes and on per-class
+histograms of the sensitive attribute:
+
+* k-anonymity: class size ≥ k.
+* ℓ-diversity (Machanavajjhala et al.): *distinct* (≥ ℓ different values), *entropy*
+  (entropy ≥ log ℓ) and *recursive (c, ℓ)* (``r1 < c · (r_ℓ + … + r_m)`` with ``r`` the value counts
+  in descending order).
+* t-closeness (Li et al.): Earth Mover's Distance between a class's distribution and the whole
+  table's ≤ t; *equal* ground distance for categorical values (``½ Σ |p − q|``), *ordered* distance
+  for ordinal / numeric values (``Σ |cumsum(p − q)| / (m − 1)``).
+
+Suppression: records of classes that violate any criterion are suppressed; a node satisfies the
+policy when the number of suppressed records stays within the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from enclave.deid.hierarchy import Hierarchy
+from enclave.errors import BadInputError, ConfigurationError
+
+_EPS = 1e-12
+_KEY_LIMIT = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
+class LDiversity:
+    """ℓ-diversity of ``attribute`` in every class; ``c`` is used by the recursive variant only."""
+
+    attribute: str
+    l: int  # noqa: E741 - the criterion's name
+    variant: Literal["distinct", "entropy", "recursive"] = "distinct"
+    c: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.l < 1 or self.variant not in ("distinct", "entropy", "recursive") or self.c <= 0:
+            raise ConfigurationError("ℓ-diversity needs l ≥ 1, c > 0 and a known variant")
+
+
+@dataclass(frozen=True, slots=True)
+class TCloseness:
+    """t-closeness of ``attribute``; ``order`` fixes the value order of the ordered distance
+    (default: numeric order for numeric columns, text order otherwise)."""
+
+    attribute: str
+    t: float
+    distance: Literal["equal", "ordered"] = "equal"
+    order: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.t <= 1 or self.distance not in ("equal", "ordered"):
+            raise ConfigurationError("t-closeness needs 0 ≤ t ≤ 1 and distance equal|ordered")
+
+
+@dataclass(frozen=True, slots=True)
+class Criteria:
+    """The privacy models a node must satisfy (all of them)."""
+
+    k: int = 1
+    l_diversity: LDiversity | None = None
+    t_closeness: TCloseness | None = None
+
+    @property
+    def sensitive(self) -> tuple[str, ...]:
+        names = [c.attribute for c in (self.l_diversity, self.t_closeness) if c is not None]
+        return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True, slots=True)
+class Microdata:
+    """The encoded table: distinct rows of (QI leaf codes, sensitive codes) with weights."""
+
+    n: int
+    qis: tuple[str, ...]
+    hierarchies: tuple[Hierarchy, ...]
+    leaf_codes: np.ndarray  # (m, Q) int32
+    weights: np.ndarray  # (m,) float64
+    sensitive: tuple[str, ...]
+    sensitive_codes: np.ndarray  # (m, A) int64
+    sensitive_cards: tuple[int, ...]
+    #: whole-table distribution of each sensitive attribute (t-closeness reference)
+    sensitive_dists: tuple[np.ndarray, ...]
+    row_index: np.ndarray  # (n,) distinct row of every input row
+    #: ``codes[q][level]``: level code of every distinct row (precomputed lookups)
+    codes: tuple[tuple[np.ndarray, ...], ...]
+
+    @property
+    def distinct_rows(self) -> int:
+        return int(self.weights.size)
+
+    def level_codes(self, q: int, level: int) -> np.ndarray:
+        return self.codes[q][level]
+
+
+def _combine(columns: Sequence[np.ndarray], cards: Sequence[int], m: int) -> tuple[np.ndarray, int]:
+    """One int64 key per row from several code columns (re-densified before it could overflow)."""
+    key = np.zeros(m, dtype=np.int64)
+    bound = 1
+    for col, card in zip(columns, cards, strict=True):
+        if card <= 1:
+            continue
+        if bound * card >= _KEY_LIMIT:
+            uniq, key = np.unique(key, return_inverse=True)
+            bound = int(uniq.size)
+        key = key * card + col
+        bound *= card
+    return key, bound
+
+
+def group(key: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
+    """Dense class id of every key and the number of classes."""
+    m = key.size
+    if bound <= max(8 * m, 1 << 15):
+        present = np.bincount(key, minlength=bound) > 0
+        dense = np.cumsum(present) - 1
+        return dense[key], int(dense[-1] + 1) if bound else 0
+    uniq, inverse = np.unique(key, return_inverse=True)
+    return inverse.reshape(-1), int(uniq.size)
+
+
+def _encode_sensitive(values: pl.Series, order: tuple[str, ...] | None) -> tuple[np.ndarray, int]:
+    if values.null_count():
+        raise BadInputError(
+            f"column {values.name!r}: {values.null_count()} missing value(s) in a sensitive attribute"
+        )
+    if order is not None:
+        codes = values.cast(pl.String).replace_strict(
+            list(order), list(range(len(order))), default=-1, return_dtype=pl.Int64
+        ).to_numpy()
+        if (codes < 0).any():
+            raise BadInputError(
+                f"column {values.name!r}: {int((codes < 0).sum())} value(s) not in the given order"
+            )
+        return codes, len(order)
+    codes = (values.rank("dense") - 1).cast(pl.Int64).to_numpy()
+    return codes, int(codes.max()) + 1 if codes.size else 0
+
+
+def encode(frame: pl.DataFrame, hierarchies: Mapping[str, Hierarchy], criteria: Criteria) -> Microdata:
+    """Encode ``frame`` (one row per patient) for the given QIs and the criteria's sensitive columns."""
+    missing = [c for c in (*hierarchies, *criteria.sensitive) if c not in frame.columns]
+    if missing:
+        raise BadInputError(f"columns not in the table: {', '.join(map(repr, missing))}")
+    n = frame.height
+    qis = tuple(hierarchies)
+    hier = tuple(hierarchies[q] for q in qis)
+    leaf = [h.encode(frame.get_column(q)) for q, h in zip(qis, hier, strict=True)]
+    sens, cards = [], []
+    orders = {}
+    if criteria.t_closeness is not None and criteria.t_closeness.distance == "ordered":
+        orders[criteria.t_closeness.attribute] = criteria.t_closeness.order
+    for name in criteria.sensitive:
+        codes, card = _encode_sensitive(frame.get_column(name), orders.get(name))
+        sens.append(codes)
+        cards.append(card)
+    key, bound = _combine(leaf + sens, [len(h.leaves) for h in hier] + cards, n)
+    if n:
+        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        weights = np.bincount(inverse, minlength=uniq.size).astype(np.float64)
+    else:
+        first = inverse = np.zeros(0, dtype=np.int64)
+        weights = np.zeros(0)
+    leaf_codes = np.column_stack(leaf)[first] if qis else np.zeros((first.size, 0), np.int32)
+    sens_codes = np.column_stack(sens)[first] if sens else np.zeros((first.size, 0), np.int64)
+    dists = tuple(np.bincount(s, minlength=c) / max(n, 1) for s, c in zip(sens, cards, strict=True))
+    leaf_codes = np.ascontiguousarray(leaf_codes, dtype=np.int32)
+    level_codes = tuple(
+        tuple(np.ascontiguousarray(h.codes[j][leaf_codes[:, q]]).astype(np.int64)
+              for j in range(h.height + 1))
+        for q, h in enumerate(hier)
+    )
+    return Microdata(n, qis, hier, leaf_codes, weights, criteria.sensitive,
+                     sens_codes.astype(np.int64), tuple(cards), dists, inverse, level_codes)
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """Equivalence classes of a node: class of every distinct row, class sizes (records)."""
+
+    levels: tuple[int, ...]
+    cls: np.ndarray
+    sizes: np.ndarray
+    keys: np.ndarray  # one int64 key per distinct row (to match other tables at the same node)
+
+
+def partition(micro: Microdata, levels: Sequence[int]) -> Partition:
+    """Group the distinct rows by their QI codes at ``levels``."""
+    cols = [micro.level_codes(q, lv) for q, lv in enumerate(levels)]
+    cards = [h.cardinality(lv) for h, lv in zip(micro.hierarchies, levels, strict=True)]
+    key, bound = _combine(cols, cards, micro.distinct_rows)
+    cls, c = group(key, bound) if key.size else (key, 0)
+    sizes = np.bincount(cls, weights=micro.weights, minlength=c)
+    return Partition(tuple(levels), cls, sizes, key)
+
+
+def _histograms(micro: Microdata, part: Partition, a: int) -> np.ndarray:
+    card = micro.sensitive_cards[a]
+    c = part.sizes.size
+    flat = part.cls * card + micro.sensitive_codes[:, a]
+    return np.bincount(flat, weights=micro.weights, minlength=c * card).reshape(c, card)
+
+
+def l_diverse(hist: np.ndarray, crit: LDiversity) -> np.ndarray:
+    """Which classes (rows of ``hist``, value counts) satisfy ``crit``."""
+    if crit.variant == "distinct":
+        return (hist > 0).sum(axis=1) >= crit.l
+    if crit.variant == "entropy":
+        total = hist.sum(axis=1, keepdims=True)
+        p = hist / np.where(total > 0, total, 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+        return ent >= np.log(crit.l) - _EPS
+    desc = -np.sort(-hist, axis=1)
+    tail = desc[:, crit.l - 1:].sum(axis=1)
+    return desc[:, 0] < crit.c * tail
+
+
+def emd(hist: np.ndarray, reference: np.ndarray, distance: str) -> np.ndarray:
+    """Earth Mover's Distance of every class distribution (rows of ``hist``) to ``reference``."""
+    total = hist.sum(axis=1, keepdims=True)
+    diff = hist / np.where(total > 0, total, 1) - reference[None, :]
+    if distance == "equal":
+        return 0.5 * np.abs(diff).sum(axis=1)
+    m = hist.shape[1]
+    if m <= 1:
+        return np.zeros(hist.shape[0])
+    return np.abs(np.cumsum(diff, axis=1)[:, :-1]).sum(axis=1) / (m - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Which classes violate the criteria and how many records that suppresses."""
+
+    violating: np.ndarray  # (classes,) bool
+    suppressed: int
+    k_suppressed: int  # records suppressed by k-anonymity alone
+
+
+def judge(micro: Microdata, part: Partition, criteria: Criteria) -> Verdict:
+    """Evaluate all criteria on the classes of ``part``."""
+    k_bad = part.sizes < criteria.k
+    bad = k_bad.copy()
+    if criteria.l_diversity is not None:
+        a = micro.sensitive.index(criteria.l_diversity.attribute)
+        bad |= ~l_diverse(_histograms(micro, part, a), criteria.l_diversity)
+    if criteria.t_closeness is not None:
+        tc = criteria.t_closeness
+        a = micro.sensitive.index(tc.attribute)
+        dist = emd(_histograms(micro, part, a), micro.sensitive_dists[a], tc.distance)
+        bad |= dist > tc.t + _EPS
+    k_supp = int(round(part.sizes[k_bad].sum()))
+    supp = int(round(part.sizes[bad].sum())) if bad is not k_bad else k_supp
+    return Verdict(bad, supp, k_supp)

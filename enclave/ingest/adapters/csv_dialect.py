@@ -1,0 +1,274 @@
+"""Declarative adapter for delimited hospital extracts (dialect ``csv``), driven by the site.toml.
+
+Options (besides ``[site]``; every key optional unless marked)::
+
+    [csv]                                   # defaults for every file
+    delimiter = ","                         # one character
+    quote = "\\""                           # quote character ("" = none)
+    date_formats = ["%Y%m%d"]               # strptime patterns for Date columns, first match wins;
+                                            # "%Y年%m月%d日" also reads 2023年1月5日 (no padding);
+                                            # datetime patterns are accepted too (truncated to dates)
+    datetime_formats = ["%Y%m%dT%H%M%S"]    # for Datetime columns
+    sex_codes = { "1" = "M", "2" = "F" }    # source code → M/F/U (default: GB/T 2261.1 + 男/女)
+    true_values = ["1"]                     # for Boolean columns (e.g. condition.primary)
+    false_values = ["0"]
+
+    [files.<kind>]                          # one table per staging kind (person, visit, ...)
+    pattern = "huanzhe*.csv"                # (required) glob inside the extract folder
+    date_formats = [...]                    # any [csv] key may be overridden per file
+    [files.<kind>.columns]                  # (required) contract column = source header
+    site_patient_id = "binglihao"           # one header may feed several columns (date + datetime)
+    [files.<kind>.constants]                # contract column = value for every row
+    code_system = "LOINC"
+    [files.<kind>.values.<column>]          # source value → contract value (others pass unchanged)
+    "3" = "inpatient"
+
+    [codes.<kind>]                          # read by the loader, not here: local code → standard
+    GLU = "LOINC:2345-7"                    # "SYSTEM:code" (see enclave.ingest.concepts)
+
+Reading: the file is decoded in Python with the site's encoding (DuckDB cannot read GB18030), in
+chunks split at line breaks, and split into physical lines by polars. One line is one record; a
+line whose field count differs from the header (truncated, extra separators), with an unbalanced
+quote, or with undecodable bytes is staged as ``unparsed``/``malformed_row`` under its data-line
+number. Lines without quotes are split natively (``str.split_exact``); the rare lines with quotes go
+through Python's ``csv`` module. Every column stays Utf8 until it is parsed by
+``enclave.ingest.normalize``; unparseable dates, sex codes and numbers become ``invalid_date``,
+``invalid_sex`` and ``invalid_number`` rejects naming the source header. Text values are stripped
+(blank → null) and otherwise verbatim.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from enclave.errors import BadInputError, ConfigurationError
+from enclave.ingest import normalize as nz
+from enclave.ingest.mapping import SiteMapping
+from enclave.ingest.staging import KINDS, RejectReason, StagedBatch, kind_schema
+
+SRC = "__src__"  # prefix of raw source columns while a frame is being mapped
+ROW = "_row"
+CHUNK_BYTES = 128 * 1024 * 1024
+DEFAULTS: dict[str, Any] = {
+    "delimiter": ",", "quote": '"', "date_formats": [nz.D8, nz.ISO_DATE, nz.CHINESE_DATE],
+    "datetime_formats": [nz.DT15, "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"], "sex_codes": None,
+    "true_values": ["1", "true", "是", "Y"], "false_values": ["0", "false", "否", "N"],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One delimited file read as text: ``data`` has ``_row`` + one ``__src__<header>`` column per
+    header; ``bad_rows`` are the data-line numbers of malformed lines; ``count`` all data lines."""
+
+    header: list[str]
+    data: pl.DataFrame
+    bad_rows: list[int]
+    count: int
+
+
+def stage(path: Path, mapping: SiteMapping) -> StagedBatch:
+    files = mapping.options.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ConfigurationError(f"{mapping.source}: the csv dialect needs [files.<kind>] tables")
+    batch = StagedBatch(site=mapping.site_id)
+    for kind, spec in files.items():
+        for file in find_files(path, kind, spec, mapping.source):
+            stage_file(batch, file, kind, spec, mapping)
+    return batch
+
+
+def find_files(path: Path, kind: str, spec: dict, source: str) -> list[Path]:
+    if kind not in KINDS or kind == "unparsed":
+        raise ConfigurationError(f"{source}: [files.{kind}] is not a staging kind")
+    pattern = spec.get("pattern")
+    if not pattern:
+        raise ConfigurationError(f"{source}: [files.{kind}] needs 'pattern'")
+    if path.is_file():
+        return [path] if path.match(pattern) else []
+    return sorted(p for p in path.glob(pattern) if p.is_file())
+
+
+def options(mapping: SiteMapping, spec: dict) -> dict[str, Any]:
+    merged = dict(DEFAULTS)
+    merged.update({k: v for k, v in (mapping.options.get("csv") or {}).items()})
+    merged.update({k: v for k, v in spec.items() if k in DEFAULTS})
+    return merged
+
+
+def stage_file(batch: StagedBatch, file: Path, kind: str, spec: dict, mapping: SiteMapping) -> None:
+    opts = options(mapping, spec)
+    table = read_table(file, mapping.encoding, opts["delimiter"], opts["quote"])
+    columns = spec.get("columns") or {}
+    missing = sorted({h for h in columns.values() if h not in table.header})
+    if missing:
+        raise BadInputError(f"{file}: header lacks the mapped columns {missing} (see {mapping.source})")
+    frame = to_contract(kind, table.data, columns, spec.get("constants") or {},
+                        spec.get("values") or {}, opts)
+    add_with_file(batch, kind, frame, file)
+    add_unparsed(batch, file, table.bad_rows)
+    batch.read_counts[str(file)] = batch.read_counts.get(str(file), 0) + table.count
+
+
+def add_with_file(batch: StagedBatch, kind: str, frame: pl.DataFrame, file: Path) -> None:
+    batch.add(kind, frame.with_columns(pl.lit(str(file)).alias("_file")))
+
+
+def add_unparsed(batch: StagedBatch, file: Path, rows: list[int]) -> None:
+    if rows:
+        batch.add("unparsed", pl.DataFrame({
+            "_file": [str(file)] * len(rows), "_row": rows,
+            "_reject": [str(RejectReason.MALFORMED_ROW)] * len(rows)}))
+
+
+# ------------------------------------------------------------------------------------- reading
+def read_table(file: Path, encoding: str, delimiter: str = ",", quote: str = '"') -> Table:
+    """Decode and split a delimited file; never raises on bad content (only on I/O errors)."""
+    if len(delimiter) != 1 or len(quote) > 1:
+        raise ConfigurationError(f"{file}: delimiter must be one character and quote at most one")
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"cannot read {file}: {exc.strerror}") from None
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines, undecodable = _decode_lines(data, encoding)
+    if lines.len() == 0:
+        return Table([], pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), [], 0)
+    header = _split_python(lines[0], delimiter, quote) or [lines[0]]
+    body = pl.DataFrame({"line": lines.slice(1)}).with_row_index(ROW, offset=1).with_columns(
+        pl.col(ROW).cast(pl.Int64), pl.Series("bad", undecodable.slice(1)))
+    # a file ending in a line break has an empty last "line" that is no record
+    if body.height and body["line"][-1] == "" and not body["bad"][-1]:
+        body = body.slice(0, body.height - 1)
+    count = body.height
+    n = len(header)
+    names = [SRC + h for h in header]
+    has_quote = pl.col("line").str.contains(quote, literal=True) if quote else pl.lit(False)
+    body = body.with_columns(has_quote.alias("q"))
+    plain = body.filter(~pl.col("q") & ~pl.col("bad"))
+    ok = plain["line"].str.count_matches(delimiter, literal=True) == n - 1
+    good = plain.filter(ok)
+    bad_rows = plain.filter(~ok)[ROW].to_list() + body.filter(pl.col("bad"))[ROW].to_list()
+    if n == 1:
+        parsed = good.select(ROW, pl.col("line").alias(names[0]))
+    else:
+        parsed = good.select(ROW, pl.col("line").str.split_exact(delimiter, n - 1)
+                             .struct.rename_fields(names).alias("s")).unnest("s")
+    quoted = body.filter(pl.col("q") & ~pl.col("bad"))
+    if quoted.height:
+        rows, values = [], []
+        for r, line in zip(quoted[ROW].to_list(), quoted["line"].to_list()):
+            fields = _split_python(line, delimiter, quote)
+            if fields is None or len(fields) != n:
+                bad_rows.append(r)
+            else:
+                rows.append(r)
+                values.append(fields)
+        extra = pl.DataFrame(values, schema={c: pl.Utf8 for c in names}, orient="row")
+        extra = extra.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).select(ROW, *names)
+        parsed = pl.concat([parsed, extra]).sort(ROW)
+    return Table(header, parsed, sorted(bad_rows), count)
+
+
+def _split_python(line: str, delimiter: str, quote: str) -> list[str] | None:
+    try:
+        rows = list(csv.reader([line], delimiter=delimiter, quotechar=quote or None,
+                               quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE, strict=True))
+    except csv.Error:
+        return None
+    return rows[0] if len(rows) == 1 else None
+
+
+def _decode_lines(data: bytes, encoding: str) -> tuple[pl.Series, pl.Series]:
+    """Physical lines (without line breaks) and whether each had undecodable bytes."""
+    lines, bad = [], []
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start + CHUNK_BYTES) if len(data) - start > CHUNK_BYTES else -1
+        stop = len(data) if end < 0 else end + 1
+        chunk = data[start:stop]
+        start = stop
+        try:
+            text, damaged = chunk.decode(encoding), False
+        except UnicodeDecodeError:
+            text, damaged = chunk.decode(encoding, errors="replace"), True
+        part = _split_lines(text)
+        if start < len(data) and part.len() and part[-1] == "":
+            part = part.slice(0, part.len() - 1)  # the chunk's trailing break, not an empty line
+        lines.append(part)
+        bad.append(part.str.contains("\ufffd", literal=True) if damaged
+                   else pl.repeat(False, part.len(), eager=True))
+    if not lines:
+        return pl.Series("line", [], dtype=pl.Utf8), pl.Series("bad", [], dtype=pl.Boolean)
+    return pl.concat(lines).alias("line"), pl.concat(bad).alias("bad")
+
+
+def _split_lines(text: str) -> pl.Series:
+    expected = text.count("\n") + 1
+    if "\x00" not in text and "\r" not in text:
+        frame = pl.read_csv(text.encode("utf-8"), has_header=False, separator="\x00", quote_char=None,
+                            infer_schema=False, new_columns=["line"])
+        series = frame["line"].fill_null("")
+        if text.endswith("\n"):
+            series = series.extend(pl.Series([""])) if series.len() == expected - 1 else series
+        if series.len() == expected:
+            return series
+    return pl.Series("line", [s.removesuffix("\r") for s in text.split("\n")], dtype=pl.Utf8)
+
+
+# ------------------------------------------------------------------------------------- mapping
+def to_contract(kind: str, raw: pl.DataFrame, columns: dict[str, str], constants: dict[str, Any],
+                values: dict[str, dict[str, str]], opts: dict[str, Any]) -> pl.DataFrame:
+    """Map raw text columns (``__src__<header>``) to the contract's typed columns and flag
+    unparseable values. Returns contract columns + ``_row``/``_reject``/``_reject_column``."""
+    schema = kind_schema(kind)
+    exprs, checks = [], []
+    for column, header in columns.items():
+        if column not in schema or column.startswith("_"):
+            raise ConfigurationError(f"'{column}' is not a column of the staging kind '{kind}'")
+        src = pl.col(SRC + header)
+        t = schema[column]
+        if column in values:
+            table = {str(k): str(v) for k, v in values[column].items()}
+            src = nz.clean_text(src).replace(list(table), list(table.values()))
+        if column == "sex":
+            e, why = nz.parse_sex(src, opts.get("sex_codes")), RejectReason.INVALID_SEX
+        elif t == pl.Date:
+            e, why = nz.parse_date(src, opts["date_formats"]), RejectReason.INVALID_DATE
+        elif isinstance(t, pl.Datetime):
+            e, why = nz.parse_datetime(src, opts["datetime_formats"]), RejectReason.INVALID_DATE
+        elif t == pl.Float64:
+            e, why = nz.parse_number(src), RejectReason.INVALID_NUMBER
+        elif t == pl.Int64:
+            e, why = nz.parse_number(src).round(0).cast(pl.Int64, strict=False), RejectReason.INVALID_NUMBER
+        elif t == pl.Boolean:
+            e, why = _parse_bool(src, opts), None
+        else:
+            e, why = nz.clean_text(src), None
+        exprs.append(e.alias(column))
+        if why is not None:
+            checks.append((SRC + header, column, why))
+    for column, value in constants.items():
+        if column not in schema or column.startswith("_"):
+            raise ConfigurationError(f"constant '{column}' is not a column of the staging kind '{kind}'")
+        if column in columns:
+            raise ConfigurationError(f"'{column}' of kind '{kind}' is both a column and a constant")
+        exprs.append(pl.lit(value).cast(schema[column]).alias(column))
+    frame = raw.with_columns(exprs)
+    frame = nz.flag_failures(frame, checks)
+    frame = frame.with_columns(pl.col("_reject_column").str.strip_prefix(SRC))
+    keep = [c for c in frame.columns if not c.startswith(SRC)]
+    return frame.select(keep)
+
+
+def _parse_bool(col: pl.Expr, opts: dict[str, Any]) -> pl.Expr:
+    s = nz.clean_text(col).str.to_lowercase()
+    true = [str(v).lower() for v in opts["true_values"]]
+    false = [str(v).lower() for v in opts["false_values"]]
+    return pl.when(s.is_in(true)).then(True).when(s.is_in(false)).then(False).otherwise(None)

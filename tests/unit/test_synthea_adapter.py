@@ -1,0 +1,187 @@
+"""Synthea CSV adapter on the real fixture folder, plus corruption tests of the delimited reader."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import polars as pl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from enclave.ingest.adapters import get_adapter
+from enclave.ingest.adapters._delimited import read_delimited
+from enclave.ingest.adapters.synthea import stage
+from enclave.ingest.mapping import builtin_profile
+
+FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "synthea-csv"
+MAPPING = builtin_profile("synthea").with_site("s1")
+
+
+def csv_records(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [r for r in csv.DictReader(fh)]
+
+
+def staged_rows(batch, file: Path) -> list[int]:
+    rows: list[int] = []
+    for frame in batch.frames.values():
+        rows += frame.filter(pl.col("_file") == str(file))["_row"].to_list()
+    return sorted(rows)
+
+
+def test_registry_points_at_this_adapter():
+    assert get_adapter("synthea") is stage
+
+
+def test_every_file_counted_and_every_row_staged_once():
+    batch = stage(FIXTURE, MAPPING)
+    files = sorted(FIXTURE.glob("*.csv"))
+    assert sorted(batch.read_counts) == [str(f) for f in files]
+    for file in files:
+        n = len(csv_records(file))
+        assert batch.read_counts[str(file)] == n, file.name
+        assert staged_rows(batch, file) == list(range(1, n + 1)), file.name
+
+
+def test_kinds_and_counts_match_the_fixture():
+    batch = stage(FIXTURE, MAPPING)
+    f = batch.frames
+    assert f["person"].height == len(csv_records(FIXTURE / "patients.csv"))
+    assert f["visit"].height == len(csv_records(FIXTURE / "encounters.csv"))
+    obs = csv_records(FIXTURE / "observations.csv")
+    numeric = sum(r["TYPE"] == "numeric" for r in obs)
+    allergies = len(csv_records(FIXTURE / "allergies.csv"))
+    assert f["measurement"].height == numeric
+    assert f["observation"].height == len(obs) - numeric + allergies
+    drugs = len(csv_records(FIXTURE / "medications.csv")) + len(
+        csv_records(FIXTURE / "immunizations.csv")
+    )
+    assert f["drug"].height == drugs
+    assert set(f["drug"]["code_system"].unique()) == {"RxNorm", "CVX"}
+    assert f["care_site"].height == len(csv_records(FIXTURE / "organizations.csv"))
+    assert f["provider"].height == len(csv_records(FIXTURE / "providers.csv"))
+    # the clean fixture has no rejects at all
+    for kind, frame in f.items():
+        assert frame["_reject"].null_count() == frame.height, kind
+
+
+def test_person_fields_against_the_raw_csv():
+    batch = stage(FIXTURE, MAPPING)
+    person = batch.frames["person"]
+    for raw in csv_records(FIXTURE / "patients.csv"):
+        row = person.filter(pl.col("site_patient_id") == raw["Id"]).row(0, named=True)
+        assert row["birth_date"] == dt.date.fromisoformat(raw["BIRTHDATE"])
+        death = dt.date.fromisoformat(raw["DEATHDATE"]) if raw["DEATHDATE"] else None
+        assert row["death_date"] == death
+        assert row["sex"] == raw["GENDER"]
+        assert row["name"] == f"{raw['FIRST']} {raw['LAST']}"
+        assert row["address"].startswith(raw["ADDRESS"])
+        assert row["resident_id"] is None and row["insurance_no"] is None
+
+
+def test_visit_types_costs_and_times_against_the_raw_csv():
+    batch = stage(FIXTURE, MAPPING)
+    visits = batch.frames["visit"]
+    expected_type = {
+        "ambulatory": "outpatient", "wellness": "outpatient", "outpatient": "outpatient",
+        "urgentcare": "outpatient", "inpatient": "inpatient", "emergency": "emergency",
+    }
+    for raw in csv_records(FIXTURE / "encounters.csv")[:80]:
+        row = visits.filter(pl.col("site_visit_id") == raw["Id"]).row(0, named=True)
+        assert row["visit_type"] == expected_type[raw["ENCOUNTERCLASS"]]
+        start = dt.datetime.strptime(raw["START"], "%Y-%m-%dT%H:%M:%SZ")
+        assert row["start_datetime"] == start and row["start_date"] == start.date()
+        total, cover = float(raw["TOTAL_CLAIM_COST"]), float(raw["PAYER_COVERAGE"])
+        assert row["total_cost"] == total
+        assert abs(row["paid_by_patient"] - (total - cover)) < 1e-9
+        assert row["care_site_id"] == raw["ORGANIZATION"]
+
+
+def test_unknown_file_is_staged_as_unsupported(tmp_path):
+    shutil.copy(FIXTURE / "patients.csv", tmp_path / "patients.csv")
+    (tmp_path / "payers.csv").write_text("Id,NAME\n1,a\n2,b\n3,c\n", encoding="utf-8")
+    (tmp_path / "site.toml").write_text("[site]\n", encoding="utf-8")
+    batch = stage(tmp_path, MAPPING)
+    assert str(tmp_path / "site.toml") not in batch.read_counts
+    unparsed = batch.frames["unparsed"].filter(pl.col("_file") == str(tmp_path / "payers.csv"))
+    assert unparsed["_row"].to_list() == [1, 2, 3]
+    assert set(unparsed["_reject"]) == {"unsupported_record"}
+    assert set(unparsed["_reject_column"]) == {"payers"}
+
+
+def test_bad_values_are_flagged_not_dropped(tmp_path):
+    header = FIXTURE.joinpath("patients.csv").read_text(encoding="utf-8").splitlines()[0]
+    rows = [
+        "p1,2001-02-30,,999-00-0000,,,,A,B,,,,white,nonhispanic,M,x,1 St,C,MA,X,02155,1,1,0,0",
+        "p2,2001-02-03,,999-00-0000,,,,A,B,,,,white,nonhispanic,Q,x,1 St,C,MA,X,02155,1,1,0,0",
+        "p3,2001-02-03,,999-00-0000",
+    ]
+    (tmp_path / "patients.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    batch = stage(tmp_path, MAPPING)
+    person = batch.frames["person"].sort("_row")
+    assert person.select("_row", "_reject", "_reject_column").rows() == [
+        (1, "invalid_date", "BIRTHDATE"), (2, "invalid_sex", "GENDER")
+    ]
+    unparsed = batch.frames["unparsed"]
+    assert unparsed.select("_row", "_reject").rows() == [(3, "malformed_row")]
+
+
+# --- corruption (Hypothesis) ---------------------------------------------------------------------
+
+SAMPLE_LINES = FIXTURE.joinpath("encounters.csv").read_bytes().split(b"\n")[:9]
+
+_edits = st.lists(
+    st.tuples(
+        st.integers(min_value=1, max_value=8),
+        st.sampled_from(["delete", "insert", "sep", "quote", "badbyte", "newline"]),
+        st.integers(min_value=0, max_value=400),
+    ),
+    max_size=6,
+)
+
+
+def corrupt(lines: list[bytes], edits, truncate: int | None) -> bytes:
+    lines = list(lines)
+    for index, what, pos in edits:
+        line = lines[index]
+        pos = pos % (len(line) + 1)
+        if what == "delete":
+            line = line[:pos] + line[pos + 3 :]
+        elif what == "insert":
+            line = line[:pos] + b"xyz" + line[pos:]
+        elif what == "sep":
+            line = line[:pos] + b",," + line[pos:]
+        elif what == "quote":
+            line = line[:pos] + b'"' + line[pos:]
+        elif what == "badbyte":
+            line = line[:pos] + b"\xff\xfe" + line[pos:]
+        else:
+            line = line[:pos] + b"\n" + line[pos:]
+        lines[index] = line
+    data = b"\n".join(lines)
+    if truncate:
+        data = data[: max(len(data) - truncate, len(lines[0]) + 1)]
+    return data
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=_edits, truncate=st.one_of(st.none(), st.integers(min_value=1, max_value=60)))
+def test_corrupted_file_never_raises_and_accounts_for_every_record(tmp_path, edits, truncate):
+    data = corrupt(SAMPLE_LINES, edits, truncate)
+    file = tmp_path / "encounters.csv"
+    file.write_bytes(data)
+    batch = stage(tmp_path, MAPPING)
+    n = batch.read_counts[str(file)]
+    assert staged_rows(batch, file) == list(range(1, n + 1))
+    # every non-blank physical data line lies inside exactly one staged record
+    table = read_delimited(file)
+    starts = sorted(pl.concat([table.rows.select("_line"), table.malformed.select("_line")])
+                    ["_line"].to_list())
+    physical = data.split(b"\n")
+    nonblank = [i + 1 for i, line in enumerate(physical) if line.strip(b"\r")]
+    assert nonblank[0] == 1 and set(starts) <= set(nonblank[1:])
+    assert starts[:1] == nonblank[1:2]  # the first data line starts a record
+    assert len(starts) == n
