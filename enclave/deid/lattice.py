@@ -131,7 +131,7 @@ def search(lattice: Lattice, lower_bound: np.ndarray, check: Callable[[int], Nod
             consider(idx, out.loss)
             if monotone:
                 up = cone(ge, idx) & (status == 0)
-                status[up] = 1; status[cone(le, idx) & (status == 0)] = 1
+                status[up] = 1
                 if exact and up.any():
                     cand = np.flatnonzero(up)
                     j = cand[np.lexsort((height[cand], lower_bound[cand]))[0]]
@@ -150,7 +150,7 @@ def search(lattice: Lattice, lower_bound: np.ndarray, check: Callable[[int], Nod
             succ = [s for s in succ if status[s] == 0]
             if not succ:
                 return path
-            current = max(succ, key=lambda s: (lower_bound[s], s))
+            current = min(succ, key=lambda s: (lower_bound[s], s))
             path.append(current)
 
     for idx in order:

@@ -122,7 +122,7 @@ def _persons(rng: np.random.Generator, n: int) -> pl.DataFrame:
     streets = np.array(names.STREETS)[rng.integers(len(names.STREETS), size=n)]
     eth_w = np.array([w for _, w in names.ETHNICITIES])
     eth = np.array([e for e, _ in names.ETHNICITIES])[rng.choice(len(eth_w), n, p=eth_w / eth_w.sum())]
-    phone = (1_300_000_0000 + rng.integers(0, 7, n) * 1_000_000_0000 + rng.integers(0, 10**9, n))
+    phone = 13_000_000_000 + rng.integers(0, 7, n) * 1_000_000_000 + rng.integers(0, 10**9, n)
     base = base.join(reg, on="region_idx", how="left").sort("pid").with_columns(
         pl.Series("phone", phone.astype(str)),
         (pl.col("place") + pl.Series(streets) + pl.Series(rng.integers(1, 400, n)).cast(pl.Utf8)

@@ -120,7 +120,9 @@ def _wide(typed: dict[str, pl.DataFrame], stays: pl.DataFrame) -> tuple[pl.DataF
             pl.col("description").alias(f"手术及操作名称{n}"),
             pl.col("date").dt.strftime(ISO_DATE).alias(f"手术及操作日期{n}"))
         wide = wide.join(slot, left_on="住院号", right_on="site_visit_id", how="left")
-    wide = person_text.join(wide, on="病案号", how="inner").sort(ROW)
+    wide = wide.join(person_text, on="病案号", how="left").sort(ROW)
+    heads = [h for _, h in PERSON]
+    wide = wide.select(ROW, *heads, *[c for c in wide.columns if c not in heads and c != ROW])
     return wide, n_dx, n_px
 
 
