@@ -32,6 +32,7 @@ from enclave.errors import ConfigurationError
 
 LINKAGE_MODES = ("resident_id", "site_patient_id")
 SITE_FILE = "site.toml"
+SITE_KEYS = frozenset({"id", "name", "dialect", "encoding", "linkage", "level", "region_code"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,13 @@ def parse_mapping(text: str, source: str) -> SiteMapping:
     site = data.pop("site", None)
     if not isinstance(site, dict):
         raise ConfigurationError(f"{source}: missing the [site] table")
+    unknown = set(site) - SITE_KEYS
+    if unknown:
+        raise ConfigurationError(
+            f"{source}: unknown key(s) in [site]: {', '.join(sorted(unknown))} (known: "
+            f"{', '.join(sorted(SITE_KEYS))}); dialect options belong in their own tables, "
+            "or before the [site] table"
+        )
     for key in ("id", "dialect"):
         if not site.get(key):
             raise ConfigurationError(f"{source}: [site] needs '{key}'")
