@@ -9,7 +9,8 @@ t-closeness count patients, not rows.
 >>> from enclave.deid.hierarchy import age_bands
 >>> patients = pl.DataFrame({"age": [31, 33, 34, 36, 38, 52, 57, 58]})
 >>> result = anonymize(patients, AnonymizationPolicy({"age": age_bands(max_age=99)}, k=2))
->>> result.node, result.risk.smallest_class, result.frame["age"].unique(maintain_order=True).to_list()
+>>> ages = result.frame["age"].unique(maintain_order=True).to_list()
+>>> result.node, result.risk.smallest_class, ages
 ({'age': 2}, 3, ['30-39', '50-59'])
 
 The search (:mod:`enclave.deid.lattice`) returns the node with the least information loss
@@ -100,7 +101,9 @@ class AnonymizationPolicy:
             raise ConfigurationError(f"measure must be one of {', '.join(MEASURES)}")
         clash = set(self.criteria.sensitive) & set(self.qis)
         if clash:
-            raise ConfigurationError(f"columns both quasi-identifier and sensitive: {sorted(clash)}")
+            raise ConfigurationError(
+                f"columns both quasi-identifier and sensitive: {sorted(clash)}"
+            )
         for name, qi in self.quasi_identifiers.items():
             if not 0 <= qi.lowest <= qi.top <= qi.hierarchy.height:
                 raise ConfigurationError(f"quasi-identifier {name!r}: levels out of range")
@@ -150,7 +153,8 @@ def per_patient(frame: pl.DataFrame, patient_id: str, columns: Sequence[str],
         if bad:
             detail = ", ".join(f"{c!r} ({n} patients)" for c, n in bad.items())
             raise BadInputError(
-                f"values vary within a patient in {detail}; aggregate them first or use rule='first'"
+                f"values vary within a patient in {detail}; aggregate them first or use "
+                "rule='first'"
             )
     return frame.group_by(patient_id, maintain_order=True).agg(pl.col(c).first() for c in columns)
 
@@ -166,10 +170,15 @@ class _Engine:
             frame, {n: q.hierarchy for n, q in self.qis.items()}, self.criteria
         )
         self.limit = math.floor(policy.max_suppression * self.micro.n + 1e-9)
+        self.leaf_counts = [
+            np.bincount(self.micro.leaf_codes[:, q], weights=self.micro.weights,
+                        minlength=len(h.leaves))
+            for q, h in enumerate(self.micro.hierarchies)
+        ]
         self.costs: dict[str, list[CellCosts]] = {}
         for measure in MEASURES:
             self.costs[measure] = [
-                cell_costs(h, self._leaf_counts(q), len(self.qis), measure)
+                cell_costs(h, self.leaf_counts[q], len(self.qis), measure)
                 for q, h in enumerate(self.micro.hierarchies)
             ]
         self.lattice = Lattice(tuple(self.qis), tuple(q.lowest for q in self.qis.values()),
@@ -178,15 +187,10 @@ class _Engine:
         self.monotone = self.limit == 0 or (self.criteria.l_diversity is None
                                             and self.criteria.t_closeness is None)
 
-    def _leaf_counts(self, q: int) -> np.ndarray:
-        h = self.micro.hierarchies[q]
-        return np.bincount(self.micro.leaf_codes[:, q], weights=self.micro.weights,
-                           minlength=len(h.leaves))
-
     def lower_bound(self, measure: str) -> np.ndarray:
         lb = np.zeros(self.nodes.shape[0])
         for q, cost in enumerate(self.costs[measure]):
-            lb += cost.totals(self._leaf_counts(q))[self.nodes[:, q]]
+            lb += cost.totals(self.leaf_counts[q])[self.nodes[:, q]]
         return lb
 
     def loss(self, measure: str, levels: Sequence[int], suppressed_rows: np.ndarray) -> float:
@@ -215,7 +219,6 @@ class _Engine:
 
     def refuse(self) -> DisclosureRiskError:
         """Explain why no node qualifies, naming the quasi-identifier that drives the risk."""
-        names = list(self.qis)
         full = [q.hierarchy.height for q in self.qis.values()]
         policy_text = f"k={self.policy.k}" + (
             ", ℓ-diversity" if self.criteria.l_diversity else "") + (
@@ -235,7 +238,7 @@ class _Engine:
             supp = self.suppressed_at(levels)
             if supp > worst_supp:
                 worst, worst_supp = name, supp
-        name = worst if worst is not None else names[0]
+        name = worst if worst is not None else next(iter(self.qis))
         return DisclosureRiskError(
             f"no generalization within the allowed levels satisfies the policy ({policy_text}); "
             f"quasi-identifier {name!r} drives the risk: at its highest allowed level "
@@ -266,12 +269,25 @@ def _population_sizes(engine: _Engine, released: pl.DataFrame, population: pl.Da
 
 
 def anonymize(frame: pl.DataFrame, policy: AnonymizationPolicy,
-              population: pl.DataFrame | None = None) -> AnonymizationResult:
+              population: pl.DataFrame | None = None, *,
+              patient_id: str | None = None) -> AnonymizationResult:
     """Generalize and suppress ``frame`` (one row per patient) optimally under ``policy``.
 
-    ``population`` (optional, same QI columns) is the population the patients were drawn from, for
-    journalist and marketer risk. Raises :class:`DisclosureRiskError` when no node qualifies.
+    The QI columns come back as text labels of the chosen levels; other columns pass through
+    unchanged (dropping direct identifiers is the release builder's job); suppressed patients'
+    rows are removed. ``population`` (optional, same QI columns) is the population the patients
+    were drawn from, for journalist and marketer risk. With ``patient_id`` the frame is checked to
+    hold one row per patient. Raises :class:`DisclosureRiskError` when no node qualifies.
     """
+    if patient_id is not None:
+        if patient_id not in frame.columns:
+            raise BadInputError(f"column {patient_id!r} not in the table")
+        repeated = frame.height - frame.get_column(patient_id).n_unique()
+        if repeated:
+            raise BadInputError(
+                f"column {patient_id!r}: {repeated} rows repeat a patient; the engine needs one row "
+                "per patient (aggregate with per_patient first)"
+            )
     engine = _Engine(frame, policy)
     lb = engine.lower_bound(policy.measure)
     found = search(engine.lattice, lb, engine.checker(lb), monotone=engine.monotone,

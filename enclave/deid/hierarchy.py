@@ -129,7 +129,7 @@ def read_hierarchy(path: Path, name: str | None = None) -> Hierarchy:
 
 
 def interval_bands(name: str, lo: int, hi: int, widths: Sequence[int]) -> Hierarchy:
-    """Integers ``lo..hi`` in nested bands aligned at ``lo`` (each width divides the next), then ``*``.
+    """Integers ``lo..hi`` in nested bands aligned at ``lo`` (each width divides the next), ``*``.
 
     ``interval_bands("x", 0, 99, (5, 10))``: ``37`` → ``35-39`` → ``30-39`` → ``*``.
     """
@@ -147,13 +147,14 @@ def interval_bands(name: str, lo: int, hi: int, widths: Sequence[int]) -> Hierar
     return Hierarchy(name, tuple(levels))
 
 
-def age_bands(name: str = "age", max_age: int = 120, widths: Sequence[int] = (5, 10, 20)) -> Hierarchy:
+def age_bands(name: str = "age", max_age: int = 120,
+              widths: Sequence[int] = (5, 10, 20)) -> Hierarchy:
     """Ages in whole years 0..``max_age``: 1 → 5 → 10 → 20 years → ``*``."""
     return interval_bands(name, 0, max_age, widths)
 
 
 def region_codes(name: str, codes: Iterable[str]) -> Hierarchy:
-    """GB/T 2260 six-digit division codes: county → city (``xxxx00``) → province (``xx0000``) → ``*``."""
+    """GB/T 2260 six-digit codes: county → city (``xxxx00``) → province (``xx0000``) → ``*``."""
     leaves = sorted(set(codes))
     bad = sum(1 for c in leaves if len(c) != 6 or not c.isdigit())
     if bad:
@@ -170,7 +171,7 @@ def region_codes(name: str, codes: Iterable[str]) -> Hierarchy:
 
 
 def date_granularity(name: str, start: dt.date, end: dt.date) -> Hierarchy:
-    """Every day ``start..end`` (ISO): day → month ``2023-04`` → quarter ``2023-Q2`` → year → ``*``."""
+    """Every day ``start..end`` (ISO): day → month ``2023-04`` → quarter ``2023-Q2`` → year → *."""
     if end < start:
         raise ConfigurationError(f"hierarchy {name!r}: empty date range")
     days = pl.date_range(start, end, interval="1d", eager=True)

@@ -1,8 +1,8 @@
 """The generalization lattice and an optimal search over it (pure numpy, no data access).
 
 A node assigns one generalization level to every quasi-identifier; node ``a`` is a predecessor of
-``b`` when ``a ≤ b`` level by level. The search finds the node that satisfies the privacy policy with
-the least information loss, given
+``b`` when ``a ≤ b`` level by level. The search finds the node that satisfies the privacy policy
+with the least information loss, given
 
 * ``lower_bound[i]``: the node's loss ignoring suppression — monotone along the lattice, and a lower
   bound of its real loss (a suppressed record costs at least as much as a generalized one);
@@ -102,8 +102,8 @@ def search(lattice: Lattice, lower_bound: np.ndarray, check: Callable[[int], Nod
     status = np.zeros(n_nodes, dtype=np.int8)  # 0 unknown, 1 anonymous, -1 not
     loss = np.full(n_nodes, np.nan)
     best, best_loss, checked = None, np.inf, 0
-    strides = np.cumprod([1] + [hi - lo + 1 for lo, hi in
-                                zip(lattice.lowest[::-1], lattice.highest[::-1], strict=True)])[:-1][::-1]
+    radix = [hi - lo + 1 for lo, hi in zip(lattice.lowest, lattice.highest, strict=True)]
+    strides = np.cumprod([1] + radix[::-1])[:-1][::-1]
 
     # ge[q][v]: nodes whose level of QI q is ≥ v (le likewise); a node's successors are the AND
     ge = [[nodes[:, q] >= v for v in range(lattice.highest[q] + 1)] for q in range(nodes.shape[1])]

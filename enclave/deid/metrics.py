@@ -36,13 +36,18 @@ import numpy as np
 
 from enclave.deid.hierarchy import Hierarchy
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Inner product without BLAS (threaded BLAS spins badly on a busy 2-core machine)."""
+    return float(np.multiply(a, b, dtype=np.float64).sum())
+
+
 LossMeasure = Literal["loss", "height", "entropy"]
 MEASURES: tuple[LossMeasure, ...] = ("loss", "height", "entropy")
 
 
 @dataclass(frozen=True, slots=True)
 class CellCosts:
-    """Per-QI cell costs of one measure: ``levels[j][leaf]``, ``suppressed[leaf]``, QI ``weight``."""
+    """One QI's cell costs of a measure: ``levels[j][leaf]``, ``suppressed[leaf]``, ``weight``."""
 
     levels: tuple[np.ndarray, ...]
     suppressed: np.ndarray
@@ -50,12 +55,12 @@ class CellCosts:
 
     def totals(self, leaf_counts: np.ndarray) -> np.ndarray:
         """Weighted cost of each level over all records (``leaf_counts`` = records per leaf)."""
-        return np.array([float(leaf_counts @ c) for c in self.levels]) * self.weight
+        return np.array([_dot(leaf_counts, c) for c in self.levels]) * self.weight
 
 
 def cell_costs(hierarchy: Hierarchy, leaf_counts: np.ndarray, n_qis: int,
                measure: LossMeasure) -> CellCosts:
-    """Cell costs of ``measure`` for one QI, normalized so that the whole-table value is in [0, 1]."""
+    """Cell costs of ``measure`` for one QI, normalized so the whole-table value is in [0, 1]."""
     n = float(leaf_counts.sum()) or 1.0
     h = hierarchy.height
     n_leaves = len(hierarchy.leaves)
@@ -77,7 +82,7 @@ def cell_costs(hierarchy: Hierarchy, leaf_counts: np.ndarray, n_qis: int,
         levels_list.append(cost)
     with np.errstate(divide="ignore"):
         supp = np.where(counts > 0, -np.log2(np.where(counts > 0, counts, 1) / n), 0.0)
-    total = float(counts @ supp)
+    total = _dot(counts, supp)
     return CellCosts(tuple(levels_list), supp, 1.0 / (total * n_qis) if total > 0 else 0.0)
 
 
@@ -157,11 +162,11 @@ def decomposed_loss(costs: Sequence[CellCosts], levels: Sequence[int], leaf_code
     for q, (cost, level) in enumerate(zip(costs, levels, strict=True)):
         codes = leaf_codes[:, q]
         per_row = np.where(suppressed, cost.suppressed[codes], cost.levels[level][codes])
-        total += float(weights @ per_row) * cost.weight
+        total += _dot(weights, per_row) * cost.weight
     return total
 
 
 def discernibility(sizes: np.ndarray, suppressed: int, n: int) -> float:
     """ARX discernibility: each record costs its class size, a suppressed record costs ``n``."""
     sizes = np.asarray(sizes, dtype=np.float64)
-    return float(sizes @ sizes + suppressed * float(n))
+    return _dot(sizes, sizes) + suppressed * float(n)

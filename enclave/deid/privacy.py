@@ -14,10 +14,13 @@ histograms of the sensitive attribute:
   in descending order).
 * t-closeness (Li et al.): Earth Mover's Distance between a class's distribution and the whole
   table's ≤ t; *equal* ground distance for categorical values (``½ Σ |p − q|``), *ordered* distance
-  for ordinal / numeric values (``Σ |cumsum(p − q)| / (m − 1)``).
+  for ordinal / numeric values (``Σ |cumsum(p − q)| / (m − 1)``), *hierarchical* distance for
+  categorical values with a hierarchy (moving mass between two leaves costs the height of their
+  lowest common ancestor / the hierarchy's height; ARX's default for categorical attributes).
 
 Suppression: records of classes that violate any criterion are suppressed; a node satisfies the
-policy when the number of suppressed records stays within the limit.
+policy when the number of suppressed records stays within the limit. The t-closeness reference is
+the distribution over the whole input (before suppression), as in ARX.
 """
 
 from __future__ import annotations
@@ -53,16 +56,22 @@ class LDiversity:
 @dataclass(frozen=True, slots=True)
 class TCloseness:
     """t-closeness of ``attribute``; ``order`` fixes the value order of the ordered distance
-    (default: numeric order for numeric columns, text order otherwise)."""
+    (default: numeric order for numeric columns, text order otherwise); ``hierarchy`` is required
+    by (and only used by) the hierarchical distance."""
 
     attribute: str
     t: float
-    distance: Literal["equal", "ordered"] = "equal"
+    distance: Literal["equal", "ordered", "hierarchical"] = "equal"
     order: tuple[str, ...] | None = None
+    hierarchy: Hierarchy | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.t <= 1 or self.distance not in ("equal", "ordered"):
-            raise ConfigurationError("t-closeness needs 0 ≤ t ≤ 1 and distance equal|ordered")
+        if not 0 <= self.t <= 1 or self.distance not in ("equal", "ordered", "hierarchical"):
+            raise ConfigurationError(
+                "t-closeness needs 0 ≤ t ≤ 1 and distance equal|ordered|hierarchical"
+            )
+        if (self.distance == "hierarchical") != (self.hierarchy is not None):
+            raise ConfigurationError("t-closeness: a hierarchy goes with the hierarchical distance")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +143,8 @@ def group(key: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
 def _encode_sensitive(values: pl.Series, order: tuple[str, ...] | None) -> tuple[np.ndarray, int]:
     if values.null_count():
         raise BadInputError(
-            f"column {values.name!r}: {values.null_count()} missing value(s) in a sensitive attribute"
+            f"column {values.name!r}: {values.null_count()} missing value(s) in a sensitive "
+            "attribute"
         )
     if order is not None:
         codes = values.cast(pl.String).replace_strict(
@@ -149,8 +159,9 @@ def _encode_sensitive(values: pl.Series, order: tuple[str, ...] | None) -> tuple
     return codes, int(codes.max()) + 1 if codes.size else 0
 
 
-def encode(frame: pl.DataFrame, hierarchies: Mapping[str, Hierarchy], criteria: Criteria) -> Microdata:
-    """Encode ``frame`` (one row per patient) for the given QIs and the criteria's sensitive columns."""
+def encode(frame: pl.DataFrame, hierarchies: Mapping[str, Hierarchy],
+           criteria: Criteria) -> Microdata:
+    """Encode ``frame`` (one row per patient): QIs and the criteria's sensitive columns."""
     missing = [c for c in (*hierarchies, *criteria.sensitive) if c not in frame.columns]
     if missing:
         raise BadInputError(f"columns not in the table: {', '.join(map(repr, missing))}")
@@ -159,11 +170,14 @@ def encode(frame: pl.DataFrame, hierarchies: Mapping[str, Hierarchy], criteria: 
     hier = tuple(hierarchies[q] for q in qis)
     leaf = [h.encode(frame.get_column(q)) for q, h in zip(qis, hier, strict=True)]
     sens, cards = [], []
-    orders = {}
-    if criteria.t_closeness is not None and criteria.t_closeness.distance == "ordered":
-        orders[criteria.t_closeness.attribute] = criteria.t_closeness.order
+    tc = criteria.t_closeness
     for name in criteria.sensitive:
-        codes, card = _encode_sensitive(frame.get_column(name), orders.get(name))
+        col = frame.get_column(name)
+        if tc is not None and tc.attribute == name and tc.hierarchy is not None:
+            codes, card = tc.hierarchy.encode(col).astype(np.int64), len(tc.hierarchy.leaves)
+        else:
+            order = tc.order if tc is not None and tc.attribute == name else None
+            codes, card = _encode_sensitive(col, order if tc and tc.distance == "ordered" else None)
         sens.append(codes)
         cards.append(card)
     key, bound = _combine(leaf + sens, [len(h.leaves) for h in hier] + cards, n)
@@ -229,16 +243,41 @@ def l_diverse(hist: np.ndarray, crit: LDiversity) -> np.ndarray:
     return desc[:, 0] < crit.c * tail
 
 
-def emd(hist: np.ndarray, reference: np.ndarray, distance: str) -> np.ndarray:
+def emd(hist: np.ndarray, reference: np.ndarray, distance: str,
+        hierarchy: Hierarchy | None = None) -> np.ndarray:
     """Earth Mover's Distance of every class distribution (rows of ``hist``) to ``reference``."""
     total = hist.sum(axis=1, keepdims=True)
     diff = hist / np.where(total > 0, total, 1) - reference[None, :]
+    if distance == "hierarchical" and hierarchy is not None:
+        return _hierarchical_emd(diff, hierarchy)
     if distance == "equal":
         return 0.5 * np.abs(diff).sum(axis=1)
     m = hist.shape[1]
     if m <= 1:
         return np.zeros(hist.shape[0])
     return np.abs(np.cumsum(diff, axis=1)[:, :-1]).sum(axis=1) / (m - 1)
+
+
+def _hierarchical_emd(extra: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
+    """Li et al.'s hierarchical EMD: Σ over inner nodes N of height(N)/H · min(pos(N), neg(N)),
+    where pos/neg sum the positive/negative surplus ``p − q`` of N's children."""
+    h = hierarchy.height
+    out = np.zeros(extra.shape[0])
+    if h == 0:
+        return out
+    child = extra  # surplus of every node of the level below, per class
+    for j in range(1, h + 1):
+        below, level = hierarchy.codes[j - 1], hierarchy.codes[j]
+        # parent (level-j code) of every level-(j-1) code
+        parent = np.zeros(hierarchy.cardinality(j - 1), dtype=np.int64)
+        parent[below] = level
+        order = np.argsort(parent, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(parent[order]) != 0])
+        pos = np.add.reduceat(np.maximum(child[:, order], 0.0), starts, axis=1)
+        neg = np.add.reduceat(np.maximum(-child[:, order], 0.0), starts, axis=1)
+        out += (j / h) * np.minimum(pos, neg).sum(axis=1)
+        child = pos - neg  # surplus of the level-j nodes (parents in order of their codes)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +299,8 @@ def judge(micro: Microdata, part: Partition, criteria: Criteria) -> Verdict:
     if criteria.t_closeness is not None:
         tc = criteria.t_closeness
         a = micro.sensitive.index(tc.attribute)
-        dist = emd(_histograms(micro, part, a), micro.sensitive_dists[a], tc.distance)
+        dist = emd(_histograms(micro, part, a), micro.sensitive_dists[a], tc.distance,
+                   tc.hierarchy)
         bad |= dist > tc.t + _EPS
     k_supp = int(round(part.sizes[k_bad].sum()))
     supp = int(round(part.sizes[bad].sum())) if bad is not k_bad else k_supp

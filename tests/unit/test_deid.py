@@ -135,6 +135,25 @@ def test_t_closeness_by_hand() -> None:
     assert np.allclose(emd(hist, q, "equal"), [2 / 3] * 3)
 
 
+def test_hierarchical_t_closeness_by_hand() -> None:
+    tree = Hierarchy("dx", (("a", "b", "c", "d"), ("ab", "ab", "cd", "cd"), ("*",) * 4))
+    q = np.full(4, 0.25)
+    hist = np.array([[4.0, 0, 0, 0], [1.0, 1, 0, 0], [1.0, 0, 1, 0], [1.0, 1, 1, 1]])
+    # (1,0,0,0): move .25 to b inside "ab" (cost ½ each) + .5 across the root (cost 1) = .625
+    # (½,½,0,0): .5 across the root = .5; (½,0,½,0): .25 inside each pair at cost ½ = .25
+    assert np.allclose(emd(hist, q, "hierarchical", tree), [0.625, 0.5, 0.25, 0.0])
+    table = small().with_columns(dx=pl.Series(["a", "a", "b", "c", "a", "b", "c", "d"]))
+    with pytest.raises(ConfigurationError):
+        TCloseness("dx", 0.2, "hierarchical")
+    res = anonymize(table, AnonymizationPolicy(
+        {"age": AGE, "sex": SEX}, t_closeness=TCloseness("dx", 0.3, "hierarchical", hierarchy=tree)))
+    # whole table (3,2,2,1)/8. (3,0): M = (3,1,0,0)/4, surplus (3,0,-2,-1)/8: nothing moves
+    # inside ab or cd, 3/8 crosses the root → 0.375 > 0.3. (2,1): 20-29 = (2,1,1,0)/4, surplus
+    # (1,0,0,-1)/8 → 1/8 across the root; 30-39 = (1,1,1,1)/4 → 1/8: both ≤ 0.3. Cheaper nodes
+    # all have a class {a,a}: surplus (5,-2,-2,-1)/8 → 2/8 · ½ + 3/8 = 0.5.
+    assert res.node == {"age": 2, "sex": 1}
+
+
 # --- the search on tables worked out by hand -----------------------------------------------------
 
 
@@ -247,6 +266,13 @@ def test_per_patient_rules() -> None:
     first = per_patient(rows, "pid", ["sex", "region"], rule="first")
     assert first.rows() == [(1, "M", "110105"), (2, "F", "320102"), (3, "M", "110105")]
     assert per_patient(rows, "pid", ["sex"]).height == 3
+    hier = {"sex": SEX}
+    with pytest.raises(BadInputError, match="2 rows repeat a patient"):
+        anonymize(rows, AnonymizationPolicy(hier, k=1), patient_id="pid")
+    patients = per_patient(rows, "pid", ["sex"])
+    res = anonymize(patients, AnonymizationPolicy(hier, k=2), patient_id="pid")
+    assert res.node == {"sex": 1} and res.risk.records == 3  # counts patients, not rows
+    assert res.frame["pid"].to_list() == [1, 2, 3]
 
 
 # --- search against brute force ---------------------------------------------------------------
@@ -256,7 +282,7 @@ def _generalize(h: Hierarchy, value: str, level: int) -> str:
     return h.levels[level][h.levels[0].index(value)]
 
 
-def _brute_force(rows, hierarchies, k, limit, l_distinct=None, t=None):
+def _brute_force(rows, hierarchies, k, limit, l_distinct=None, t=None, recursive=None):
     """Every node by plain Python: (loss, node) of the cheapest node that qualifies, or None."""
     names = list(hierarchies)
     n = len(rows)
@@ -275,6 +301,11 @@ def _brute_force(rows, hierarchies, k, limit, l_distinct=None, t=None):
                 bad.add(key)
             if l_distinct and len(set(members[key])) < l_distinct:
                 bad.add(key)
+            if recursive is not None:
+                c, ell = recursive
+                r = sorted(Counter(members[key]).values(), reverse=True)
+                if not r[0] < c * sum(r[ell - 1:]):
+                    bad.add(key)
             if t is not None:
                 cnt = Counter(members[key])
                 dist = 0.5 * sum(abs(cnt[v] / size - dx_all[v] / n) for v in dx_all)
@@ -312,19 +343,19 @@ tables = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=tables, k=st.integers(1, 5), supp=st.sampled_from([0.0, 0.1, 0.25]),
-       extra=st.sampled_from(["none", "l", "t"]))
+       extra=st.sampled_from(["none", "l", "t", "recursive"]))
 def test_search_matches_brute_force(rows, k, supp, extra) -> None:
     hierarchies = {"a": H_A, "b": H_B, "c": H_C}
     frame = pl.DataFrame(rows)
-    ldiv = LDiversity("dx", 2) if extra == "l" else None
+    ldiv = {"l": LDiversity("dx", 2), "recursive": LDiversity("dx", 2, "recursive", c=2)}.get(extra)
     tclose = TCloseness("dx", 0.3) if extra == "t" else None
     policy = AnonymizationPolicy(hierarchies, k=k, l_diversity=ldiv, t_closeness=tclose,
                                  max_suppression=supp)
     limit = math.floor(supp * len(rows) + 1e-9)
-    expected = _brute_force(rows, hierarchies, k, limit, 2 if ldiv else None,
-                            0.3 if tclose else None)
+    expected = _brute_force(rows, hierarchies, k, limit, 2 if extra == "l" else None,
+                            0.3 if tclose else None, (2, 2) if extra == "recursive" else None)
     if expected is None:
         with pytest.raises(DisclosureRiskError):
             anonymize(frame, policy)
@@ -371,6 +402,17 @@ def test_adult_k5_agrees_with_pycanon() -> None:
     assert anonymity.k_anonymity(pd.read_csv(ADULT / "adult.csv", sep=";", dtype=str),
                                  ADULT_QIS) == 1
     assert res.nodes_checked < res.lattice_size
+
+
+def test_empty_and_single_patient_tables() -> None:
+    empty = pl.DataFrame({"age": pl.Series([], dtype=pl.Int64),
+                          "sex": pl.Series([], dtype=pl.String)})
+    res = anonymize(empty, AnonymizationPolicy({"age": AGE, "sex": SEX}, k=5))
+    assert res.frame.height == 0 and res.risk.records == 0
+    with pytest.raises(DisclosureRiskError):
+        anonymize(small().head(1), AnonymizationPolicy({"age": AGE, "sex": SEX}, k=2))
+    one = anonymize(small().head(1), AnonymizationPolicy({"age": AGE, "sex": SEX}, k=1))
+    assert one.node == {"age": 0, "sex": 0} and one.utility.loss == 0
 
 
 def test_docstring_examples() -> None:
