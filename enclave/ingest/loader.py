@@ -231,7 +231,7 @@ class BatchLoader:
         if uniq:
             existing = dict(db.rows(self.con, 
                 "SELECT location_source_value, location_id FROM location WHERE location_source_value IN "
-                f"(SELECT unnest(?))", [uniq]
+                "(SELECT unnest(?))", [uniq]
             ))
             missing = [c for c in uniq if c not in existing]
             if missing:

@@ -1,0 +1,34 @@
+"""``enclave store`` commands."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from enclave.cli._main import _Ctx, cli, pass_ctx
+
+@cli.group()
+def store() -> None:
+    """The identified OMOP store (restricted zone)."""
+
+
+@store.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_ctx
+def store_stats_cmd(obj: _Ctx, as_json: bool) -> None:
+    """Row counts per table, the person count and rejects by reason."""
+    from enclave.store import open_store, store_stats
+
+    with open_store(obj.settings, read_only=True) as con:
+        stats = store_stats(con)
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+        return
+    click.echo(f"persons: {stats['persons']}")
+    for t, n in stats["tables"].items():
+        click.echo(f"  {t:24s} {n:>12,}")
+    if stats["rejects_by_reason"]:
+        click.echo("rejects by reason:")
+        for r, n in stats["rejects_by_reason"].items():
+            click.echo(f"  {r:24s} {n:>12,}")
