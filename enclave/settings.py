@@ -38,9 +38,32 @@ class IngestSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseSettings:
+    risk_threshold_public: float = _setting(
+        0.05, "Highest re-identification risk a release for public sharing may have (GB/T 37964)."
+    )
+    risk_threshold_controlled: float = _setting(
+        0.2, "Highest re-identification risk for controlled sharing (GB/T 37964)."
+    )
+    risk_threshold_enclave: float = _setting(
+        1 / 3, "Highest re-identification risk for use inside the enclave (GB/T 37964)."
+    )
+    max_suppression: float = _setting(
+        0.05, "Default largest share of patients the anonymization may suppress."
+    )
+    date_shift_days: int = _setting(
+        180, "Per-patient date shift is drawn from [-N, N] days (never 0), one offset per patient."
+    )
+    max_lattice_nodes: int = _setting(
+        5_000_000, "Largest generalization lattice the optimal search will explore."
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     home: Path = _setting(DEFAULT_HOME, "The enclave's data root; every zone lives under it.")
     ingest: IngestSettings = _setting(IngestSettings(), "Ingest limits.")
+    release: ReleaseSettings = _setting(ReleaseSettings(), "Release thresholds and defaults.")
 
     # --- zones, derived from home -------------------------------------------------------
     @property
@@ -62,7 +85,13 @@ class Settings:
         return self.restricted_dir / "identity.duckdb"
 
     @property
+    def control_path(self) -> Path:
+        """The control database: projects, release registry (no patient data)."""
+        return self.home / "control" / "enclave.duckdb"
+
+    @property
     def releases_dir(self) -> Path:
+        """Release zone: desensitized/<project>/<version>/, synthetic/<version>/, indicators/."""
         return self.home / "releases"
 
     @property
