@@ -29,11 +29,9 @@ import polars as pl
 from enclave.codes.resident_id import CHECK_CHARS, WEIGHTS
 from enclave.demo import clinical as cl
 from enclave.demo import names
-from enclave.demo.writers import WRITERS, Defect, DefectKind, HospitalSpec
+from enclave.demo.writers import WRITERS, Defect, HospitalSpec
 from enclave.ingest.staging import column_names
 
-KINDS_OUT = ("person", "visit", "condition", "drug", "measurement", "procedure", "note",
-             "care_site", "provider")
 START, END = dt.date(2019, 1, 1), dt.date(2024, 12, 31)
 #: resident-ID spelling per hospital (index mod 4): canonical, lower-case x, spaced, legacy 15-digit
 ID_STYLES = ("canonical", "lower_x", "spaced", "legacy15")
@@ -94,7 +92,7 @@ def _persons(rng: np.random.Generator, n: int) -> pl.DataFrame:
     seq = 2 * rng.integers(0, 500, size=n) + male.astype(np.int64)
     for _ in range(100):
         key = (region * 100_000 + birth_days) * 1000 + seq
-        _, first_idx, counts = np.unique(key, return_index=True, return_counts=True)
+        _, first_idx, _counts = np.unique(key, return_index=True, return_counts=True)
         dup = np.ones(n, bool)
         dup[first_idx] = False
         if not dup.any():
@@ -175,6 +173,8 @@ def _enrolments(rng: np.random.Generator, n: int, specs: list[HospitalSpec]) -> 
 
 
 def _id_spelling(enr: pl.DataFrame, rng: np.random.Generator) -> pl.Expr:
+    """How hospital ``h`` writes the resident ID: ``ID_STYLES[h % 4]`` (legacy 15-digit numbers only
+    for about 40 % of persons born before 2000)."""
     rid = pl.col("resident_id")
     style = pl.col("h") % 4
     legacy = (pl.col("birth_date").dt.year() < 2000) & pl.Series(rng.random(enr.height) < 0.4)

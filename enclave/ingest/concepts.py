@@ -179,7 +179,7 @@ class ConceptMapper:
         f = f.join(known, on=["_lvocab", "_lcode"], how="left")
         new = (
             f.filter(pl.col("_lvocab").is_not_null() & pl.col("_local_id").is_null()
-                     & pl.col("_reject").is_null())
+                     & pl.col("_reject").is_null() & ~pl.col("_dup"))
             .select("_lvocab", "_lcode", "icd_target", "_cat_target")
             .unique(["_lvocab", "_lcode"], keep="first", maintain_order=True)
         )

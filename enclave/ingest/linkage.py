@@ -10,7 +10,6 @@ The key lives in ``<restricted>/keys/linkage.key`` (0600), created on first use.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -41,11 +40,9 @@ def load_or_create_key(keys_dir: Path, name: str = "linkage.key") -> bytes:
 
 def link_keys(key: bytes, messages: pl.Series) -> pl.Series:
     """HMAC of each message (unique values hashed once)."""
-    uniq = messages.unique().drop_nulls()
-    digests = [
-        hmac.new(key, m.encode("utf-8"), hashlib.sha256).hexdigest()[:LINK_KEY_HEX] for m in uniq
-    ]
-    table = dict(zip(uniq.to_list(), digests))
+    uniq = messages.unique().drop_nulls().to_list()
+    digest = hmac.digest
+    table = {m: digest(key, m.encode("utf-8"), "sha256").hex()[:LINK_KEY_HEX] for m in uniq}
     return messages.replace_strict(table, default=None, return_dtype=pl.Utf8)
 
 
@@ -55,10 +52,12 @@ def resident_id_checks(persons: pl.DataFrame) -> pl.DataFrame:
     A number that fails GB 11643 is ``invalid_resident_id``; a valid number whose birth date or sex
     disagrees with the row's own birth date / sex is ``identity_conflict``.
     """
-    rid = resident_id.normalize_expr(pl.col("resident_id"))
-    persons = persons.with_columns(rid.alias("rid"))
-    id_birth = resident_id.birth_date_expr(pl.col("rid"))
-    id_sex = resident_id.sex_expr(pl.col("rid"))
+    persons = resident_id.normalize_column(persons, "resident_id", "rid")
+    persons = persons.with_columns(
+        resident_id.birth_date_expr(pl.col("rid")).alias("_id_birth"),
+        resident_id.sex_expr(pl.col("rid")).alias("_id_sex"),
+    )
+    id_birth, id_sex = pl.col("_id_birth"), pl.col("_id_sex")
     ok = pl.col("_reject").is_null()
     invalid = ok & pl.col("resident_id").is_not_null() & pl.col("rid").is_null()
     conflict = (
@@ -69,20 +68,19 @@ def resident_id_checks(persons: pl.DataFrame) -> pl.DataFrame:
             | (pl.col("sex").is_in(["M", "F"]) & (pl.col("sex") != id_sex))
         )
     )
+    persons = persons.with_columns(invalid.alias("_invalid"), conflict.fill_null(False).alias("_conflict"))
+    bad = pl.col("_invalid") | pl.col("_conflict")
     return persons.with_columns(
-        pl.when(invalid)
+        pl.when(pl.col("_invalid"))
         .then(pl.lit(str(RejectReason.INVALID_RESIDENT_ID)))
-        .when(conflict)
+        .when(pl.col("_conflict"))
         .then(pl.lit(str(RejectReason.IDENTITY_CONFLICT)))
         .otherwise(pl.col("_reject"))
         .alias("_reject"),
-        pl.when(invalid | conflict)
-        .then(pl.lit("resident_id"))
-        .otherwise(pl.col("_reject_column"))
-        .alias("_reject_column"),
+        pl.when(bad).then(pl.lit("resident_id")).otherwise(pl.col("_reject_column")).alias("_reject_column"),
         # fill birth date and sex from the number where the site did not give them
         pl.coalesce(pl.col("birth_date"), id_birth).alias("birth_date"),
         pl.when(pl.col("sex").is_in(["M", "F"])).then(pl.col("sex")).otherwise(
             pl.coalesce(id_sex, pl.col("sex"))
         ).alias("sex"),
-    )
+    ).drop("_id_birth", "_id_sex", "_invalid", "_conflict")

@@ -85,9 +85,9 @@ def _require(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
 
 def _dedupe(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Mark all but the first pending row of each key group as a merged duplicate."""
-    pending = (pl.col("_reject").is_null() & ~pl.col("_dup")).cast(pl.Int32)
-    rank = pending.cum_sum().over(keys)
-    return frame.with_columns((pl.col("_dup") | ((pending == 1) & (rank > 1))).alias("_dup"))
+    pending = pl.col("_reject").is_null() & ~pl.col("_dup")
+    first = pl.struct([*keys, pending.alias("__pending")]).is_first_distinct()
+    return frame.with_columns((pl.col("_dup") | (pending & ~first)).alias("_dup"))
 
 
 def _content_columns(frame: pl.DataFrame) -> list[str]:
@@ -491,21 +491,15 @@ class BatchLoader:
             known = db.frame(self.con, "SELECT person_id FROM death")["person_id"].cast(pl.Int64)
             f = _dedupe(f, ["person_id"])
             f = f.with_columns((pl.col("_dup") | (pl.col("_reject").is_null() & pl.col("person_id").is_in(known.implode()))).alias("_dup"))
-        pending = f.filter(pl.col("_reject").is_null() & ~pl.col("_dup"))
-        if "code" in f.columns and pending.height:
-            mapped = self.mapper.map_codes(pending, kind)
+        if "code" in f.columns:
+            f = self.mapper.map_codes(f, kind)
             if kind == "measurement":
-                mapped = self._convert_units(mapped)
-            # unit rejects found during mapping flow back into the frame
-            back = mapped.select("_file", "_row", pl.col("_reject").alias("_r2"), pl.col("_reject_column").alias("_c2"))
-            f = f.join(back, on=["_file", "_row"], how="left").with_columns(
-                pl.coalesce("_reject", "_r2").alias("_reject"), pl.coalesce("_reject_column", "_c2").alias("_reject_column")
-            ).drop("_r2", "_c2")
-            pending = mapped.filter(pl.col("_reject").is_null())
+                f = self._convert_units(f)
+        pending = f.filter(pl.col("_reject").is_null() & ~pl.col("_dup"))
         if pending.height:
             getattr(self, f"_insert_{kind}")(pending)
             self.touched_persons.append(pending["person_id"])
-        return f.drop([c for c in ("person_id", "visit_occurrence_id") if c in f.columns])
+        return f
 
     def _ids(self, table: str, column: str, frame: pl.DataFrame) -> pl.Series:
         start = _next_id(self.con, table, column)
@@ -555,7 +549,8 @@ class BatchLoader:
         m = m.join(conv, on=["std_code", "_unit"], how="left")
         known_analytes = list(unit_codes.analytes())
         is_known = analyte & pl.col("std_code").is_in(known_analytes)
-        bad = pl.col("_reject").is_null() & is_known & pl.col("_unit").is_not_null() & pl.col("factor").is_null()
+        bad = (pl.col("_reject").is_null() & ~pl.col("_dup") & is_known & pl.col("_unit").is_not_null()
+               & pl.col("factor").is_null())
         m = m.with_columns(
             pl.when(bad).then(pl.lit(str(RejectReason.UNKNOWN_UNIT))).otherwise(pl.col("_reject")).alias("_reject"),
             pl.when(bad).then(pl.lit("unit")).otherwise(pl.col("_reject_column")).alias("_reject_column"),

@@ -210,7 +210,7 @@ def write_csv(path: Path, text: pl.DataFrame, encoding: str, *, truncate_last: b
 
 
 def _truncate_last_line(s: str) -> str:
-    body = s[:-1] if s.endswith("\n") else s
+    body = s.removesuffix("\n")
     head, _, last = body.rpartition("\n")
     parts = last.split(",")
     cut = ",".join(parts[:2]) + "," + parts[2][: max(0, len(parts[2]) // 2)] if len(parts) > 3 else last[:1]

@@ -17,8 +17,14 @@ import polars as pl
 
 from enclave.demo.clinical import code_maps
 from enclave.demo.writers import Defect, HospitalSpec, WriteResult
-from enclave.demo.writers._csvutil import (CsvDialect, FileLayout, code_tables, csv_tables,
-                                           site_header, write_files)
+from enclave.demo.writers._csvutil import (
+    CsvDialect,
+    FileLayout,
+    code_tables,
+    csv_tables,
+    site_header,
+    write_files,
+)
 from enclave.ingest.normalize import CHINESE_DATE
 
 PERSON = (("site_patient_id", "患者编号"), ("name", "姓名"), ("sex", "性别"), ("birth_date", "出生日期"),

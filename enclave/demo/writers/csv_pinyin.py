@@ -16,8 +16,14 @@ import polars as pl
 
 from enclave.demo.clinical import code_maps
 from enclave.demo.writers import Defect, HospitalSpec, WriteResult
-from enclave.demo.writers._csvutil import (CsvDialect, FileLayout, code_tables, csv_tables,
-                                           site_header, write_files)
+from enclave.demo.writers._csvutil import (
+    CsvDialect,
+    FileLayout,
+    code_tables,
+    csv_tables,
+    site_header,
+    write_files,
+)
 from enclave.ingest.normalize import D8, DT15
 
 DIALECT = CsvDialect(

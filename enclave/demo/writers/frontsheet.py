@@ -19,9 +19,19 @@ import polars as pl
 
 from enclave.demo.clinical import code_maps
 from enclave.demo.writers import Defect, HospitalSpec, WriteResult
-from enclave.demo.writers._csvutil import (ROW, CsvDialect, FileLayout, apply_typed_defects,
-                                           code_tables, csv_tables, date_expr, site_header,
-                                           toml_table, write_csv, write_files)
+from enclave.demo.writers._csvutil import (
+    ROW,
+    CsvDialect,
+    FileLayout,
+    apply_typed_defects,
+    code_tables,
+    csv_tables,
+    date_expr,
+    site_header,
+    toml_table,
+    write_csv,
+    write_files,
+)
 from enclave.demo.writers.csv_chinese import DIALECT as ZH
 from enclave.ingest.normalize import ISO_DATE
 
@@ -72,7 +82,7 @@ def write(out_dir: Path, hospital: HospitalSpec, frames: dict[str, pl.DataFrame]
     }
     files, planted = write_files(out_dir, frames, defects, SIDE, filters=filters,
                                  typed=(typed, planted, rest))
-    wide, n_dx, n_px = _wide(typed, inpatient)
+    wide, _n_dx, _n_px = _wide(typed, inpatient)
     files.append(write_csv(out_dir / WIDE_FILE, wide, SIDE.encoding))
     toml = "\n".join([
         site_header(hospital, "frontsheet", SIDE.encoding),

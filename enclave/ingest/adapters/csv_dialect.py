@@ -137,43 +137,67 @@ def read_table(file: Path, encoding: str, delimiter: str = ",", quote: str = '"'
         raise BadInputError(f"cannot read {file}: {exc.strerror}") from None
     if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    lines, undecodable = _decode_lines(data, encoding)
-    if lines.len() == 0:
+    if not data:
         return Table([], pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), [], 0)
-    header = _split_python(lines[0], delimiter, quote) or [lines[0]]
-    body = pl.DataFrame({"line": lines.slice(1)}).with_row_index(ROW, offset=1).with_columns(
-        pl.col(ROW).cast(pl.Int64), pl.Series("bad", undecodable.slice(1)))
-    # a file ending in a line break has an empty last "line" that is no record
-    if body.height and body["line"][-1] == "" and not body["bad"][-1]:
-        body = body.slice(0, body.height - 1)
-    count = body.height
+    first = data.find(b"\n")
+    head_bytes = data if first < 0 else data[:first]
+    header_line = head_bytes.decode(encoding, errors="replace").removesuffix("\r")
+    header = _split_python(header_line, delimiter, quote) or [header_line]
+    parts, bad_rows, count = [], [], 0
+    for text, lines, undecodable in _decode_chunks(data, encoding, len(data) if first < 0 else first + 1):
+        frame, bad = _parse_chunk(text, lines, undecodable, header, delimiter, quote, count)
+        parts.append(frame)
+        bad_rows.extend(bad)
+        count += lines.len()
+    names = [SRC + h for h in header]
+    data_frame = pl.concat(parts) if parts else pl.DataFrame(
+        {ROW: pl.Series([], dtype=pl.Int64), **{c: pl.Series([], dtype=pl.Utf8) for c in names}})
+    return Table(header, data_frame, sorted(bad_rows), count)
+
+
+def _parse_chunk(text: bytes, lines: pl.Series, undecodable: pl.Series, header: list[str],
+                 delimiter: str, quote: str, offset: int) -> tuple[pl.DataFrame, list[int]]:
+    """Parse one chunk of data lines; returns (good rows, malformed row numbers)."""
     n = len(header)
     names = [SRC + h for h in header]
+    body = pl.DataFrame({"line": lines, "bad": undecodable}).with_row_index(ROW, offset=offset + 1)
+    body = body.with_columns(pl.col(ROW).cast(pl.Int64))
     has_quote = pl.col("line").str.contains(quote, literal=True) if quote else pl.lit(False)
-    body = body.with_columns(has_quote.alias("q"))
-    plain = body.filter(~pl.col("q") & ~pl.col("bad"))
-    ok = plain["line"].str.count_matches(delimiter, literal=True) == n - 1
-    good = plain.filter(ok)
-    bad_rows = plain.filter(~ok)[ROW].to_list() + body.filter(pl.col("bad"))[ROW].to_list()
-    if n == 1:
-        parsed = good.select(ROW, pl.col("line").alias(names[0]))
-    else:
-        parsed = good.select(ROW, pl.col("line").str.split_exact(delimiter, n - 1)
-                             .struct.rename_fields(names).alias("s")).unnest("s")
+    body = body.with_columns(has_quote.alias("q"),
+                             pl.col("line").str.count_matches(delimiter, literal=True).alias("k"))
     quoted = body.filter(pl.col("q") & ~pl.col("bad"))
-    if quoted.height:
-        rows, values = [], []
-        for r, line in zip(quoted[ROW].to_list(), quoted["line"].to_list()):
-            fields = _split_python(line, delimiter, quote)
-            if fields is None or len(fields) != n:
-                bad_rows.append(r)
-            else:
-                rows.append(r)
-                values.append(fields)
-        extra = pl.DataFrame(values, schema={c: pl.Utf8 for c in names}, orient="row")
-        extra = extra.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).select(ROW, *names)
-        parsed = pl.concat([parsed, extra]).sort(ROW)
-    return Table(header, parsed, sorted(bad_rows), count)
+    ok_quoted: dict[int, list[str]] = {}
+    bad_rows = body.filter(pl.col("bad"))[ROW].to_list()
+    bad_rows += body.filter(~pl.col("q") & ~pl.col("bad") & (pl.col("k") != n - 1))[ROW].to_list()
+    for r, line in zip(quoted[ROW].to_list(), quoted["line"].to_list()):
+        fields = _split_python(line, delimiter, quote)
+        if fields is None or len(fields) != n:
+            bad_rows.append(r)
+        else:
+            ok_quoted[r] = fields
+    good = ~pl.col(ROW).is_in(bad_rows)
+    # fast path: polars parses the whole chunk when records and lines are sure to align
+    if body.height and b"\r" not in text and b"\x00" not in text and len(ok_quoted) == quoted.height:
+        try:
+            parsed = pl.read_csv(text, has_header=False, separator=delimiter,
+                                 quote_char=quote or None, schema={c: pl.Utf8 for c in names},
+                                 truncate_ragged_lines=True, raise_if_empty=False)
+        except pl.exceptions.PolarsError:  # e.g. a malformed first line: take the careful path
+            parsed = None
+        if parsed is not None and parsed.height == body.height:
+            parsed = parsed.with_columns(body[ROW])
+            return parsed.filter(good).select(ROW, *names), bad_rows
+    plain = body.filter(good & ~pl.col("q"))
+    if n == 1:
+        frame = plain.select(ROW, pl.col("line").alias(names[0]))
+    else:
+        frame = plain.select(ROW, pl.col("line").str.split_exact(delimiter, n - 1)
+                             .struct.rename_fields(names).alias("s")).unnest("s")
+    if ok_quoted:
+        extra = pl.DataFrame(list(ok_quoted.values()), schema={c: pl.Utf8 for c in names}, orient="row")
+        extra = extra.with_columns(pl.Series(ROW, list(ok_quoted), dtype=pl.Int64)).select(ROW, *names)
+        frame = pl.concat([frame, extra]).sort(ROW)
+    return frame, bad_rows
 
 
 def _split_python(line: str, delimiter: str, quote: str) -> list[str] | None:
@@ -185,40 +209,38 @@ def _split_python(line: str, delimiter: str, quote: str) -> list[str] | None:
     return rows[0] if len(rows) == 1 else None
 
 
-def _decode_lines(data: bytes, encoding: str) -> tuple[pl.Series, pl.Series]:
-    """Physical lines (without line breaks) and whether each had undecodable bytes."""
-    lines, bad = [], []
-    start = 0
-    while start < len(data):
-        end = data.find(b"\n", start + CHUNK_BYTES) if len(data) - start > CHUNK_BYTES else -1
-        stop = len(data) if end < 0 else end + 1
+def _decode_chunks(data: bytes, encoding: str, start: int):
+    """Yield (UTF-8 bytes, physical lines, undecodable flags) per chunk of about CHUNK_BYTES from
+    ``start``, split at line breaks (GB18030 and UTF-8 never use byte 0x0A inside a character).
+    A final line break ends the last record; it starts no new one."""
+    ends_with_break = data.endswith(b"\n")
+    size = len(data) - 1 if ends_with_break else len(data)
+    while start < size or (start == size and ends_with_break):
+        end = data.find(b"\n", start + CHUNK_BYTES) if size - start > CHUNK_BYTES else -1
+        stop = size if end < 0 or end >= size else end
         chunk = data[start:stop]
-        start = stop
+        start = stop + 1
         try:
             text, damaged = chunk.decode(encoding), False
         except UnicodeDecodeError:
             text, damaged = chunk.decode(encoding, errors="replace"), True
-        part = _split_lines(text)
-        if start < len(data) and part.len() and part[-1] == "":
-            part = part.slice(0, part.len() - 1)  # the chunk's trailing break, not an empty line
-        lines.append(part)
-        bad.append(part.str.contains("\ufffd", literal=True) if damaged
-                   else pl.repeat(False, part.len(), eager=True))
-    if not lines:
-        return pl.Series("line", [], dtype=pl.Utf8), pl.Series("bad", [], dtype=pl.Boolean)
-    return pl.concat(lines).alias("line"), pl.concat(bad).alias("bad")
+        raw = text.encode("utf-8")
+        lines = _split_lines(text, raw)
+        bad = (lines.str.contains("\ufffd", literal=True) if damaged
+               else pl.repeat(False, lines.len(), eager=True, dtype=pl.Boolean))
+        yield raw, lines, bad
 
 
-def _split_lines(text: str) -> pl.Series:
+def _split_lines(text: str, raw: bytes) -> pl.Series:
     expected = text.count("\n") + 1
-    if "\x00" not in text and "\r" not in text:
-        frame = pl.read_csv(text.encode("utf-8"), has_header=False, separator="\x00", quote_char=None,
+    if "\x00" not in text and "\r" not in text and text:
+        frame = pl.read_csv(raw, has_header=False, separator="\x00", quote_char=None,
                             infer_schema=False, new_columns=["line"])
         series = frame["line"].fill_null("")
-        if text.endswith("\n"):
-            series = series.extend(pl.Series([""])) if series.len() == expected - 1 else series
+        if series.len() == expected - 1 and text.endswith("\n"):
+            series = series.extend(pl.Series([""]))
         if series.len() == expected:
-            return series
+            return series.alias("line")
     return pl.Series("line", [s.removesuffix("\r") for s in text.split("\n")], dtype=pl.Utf8)
 
 

@@ -108,7 +108,7 @@ def _stage_slots(batch, file, kind, raw, slots, keys, admission, code_system, op
     """Melt numbered code columns into rows of ``kind`` (one per non-empty slot)."""
     if not slots:
         return
-    src = lambda h: pl.col(cd.SRC + h) if h in header else pl.lit(None, pl.Utf8)  # noqa: E731
+    src = lambda h: pl.col(cd.SRC + h) if h in header else pl.lit(None, pl.Utf8)
     date_name = "start_date" if kind == "condition" else "date"
     parts = []
     for code_h, name_h, date_h, primary in slots:

@@ -1,0 +1,106 @@
+"""``enclave project`` commands: create, list and show research projects."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import click
+
+from enclave.cli._main import _Ctx, cli, pass_ctx
+from enclave.model.project import SharingForm, Tier
+
+
+@cli.group()
+def project() -> None:
+    """Research projects: who may use which tables and columns, how, and until when."""
+
+
+def _show(p, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(p.as_dict(), ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{p.id}: {p.title}")
+    click.echo(f"  status:       {p.status.value}")
+    click.echo(f"  purpose:      {p.purpose}")
+    click.echo(f"  PI:           {p.principal_investigator}")
+    click.echo(f"  members:      {', '.join(p.members)}")
+    click.echo(f"  tier:         {p.tier.value}")
+    click.echo(f"  sharing form: {p.sharing_form.value}")
+    click.echo(f"  expires:      {p.expires.isoformat()}")
+    click.echo(f"  created:      {p.created_at.isoformat()}")
+    click.echo("  tables:")
+    for table, cols in p.allowed.items():
+        click.echo(f"    {table}: {'all columns' if cols == ('*',) else ', '.join(cols)}")
+
+
+@project.command("create")
+@click.option("--id", "project_id", required=True,
+              help="Project id: 3-24 lower-case letters, digits and hyphens, starting with a letter.")
+@click.option("--title", required=True, help="Short title of the project.")
+@click.option("--purpose", required=True, help="What the data will be used for (the approved use).")
+@click.option("--pi", "pi", required=True,
+              help="Principal investigator's user name; always a member (added when not listed).")
+@click.option("--member", "members", multiple=True, metavar="USER",
+              help="A member's user name (repeatable).")
+@click.option("--tier", required=True, type=click.Choice([t.value for t in Tier]),
+              help="Data the project sees: the synthetic twin only, or a desensitized release.")
+@click.option("--table", "tables", multiple=True, metavar="TABLE[:COL1,COL2]",
+              help="A permitted OMOP table, optionally only some columns (repeatable; "
+                   "no column list = every column).")
+@click.option("--sharing", required=True, type=click.Choice([s.value for s in SharingForm]),
+              help="Sharing form (GB/T 37964); fixes the risk threshold of the project's releases.")
+@click.option("--expires", required=True, metavar="YYYY-MM-DD",
+              help="Last day the project may use data; must be in the future.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded project as JSON.")
+@pass_ctx
+def project_create_cmd(obj: _Ctx, project_id: str, title: str, purpose: str, pi: str,
+                       members: tuple[str, ...], tier: str, tables: tuple[str, ...], sharing: str,
+                       expires: str, as_json: bool) -> None:
+    """Record a research project (status 'proposed'; stewards approve it through the airlock)."""
+    from enclave.model.project import merge_allowed, parse_table_spec
+    from enclave.projects import DuckProjectStore, create_project
+
+    allowed = merge_allowed(parse_table_spec(spec) for spec in tables)
+    p = create_project(
+        DuckProjectStore(obj.settings), id=project_id, title=title, purpose=purpose,
+        principal_investigator=pi, members=members, tier=tier, allowed=allowed,
+        sharing_form=sharing, expires=expires,
+    )
+    if as_json:
+        _show(p, True)
+    else:
+        click.echo(f"project {p.id} recorded (status {p.status.value}, expires "
+                   f"{p.expires.isoformat()})")
+
+
+@project.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (a list of projects).")
+@pass_ctx
+def project_list_cmd(obj: _Ctx, as_json: bool) -> None:
+    """Every recorded project, by id."""
+    from enclave.projects import DuckProjectStore
+
+    projects = DuckProjectStore(obj.settings).list()
+    if as_json:
+        click.echo(json.dumps([p.as_dict() for p in projects], ensure_ascii=False, indent=2))
+        return
+    if not projects:
+        click.echo("no projects (create one with 'enclave project create')")
+        return
+    today = date.today()
+    for p in projects:
+        state = "expired" if p.is_expired(today) else p.status.value
+        click.echo(f"{p.id:24s} {state:10s} {p.tier.value:13s} {p.sharing_form.value:10s} "
+                   f"expires {p.expires.isoformat()}  PI {p.principal_investigator}  {p.title}")
+
+
+@project.command("show")
+@click.argument("project_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_ctx
+def project_show_cmd(obj: _Ctx, project_id: str, as_json: bool) -> None:
+    """One project in full."""
+    from enclave.projects import DuckProjectStore
+
+    _show(DuckProjectStore(obj.settings).get(project_id), as_json)

@@ -1,0 +1,146 @@
+"""Research projects as values: who may use which columns of the store, how, for what, until when.
+
+A project is the unit of approval (Five Safes: *safe projects*). It names its purpose and principal
+investigator, its members (Unix user names: each researcher is one Unix user in the hub), the tier
+of data it may see (the ``synthetic`` twin only, or a ``desensitized`` release of its own), the
+tables and columns it may use, the sharing form its outputs take (GB/T 37964: public, controlled
+or enclave — which fixes the re-identification risk threshold of its releases), and an expiry date.
+
+Pure values and parsing only; validation against the store model and persistence live in
+:mod:`enclave.projects`.
+
+>>> parse_table_spec("visit_occurrence:visit_start_date, care_site_id")
+('visit_occurrence', ('visit_start_date', 'care_site_id'))
+>>> parse_table_spec("person")
+('person', ('*',))
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from types import MappingProxyType
+
+from enclave.errors import BadInputError
+from enclave.settings import ReleaseSettings, Settings
+
+#: Marks "every column of the table" in :attr:`Project.allowed`.
+ALL_COLUMNS = "*"
+
+#: Project ids become Unix group and directory names (``releases/desensitized/<id>/``): lower-case
+#: letters, digits and single hyphens, starting with a letter, 3 to 24 characters (room is left for
+#: a group prefix within the 32-character limit on group names).
+PROJECT_ID = re.compile(r"[a-z](?:[a-z0-9]|-(?=[a-z0-9])){2,23}")
+
+#: Members are Unix user names (one per researcher in the hub).
+USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+class Tier(StrEnum):
+    """Which data a project sees."""
+
+    SYNTHETIC = "synthetic"
+    DESENSITIZED = "desensitized"
+
+
+class SharingForm(StrEnum):
+    """GB/T 37964 sharing forms; each fixes the highest re-identification risk of a release."""
+
+    PUBLIC = "public"
+    CONTROLLED = "controlled"
+    ENCLAVE = "enclave"
+
+    def risk_threshold(self, settings: Settings | ReleaseSettings) -> float:
+        """The highest re-identification risk a release for this form may have (a setting)."""
+        release = settings.release if isinstance(settings, Settings) else settings
+        return {
+            SharingForm.PUBLIC: release.risk_threshold_public,
+            SharingForm.CONTROLLED: release.risk_threshold_controlled,
+            SharingForm.ENCLAVE: release.risk_threshold_enclave,
+        }[self]
+
+
+class ProjectStatus(StrEnum):
+    """Where a project stands. Steward approval and the rest of the lifecycle come with the airlock;
+    the string values are stored and must stay stable."""
+
+    PROPOSED = "proposed"
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """A research project. ``allowed`` maps a table to its permitted columns, or to ``("*",)``."""
+
+    id: str
+    title: str
+    purpose: str
+    principal_investigator: str
+    members: tuple[str, ...]
+    tier: Tier
+    allowed: Mapping[str, tuple[str, ...]]
+    sharing_form: SharingForm
+    expires: date
+    created_at: datetime
+    status: ProjectStatus = ProjectStatus.PROPOSED
+
+    def __post_init__(self) -> None:
+        # a read-only view, so the frozen value cannot be changed through its mapping
+        object.__setattr__(self, "allowed", MappingProxyType(dict(self.allowed)))
+
+    def allows_all(self, table: str) -> bool:
+        return self.allowed.get(table) == (ALL_COLUMNS,)
+
+    def is_expired(self, today: date) -> bool:
+        """A project may be used up to and including its expiry date."""
+        return today > self.expires
+
+    def risk_threshold(self, settings: Settings | ReleaseSettings) -> float:
+        return self.sharing_form.risk_threshold(settings)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "purpose": self.purpose,
+            "principal_investigator": self.principal_investigator,
+            "members": list(self.members),
+            "tier": self.tier.value,
+            "allowed": {t: list(cols) for t, cols in self.allowed.items()},
+            "sharing_form": self.sharing_form.value,
+            "expires": self.expires.isoformat(),
+            "created_at": self.created_at.isoformat(),
+            "status": self.status.value,
+        }
+
+
+def parse_table_spec(spec: str) -> tuple[str, tuple[str, ...]]:
+    """``table`` (every column) or ``table:col1,col2`` → (table, columns)."""
+    table, sep, rest = spec.partition(":")
+    table = table.strip()
+    if not table:
+        raise BadInputError(f"table spec '{spec}' names no table (use TABLE or TABLE:COL1,COL2)")
+    if not sep:
+        return table, (ALL_COLUMNS,)
+    cols = tuple(c.strip() for c in rest.split(","))
+    if not any(cols) or not all(cols):
+        raise BadInputError(
+            f"table spec '{spec}' has an empty column name (use TABLE or TABLE:COL1,COL2)"
+        )
+    if ALL_COLUMNS in cols:
+        return table, (ALL_COLUMNS,)
+    return table, tuple(dict.fromkeys(cols))
+
+
+def merge_allowed(specs: Iterable[tuple[str, tuple[str, ...]]]) -> dict[str, tuple[str, ...]]:
+    """Combine (table, columns) pairs: a table given twice gets the union; ``*`` wins."""
+    merged: dict[str, tuple[str, ...]] = {}
+    for table, cols in specs:
+        before = merged.get(table, ())
+        if ALL_COLUMNS in before or ALL_COLUMNS in cols:
+            merged[table] = (ALL_COLUMNS,)
+        else:
+            merged[table] = tuple(dict.fromkeys(before + cols))
+    return merged
