@@ -74,8 +74,8 @@ def _check_allowed(
     clean: dict[str, tuple[str, ...]] = {}
     if not allowed:
         problems.append("a project needs at least one table (--table TABLE or TABLE:COL1,COL2)")
-    for table, cols in allowed.items():
-        cols = tuple(cols)
+    for table, given in allowed.items():
+        cols = tuple(dict.fromkeys(given))
         if table not in model:
             problems.append(f"unknown table '{table}' (known: {', '.join(CDM_TABLES)})")
             continue
@@ -84,7 +84,8 @@ def _check_allowed(
             problems.append(f"table '{table}' lists no columns (omit the column list for all)")
             continue
         if ALL_COLUMNS in cols:
-            cols, wanted = (ALL_COLUMNS,), known
+            cols = (ALL_COLUMNS,)
+            wanted = known
         else:
             unknown = [c for c in cols if c not in known]
             if unknown:
@@ -150,7 +151,7 @@ def validate_project(
                         f"{today.isoformat()})")
     clean = _check_allowed(allowed, classes, problems)
     if problems:
-        raise BadInputError("project refused: " + "; ".join(problems))
+        raise BadInputError("project refused:\n" + "\n".join(f"  - {p}" for p in problems))
     return Project(
         id=id,
         title=title.strip(),
@@ -247,15 +248,18 @@ class DuckProjectStore:
         with self._connect(write=True) as con:
             db.run(con, "BEGIN TRANSACTION")
             try:
-                if db.scalar(con, "SELECT count(*) FROM project WHERE project_id = ?", [project.id]):
+                taken = "SELECT count(*) FROM project WHERE project_id = ?"
+                if db.scalar(con, taken, [project.id]):
                     raise BadInputError(f"project '{project.id}' already exists; choose another id")
-                db.run(con, f"INSERT INTO project ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                insert = f"INSERT INTO project ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                db.run(con, insert, [
                     project.id, project.title, project.purpose, project.principal_investigator,
                     project.tier.value, project.sharing_form.value, project.expires,
                     project.created_at.astimezone(UTC).replace(tzinfo=None), project.status.value,
                 ])
                 for i, member in enumerate(project.members):
-                    db.run(con, "INSERT INTO project_member VALUES (?, ?, ?)", [project.id, i, member])
+                    db.run(con, "INSERT INTO project_member VALUES (?, ?, ?)",
+                           [project.id, i, member])
                 scope = [(t, c) for t, cols in project.allowed.items() for c in cols]
                 for i, (table, column) in enumerate(scope):
                     db.run(con, "INSERT INTO project_scope VALUES (?, ?, ?, ?)",
@@ -276,12 +280,13 @@ class DuckProjectStore:
         return self._load(None)
 
     def _load(self, project_id: str | None) -> list[Project]:
-        where, params = ("WHERE project_id = ?", [project_id]) if project_id is not None else ("", [])
+        where, params = ("", []) if project_id is None else ("WHERE project_id = ?", [project_id])
         with self._connect(write=False) as con:
             if not db.scalar(con, "SELECT count(*) FROM information_schema.tables "
                                   "WHERE table_name = 'project'"):
                 return []  # the control database exists, but no project was ever recorded
-            heads = db.rows(con, f"SELECT {_COLUMNS} FROM project {where} ORDER BY project_id", params)
+            heads = db.rows(con, f"SELECT {_COLUMNS} FROM project {where} ORDER BY project_id",
+                            params)
             members: dict[str, list[str]] = {}
             for pid, user in db.rows(
                 con, f"SELECT project_id, user_name FROM project_member {where} "

@@ -25,7 +25,9 @@ def catalog_cmd(tables: tuple[str, ...], as_json: bool) -> None:
 
     unknown = [t for t in tables if t not in CDM_TABLES]
     if unknown:
-        raise BadInputError(f"unknown table(s) {', '.join(unknown)} (known: {', '.join(CDM_TABLES)})")
+        raise BadInputError(
+            f"unknown table(s) {', '.join(unknown)} (known: {', '.join(CDM_TABLES)})"
+        )
     classes = catalog()
     chosen = [t for t in CDM_TABLES if not tables or t in tables]
     out = []

@@ -36,7 +36,8 @@ def _show(p, as_json: bool) -> None:
 
 @project.command("create")
 @click.option("--id", "project_id", required=True,
-              help="Project id: 3-24 lower-case letters, digits and hyphens, starting with a letter.")
+              help="Project id: 3-24 lower-case letters, digits and hyphens, starting with a "
+                   "letter.")
 @click.option("--title", required=True, help="Short title of the project.")
 @click.option("--purpose", required=True, help="What the data will be used for (the approved use).")
 @click.option("--pi", "pi", required=True,

@@ -20,6 +20,7 @@ from enclave.ingest.mapping import SITE_FILE
 
 TRUTH_FILE = "truth.json"
 IDENTIFIERS_FILE = "identifiers.json"
+LINKS_FILE = "links.csv"  # ground truth of linkage: site_id, site_patient_id, person
 
 
 def load_writer(dialect: str):
@@ -72,6 +73,8 @@ def generate(out_dir: Path, patients: int, hospitals: int, seed: int, progress: 
                   "sites": {h.site_id: {"dialect": h.dialect, "name": h.name, "level": h.level,
                                         "region_code": h.region_code, "glucose_unit": h.glucose_unit}
                             for h in population.hospitals}})
+    population.links.write_csv(out_dir / LINKS_FILE)
+    truth["links"] = LINKS_FILE
     (out_dir / IDENTIFIERS_FILE).write_text(
         json.dumps(population.identifiers, ensure_ascii=False), encoding="utf-8")
     (out_dir / TRUTH_FILE).write_text(json.dumps(truth, ensure_ascii=False, indent=1), encoding="utf-8")

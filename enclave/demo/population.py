@@ -44,6 +44,8 @@ class Population:
     defects: dict[str, list[Defect]]
     truth: dict
     identifiers: dict[str, list[str]] = field(default_factory=dict)
+    #: ground truth of linkage: (site_id, site_patient_id, person) for every real registration
+    links: pl.DataFrame | None = None
 
 
 # ------------------------------------------------------------------------------------- hospitals
@@ -267,8 +269,12 @@ def build_population(patients: int, hospitals: int, seed: int) -> Population:
     defects: dict[str, list[Defect]] = {}
     global_ = {"person": people, "visit": visits, "condition": conds, "drug": drugs,
                "measurement": meas, "procedure": procs, "note": notes}
+    events = {"condition", "drug", "measurement", "procedure", "note"}
     for h, spec in enumerate(specs):
+        # an event repeated verbatim (same drug twice in one visit ...) is one record: the loader
+        # would merge it, so the clean frames hold it once and truth counts stay exact
         site = {k: _contract(k, f.filter(pl.col("h") == h)) for k, f in global_.items()}
+        site = {k: f.unique(maintain_order=True) if k in events else f for k, f in site.items()}
         site.update(_care_sites_and_providers(spec, h, rng))
         canonical = people.filter(pl.col("h") == h)["canonical_id"]
         site, planted = dft.plant(rng, h, site, canonical)
@@ -295,7 +301,11 @@ def build_population(patients: int, hospitals: int, seed: int) -> Population:
         "mrns": enr["site_patient_id"].to_list(),
         "insurance_nos": persons["insurance_no"].to_list(),
     }
-    return Population(specs, frames, defects, truth, identifiers)
+    links = enr.select(
+        pl.col("h").replace_strict(list(range(len(specs))), [s.site_id for s in specs],
+                                   return_dtype=pl.Utf8).alias("site_id"),
+        "site_patient_id", pl.col("pid").alias("person"))
+    return Population(specs, frames, defects, truth, identifiers, links)
 
 
 def _repeat_visits(rng: np.random.Generator, visits: pl.DataFrame, enr: pl.DataFrame) -> pl.DataFrame:
@@ -316,7 +326,9 @@ def _repeat_visits(rng: np.random.Generator, visits: pl.DataFrame, enr: pl.DataF
                          "main", pl.col("start_datetime").dt.date().alias("d0"))
     target = target.join(enr, on=["pid", "slot"], how="left", maintain_order="left")
     days = (target["d0"].to_numpy() - np.datetime64(START.isoformat())).astype(np.int64)
-    days = days + rng.integers(1, 30, n)
+    offset = rng.integers(1, 30, n)
+    span = (END - START).days
+    days = np.where(days + offset <= span, days + offset, days - offset)  # stay inside 2019–2024
     out = _visit_frame(rng, target.drop("main", "d0"), np.arange(n), np.zeros(n, bool), days)
     return out.with_columns(pl.lit(0.0).alias("lab_r"), target["main"]).select(visits.columns)
 

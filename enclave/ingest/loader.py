@@ -205,7 +205,7 @@ class BatchLoader:
         for i, f in enumerate(files):
             self.file_ids[f] = next_id + i
             db.run(self.con, 
-                "INSERT INTO etl_file VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, ?)",
+                "INSERT INTO etl_file VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, 0, ?)",
                 [next_id + i, self.site, f, file_sha[f], self.mapping.dialect,
                  batch.read_counts.get(f, 0), self.now],
             )
@@ -708,8 +708,9 @@ class BatchLoader:
         for r in reports.values():
             if r.file in self.file_ids:
                 db.run(self.con, 
-                    "UPDATE etl_file SET loaded = ?, rejected = ?, merged_duplicates = ? WHERE file_id = ?",
-                    [r.loaded, r.rejected_total, r.merged_duplicates, self.file_ids[r.file]],
+                    "UPDATE etl_file SET read = ?, loaded = ?, rejected = ?, merged_duplicates = ? "
+                    "WHERE file_id = ?",
+                    [r.read, r.loaded, r.rejected_total, r.merged_duplicates, self.file_ids[r.file]],
                 )
             assert r.read == r.loaded + r.rejected_total + r.merged_duplicates, r.file
         self._write_cdm_source()

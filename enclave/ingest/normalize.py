@@ -111,11 +111,21 @@ def flag_failures(
         frame = frame.with_columns(
             pl.lit(None, pl.Utf8).alias("_reject"), pl.lit(None, pl.Utf8).alias("_reject_column")
         )
-    reason = pl.col("_reject")
-    column = pl.col("_reject_column")
-    for raw, parsed, why in checks:
-        failed = reason.is_null() & _blank_to_null(pl.col(raw)).is_not_null() & pl.col(parsed).is_null()
-        reason = pl.when(failed).then(pl.lit(str(why))).otherwise(reason)
-        column = pl.when(failed & column.is_null()).then(pl.lit(raw)).otherwise(column)
-    # evaluate the reason with the column in one pass (column must see the old reason)
-    return frame.with_columns(column.alias("_reject_column"), reason.alias("_reject"))
+    checks = list(checks)
+    if not checks:
+        return frame
+    # one boolean column per check, then one flat when/then chain (a nested chain that re-reads
+    # the previous reason grows exponentially with the number of checks)
+    failed = [
+        (_blank_to_null(pl.col(raw)).is_not_null() & pl.col(parsed).is_null()).alias(f"__fail{i}")
+        for i, (raw, parsed, _) in enumerate(checks)
+    ]
+    frame = frame.with_columns(failed)
+    reason = pl.when(pl.col("_reject").is_not_null()).then(pl.col("_reject"))
+    column = pl.when(pl.col("_reject").is_not_null()).then(pl.col("_reject_column"))
+    for i, (raw, _, why) in enumerate(checks):
+        reason = reason.when(pl.col(f"__fail{i}")).then(pl.lit(str(why)))
+        column = column.when(pl.col(f"__fail{i}")).then(pl.lit(raw))
+    return frame.with_columns(
+        reason.otherwise(None).alias("_reject"), column.otherwise(None).alias("_reject_column")
+    ).drop([f"__fail{i}" for i in range(len(checks))])

@@ -1,6 +1,8 @@
 """The enclave's bookkeeping tables, kept beside the CDM (not in it) in the restricted store.
 
-``etl_file``     one row per ingested source file (its hash makes re-ingest a no-op)
+``etl_file``     one row per ingested source file (its hash makes re-ingest a no-op): physical
+                 ``source_records`` (lines, messages, resources) and the staged records ``read``,
+                 with ``read = loaded + rejected + merged_duplicates``
 ``etl_lineage``  source file and record number of every loaded CDM row
 ``etl_reject``   every quarantined source row: reason and column, never its contents
 ``site_registry`` each hospital's dialect
@@ -28,6 +30,7 @@ BOOKKEEPING_DDL: tuple[str, ...] = (
   path VARCHAR NOT NULL,
   sha256 VARCHAR NOT NULL,
   adapter VARCHAR NOT NULL,
+  source_records BIGINT NOT NULL,
   read BIGINT NOT NULL,
   loaded BIGINT NOT NULL,
   rejected BIGINT NOT NULL,

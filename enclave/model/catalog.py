@@ -88,7 +88,8 @@ _LEVEL_MEANINGS = {
     Level.L2: "May be used widely: does not identify a person on its own.",
     Level.L3: "For authorized projects only: harm of moderate degree if disclosed; "
               "de-identified data that could still be re-identified.",
-    Level.L4: "For a small circle only: identifies a person directly or does high harm if disclosed.",
+    Level.L4: "For a small circle only: identifies a person directly or does high harm if "
+              "disclosed.",
     Level.L5: "For a very small circle under strict control: serious harm if disclosed "
               "(special diseases, free clinical narrative).",
 }
@@ -108,8 +109,8 @@ class IdentifierRole(StrEnum):
 
 
 _ROLE_MEANINGS = {
-    IdentifierRole.DIRECT: "Identifies a person (or a record linkable to one) on its own: dropped or "
-                           "replaced by a per-project keyed pseudonym.",
+    IdentifierRole.DIRECT: "Identifies a person (or a record linkable to one) on its own: "
+                           "dropped or replaced by a per-project keyed pseudonym.",
     IdentifierRole.QUASI: "Identifies a person in combination with others: shifted (dates), "
                           "generalized or suppressed until the release meets its risk threshold.",
     IdentifierRole.SENSITIVE: "What a study is about and what an attacker wants to learn: kept, "
@@ -158,7 +159,7 @@ Catalog = Mapping[str, tuple[ColumnClass, ...]]
 
 
 def parse_catalog(text: str, source: str = CATALOG_FILE) -> Catalog:
-    """Parse classification CSV text; every malformed row is a ConfigurationError naming its line."""
+    """Parse classification CSV text; a malformed row is a ConfigurationError naming its line."""
     reader = csv.DictReader(text.splitlines())
     if tuple(reader.fieldnames or ()) != CSV_FIELDS:
         raise ConfigurationError(f"{source}: header must be {','.join(CSV_FIELDS)}")
@@ -186,7 +187,9 @@ def parse_catalog(text: str, source: str = CATALOG_FILE) -> Catalog:
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"{where} ({key[0]}.{key[1]}): {exc}") from None
         if not cls.rationale:
-            raise ConfigurationError(f"{where} ({key[0]}.{key[1]}): a classification needs a rationale")
+            raise ConfigurationError(
+                f"{where} ({key[0]}.{key[1]}): a classification needs a rationale"
+            )
         tables.setdefault(cls.table, []).append(cls)
     return MappingProxyType({t: tuple(cols) for t, cols in tables.items()})
 
@@ -267,11 +270,12 @@ def render_catalog_doc(classes: Catalog | None = None, tables: Sequence[str] = C
     out = [
         "# Classification catalog",
         "",
-        f"Generated from `enclave/model/{CATALOG_FILE}` by `enclave.model.catalog.render_catalog_doc()`",
-        "(a test fails when this file is stale). `enclave catalog` prints the same, `--json` for tools.",
+        f"Generated from `enclave/model/{CATALOG_FILE}` by",
+        "`enclave.model.catalog.render_catalog_doc()` (a test fails when this file is stale).",
+        "`enclave catalog` prints the same, `--json` for tools.",
         "",
-        "A column without a classification cannot enter any release. A dataset takes the level of its",
-        "most sensitive column.",
+        "A column without a classification cannot enter any release. A dataset takes the level",
+        "of its most sensitive column.",
         "",
         "## Categories (GB/T 39725)",
         "",

@@ -88,7 +88,9 @@ class Project:
 
     def __post_init__(self) -> None:
         # a read-only view, so the frozen value cannot be changed through its mapping
-        object.__setattr__(self, "allowed", MappingProxyType(dict(self.allowed)))
+        frozen = {table: tuple(cols) for table, cols in self.allowed.items()}
+        object.__setattr__(self, "allowed", MappingProxyType(frozen))
+        object.__setattr__(self, "members", tuple(self.members))
 
     def allows_all(self, table: str) -> bool:
         return self.allowed.get(table) == (ALL_COLUMNS,)
@@ -135,12 +137,14 @@ def parse_table_spec(spec: str) -> tuple[str, tuple[str, ...]]:
 
 
 def merge_allowed(specs: Iterable[tuple[str, tuple[str, ...]]]) -> dict[str, tuple[str, ...]]:
-    """Combine (table, columns) pairs: a table given twice gets the union; ``*`` wins."""
+    """Collect (table, columns) pairs into a mapping; a table given twice is refused (its columns
+    are listed once, so no column name is silently absorbed by another entry's ``*``)."""
     merged: dict[str, tuple[str, ...]] = {}
     for table, cols in specs:
-        before = merged.get(table, ())
-        if ALL_COLUMNS in before or ALL_COLUMNS in cols:
-            merged[table] = (ALL_COLUMNS,)
-        else:
-            merged[table] = tuple(dict.fromkeys(before + cols))
+        if table in merged:
+            raise BadInputError(
+                f"table '{table}' is given twice; give it once, with all its columns "
+                f"(--table {table}:COL1,COL2) or none for every column (--table {table})"
+            )
+        merged[table] = cols
     return merged

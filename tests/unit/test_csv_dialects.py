@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from enclave.codes import icd10, resident_id
-from enclave.demo.generate import generate
+from enclave.demo.generate import generate, load_writer
 from enclave.demo.population import build_population
 from enclave.demo.writers import DefectKind, csv_chinese, csv_pinyin, frontsheet
+from enclave.errors import ConfigurationError
 from enclave.ingest.adapters import get_adapter
 from enclave.ingest.mapping import SITE_FILE, load_mapping_file
 from enclave.ingest.staging import column_names
@@ -55,7 +56,7 @@ def staged(request, pop, tmp_path_factory):
 
 
 def test_round_trip_matches_clean_frames(staged):
-    pop, spec, result, mapping, batch = staged
+    pop, spec, result, _mapping, batch = staged
     frames, defects = pop.frames[spec.site_id], pop.defects[spec.site_id]
     assert result.planted == {str(k): sum(d.kind == k for d in defects) if k != DefectKind.TRUNCATED_LINE
                               else 3 for k in DefectKind}
@@ -76,7 +77,7 @@ def test_round_trip_matches_clean_frames(staged):
 
 
 def test_adapter_rejects_planted_defects(staged):
-    pop, spec, result, mapping, batch = staged
+    pop, spec, _result, _mapping, batch = staged
     frames, defects = pop.frames[spec.site_id], pop.defects[spec.site_id]
     visits = batch.frames["visit"]
     bad_dates = visits.filter(pl.col("_reject") == "invalid_date")
@@ -93,7 +94,7 @@ def test_adapter_rejects_planted_defects(staged):
 
 
 def test_loader_level_defects_are_staged_verbatim(staged):
-    pop, spec, result, mapping, batch = staged
+    pop, spec, _result, _mapping, batch = staged
     frames, defects = pop.frames[spec.site_id], pop.defects[spec.site_id]
     persons = batch.frames["person"].with_columns(
         resident_id.normalize_expr(pl.col("resident_id")).alias("norm"))
@@ -125,7 +126,7 @@ def test_loader_level_defects_are_staged_verbatim(staged):
 
 
 def test_read_counts_cover_every_line(staged):
-    pop, spec, result, mapping, batch = staged
+    _pop, _spec, _result, _mapping, batch = staged
     rows = _rows_by_file(batch)
     for file, count in batch.read_counts.items():
         lines = Path(file).read_bytes().split(b"\n")
@@ -150,6 +151,21 @@ def test_generate_writes_truth(tmp_path):
         assert truth["expected_merged_duplicates"][site] == planted["duplicate_row"]
         assert truth["expected_rejects"][site]["malformed_row"] == planted["truncated_line"]
         assert sum(truth["expected_rejects"][site].values()) == sum(planted.values()) - planted["duplicate_row"]
+
+
+def test_unknown_writer_is_a_clear_error():
+    with pytest.raises(ConfigurationError, match="no demo writer for dialect 'dicom'"):
+        load_writer("dicom")
+
+
+def test_generate_all_five_dialects(tmp_path):
+    """With five hospitals every writer of WRITERS runs (FHIR and HL7 come from their own modules)."""
+    truth = generate(tmp_path, 300, 5, seed=4, progress=False)
+    assert sorted(truth["defects"]) == ["h1", "h2", "h3", "h4", "h5"]
+    for site, info in truth["sites"].items():
+        mapping = load_mapping_file(tmp_path / site / SITE_FILE)
+        assert mapping.site_id == site and info["dialect"]
+        assert truth["expected_merged_duplicates"][site] == truth["defects"][site].get("duplicate_row", 0)
 
 
 # ------------------------------------------------------------------------------ hypothesis
@@ -188,14 +204,14 @@ def _corrupt(data: bytes, ops, seed: int) -> bytes:
 def small_sites(pop, tmp_path_factory):
     root = tmp_path_factory.mktemp("small")
     out = {}
-    for index in (0, 2):
-        spec, result, mapping, batch = _write_and_stage(pop, index, root)
+    for index in (0, 1, 2):
+        spec, _result, _mapping, _batch = _write_and_stage(pop, index, root)
         out[spec.dialect] = root / spec.site_id
     return out
 
 
 @pytest.mark.parametrize("dialect,file", [("csv_gb18030", "jiuzhen.csv"), ("csv_gb18030", "huanzhe.csv"),
-                                          ("frontsheet", "病案首页.csv")])
+                                          ("csv_zh", "检验结果.csv"), ("frontsheet", "病案首页.csv")])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=CORRUPTIONS, seed=st.integers(0, 1000))
 def test_corrupted_lines_are_never_lost(small_sites, tmp_path_factory, dialect, file, ops, seed):

@@ -112,6 +112,7 @@ def test_clinical_records_are_plausible(pop):
         inp = visits.filter(pl.col("visit_type") == "inpatient")
         assert (inp["end_date"] >= inp["start_date"]).all()
         assert visits["start_date"].min() >= dt.date(2019, 1, 1)
+        assert visits["start_date"].max() <= dt.date(2024, 12, 31)
         assert visits["site_visit_id"].n_unique() == visits.height
         cond = _real(pop, spec.site_id, "condition")
         assert cond.select(icd10.is_valid_clinical(pl.col("code")).all()).item()

@@ -1,0 +1,1 @@
+"""Release builder: what leaves the restricted zone, and how it is desensitized."""
