@@ -40,3 +40,13 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, data: pl.DataFrame)
         run(con, f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
     finally:
         con.unregister(name)
+
+
+def create_table_as(con: duckdb.DuckDBPyConnection, table: str, data: pl.DataFrame) -> None:
+    """CREATE TABLE ``table`` with the frame's columns and rows (types from the frame)."""
+    name = f"_new_{table.replace('.', '_')}"
+    con.register(name, data.to_arrow())
+    try:
+        run(con, f"CREATE TABLE {table} AS SELECT * FROM {name}")
+    finally:
+        con.unregister(name)

@@ -4,7 +4,7 @@ Each area registers its commands on the root group in its own module; importing 
 imports them all.
 """
 
-from enclave.cli import catalog, demo, ingest, project, store, up  # noqa: F401  (registers the commands)
+from enclave.cli import catalog, demo, ingest, project, release, store, up  # noqa: F401  (registers the commands)
 from enclave.cli._main import cli, main
 
 __all__ = ["cli", "main"]

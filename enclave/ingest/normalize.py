@@ -48,54 +48,82 @@ def _blank_to_null(col: pl.Expr) -> pl.Expr:
     return pl.when(s == "").then(None).otherwise(s)
 
 
+def _clean(values: pl.Series) -> pl.Series:
+    s = values.cast(pl.Utf8).str.strip_chars()
+    return s.replace("", None)
+
+
 def clean_text(col: pl.Expr) -> pl.Expr:
-    """Strip whitespace; empty strings become null."""
-    return _blank_to_null(col)
+    """Strip whitespace; empty strings become null (evaluated once on the materialized column)."""
+    return col.map_batches(_clean, return_dtype=pl.Utf8, is_elementwise=True)
 
 
 def parse_date(col: pl.Expr, formats: Iterable[str], *, latest: dt.date | None = None) -> pl.Expr:
     """First format that parses wins; impossible dates (Feb 30, before 1880, after ``latest``) → null.
 
-    Chinese dates (``2023年1月5日``, no zero padding) are accepted with ``CHINESE_DATE``.
-    Datetime formats are accepted too and truncated to the date.
+    Chinese dates (``2023年1月5日``, with or without zero padding) are accepted with
+    ``CHINESE_DATE``. Datetime formats are accepted too and truncated to the date. Evaluated on the
+    materialized column (``map_batches``) so that no sub-expression is computed twice.
     """
-    s = _blank_to_null(col)
-    candidates = []
-    for fmt in formats:
-        if fmt == CHINESE_DATE:
-            parts = s.str.extract_groups(r"^(\d{4})年(\d{1,2})月(\d{1,2})日")
-            padded = (
-                parts.struct.field("1")
-                + parts.struct.field("2").str.zfill(2)
-                + parts.struct.field("3").str.zfill(2)
-            )
-            candidates.append(padded.str.to_date(D8, strict=False))
-        elif "%H" in fmt:
-            candidates.append(s.str.to_datetime(fmt, strict=False, time_unit="us").dt.date())
-        else:
-            candidates.append(s.str.to_date(fmt, strict=False, exact=True))
-    parsed = pl.coalesce(candidates) if len(candidates) > 1 else candidates[0]
+    formats = tuple(formats)
     upper = latest or dt.date.today()
-    return pl.when((parsed >= EARLIEST_DATE) & (parsed <= upper)).then(parsed).otherwise(None)
+
+    def parse(values: pl.Series) -> pl.Series:
+        s = values.cast(pl.Utf8).str.strip_chars()
+        out = None
+        for fmt in formats:
+            if fmt == CHINESE_DATE:
+                fmt = "%Y年%-m月%-d日"
+            if "%H" in fmt:
+                cand = s.str.to_datetime(fmt, strict=False, time_unit="us").dt.date()
+            else:
+                cand = s.str.to_date(fmt, strict=False, exact=True)
+            out = cand if out is None else out.fill_null(cand)
+            if out.null_count() == 0:
+                break
+        if out is None:
+            return pl.Series(values.name, [None] * values.len(), dtype=pl.Date)
+        ok = out.is_between(EARLIEST_DATE, upper).fill_null(False)
+        return out.set(~ok, None) if not ok.all() else out
+
+    return col.map_batches(parse, return_dtype=pl.Date, is_elementwise=True)
 
 
 def parse_datetime(col: pl.Expr, formats: Iterable[str]) -> pl.Expr:
-    s = _blank_to_null(col)
-    candidates = [s.str.to_datetime(f, strict=False, time_unit="us") for f in formats]
-    return pl.coalesce(candidates) if len(candidates) > 1 else candidates[0]
+    formats = tuple(formats)
+
+    def parse(values: pl.Series) -> pl.Series:
+        s = values.cast(pl.Utf8).str.strip_chars()
+        out = None
+        for fmt in formats:
+            cand = s.str.to_datetime(fmt, strict=False, time_unit="us")
+            out = cand if out is None else out.fill_null(cand)
+        return out if out is not None else pl.Series(values.name, [None] * values.len(), dtype=pl.Datetime("us"))
+
+    return col.map_batches(parse, return_dtype=pl.Datetime("us"), is_elementwise=True)
 
 
 def parse_sex(col: pl.Expr, codes: Mapping[str, str] | None = None) -> pl.Expr:
     """Map a sex code to M/F/U with the site's code table (default: GB/T 2261.1 + common words)."""
     table = {k.upper(): v for k, v in (codes or GB2261_SEX).items()}
-    s = _blank_to_null(col).str.to_uppercase()
-    return s.replace_strict(list(table), list(table.values()), default=None, return_dtype=pl.Utf8)
+
+    def parse(values: pl.Series) -> pl.Series:
+        return _clean(values).str.to_uppercase().replace_strict(
+            list(table), list(table.values()), default=None, return_dtype=pl.Utf8)
+
+    return col.map_batches(parse, return_dtype=pl.Utf8, is_elementwise=True)
 
 
 def parse_number(col: pl.Expr) -> pl.Expr:
-    """Decimal numbers; full-width digits and thousands separators tolerated."""
-    s = _blank_to_null(col).str.replace_all(",", "").str.replace_all("，", "")
-    return s.cast(pl.Float64, strict=False)
+    """Decimal numbers; thousands separators (, and ，) tolerated."""
+
+    def parse(values: pl.Series) -> pl.Series:
+        s = _clean(values)
+        if s.str.contains("[,，]").any():
+            s = s.str.replace_all("[,，]", "")
+        return s.cast(pl.Float64, strict=False)
+
+    return col.map_batches(parse, return_dtype=pl.Float64, is_elementwise=True)
 
 
 def flag_failures(
@@ -117,7 +145,7 @@ def flag_failures(
     # one boolean column per check, then one flat when/then chain (a nested chain that re-reads
     # the previous reason grows exponentially with the number of checks)
     failed = [
-        (_blank_to_null(pl.col(raw)).is_not_null() & pl.col(parsed).is_null()).alias(f"__fail{i}")
+        (clean_text(pl.col(raw)).is_not_null() & pl.col(parsed).is_null()).alias(f"__fail{i}")
         for i, (raw, parsed, _) in enumerate(checks)
     ]
     frame = frame.with_columns(failed)

@@ -30,6 +30,11 @@ its parts), numbers after them (so that a short record number cannot split a pho
 Known strings shorter than :data:`MIN_EXACT_LENGTH` of their kind are not matched exactly (a
 one-character name would destroy text); the context patterns cover them.
 
+Limits, on purpose: after 患者/家属 a surname that also starts clinical words (高热, 于昨日,
+黄疸…) counts only before a sex marker or a verb of a person (``患者高明，男``), otherwise only the
+known list catches it; a digit run longer than an ID or a phone is not an ID or a phone; exact
+matching also replaces a two-character known name inside words (a patient 高明 in 升高明显).
+
 Clinical content stays: doses (``0.5g``), lab values, dates (``2023年1月5日``), ICD codes,
 department and hospital names. Everything is vectorized (regex passes over the whole Series);
 only the distinct candidate ID numbers are validated, and they are validated in polars.
@@ -51,8 +56,9 @@ Nothing here prints, logs or raises a text or an identifier.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -85,7 +91,7 @@ def _strings(values: Iterable[str] | None) -> tuple[str, ...]:
         return ()
     if isinstance(values, str):
         raise BadInputError("KnownIdentifiers: each field takes a list of strings, not one string")
-    return tuple(v for v in values if isinstance(v, str))
+    return tuple(str(v) for v in values if v is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +107,7 @@ class KnownIdentifiers:
     phones: tuple[str, ...] = ()
     resident_ids: tuple[str, ...] = ()
     record_numbers: tuple[str, ...] = ()
-    insurance_numbers: tuple[str, ...] = field(default=())
+    insurance_numbers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("names", "addresses", "phones", "resident_ids", "record_numbers",
@@ -115,18 +121,16 @@ class KnownIdentifiers:
     def numeric(self) -> list[tuple[str, str]]:
         """(value, kind) pairs of the numbers, long enough to match exactly.
 
-        Resident IDs come in both spellings of a final ``X`` and in full-width digits too.
+        Resident IDs come in both spellings of a final ``X`` (other spellings of valid numbers
+        are found by the checksum pattern anyway).
         """
         ids: list[str] = []
         for v in self.resident_ids:
             v = v.strip()
-            ids += [v, v.upper(), v.lower(), v.translate(_TO_FULLWIDTH)]
+            ids += [v, v.upper(), v.lower()]
         return _eligible([("resident_id", ids), ("phone", self.phones),
                           ("insurance_number", self.insurance_numbers),
                           ("record_number", self.record_numbers)])
-
-
-_TO_FULLWIDTH = str.maketrans("0123456789Xx", "０１２３４５６７８９Ｘｘ")
 
 
 def _eligible(groups: list[tuple[str, Iterable[str]]]) -> list[tuple[str, str]]:
@@ -168,11 +172,12 @@ _SURNAMES = (
 )
 #: surnames that also start common clinical words right after 患者/母亲 (高热, 曾因, 于昨日,
 #: 黄疸, 周身, 全身, 陆续, 尚可, 查体, 解大便, 严重, 白细胞, 主任…): after those weak keywords
-#: they count only when a sex marker follows (``患者高明，男``)
+#: they count only when a sex marker or a verb of a person follows (``患者高明，男``,
+#: ``家属于海陪同``)
 _AMBIGUOUS = "于高曾常史余何万成白全安明康方向和文石左关黄周胡马许苏陆连查解尚应单包毛管严任宁齐华乐师邢池易温"
 
 #: characters that end a given name in running clinical text
-_NAME_STOP = ("男女性岁因于以在诉述称主自今昨前近来入出院住诊经行曾有无既现和与及的是为被由等年月日"
+_NAME_STOP = ("男女性岁因于以在诉述称主自今昨前近来入出院住诊经行曾有无既现和与及的是为被由等年日"
               "时分患病者系并伴再又后表示签同意要求拒陪告知说代电送带到去已未不也均都对将把请予给"
               "向之其父母妻夫儿科室床号诊治疗查体血压")
 _GIVEN = rf"[\p{{Han}}--[{_NAME_STOP}]]"
@@ -198,24 +203,24 @@ def _alt(words: Iterable[str]) -> str:
     return "(?:" + "|".join(sorted(words, key=len, reverse=True)) + ")"
 
 
-_SEX_AFTER = r"([，,、\s]*[（(]?[男女]性?[，,、）)\s])"
+#: what follows a name for sure: a sex marker (``，男，``) or a verb of a person (陪同, 签字…)
+_NAME_FOLLOW = (r"([，,、\s]*[（(]?[男女]性?[，,、）)\s]"
+                "|陪同|签字|签名|代诉|表示|要求|同意|拒绝|来院|到院|探视)")
 
 _NAME_RULES: tuple[tuple[str, str], ...] = (
     # after a keyword that announces a name: any surname
     (f"({_alt(_STRONG_NAME_KEYS)})({_SEP}){_ALL_SURNAME}{_GIVEN}{{1,3}}", "${1}${2}〔姓名〕"),
-    # after a weak keyword, an ambiguous surname needs a following sex marker
-    (f"({_alt(_WEAK_NAME_KEYS)})({_SEP}){_ALL_SURNAME}{_GIVEN}{{1,2}}{_SEX_AFTER}",
-     "${1}${2}〔姓名〕${3}"),
-    (f"({_alt(_WEAK_NAME_KEYS)})({_SEP}){_CLEAR_SURNAME}{_GIVEN}{{1,2}}", "${1}${2}〔姓名〕"),
+    # after a weak keyword, an ambiguous surname needs a following sex marker or verb
+    ((f"({_alt(_WEAK_NAME_KEYS)})({_SEP})(?:{_ALL_SURNAME}{_GIVEN}{{1,2}}{_NAME_FOLLOW}"
+      f"|{_CLEAR_SURNAME}{_GIVEN}{{1,2}})"), "${1}${2}〔姓名〕${3}"),
     (f"{_ALL_SURNAME}{_GIVEN}{{0,2}}?({_alt(_SOCIAL_TITLES)})", "〔姓名〕${1}"),
     (f"{_CLEAR_SURNAME}{_GIVEN}{{0,2}}?({_alt(_MEDICAL_TITLES)})", "〔姓名〕${1}"),
 )
 
 # resident IDs --------------------------------------------------------------------------------
-#: maximal runs of at least 15 digits (plus a final X): candidates for validation
-_ID_COMPACT = f"{_D}{{15,}}{_X}?"
-#: runs of digit groups separated by single spaces or dashes
-_ID_SPACED = rf"{_D}+(?:[ \-　]{_D}+)+(?:[ \-　]?{_X})?"
+#: candidates for validation: maximal runs of at least 15 digits (plus a final X), or runs of
+#: digit groups separated by single spaces or dashes
+_ID_CANDIDATE = rf"{_D}{{15,}}{_X}?|{_D}+(?:[ \-　]{_D}+)+(?:[ \-　]?{_X})?"
 _ID_KEYS = ("公民身份号码", "身份证号码", "身份证号", "身份证", "身份号码", "证件号码", "证件号")
 #: after a keyword: any 15–18 character number (typos included)
 _ID_AFTER_KEY = (f"({_alt(_ID_KEYS)})({_SEP}){_D}(?:[ \\-]?{_D}){{13,16}}[ \\-]?(?:{_D}|{_X})",
@@ -231,15 +236,18 @@ _RECORD_RULES: tuple[tuple[str, str], ...] = (
 )
 
 # phones ---------------------------------------------------------------------------------------
-_MOBILE = (rf"(?:[(（][+＋]?86[)）][ \-]?|[+＋]86[ \-]?|{_B}86[ \-]?|{_B})"
-           rf"1[3-9][0-9](?:[ \-]?[0-9]{{4}}){{2}}{_B}")
-_LANDLINE = (rf"(?:[(（]0[0-9]{{2,3}}[)）][ \-]?|{_B}0[0-9]{{2,3}}[ \-]?)[0-9]{{7,8}}"
-             rf"(?:(?:转|分机|-|[ ]?ext\.?)[0-9]{{1,5}})?{_B}")
+#: where a number starts or ends when no other digit touches it: an ASCII word boundary, or a
+#: Latin letter (``手机13812345678TEL``), captured so that the replacement puts it back
+_EDGE = r"(?:(?-u:\b)|([A-Za-z_]))"
+_MOBILE = (rf"(?:[(（][+＋]?86[)）][ \-]?|[+＋]86[ \-]?|{_EDGE}(?:86[ \-]?)?)"
+           rf"1[3-9][0-9](?:[ \-]?[0-9]{{4}}){{2}}{_EDGE}")
+_LANDLINE = (rf"(?:[(（]0[0-9]{{2,3}}[)）][ \-]?|{_EDGE}0[0-9]{{2,3}}[ \-]?)[0-9]{{7,8}}"
+             rf"(?:(?:转|分机|-|[ ]?ext\.?)[0-9]{{1,5}})?{_EDGE}")
 _PHONE_KEYS = ("联系电话", "联系方式", "电话号码", "手机号码", "手机号", "电话", "手机", "座机")
 _PHONE_RULES: tuple[tuple[str, str], ...] = (
-    (f"(?:{_MOBILE}|{_LANDLINE})", "〔电话〕"),
-    (rf"({_alt(_PHONE_KEYS)}|{_B}[Tt][Ee][Ll]\.?)({_SEP})[+＋]?[0-9][0-9 \-]{{5,18}}[0-9]{_B}",
-     "${1}${2}〔电话〕"),
+    (f"(?:{_MOBILE}|{_LANDLINE})", "${1}${3}〔电话〕${2}${4}"),
+    (rf"({_alt(_PHONE_KEYS)}|{_B}[Tt][Ee][Ll]\.?)({_SEP})[+＋]?[0-9][0-9 \-]{{5,18}}[0-9]{_EDGE}",
+     "${1}${2}〔电话〕${3}"),
 )
 
 # addresses ------------------------------------------------------------------------------------
@@ -268,31 +276,36 @@ _ADDRESS_RULES: tuple[tuple[str, str], ...] = (
 
 # --------------------------------------------------------------------------- passes
 
+_ANY_TOKEN = _alt(re.escape(t) for t in TOKENS.values())
+_ALNUM_RUN = re.compile("[0-9A-Za-z]+")
 
-def _replace(texts: pl.Series, rules: Iterable[tuple[str, str]], *, twice: bool = False) -> pl.Series:
-    """Apply each (regex, replacement) rule; ``twice`` re-runs rules whose boundaries consume a
-    neighbour (two numbers separated by one character)."""
+
+def _replace(texts: pl.Series, rules: Iterable[tuple[str, str]]) -> pl.Series:
     for pattern, value in rules:
         texts = texts.str.replace_all(pattern, value)
-        if twice:
-            texts = texts.str.replace_all(pattern, value)
     return texts
 
 
 def _replace_known(texts: pl.Series, pairs: list[tuple[str, str]]) -> pl.Series:
+    """One leftmost-first Aho-Corasick pass (``pairs`` come longest first), run only on the rows
+    that contain a run of letters/digits as long as the shortest such run of any value."""
     if not pairs:
         return texts
-    return texts.str.replace_many([v for v, _ in pairs], [TOKENS[k] for _, k in pairs],
-                                  leftmost=True)
+    patterns, tokens = [v for v, _ in pairs], [TOKENS[k] for _, k in pairs]
+    shortest = min(max((len(r) for r in _ALNUM_RUN.findall(v)), default=0) for v in patterns)
+    if shortest < 4:
+        return texts.str.replace_many(patterns, tokens, leftmost=True)
+    rows = texts.str.contains(f"[0-9A-Za-z]{{{shortest},}}").fill_null(False).arg_true()
+    if rows.len() == 0:
+        return texts
+    done = texts.gather(rows).str.replace_many(patterns, tokens, leftmost=True)
+    return texts.clone().scatter(rows, done)
 
 
 def _valid_id_literals(texts: pl.Series) -> list[str]:
     """Distinct substrings of ``texts`` that are resident ID numbers with a valid checksum."""
-    frame = texts.to_frame("t")
-    runs = pl.concat([
-        frame.select(pl.col("t").str.extract_all(_ID_COMPACT).alias("c")).explode("c"),
-        frame.select(pl.col("t").str.extract_all(_ID_SPACED).alias("c")).explode("c"),
-    ]).drop_nulls().unique()
+    runs = (texts.to_frame("t").select(pl.col("t").str.extract_all(_ID_CANDIDATE).alias("c"))
+            .explode("c").drop_nulls().unique())
     # a run of 18 digits followed by an unrelated X (``…1234X光``): also try it without the X
     runs = pl.concat([runs, runs.filter(pl.col("c").str.contains(f"^{_D}{{18}}{_X}$"))
                       .select(pl.col("c").str.slice(0, 18))])
@@ -303,12 +316,17 @@ def _valid_id_literals(texts: pl.Series) -> list[str]:
 
 
 def _count(texts: pl.Series) -> dict[str, int]:
-    return {kind: int(texts.str.count_matches(token, literal=True).sum() or 0)
-            for kind, token in TOKENS.items()}
+    if not texts.str.contains("〔", literal=True).any():
+        return dict.fromkeys(TOKENS, 0)
+    found = texts.str.extract_all(_ANY_TOKEN).explode().drop_nulls().value_counts()
+    per_token = dict(zip(found[:, 0].to_list(), found["count"].to_list(), strict=True))
+    return {kind: int(per_token.get(token, 0)) for kind, token in TOKENS.items()}
 
 
 def scrub(texts: pl.Series, known: KnownIdentifiers | None = None) -> ScrubResult:
     """Replace Chinese direct identifiers in ``texts`` by tokens; see the module docstring."""
+    if texts.dtype == pl.Null:
+        texts = texts.cast(pl.String)
     if texts.dtype != pl.String:
         raise BadInputError(f"scrub: the notes column {texts.name!r} must hold text, "
                             f"not {texts.dtype}")
@@ -320,7 +338,7 @@ def scrub(texts: pl.Series, known: KnownIdentifiers | None = None) -> ScrubResul
         out = out.str.replace_many(ids, [TOKENS["resident_id"]] * len(ids), leftmost=True)
     out = _replace(out, [_ID_AFTER_KEY])
     out = _replace(out, _RECORD_RULES)
-    out = _replace(out, _PHONE_RULES, twice=True)
+    out = _replace(out, _PHONE_RULES)
     out = _replace_known(out, known.numeric())
     out = _replace(out, _ADDRESS_RULES)
     out = _replace(out, _NAME_RULES)

@@ -1,0 +1,74 @@
+"""Release manifests: what a release holds, how it was made, and the hashes to verify it by."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from enclave.errors import BadInputError
+from enclave.settings import Settings
+
+MANIFEST = "manifest.json"
+RELEASE_DB = "release.duckdb"
+KINDS = ("desensitized", "synthetic")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    data = json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True).encode("utf-8")
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(path, 0o440)
+
+
+def release_dirs(settings: Settings) -> list[Path]:
+    out = []
+    for kind in KINDS:
+        root = settings.releases_dir / kind
+        if root.exists():
+            out.extend(sorted(p for p in root.glob("*/v*") if (p / MANIFEST).exists()))
+    return out
+
+
+def resolve_release(settings: Settings, name: str) -> Path:
+    """``project/vN`` (desensitized), ``synthetic/<project>/vN``, or a path to a release folder."""
+    candidates = [Path(name), settings.releases_dir / "desensitized" / name, settings.releases_dir / name]
+    for c in candidates:
+        if (c / MANIFEST).exists():
+            return c
+    known = ", ".join(f"{p.parent.name}/{p.name}" for p in release_dirs(settings)) or "none"
+    raise BadInputError(f"no release '{name}' (releases: {known})")
+
+
+def load_manifest(path: Path) -> dict:
+    return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+
+
+def verify_release(path: Path) -> list[str]:
+    """Problems found (empty: the release is intact): missing, changed or extra files."""
+    try:
+        manifest = load_manifest(path)
+    except (OSError, json.JSONDecodeError) as exc:
+        return [f"manifest unreadable: {exc.__class__.__name__}"]
+    problems = []
+    listed = manifest.get("files", {})
+    for name, meta in listed.items():
+        f = path / name
+        if not f.exists():
+            problems.append(f"{name}: missing")
+        elif f.stat().st_size != meta["bytes"] or file_sha256(f) != meta["sha256"]:
+            problems.append(f"{name}: content differs from the manifest")
+    extra = sorted(p.name for p in path.iterdir() if p.name not in listed and p.name != MANIFEST)
+    problems.extend(f"{name}: not in the manifest" for name in extra)
+    return problems
