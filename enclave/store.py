@@ -74,3 +74,34 @@ def store_stats(con: duckdb.DuckDBPyConnection) -> dict:
         )
     )
     return {"tables": tables, "persons": persons, "rejects_by_reason": rejects}
+
+
+#: (description, query returning a count of violations)
+INTEGRITY_CHECKS: tuple[tuple[str, str], ...] = (
+    ("duplicate person ids in the person index",
+     "SELECT count(*) - count(DISTINCT person_id) FROM identity.person_index"),
+    ("duplicate link keys in the person index",
+     "SELECT count(*) - count(DISTINCT link_key) FROM identity.person_index"),
+    ("duplicate (site, patient id) registrations",
+     "SELECT count(*) - count(DISTINCT (site_id, site_patient_id)) FROM identity.site_patient"),
+    ("duplicate (site, visit id) registrations",
+     "SELECT count(*) - count(DISTINCT (site_id, site_visit_id)) FROM identity.site_visit"),
+    ("duplicate visit ids", "SELECT count(*) - count(DISTINCT visit_occurrence_id) FROM visit_occurrence"),
+    ("duplicate measurement ids", "SELECT count(*) - count(DISTINCT measurement_id) FROM measurement"),
+    ("duplicate condition ids",
+     "SELECT count(*) - count(DISTINCT condition_occurrence_id) FROM condition_occurrence"),
+    ("duplicate drug exposure ids", "SELECT count(*) - count(DISTINCT drug_exposure_id) FROM drug_exposure"),
+    ("visits of unknown persons",
+     "SELECT count(*) FROM visit_occurrence v ANTI JOIN person p USING (person_id)"),
+    ("measurements of unknown persons",
+     "SELECT count(*) FROM measurement m ANTI JOIN person p USING (person_id)"),
+    ("conditions of unknown persons",
+     "SELECT count(*) FROM condition_occurrence c ANTI JOIN person p USING (person_id)"),
+    ("files whose counts do not balance",
+     "SELECT count(*) FROM etl_file WHERE read <> loaded + rejected + merged_duplicates"),
+)
+
+
+def store_check(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Violations per integrity rule (all zero for a healthy store)."""
+    return {what: int(db.scalar(con, sql)) for what, sql in INTEGRITY_CHECKS}

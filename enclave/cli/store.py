@@ -32,3 +32,22 @@ def store_stats_cmd(obj: _Ctx, as_json: bool) -> None:
         click.echo("rejects by reason:")
         for r, n in stats["rejects_by_reason"].items():
             click.echo(f"  {r:24s} {n:>12,}")
+
+
+@store.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_ctx
+def store_check_cmd(obj: _Ctx, as_json: bool) -> None:
+    """Check the store's integrity: unique keys, no orphans, balanced file counts (exit 1 if not)."""
+    from enclave.store import open_store, store_check
+
+    with open_store(obj.settings, read_only=True) as con:
+        result = store_check(con)
+    bad = {k: v for k, v in result.items() if v}
+    if as_json:
+        click.echo(json.dumps({"ok": not bad, "violations": result}, indent=2))
+    else:
+        for what, n in result.items():
+            click.echo(f"{'FAIL' if n else 'ok  '} {what}" + (f": {n}" if n else ""))
+    if bad:
+        raise SystemExit(1)

@@ -10,7 +10,6 @@ The key lives in ``<restricted>/keys/linkage.key`` (0600), created on first use.
 
 from __future__ import annotations
 
-import hmac
 import os
 import secrets
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from enclave.codes import resident_id
+from enclave.crypto import hmac_sha256_many
 from enclave.ingest.staging import RejectReason
 
 KEY_BYTES = 32
@@ -41,8 +41,8 @@ def load_or_create_key(keys_dir: Path, name: str = "linkage.key") -> bytes:
 def link_keys(key: bytes, messages: pl.Series) -> pl.Series:
     """HMAC of each message (unique values hashed once)."""
     uniq = messages.unique().drop_nulls().to_list()
-    digest = hmac.digest
-    table = {m: digest(key, m.encode("utf-8"), "sha256").hex()[:LINK_KEY_HEX] for m in uniq}
+    digests = hmac_sha256_many(key, (m.encode("utf-8") for m in uniq))
+    table = {m: d.hex()[:LINK_KEY_HEX] for m, d in zip(uniq, digests)}
     return messages.replace_strict(table, default=None, return_dtype=pl.Utf8)
 
 

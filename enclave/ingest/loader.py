@@ -31,7 +31,7 @@ EHR = 32817  # Type Concept: EHR
 GENDER = {"M": 8507, "F": 8532}
 VISIT_CONCEPT = {"inpatient": 9201, "outpatient": 9202, "emergency": 9203}
 EVENT_ORDER = ("condition", "drug", "measurement", "procedure", "observation", "note", "death")
-BOOK = ["_file", "_row", "_reject", "_reject_column", "_dup"]
+BOOK = ["_fid", "_row", "_reject", "_reject_column", "_dup"]
 
 
 @dataclass(slots=True)
@@ -84,10 +84,20 @@ def _require(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
 
 
 def _dedupe(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Mark all but the first pending row of each key group as a merged duplicate."""
+    """Mark all but the first pending row of each key group as a merged duplicate.
+
+    Rows are hashed first (one vectorized pass); only rows whose hash repeats, usually a handful,
+    are compared exactly, so a hash collision can never merge two different records.
+    """
     pending = pl.col("_reject").is_null() & ~pl.col("_dup")
-    first = pl.struct([*keys, pending.alias("__pending")]).is_first_distinct()
-    return frame.with_columns((pl.col("_dup") | (pending & ~first)).alias("_dup"))
+    frame = frame.with_columns(frame.select(keys).hash_rows(seed=0).alias("__h"))
+    repeated = frame.with_row_index("__i").filter(pending & pl.col("__h").is_duplicated().over(pending))
+    frame = frame.drop("__h")
+    if repeated.height == 0:
+        return frame
+    later = repeated.filter(~pl.struct(keys).is_first_distinct())["__i"]
+    return frame.with_columns(
+        (pl.col("_dup") | pl.int_range(pl.len(), dtype=pl.UInt32).is_in(later.implode())).alias("_dup"))
 
 
 def _content_columns(frame: pl.DataFrame) -> list[str]:
@@ -109,7 +119,7 @@ class BatchLoader:
         self.mapping = mapping
         self.site = mapping.site_id
         self.file_ids: dict[str, int] = {}
-        self.outcomes: list[pl.DataFrame] = []  # (_file, _row, kind, _reject, _reject_column, _dup)
+        self.outcomes: list[pl.DataFrame] = []  # (_fid, _row, kind, _reject, _reject_column, _dup)
         self.lineage: list[pl.DataFrame] = []
         self.touched_persons: list[pl.Series] = []
         self.now = dt.datetime.now()
@@ -131,8 +141,17 @@ class BatchLoader:
             if kind != "unparsed":
                 frame = _require(frame, kind)
             frames[kind] = frame
-        new_files = [f for f in file_sha if f not in known]
+        staged_files = {f for fr in frames.values() for f in fr["_file"].unique().to_list()}
+        new_files = [f for f in dict.fromkeys([*file_sha, *batch.read_counts, *sorted(staged_files)])
+                     if f not in known]
         self._register_files(new_files, file_sha, batch)
+        # from here on a file is its small integer id: cheaper than repeating its path per row
+        frames = {
+            kind: frame.with_columns(
+                pl.col("_file").replace_strict(self.file_ids, return_dtype=pl.Int32).alias("_fid")
+            ).drop("_file")
+            for kind, frame in frames.items()
+        }
 
         self.mapper = ConceptMapper(con, self.site, self.mapping.options)
         if "concept" in frames:
@@ -163,7 +182,7 @@ class BatchLoader:
         for kind, frame in frames.items():
             self.outcomes.append(
                 frame.select(
-                    "_file", "_row", pl.lit(kind).alias("kind"), "_reject", "_reject_column", "_dup"
+                    "_fid", "_row", pl.lit(kind).alias("kind"), "_reject", "_reject_column", "_dup"
                 )
             )
         self._refresh_observation_periods()
@@ -204,22 +223,15 @@ class BatchLoader:
         next_id = _next_id(self.con, "etl_file", "file_id")
         for i, f in enumerate(files):
             self.file_ids[f] = next_id + i
-            db.run(self.con, 
+            db.run(self.con,
                 "INSERT INTO etl_file VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, 0, ?)",
-                [next_id + i, self.site, f, file_sha[f], self.mapping.dialect,
+                [next_id + i, self.site, f, file_sha.get(f, f"unhashed:{f}"), self.mapping.dialect,
                  batch.read_counts.get(f, 0), self.now],
             )
 
-    def _with_file_id(self, frame: pl.DataFrame) -> pl.DataFrame:
-        ids = pl.DataFrame(
-            {"_file": list(self.file_ids), "file_id": list(self.file_ids.values())},
-            schema={"_file": pl.Utf8, "file_id": pl.Int64},
-        )
-        return frame.join(ids, on="_file", how="left")
-
     def _add_lineage(self, table: str, ids: pl.Series, rows: pl.DataFrame) -> None:
         self.lineage.append(
-            rows.select("_file", pl.col("_row").alias("source_row")).with_columns(
+            rows.select(pl.col("_fid").alias("file_id"), pl.col("_row").alias("source_row")).with_columns(
                 pl.lit(table).alias("table_name"), ids.cast(pl.Int64).alias("row_id")
             )
         )
@@ -676,14 +688,14 @@ class BatchLoader:
     def _finish(self, batch: StagedBatch, file_sha: dict[str, str], known: set[str],
                 skipped: dict[str, int]) -> list[FileReport]:
         outcomes = pl.concat(self.outcomes) if self.outcomes else pl.DataFrame(
-            schema={"_file": pl.Utf8, "_row": pl.Int64, "kind": pl.Utf8, "_reject": pl.Utf8,
+            schema={"_fid": pl.Int32, "_row": pl.Int64, "kind": pl.Utf8, "_reject": pl.Utf8,
                     "_reject_column": pl.Utf8, "_dup": pl.Boolean})
-        rejects = self._with_file_id(outcomes.filter(pl.col("_reject").is_not_null()))
+        rejects = outcomes.filter(pl.col("_reject").is_not_null())
         insert_frame(self.con, "etl_reject", rejects.select(
-            "file_id", pl.col("_row").alias("source_row"), "kind", pl.col("_reject").alias("reason"),
+            pl.col("_fid").alias("file_id"), pl.col("_row").alias("source_row"), "kind", pl.col("_reject").alias("reason"),
             pl.col("_reject_column").alias("column_name"), pl.lit(self.now).alias("rejected_at")))
         if self.lineage:
-            lin = self._with_file_id(pl.concat(self.lineage, how="vertical_relaxed"))
+            lin = pl.concat(self.lineage, how="vertical_relaxed")
             insert_frame(self.con, "etl_lineage", lin.select("table_name", "row_id", "file_id", "source_row"))
         reports: dict[str, FileReport] = {}
         files = list(dict.fromkeys(list(file_sha) + list(batch.read_counts)))
@@ -691,16 +703,18 @@ class BatchLoader:
             reports[f] = FileReport(file=f, site=self.site, dialect=self.mapping.dialect,
                                     source_records=batch.read_counts.get(f, 0),
                                     already_ingested=f in known)
-        summary = outcomes.group_by("_file").agg(
+        names = {i: f for f, i in self.file_ids.items()}
+        summary = outcomes.group_by("_fid").agg(
             pl.len().alias("read"),
             (pl.col("_reject").is_null() & ~pl.col("_dup")).sum().alias("loaded"),
             (pl.col("_reject").is_null() & pl.col("_dup")).sum().alias("dups"),
         )
-        for f, read, loaded, dups in summary.iter_rows():
+        for fid, read, loaded, dups in summary.iter_rows():
+            f = names[fid]
             r = reports.setdefault(f, FileReport(file=f, site=self.site, dialect=self.mapping.dialect))
             r.read, r.loaded, r.merged_duplicates = read, loaded, dups
-        for f, reason, n in outcomes.filter(pl.col("_reject").is_not_null()).group_by("_file", "_reject").len().iter_rows():
-            reports[f].rejected[reason] = n
+        for fid, reason, n in rejects.group_by("_fid", "_reject").len().iter_rows():
+            reports[names[fid]].rejected[reason] = n
         for f, n in skipped.items():
             r = reports[f]
             r.read += n

@@ -10,11 +10,11 @@ record neither keys nor offsets.
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 
 import polars as pl
 
+from enclave.crypto import hmac_sha256_many
 from enclave.ingest.linkage import load_or_create_key
 
 PSEUDONYM_MASK = (1 << 62) - 1
@@ -27,11 +27,8 @@ def project_key(keys_dir: Path, project_id: str) -> bytes:
 def pseudonyms(key: bytes, namespace: str, ids: pl.Series) -> pl.DataFrame:
     """(id, pseudo) for the distinct non-null ``ids``."""
     uniq = ids.drop_nulls().unique().to_list()
-    digest = hmac.digest
-    pseudo = [
-        int.from_bytes(digest(key, f"{namespace}:{i}".encode(), "sha256")[:8], "big") & PSEUDONYM_MASK
-        for i in uniq
-    ]
+    digests = hmac_sha256_many(key, (f"{namespace}:{i}".encode() for i in uniq))
+    pseudo = [int.from_bytes(d[:8], "big") & PSEUDONYM_MASK for d in digests]
     return pl.DataFrame({"id": uniq, "pseudo": pseudo}, schema={"id": pl.Int64, "pseudo": pl.Int64})
 
 
@@ -39,9 +36,8 @@ def date_shifts(key: bytes, person_ids: pl.Series, max_days: int) -> pl.DataFram
     """(id, shift_days) per person: in [-max_days, max_days], never 0."""
     uniq = person_ids.drop_nulls().unique().to_list()
     span = 2 * max_days + 1
-    digest = hmac.digest
     shifts = []
-    for i in uniq:
-        v = int.from_bytes(digest(key, f"shift:{i}".encode(), "sha256")[:8], "big") % span - max_days
+    for d in hmac_sha256_many(key, (f"shift:{i}".encode() for i in uniq)):
+        v = int.from_bytes(d[:8], "big") % span - max_days
         shifts.append(v if v != 0 else max_days)
     return pl.DataFrame({"id": uniq, "shift_days": shifts}, schema={"id": pl.Int64, "shift_days": pl.Int32})

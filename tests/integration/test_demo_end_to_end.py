@@ -109,3 +109,22 @@ def test_no_raw_identifier_outside_the_identity_schema(enclave_up):
     assert hits == 0
     assert not any(i in stdout for i in sample)
     assert not any(n in stdout for n in ids["names"][:500] if len(n) >= 2)
+
+
+def test_store_integrity_check_passes_and_catches_a_duplicate(enclave_up, tmp_path):
+    import shutil
+
+    home, _, _, _, _ = enclave_up
+    proc = subprocess.run([sys.executable, "-m", "enclave", "--home", str(home), "store", "check", "--json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+    copy = tmp_path / "copy"
+    (copy / "restricted").mkdir(parents=True)
+    shutil.copy(home / "restricted" / "cdm.duckdb", copy / "restricted" / "cdm.duckdb")
+    con = duckdb.connect(str(copy / "restricted" / "cdm.duckdb"))
+    con.execute("INSERT INTO identity.site_patient SELECT * FROM identity.site_patient LIMIT 1")
+    con.close()
+    proc = subprocess.run([sys.executable, "-m", "enclave", "--home", str(copy), "store", "check", "--json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["violations"]["duplicate (site, patient id) registrations"] == 1
