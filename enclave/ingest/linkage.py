@@ -42,8 +42,9 @@ def link_keys(key: bytes, messages: pl.Series) -> pl.Series:
     """HMAC of each message (unique values hashed once)."""
     uniq = messages.unique().drop_nulls().to_list()
     digests = hmac_sha256_many(key, (m.encode("utf-8") for m in uniq))
-    table = {m: d.hex()[:LINK_KEY_HEX] for m, d in zip(uniq, digests)}
-    return messages.replace_strict(table, default=None, return_dtype=pl.Utf8)
+    table = pl.DataFrame({"m": uniq, "k": [d.hex()[:LINK_KEY_HEX] for d in digests]},
+                         schema={"m": pl.Utf8, "k": pl.Utf8})
+    return messages.to_frame("m").join(table, on="m", how="left", maintain_order="left")["k"]
 
 
 def resident_id_checks(persons: pl.DataFrame) -> pl.DataFrame:
