@@ -40,6 +40,7 @@ through Python's ``csv`` module. Every column stays Utf8 until it is parsed by
 from __future__ import annotations
 
 import csv
+from concurrent.futures import ThreadPoolExecutor
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -78,10 +79,17 @@ def stage(path: Path, mapping: SiteMapping) -> StagedBatch:
     files = mapping.options.get("files")
     if not isinstance(files, dict) or not files:
         raise ConfigurationError(f"{mapping.source}: the csv dialect needs [files.<kind>] tables")
+    jobs = [(file, kind, spec) for kind, spec in files.items()
+            for file in find_files(path, kind, spec, mapping.source)]
+    # two files at a time: iconv runs in its own process and polars releases the GIL, so the
+    # transcoding of one file overlaps the parsing of another
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        staged = list(pool.map(lambda job: read_file(job[0], job[1], job[2], mapping), jobs))
     batch = StagedBatch(site=mapping.site_id)
-    for kind, spec in files.items():
-        for file in find_files(path, kind, spec, mapping.source):
-            stage_file(batch, file, kind, spec, mapping)
+    for (file, kind, _), (frame, table) in zip(jobs, staged, strict=True):
+        add_with_file(batch, kind, frame, file)
+        add_unparsed(batch, file, table.bad_rows)
+        batch.read_counts[str(file)] = batch.read_counts.get(str(file), 0) + table.count
     return batch
 
 
@@ -103,7 +111,8 @@ def options(mapping: SiteMapping, spec: dict) -> dict[str, Any]:
     return merged
 
 
-def stage_file(batch: StagedBatch, file: Path, kind: str, spec: dict, mapping: SiteMapping) -> None:
+def read_file(file: Path, kind: str, spec: dict, mapping: SiteMapping) -> tuple[pl.DataFrame, "Table"]:
+    """Read one file and map it to the contract (no shared state: safe to run in a thread)."""
     opts = options(mapping, spec)
     table = read_table(file, mapping.encoding, opts["delimiter"], opts["quote"])
     columns = spec.get("columns") or {}
@@ -112,6 +121,11 @@ def stage_file(batch: StagedBatch, file: Path, kind: str, spec: dict, mapping: S
         raise BadInputError(f"{file}: header lacks the mapped columns {missing} (see {mapping.source})")
     frame = to_contract(kind, table.data, columns, spec.get("constants") or {},
                         spec.get("values") or {}, opts)
+    return frame, table
+
+
+def stage_file(batch: StagedBatch, file: Path, kind: str, spec: dict, mapping: SiteMapping) -> None:
+    frame, table = read_file(file, kind, spec, mapping)
     add_with_file(batch, kind, frame, file)
     add_unparsed(batch, file, table.bad_rows)
     batch.read_counts[str(file)] = batch.read_counts.get(str(file), 0) + table.count
