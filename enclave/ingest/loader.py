@@ -550,7 +550,7 @@ class BatchLoader:
         )
         insert_frame(self.con, "drug_exposure", rows)
         self._add_lineage("drug_exposure", ids, f)
-        costs = f.with_columns(ids.alias("drug_exposure_id")).filter(pl.col("cost").is_not_null())
+        costs = f.select(ids.alias("drug_exposure_id"), "cost").filter(pl.col("cost").is_not_null())
         if costs.height:
             self._insert_costs(costs, "drug_exposure_id", "Drug", "cost")
 
@@ -592,11 +592,11 @@ class BatchLoader:
             pl.col("code").alias("measurement_source_value"),
             pl.col("source_concept_id").alias("measurement_source_concept_id"),
             pl.col("unit").str.slice(0, 50).alias("unit_source_value"),
-            pl.coalesce(pl.col("value_text"), pl.col("value").cast(pl.Utf8)).str.slice(0, 50).alias("value_source_value"),
+            pl.col("value_text").str.slice(0, 50).alias("value_source_value"),
         )
         insert_frame(self.con, "measurement", rows)
         self._add_lineage("measurement", ids, f)
-        costs = f.with_columns(ids.alias("measurement_id")).filter(pl.col("cost").is_not_null())
+        costs = f.select(ids.alias("measurement_id"), "cost").filter(pl.col("cost").is_not_null())
         if costs.height:
             self._insert_costs(costs, "measurement_id", "Measurement", "cost")
 
@@ -613,7 +613,7 @@ class BatchLoader:
         )
         insert_frame(self.con, "procedure_occurrence", rows)
         self._add_lineage("procedure_occurrence", ids, f)
-        costs = f.with_columns(ids.alias("procedure_occurrence_id")).filter(pl.col("cost").is_not_null())
+        costs = f.select(ids.alias("procedure_occurrence_id"), "cost").filter(pl.col("cost").is_not_null())
         if costs.height:
             self._insert_costs(costs, "procedure_occurrence_id", "Procedure", "cost")
 

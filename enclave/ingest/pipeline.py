@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from enclave.errors import BadInputError
@@ -41,9 +42,13 @@ def ingest_path(
     show = show and sys.stderr.isatty()
     stage = get_adapter(mapping.dialect)
     steps = _Steps(show, total=3, desc=f"ingest {site}")
-    batch = stage(path, mapping)
-    steps.advance("staged")
-    file_sha = {f: file_sha256(Path(f)) for f in batch.read_counts if Path(f).is_file()}
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps staging (hashlib frees the GIL)
+        hashes = pool.submit(lambda: {str(f): file_sha256(f) for f in files})
+        batch = stage(path, mapping)
+        steps.advance("staged")
+        known = hashes.result()
+    file_sha = {f: known.get(f) or file_sha256(Path(f)) for f in batch.read_counts if Path(f).is_file()}
     steps.advance("hashed")
     with open_store(settings) as con:
         key = load_or_create_key(settings.keys_dir)

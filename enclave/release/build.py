@@ -218,7 +218,8 @@ class _Builder:
         cols = [p.column for p in plan]
         has_person = "person_id" in {c.name for c in cdm_columns()[table]}
         read = list(dict.fromkeys(cols + (["person_id"] if has_person else [])
-                                  + (["cost_domain_id"] if table == "cost" else [])))
+                                  + (["cost_domain_id"] if table == "cost" else [])
+                                  + (["location_id"] if table == "location" else [])))
         frame = db.frame(self.con, f"SELECT {', '.join(read)} FROM {table}")
         if has_person:
             frame = frame.with_columns(pl.col("person_id").cast(pl.Int64)).join(
@@ -235,11 +236,14 @@ class _Builder:
                 frame = frame.with_columns(result.texts.alias(p.column))
                 for k, v in result.counts.items():
                     self.scrub_counts[k] = self.scrub_counts.get(k, 0) + v
+        if table == "person":  # generalized QIs join on the store's ids, before pseudonyms
+            frame = frame.join(self.kept.with_columns(pl.col("person_id").cast(pl.Int64)), on="person_id")
+        elif table == "location":  # only the hospitals' locations, never patients' residences
+            sites = db.frame(self.con, "SELECT DISTINCT location_id FROM care_site WHERE location_id IS NOT NULL")
+            frame = frame.filter(pl.col("location_id").is_in(sites["location_id"].implode()))
         for p in plan:
             if p.action == "pseudonym":
                 frame = self._pseudonymize(frame, table, p.column)
-        if table == "person":
-            frame = frame.join(self.kept.with_columns(pl.col("person_id").cast(pl.Int64)), on="person_id")
         keep = [p.column for p in plan if p.action != "drop"]
         if table == "person":
             keep = keep + ["age_band", "sex", "region"]
@@ -312,7 +316,12 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
                 f"{result.risk.smallest_class} patients); quasi-identifier {qi!r} is the least "
                 f"generalized: raise k to at least {int(1 / policy.risk_threshold + 0.999)} or "
                 f"generalize {qi!r} further")
-        kept = result.frame.select("person_id", "age", "sex", "region")
+        # a quasi-identifier left out of the policy is not released at all ("*"), never raw
+        kept = result.frame.select(
+            "person_id",
+            *[pl.col(q) if q in policy.quasi_identifiers else pl.lit("*").alias(q)
+              for q in ("age", "sex", "region")],
+        ).with_columns(pl.col("age", "sex", "region").cast(pl.Utf8))
         key = project_key(settings.keys_dir, project_id)
         known = _known_identifiers(con, kept["person_id"])
         builder = _Builder(con, key, policy, kept, known)
