@@ -85,10 +85,10 @@ class ColumnPlan:
 def plan_table(table: str, columns: tuple[str, ...]) -> list[ColumnPlan]:
     """What happens to each requested column, decided by its classification."""
     check_classified(table, columns)
-    classes = catalog()
+    classes = {c.column: c for c in catalog().get(table, ())}
     plan = []
     for col in columns:
-        c = classes[(table, col)]
+        c = classes[col]
         if col in ID_NAMESPACES or col == "cost_event_id":
             plan.append(ColumnPlan(col, "pseudonym"))
         elif c.role == IdentifierRole.DIRECT:
@@ -126,7 +126,7 @@ def patient_frame(con: duckdb.DuckDBPyConnection, reference_year: int) -> pl.Dat
         LEFT JOIN (
             SELECT person_id, arg_max(condition_concept_id, n) AS concept FROM (
                 SELECT person_id, condition_concept_id, count(*) * 1000000000 - condition_concept_id AS n
-                FROM condition_occurrence GROUP BY ALL) GROUP BY person_id
+                FROM condition_occurrence GROUP BY person_id, condition_concept_id) GROUP BY person_id
         ) mc ON mc.person_id = p.person_id
         ORDER BY p.person_id""")
 
@@ -229,6 +229,8 @@ class _Builder:
         for p in plan:
             if p.action == "shift":
                 dtype = frame.schema[p.column]
+                if dtype not in (pl.Date,) and not isinstance(dtype, pl.Datetime):
+                    continue  # e.g. measurement_time ("HH:MM"): no calendar date to shift
                 frame = frame.with_columns(
                     (pl.col(p.column) + pl.duration(days=pl.col("shift_days"))).cast(dtype).alias(p.column))
             elif p.action == "scrub":
