@@ -231,8 +231,11 @@ class _Builder:
                 dtype = frame.schema[p.column]
                 if dtype not in (pl.Date,) and not isinstance(dtype, pl.Datetime):
                     continue  # e.g. measurement_time ("HH:MM"): no calendar date to shift
-                frame = frame.with_columns(
-                    (pl.col(p.column) + pl.duration(days=pl.col("shift_days"))).cast(dtype).alias(p.column))
+                shifted = (pl.col(p.column) + pl.duration(days=pl.col("shift_days"))).cast(dtype)
+                if self.policy.date_granularity != "day":
+                    every = "1mo" if self.policy.date_granularity == "month" else "1y"
+                    shifted = shifted.dt.truncate(every)
+                frame = frame.with_columns(shifted.alias(p.column))
             elif p.action == "scrub":
                 result = scrub(frame[p.column].cast(pl.String), self.known)
                 frame = frame.with_columns(result.texts.alias(p.column))

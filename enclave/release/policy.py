@@ -26,6 +26,7 @@ concept of the patient's most frequent diagnosis). Example policy file::
     variant = "distinct"      # distinct | entropy | recursive (with c = ...)
     [t_closeness]
     t = 0.2
+    date_granularity = "day"  # or "month" / "year": truncate released dates after the shift
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from enclave.settings import Settings
 QUASI_IDENTIFIERS = ("age", "sex", "region")
 SENSITIVE_ATTRIBUTE = "main_condition"
 L_VARIANTS = ("distinct", "entropy", "recursive")
+DATE_GRANULARITIES = ("day", "month", "year")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,9 @@ class ReleasePolicy:
     l_diversity: LDiversityRule | None = None
     t_closeness: TClosenessRule | None = None
     date_shift_days: int = 180
+    #: "day" keeps shifted dates exact (intervals preserved); "month" / "year" truncate every
+    #: released date to the first day of its month / year after the shift (coarser, intervals lost)
+    date_granularity: str = "day"
     reference_year: int | None = None  # age is computed at this year (default: the build's year)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -104,7 +109,7 @@ def load_policy(path: Path, form: SharingForm, settings: Settings) -> ReleasePol
 
 def apply_overrides(policy: ReleasePolicy, data: dict, source: str) -> ReleasePolicy:
     known = {"k", "max_suppression", "quasi_identifiers", "l_diversity", "t_closeness",
-             "date_shift_days", "reference_year"}
+             "date_shift_days", "date_granularity", "reference_year"}
     unknown = set(data) - known
     if unknown:
         raise ConfigurationError(f"{source}: unknown policy key(s) {sorted(unknown)} (known: {sorted(known)})")
@@ -140,6 +145,10 @@ def apply_overrides(policy: ReleasePolicy, data: dict, source: str) -> ReleasePo
         if not isinstance(data["date_shift_days"], int) or data["date_shift_days"] < 1:
             raise ConfigurationError(f"{source}: date_shift_days must be a whole number >= 1")
         changes["date_shift_days"] = data["date_shift_days"]
+    if "date_granularity" in data:
+        if data["date_granularity"] not in DATE_GRANULARITIES:
+            raise ConfigurationError(f"{source}: date_granularity must be one of {DATE_GRANULARITIES}")
+        changes["date_granularity"] = data["date_granularity"]
     if "reference_year" in data:
         changes["reference_year"] = int(data["reference_year"])
     return replace(policy, **changes)

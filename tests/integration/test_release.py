@@ -192,3 +192,33 @@ def test_killing_a_build_leaves_the_previous_releases_intact(built):
     # the next build cleans up the stale build folder and publishes normally
     enclave(home, "release", "build", "--project", "beta")
     assert not list(project_dir.glob(".build-*"))
+
+
+def test_l_diversity_and_month_granularity_from_a_policy_file(built, tmp_path):
+    home, _ = built
+    policy = tmp_path / "strict.toml"
+    policy.write_text('k = 5\nmax_suppression = 0.1\ndate_granularity = "month"\n'
+                      '[l_diversity]\nl = 2\nvariant = "distinct"\n')
+    proc = enclave(home, "release", "build", "--project", "alpha", "--policy", str(policy), "--json")
+    manifest = json.loads(proc.stdout)
+    assert manifest["policy"]["l_diversity"] == {"l": 2, "variant": "distinct", "c": 3.0}
+    assert manifest["risk"]["k"] >= 5
+    con = release_db(home, "alpha", manifest["version"])
+    days = {r[0] for r in con.execute("SELECT DISTINCT day(visit_start_date) FROM visit_occurrence").fetchall()}
+    # every class of patients holds at least two distinct main conditions (recomputed here)
+    least_l = con.execute("""
+        WITH mc AS (
+            SELECT person_id, arg_max(condition_concept_id, n) AS c FROM (
+                SELECT person_id, condition_concept_id,
+                       count(*) * 1000000000 - condition_concept_id AS n
+                FROM condition_occurrence GROUP BY person_id, condition_concept_id)
+            GROUP BY person_id)
+        SELECT min(l) FROM (
+            SELECT age_band, sex, region, count(DISTINCT coalesce(c::VARCHAR, 'none')) AS l
+            FROM person LEFT JOIN mc USING (person_id) GROUP BY age_band, sex, region)
+    """).fetchall()[0][0]
+    con.close()
+    assert days == {1}
+    assert least_l >= 2
+    assert manifest["policy_sha256"] != json.loads(
+        (home / "releases" / "desensitized" / "alpha" / "v1" / "manifest.json").read_text())["policy_sha256"]
