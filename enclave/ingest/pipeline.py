@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from enclave.crypto import file_sha256
 from enclave.errors import BadInputError
 from enclave.ingest.adapters import get_adapter
 from enclave.ingest.linkage import load_or_create_key
@@ -14,14 +14,6 @@ from enclave.ingest.loader import FileReport, load_batch
 from enclave.ingest.mapping import SiteMapping, resolve_mapping
 from enclave.settings import Settings
 from enclave.store import open_store
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def ingest_path(

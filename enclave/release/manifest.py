@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
+from enclave.crypto import file_sha256
 from enclave.errors import BadInputError
 from enclave.settings import Settings
 
 MANIFEST = "manifest.json"
 RELEASE_DB = "release.duckdb"
 KINDS = ("desensitized", "synthetic")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_manifest(path: Path, manifest: dict) -> None:

@@ -43,6 +43,7 @@ from enclave.ingest.normalize import (
     parse_number,
     parse_sex,
 )
+from enclave.ingest.concepts import CODE_PATTERNS
 from enclave.ingest.staging import CodeSystem, RejectReason, StagedBatch
 
 #: Synthea timestamps: ``2023-01-27T16:17:47Z`` (UTC); some tables carry plain ISO dates.
@@ -257,7 +258,7 @@ def _procedures(t: DelimitedTable):
 
 #: Synthea writes its own survey scores (QALY, DALY, QOLS ...) under the LOINC system; codes that
 #: are not LOINC-shaped are staged as LOCAL codes so they load with a local concept, not a reject.
-_LOINC_SHAPE = r"^[0-9]{1,7}-[0-9]$"
+_LOINC_SHAPE = CODE_PATTERNS[CodeSystem.LOINC]
 
 
 def _observations(t: DelimitedTable):
