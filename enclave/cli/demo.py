@@ -10,6 +10,7 @@ import click
 
 from enclave.cli._main import cli
 
+
 @cli.group()
 def demo() -> None:
     """Demo data: a synthetic multi-hospital Chinese population in each hospital's own dialect."""

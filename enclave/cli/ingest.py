@@ -9,6 +9,7 @@ import click
 
 from enclave.cli._main import _Ctx, cli, pass_ctx
 
+
 @cli.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--site", required=True, help="Site (hospital) id, as in its mapping file.")

@@ -8,6 +8,7 @@ import click
 
 from enclave.cli._main import _Ctx, cli, pass_ctx
 
+
 @cli.group()
 def store() -> None:
     """The identified OMOP store (restricted zone)."""

@@ -8,6 +8,7 @@ import click
 
 from enclave.cli._main import _Ctx, cli, pass_ctx
 
+
 @cli.command()
 @click.option("--patients", default=10_000, show_default=True, type=click.IntRange(min=1),
               help="Demo population size.")

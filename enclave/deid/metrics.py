@@ -36,6 +36,7 @@ import numpy as np
 
 from enclave.deid.hierarchy import Hierarchy
 
+
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
     """Inner product without BLAS (threaded BLAS spins badly on a busy 2-core machine)."""
     return float(np.multiply(a, b, dtype=np.float64).sum())

@@ -17,11 +17,10 @@ import duckdb
 import polars as pl
 
 from enclave import db
-from enclave.db import insert_frame
-
 from enclave.codes import icd10
-from enclave.model.vocab import icd10_standard
+from enclave.db import insert_frame
 from enclave.ingest.staging import CodeSystem, RejectReason
+from enclave.model.vocab import icd10_standard
 
 LOCAL_CONCEPT_BASE = 2_000_000_000
 

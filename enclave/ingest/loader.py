@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
-from enclave.codes import units as unit_codes
-from enclave.ingest import linkage
 from enclave import db
+from enclave.codes import units as unit_codes
 from enclave.db import insert_frame
+from enclave.ingest import linkage
 from enclave.ingest.concepts import ConceptMapper
 from enclave.ingest.mapping import SiteMapping
 from enclave.ingest.staging import VISIT_TYPES, RejectReason, StagedBatch, required_columns

@@ -35,6 +35,7 @@ import duckdb
 import polars as pl
 
 from enclave import db
+from enclave.crypto import file_sha256
 from enclave.deid import AnonymizationPolicy, LDiversity, TCloseness, anonymize
 from enclave.deid.hierarchy import Hierarchy, age_bands, region_codes
 from enclave.errors import BadInputError, DisclosureRiskError, PermissionDeniedError
@@ -43,7 +44,7 @@ from enclave.model.omop import cdm_columns
 from enclave.model.project import Project, Tier
 from enclave.projects import DuckProjectStore
 from enclave.release.keys import date_shifts, project_key, pseudonyms
-from enclave.release.manifest import MANIFEST, RELEASE_DB, file_sha256, write_manifest
+from enclave.release.manifest import MANIFEST, RELEASE_DB, write_manifest
 from enclave.release.policy import SENSITIVE_ATTRIBUTE, ReleasePolicy, default_policy, load_policy
 from enclave.release.scrub import KnownIdentifiers, scrub
 from enclave.settings import Settings

@@ -29,7 +29,13 @@ from typing import Any
 import polars as pl
 
 from enclave.demo.writers import Defect, DefectKind, HospitalSpec, WriteResult
-from enclave.demo.writers.fhir import apply_defect, codes_section, defect_plan, site_header, toml_str
+from enclave.demo.writers.fhir import (
+    apply_defect,
+    codes_section,
+    defect_plan,
+    site_header,
+    toml_str,
+)
 from enclave.ingest.staging import CodeSystem
 
 SYSTEM_NAME = {str(CodeSystem.ICD10_CN): "I10CN", str(CodeSystem.ICD10): "I10",

@@ -40,9 +40,9 @@ through Python's ``csv`` module. Every column stays Utf8 until it is parsed by
 from __future__ import annotations
 
 import csv
-from concurrent.futures import ThreadPoolExecutor
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -40,7 +40,14 @@ from typing import Any
 import polars as pl
 
 from enclave.ingest.mapping import SiteMapping
-from enclave.ingest.normalize import ISO_DATE, flag_failures, parse_date, parse_datetime, parse_number, parse_sex
+from enclave.ingest.normalize import (
+    ISO_DATE,
+    flag_failures,
+    parse_date,
+    parse_datetime,
+    parse_number,
+    parse_sex,
+)
 from enclave.ingest.staging import CodeSystem, RejectReason, StagedBatch, column_names
 
 RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"

@@ -33,6 +33,7 @@ from pathlib import Path
 import polars as pl
 
 from enclave.ingest.adapters._delimited import DelimitedTable, read_delimited, reject_frame
+from enclave.ingest.concepts import CODE_PATTERNS
 from enclave.ingest.mapping import SiteMapping
 from enclave.ingest.normalize import (
     ISO_DATE,
@@ -43,7 +44,6 @@ from enclave.ingest.normalize import (
     parse_number,
     parse_sex,
 )
-from enclave.ingest.concepts import CODE_PATTERNS
 from enclave.ingest.staging import CodeSystem, RejectReason, StagedBatch
 
 #: Synthea timestamps: ``2023-01-27T16:17:47Z`` (UTC); some tables carry plain ISO dates.
