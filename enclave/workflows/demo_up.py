@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Callable
 
+from enclave.errors import ConfigurationError
 from enclave.ingest.pipeline import ingest_path
 from enclave.settings import Settings
 from enclave.store import ensure_restricted_zone, open_store, store_stats
@@ -22,9 +23,10 @@ def bring_up(settings: Settings, *, patients: int, hospitals: int, seed: int,
     if truth_file.exists():
         truth = json.loads(truth_file.read_text(encoding="utf-8"))
         if (truth.get("patients"), truth.get("hospitals"), truth.get("seed")) != (patients, hospitals, seed):
-            raise SystemExit(
-                f"{extracts} holds demo data of another size/seed; use another --home or remove it"
-            )
+            raise ConfigurationError(
+                f"{extracts} holds demo data of another size or seed (patients "
+                f"{truth.get('patients')}, hospitals {truth.get('hospitals')}, seed {truth.get('seed')}); "
+                "use another --home, the same options, or remove that folder")
         echo(f"demo extracts already in {extracts}")
     else:
         echo(f"generating {hospitals} demo hospitals with {patients} persons ...")
@@ -34,6 +36,9 @@ def bring_up(settings: Settings, *, patients: int, hospitals: int, seed: int,
     for site_dir in sorted(p for p in extracts.iterdir() if p.is_dir()):
         reports = ingest_path(settings, site_dir, site_dir.name)
         files += len(reports)
+        if all(r.already_ingested for r in reports):
+            echo(f"{site_dir.name}: already ingested")
+            continue
         loaded = sum(r.loaded for r in reports)
         rejected = sum(r.rejected_total for r in reports)
         echo(f"ingested {site_dir.name}: {loaded} loaded, {rejected} quarantined")

@@ -128,3 +128,15 @@ def test_store_integrity_check_passes_and_catches_a_duplicate(enclave_up, tmp_pa
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["violations"]["duplicate (site, patient id) registrations"] == 1
+
+
+def test_running_up_again_changes_nothing_and_other_sizes_are_refused(enclave_up):
+    home, _, _, con, _ = enclave_up
+    before = con.execute("SELECT count(*) FROM measurement").fetchall()
+    args = [sys.executable, "-m", "enclave", "--home", str(home), "up"]
+    again = subprocess.run(args + ["--patients", str(PATIENTS), "--hospitals", "5", "--seed", "11"],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("already ingested") == 5
+    other = subprocess.run(args + ["--patients", "10"], capture_output=True, text=True, timeout=600)
+    assert other.returncode == 2 and "another size or seed" in other.stderr
+    assert con.execute("SELECT count(*) FROM measurement").fetchall() == before
