@@ -60,10 +60,35 @@ class ReleaseSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DisclosureSettings:
+    preset: str = _setting(
+        "acro",
+        "Disclosure-control preset for checked outputs: acro, opensafely, opensafely-midpoint6 or "
+        "abs (thresholds in docs/disclosure.md).",
+    )
+    min_patients: int = _setting(-1, "Override: fewest distinct patients per cell (-1 = preset's).")
+    min_values: int = _setting(
+        -1, "Override: fewest patients with a non-missing value behind a statistic (-1 = preset's)."
+    )
+    p_ratio: float = _setting(-1.0, "Override: p of the p % dominance rule, 0 = off (-1 = preset's).")
+    min_dof: int = _setting(-1, "Override: fewest residual degrees of freedom (-1 = preset's).")
+    extremes_min_patients: int = _setting(
+        -1, "Override: fewest patients sharing a published min/max (-1 = preset's)."
+    )
+    quantile_min_values: int = _setting(
+        -1, "Override: fewest patients with a value behind a quantile (-1 = preset's)."
+    )
+    round_base: int = _setting(-1, "Override: base of count rounding (-1 = preset's).")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     home: Path = _setting(DEFAULT_HOME, "The enclave's data root; every zone lives under it.")
     ingest: IngestSettings = _setting(IngestSettings(), "Ingest limits.")
     release: ReleaseSettings = _setting(ReleaseSettings(), "Release thresholds and defaults.")
+    disclosure: DisclosureSettings = _setting(
+        DisclosureSettings(), "Output-checking (statistical disclosure control) policy."
+    )
 
     # --- zones, derived from home -------------------------------------------------------
     @property

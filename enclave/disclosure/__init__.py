@@ -1,0 +1,119 @@
+"""Statistical disclosure control of outputs: policy, evidence, rules, secondary suppression.
+
+Security-critical and small: :mod:`.policy` (thresholds and presets), :mod:`.evidence` (one DuckDB
+statement per output), :mod:`.rules` (pure polars per-cell outcomes), :mod:`.suppression`
+(complementary suppression with margins). :func:`check_table` chains them for a two-way table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+from enclave.disclosure.evidence import compute_evidence, evidence_sql, margin_evidence
+from enclave.disclosure.policy import (
+    ABS,
+    ACRO,
+    OPENSAFELY,
+    OPENSAFELY_MIDPOINT6,
+    PRESETS,
+    DisclosurePolicy,
+    Rounding,
+    get_preset,
+    policy_from_settings,
+    policy_hash,
+    presets_table,
+)
+from enclave.disclosure.rules import (
+    Outcome,
+    Statistic,
+    check_cells,
+    check_dof,
+    residual_dof,
+    round_counts,
+)
+from enclave.disclosure.suppression import (
+    SuppressedTable,
+    recoverable,
+    secondary_suppression,
+    suppress_frame,
+)
+
+__all__ = [
+    "ABS",
+    "ACRO",
+    "OPENSAFELY",
+    "OPENSAFELY_MIDPOINT6",
+    "PRESETS",
+    "CheckedTable",
+    "DisclosurePolicy",
+    "Outcome",
+    "Rounding",
+    "Statistic",
+    "SuppressedTable",
+    "check_cells",
+    "check_dof",
+    "check_table",
+    "compute_evidence",
+    "evidence_sql",
+    "get_preset",
+    "margin_evidence",
+    "policy_from_settings",
+    "policy_hash",
+    "presets_table",
+    "recoverable",
+    "residual_dof",
+    "round_counts",
+    "secondary_suppression",
+    "suppress_frame",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedTable:
+    """One checked output: per-cell outcomes and, for two-way tables, the table with margins."""
+
+    cells: pl.DataFrame
+    table: SuppressedTable | None
+
+
+def check_table(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
+                groups: Sequence[str], statistic: Statistic | str, policy: DisclosurePolicy,
+                value: str | None = None, sensitive: str | None = None) -> CheckedTable:
+    """Evidence, rules and (for two grouping columns) secondary suppression of one output.
+
+    ``cells`` has one row per cell (empty cells included): the grouping columns, ``outcome``,
+    ``reasons`` and the publishable ``value``. For a two-way table the margins are checked too
+    (zeros and distinct patients): a failing margin is suppressed as a primary cell, and
+    ``table.suppressed`` says which cells and margins may not be published.
+    """
+    stat = Statistic(statistic)
+    ev = compute_evidence(con, relation, patient, groups, value, sensitive, complete=True,
+                          extremes=stat in (Statistic.MIN, Statistic.MAX))
+    cells = check_cells(ev, stat, policy, groups)
+    table = None
+    if len(groups) == 2:
+        margins = _uncertain_margins(con, relation, patient, groups[0], groups[1], ev, policy)
+        fails = None if margins is None else margins.filter(
+            ((pl.col("patients") == 0) & policy.zeros_disclosive)
+            | pl.col("patients").is_between(1, policy.min_patients - 1))
+        cells, table = suppress_frame(cells, groups[0], groups[1], margin_failures=fails)
+    return CheckedTable(cells.drop("weight"), table)
+
+
+def _uncertain_margins(con: duckdb.DuckDBPyConnection, relation: str, patient: str, row: str,
+                       col: str, ev: pl.DataFrame, policy: DisclosurePolicy) -> pl.DataFrame | None:
+    """Exact margin evidence where the cells cannot vouch for it: a total has at least as many
+    patients as its largest cell, so only totals whose cells all fall short are counted."""
+    k = policy.min_patients
+    short_rows = ev.group_by(row).agg(pl.col("patients").max()).filter(pl.col("patients") < k)
+    short_cols = ev.group_by(col).agg(pl.col("patients").max()).filter(pl.col("patients") < k)
+    if ev.height == 0 or ev["patients"].max() < k:
+        return margin_evidence(con, relation, patient, row, col)
+    if short_rows.height == 0 and short_cols.height == 0:
+        return None
+    return margin_evidence(con, relation, patient, row, col, short_rows[row].to_list(),
+                           short_cols[col].to_list())
