@@ -17,6 +17,9 @@ from typing import Any
 
 from enclave.errors import ConfigurationError
 
+#: settings.toml tables owned by plug-in packages (``synthetic``: see docs/synthetic.md)
+PLUGIN_TABLES = ("synthetic",)
+
 DEFAULT_HOME = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "enclave"
 
 
@@ -157,6 +160,8 @@ def load_settings(home: str | Path | None = None) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{file}: not valid TOML ({exc})") from None
         data.pop("home", None)
+        for table in PLUGIN_TABLES:  # read by their plug-in package, not here
+            data.pop(table, None)
         settings = _merge(settings, data, str(file))
     return settings
 
