@@ -18,13 +18,10 @@ the restricted zone, ``<home>/restricted/synth-models/<project>/v<N>.pkl``, and 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import os
 import resource
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -39,9 +36,12 @@ from enclave.release.build import REFERENCE_TABLES
 from enclave.release.manifest import (
     MANIFEST,
     RELEASE_DB,
+    build_lock,
+    fsync_dir,
     load_manifest,
     resolve_release,
     verify_release,
+    versions,
     write_manifest,
 )
 from enclave.settings import Settings
@@ -51,29 +51,6 @@ from synthetic.settings import SynthSettings
 
 TIER = "synthetic"
 MODELS_DIR = "synth-models"
-
-
-@contextmanager
-def _lock(project_dir: Path) -> Iterator[None]:
-    project_dir.mkdir(parents=True, exist_ok=True)
-    with open(project_dir / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BadInputError(f"another twin build for {project_dir.name} is running") from None
-        yield
-
-
-def _versions(project_dir: Path) -> list[int]:
-    return sorted(int(p.name[1:]) for p in project_dir.glob("v*") if p.name[1:].isdigit())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_split(con: duckdb.DuckDBPyConnection, links, tables: list[str], settings: SynthSettings) -> None:
@@ -169,10 +146,10 @@ def build_twin(settings: Settings, release: str, synth: SynthSettings | None = N
     del frames
 
     project_dir = settings.releases_dir / TIER / project
-    with _lock(project_dir):
+    with build_lock(project_dir, "twin build"):
         for stale in project_dir.glob(".build-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        version = (_versions(project_dir) or [0])[-1] + 1
+        version = (versions(project_dir) or [0])[-1] + 1
         build_dir = project_dir / f".build-{os.getpid()}-{os.urandom(4).hex()}"
         build_dir.mkdir(mode=0o750)
         try:
@@ -185,7 +162,7 @@ def build_twin(settings: Settings, release: str, synth: SynthSettings | None = N
             con.close()
         chain.save(settings.restricted_dir / MODELS_DIR / project / f"v{version}.pkl")
         os.rename(build_dir, project_dir / f"v{version}")  # atomic publication
-        _fsync_dir(project_dir)
+        fsync_dir(project_dir)
     return manifest
 
 
@@ -270,7 +247,7 @@ def _sample_and_publish(con, chain: ChainModel, links, tables, synth: SynthSetti
         "files": {RELEASE_DB: {"sha256": file_sha256(out_path), "bytes": out_path.stat().st_size}},
     }
     write_manifest(build_dir / MANIFEST, manifest)
-    _fsync_dir(build_dir)
+    fsync_dir(build_dir)
     return manifest
 
 

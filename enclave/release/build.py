@@ -21,15 +21,12 @@ by the next build).
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 import polars as pl
@@ -44,7 +41,14 @@ from enclave.model.omop import cdm_columns
 from enclave.model.project import Project, Tier
 from enclave.projects import DuckProjectStore
 from enclave.release.keys import date_shifts, project_key, pseudonyms
-from enclave.release.manifest import MANIFEST, RELEASE_DB, write_manifest
+from enclave.release.manifest import (
+    MANIFEST,
+    RELEASE_DB,
+    build_lock,
+    fsync_dir,
+    versions,
+    write_manifest,
+)
 from enclave.release.policy import SENSITIVE_ATTRIBUTE, ReleasePolicy, default_policy, load_policy
 from enclave.release.scrub import KnownIdentifiers, scrub
 from enclave.settings import Settings
@@ -156,21 +160,6 @@ def anonymization_policy(patients: pl.DataFrame, policy: ReleasePolicy) -> Anony
 
 
 # --- build ------------------------------------------------------------------------------------
-@contextmanager
-def _project_lock(project_dir: Path) -> Iterator[None]:
-    project_dir.mkdir(parents=True, exist_ok=True)
-    with open(project_dir / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BadInputError(f"another release build for {project_dir.name} is running") from None
-        yield
-
-
-def _versions(project_dir: Path) -> list[int]:
-    return sorted(int(p.name[1:]) for p in project_dir.glob("v*") if p.name[1:].isdigit())
-
-
 def store_version(con: duckdb.DuckDBPyConnection) -> str:
     """A hash of every ingested file: changes whenever the store's content can have changed."""
     rows = db.rows(con, "SELECT file_id, site_id, sha256, loaded FROM etl_file ORDER BY file_id")
@@ -306,7 +295,7 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
         raise BadInputError(f"project {project_id} may use no table")
     plans = {t: plan_table(t, _allowed_columns(project, t)) for t in tables}
     project_dir = settings.releases_dir / RELEASES / project_id
-    with _project_lock(project_dir), open_store(settings, read_only=True) as con:
+    with build_lock(project_dir), open_store(settings, read_only=True) as con:
         for stale in project_dir.glob(".build-*"):
             shutil.rmtree(stale, ignore_errors=True)
         reference_year = policy.reference_year or today.year
@@ -344,7 +333,7 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
         finally:
             out.close()
         os.chmod(build_dir / RELEASE_DB, 0o440)
-        version = (_versions(project_dir) or [0])[-1] + 1
+        version = (versions(project_dir) or [0])[-1] + 1
         manifest = {
             "release": f"{project_id}/v{version}",
             "project": project_id,
@@ -381,15 +370,7 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
                                    "bytes": (build_dir / RELEASE_DB).stat().st_size}},
         }
         write_manifest(build_dir / MANIFEST, manifest)
-        _fsync_dir(build_dir)
+        fsync_dir(build_dir)
         os.rename(build_dir, project_dir / f"v{version}")  # atomic publication
-        _fsync_dir(project_dir)
+        fsync_dir(project_dir)
     return manifest
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from enclave.crypto import file_sha256
@@ -64,3 +67,28 @@ def verify_release(path: Path) -> list[str]:
     extra = sorted(p.name for p in path.iterdir() if p.name not in listed and p.name != MANIFEST)
     problems.extend(f"{name}: not in the manifest" for name in extra)
     return problems
+
+
+@contextmanager
+def build_lock(project_dir: Path, what: str = "release build") -> Iterator[None]:
+    """One build per project folder at a time (a second one is refused, not queued)."""
+    project_dir.mkdir(parents=True, exist_ok=True)
+    with open(project_dir / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BadInputError(f"another {what} for {project_dir.name} is running") from None
+        yield
+
+
+def versions(project_dir: Path) -> list[int]:
+    """Published version numbers in a project folder, ascending."""
+    return sorted(int(p.name[1:]) for p in project_dir.glob("v*") if p.name[1:].isdigit())
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
