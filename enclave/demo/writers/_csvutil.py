@@ -20,7 +20,8 @@ from pathlib import Path
 import polars as pl
 
 from enclave.codes.resident_id import CHECK_CHARS, check_char
-from enclave.demo.writers import Defect, DefectKind, HospitalSpec
+from enclave.demo.clinical import code_maps
+from enclave.demo.writers import Defect, DefectKind, HospitalSpec, WriteResult
 from enclave.ingest.normalize import CHINESE_DATE
 from enclave.ingest.staging import kind_schema
 
@@ -292,3 +293,13 @@ def write_files(
         text, cut = order_rows(text, layout.kind, rest, planted)
         files.append(write_csv(out_dir / layout.file, text, dialect.encoding, truncate_last=cut))
     return files, planted
+
+
+def write_csv_dialect(out_dir: Path, hospital: HospitalSpec, frames: dict[str, pl.DataFrame],
+                      defects: list[Defect], dialect: CsvDialect) -> WriteResult:
+    """The whole writer of a one-file-per-kind CSV dialect: files, planted defects, site.toml."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files, planted = write_files(out_dir, frames, defects, dialect)
+    toml = "\n".join([site_header(hospital, "csv", dialect.encoding), csv_tables(dialect, frames),
+                      code_tables(code_maps(hospital.dialect))])
+    return WriteResult(files=files, site_toml=toml, planted=planted)

@@ -14,15 +14,11 @@ from pathlib import Path
 
 import polars as pl
 
-from enclave.demo.clinical import code_maps
 from enclave.demo.writers import Defect, HospitalSpec, WriteResult
 from enclave.demo.writers._csvutil import (
     CsvDialect,
     FileLayout,
-    code_tables,
-    csv_tables,
-    site_header,
-    write_files,
+    write_csv_dialect,
 )
 from enclave.ingest.normalize import D8, DT15
 
@@ -80,8 +76,4 @@ DIALECT = CsvDialect(
 
 def write(out_dir: Path, hospital: HospitalSpec, frames: dict[str, pl.DataFrame],
           defects: list[Defect]) -> WriteResult:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files, planted = write_files(out_dir, frames, defects, DIALECT)
-    toml = "\n".join([site_header(hospital, "csv", DIALECT.encoding), csv_tables(DIALECT, frames),
-                      code_tables(code_maps(hospital.dialect))])
-    return WriteResult(files=files, site_toml=toml, planted=planted)
+    return write_csv_dialect(out_dir, hospital, frames, defects, DIALECT)
