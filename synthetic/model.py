@@ -1,0 +1,260 @@
+"""One table's synthesizer: how its columns are modelled, fitted (SDV GaussianCopula) and sampled.
+
+A ``TableModel`` is fitted on a frame that already carries the table's *derived* columns (dates as
+offsets from the parent's date, child counts, parent context; see ``synthetic.chain``). Columns are
+profiled from the data:
+
+- empty columns stay null, constant columns keep their one value (neither is modelled);
+- text and code columns (and numbers with few distinct values) are categories; columns where one
+  determines the other (concept id ↔ source value, provider → care site, analyte → reference
+  range ...) are merged into one category of value tuples, so synthetic rows never pair a code with
+  a source value or unit it never had; a text column with more distinct values than
+  ``max_categories`` (free text) is not synthesized (null);
+- numbers are replaced by their rank within the row's code group (the group holding the table's
+  ``<domain>_concept_id``), so each analyte keeps its own value distribution; sampled ranks are
+  mapped back through that group's quantiles (kept between the 0.5 and 99.5 percentiles, never the
+  extremes of single patients).
+
+The copula is fitted on the categories and ranks; no date ever reaches SDV (so the pandas
+datetime64[us] pitfall does not arise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from synthetic.settings import SynthSettings
+
+#: derived columns (prefix) that are always numeric
+NUMERIC_PREFIXES = ("_offset", "_frac", "_m_", "_d_", "_n_", "_anchor")
+INTEGER_PREFIXES = ("_offset", "_d_", "_n_", "_anchor")
+CTX = "_ctx"
+
+
+@dataclass
+class Group:
+    """Categorical columns modelled together as one category of value tuples."""
+    name: str
+    columns: list[str]
+    values: pl.DataFrame  # one row per tuple, with an index column ``name``
+
+
+@dataclass
+class Quantiles:
+    """Per code group (or pooled) quantiles of one numeric column."""
+    column: str
+    integer: bool
+    probs: np.ndarray
+    by_group: dict[str, np.ndarray]
+    pooled: np.ndarray | None
+
+
+@dataclass
+class TableModel:
+    table: str
+    constants: dict[str, object] = field(default_factory=dict)
+    nulls: list[str] = field(default_factory=list)
+    dropped_text: list[str] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
+    numeric: list[Quantiles] = field(default_factory=list)
+    key_group: str | None = None
+    dtypes: dict[str, pl.DataType] = field(default_factory=dict)
+    synthesizer: object = None
+    fitted_rows: int = 0
+
+    # --- fit ------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, table: str, frame: pl.DataFrame, skip: tuple[str, ...], key_column: str | None,
+            settings: SynthSettings) -> TableModel:
+        """Fit on ``frame`` (ids listed in ``skip`` are not modelled)."""
+        model = cls(table, dtypes=dict(frame.schema), fitted_rows=frame.height)
+        categorical, numeric = [], []
+        for col in frame.columns:
+            if col in skip:
+                continue
+            s = frame[col]
+            distinct = s.n_unique() - (1 if s.null_count() else 0)
+            if s.null_count() == s.len() or distinct == 0:
+                model.nulls.append(col)
+            elif distinct == 1 and s.null_count() == 0:
+                model.constants[col] = s.drop_nulls()[0]
+            elif col.startswith("_n_") and distinct <= settings.categorical_max_distinct:
+                categorical.append(col)  # small counts: their exact distribution
+            elif col.startswith(NUMERIC_PREFIXES):
+                numeric.append(col)
+            elif col == CTX or s.dtype in (pl.String, pl.Boolean, pl.Categorical) or col.endswith(("_id", "_source_value")) \
+                    or distinct <= settings.categorical_max_distinct:
+                if s.dtype == pl.String and distinct > settings.max_categories:
+                    model.dropped_text.append(col)
+                else:
+                    categorical.append(col)
+            elif s.dtype.is_numeric():
+                numeric.append(col)
+            else:
+                model.nulls.append(col)
+        model.groups = _dependency_groups(frame, categorical, key_column, settings)
+        coded = frame.select([c for c in frame.columns if c not in skip])
+        for g in model.groups:
+            coded = coded.join(g.values, on=g.columns, how="left", nulls_equal=True)
+        key = key_column if key_column in categorical else None
+        model.key_group = key
+        train = {g.name: coded[g.name].cast(pl.String) for g in model.groups}
+        for col in numeric:
+            q, ranks = _fit_quantiles(coded, col, key, settings)
+            model.numeric.append(q)
+            train[col] = ranks
+        data = pl.DataFrame(train).to_pandas()
+        model.synthesizer = _fit_sdv(data, [g.name for g in model.groups], [q.column for q in model.numeric],
+                                     settings)
+        return model
+
+    # --- sample ---------------------------------------------------------------------------
+    def sample(self, n: int) -> pl.DataFrame:
+        """``n`` synthetic rows with the table's (derived) columns restored."""
+        if n <= 0:
+            return self.empty()
+        if self.synthesizer is None:
+            raw = pl.DataFrame({"_row": np.arange(n)})
+        else:
+            res = self.synthesizer.sample(num_rows=n)
+            raw = pl.from_pandas(res["t"] if isinstance(res, dict) else res)
+        out = []
+        for g in self.groups:
+            idx = raw[g.name].cast(pl.Int64, strict=False).alias(g.name)
+            out.append(pl.DataFrame(idx).join(g.values, on=g.name, how="left", maintain_order="left")
+                       .drop(g.name))
+        frame = pl.concat(out, how="horizontal") if out else pl.DataFrame({"_row": np.arange(n)})
+        codes = frame[self.key_group].cast(pl.String).fill_null("").to_numpy() if self.key_group else None
+        for q in self.numeric:
+            u = raw[q.column].cast(pl.Float64).to_numpy()
+            frame = frame.with_columns(_inverse(q, u, codes if q.by_group else None))
+        frame = frame.with_columns(
+            *[pl.lit(v).alias(c) for c, v in self.constants.items()],
+            *[pl.lit(None).alias(c) for c in self.nulls + self.dropped_text],
+        )
+        return frame.select([pl.col(c).cast(self.dtypes[c], strict=False) for c in self.modelled_columns()])
+
+    def modelled_columns(self) -> list[str]:
+        return ([c for g in self.groups for c in g.columns] + [q.column for q in self.numeric]
+                + list(self.constants) + self.nulls + self.dropped_text)
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema={c: self.dtypes[c] for c in self.modelled_columns()})
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _dependency_groups(frame: pl.DataFrame, columns: list[str], key_column: str | None,
+                       settings: SynthSettings) -> list[Group]:
+    """Merge categorical columns while one group's values (nearly) determine the other's.
+
+    Two groups merge when the distinct value tuples of both together are at most ``merge_slack``
+    times those of the larger one (and at most ``max_categories``). The parent context merges with
+    the table's code group, so codes are drawn from their distribution given the parent.
+    """
+    groups: list[list[str]] = [[c] for c in columns]
+
+    def distinct(cols: list[str]) -> int:
+        return frame.select(cols).unique().height
+
+    counts = [distinct(g) for g in groups]
+
+    def merge(i: int, j: int, both: int) -> None:
+        groups[i] = groups[i] + groups[j]
+        counts[i] = both
+        del groups[j], counts[j]
+
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                both = distinct(groups[i] + groups[j])
+                if both <= max(counts[i], counts[j]) * settings.merge_slack and both <= settings.max_categories:
+                    merge(i, j, both)
+                    merged = True
+                    break
+            if merged:
+                break
+    ctx = next((i for i, g in enumerate(groups) if CTX in g), None)
+    key = next((i for i, g in enumerate(groups) if key_column in g), None)
+    if ctx is not None and key is not None and ctx != key:
+        both = distinct(groups[ctx] + groups[key])
+        if both <= settings.max_categories:
+            merge(min(ctx, key), max(ctx, key), both)
+    out = []
+    for k, cols in enumerate(groups):
+        name = f"_g{k}"
+        values = frame.select(cols).unique(maintain_order=True).with_row_index(name).with_columns(
+            pl.col(name).cast(pl.Int64))
+        out.append(Group(name, cols, values))
+    return out
+
+
+def _fit_quantiles(coded: pl.DataFrame, col: str, key: str | None,
+                   settings: SynthSettings) -> tuple[Quantiles, pl.Series]:
+    values = coded[col].cast(pl.Float64)
+    integer = col.startswith(INTEGER_PREFIXES) or coded.schema[col].is_integer()
+    k = max(5, settings.quantile_points)
+    probs = np.linspace(0.005, 0.995, k)
+
+    def quantiles(v: np.ndarray) -> np.ndarray:
+        if not v.size:
+            return np.zeros(k)
+        return np.quantile(v, probs, method="inverted_cdf" if integer else "linear")
+
+    frame = pl.DataFrame({"v": values}).with_columns(
+        coded[key].cast(pl.String).fill_null("").alias("k") if key else pl.lit("").alias("k"))
+    frame = frame.with_columns(
+        ((pl.col("v").rank("average").over("k")) / (pl.col("v").count().over("k") + 1)).alias("u"),
+        pl.col("v").count().over("k").alias("n"))
+    by_group: dict[str, np.ndarray] = {}
+    if key:
+        big = frame.filter(pl.col("n") >= settings.min_group_rows, pl.col("v").is_not_null())
+        for (name,), part in big.group_by("k"):
+            by_group[str(name)] = quantiles(part["v"].to_numpy())
+    pooled_v = values.drop_nulls().to_numpy()
+    pooled = quantiles(pooled_v)
+    # rows of small groups are ranked within the pooled distribution
+    pooled_u = (values.rank("average") / (values.count() + 1))
+    u = frame.with_columns(pl.when(pl.col("n") >= settings.min_group_rows).then(pl.col("u"))
+                           .otherwise(pooled_u).alias("u"))["u"]
+    return Quantiles(col, integer, probs, by_group, pooled), u.alias(col)
+
+
+def _inverse(q: Quantiles, u: np.ndarray, keys: np.ndarray | None) -> pl.Series:
+    u = np.clip(u, q.probs[0], q.probs[-1])
+    def inv(v: np.ndarray, table: np.ndarray) -> np.ndarray:
+        if q.integer:  # step function: unbiased for discrete values
+            return table[np.clip(np.searchsorted(q.probs, v), 0, table.size - 1)]
+        return np.interp(v, q.probs, table)
+
+    filled = np.where(np.isnan(u), q.probs[0], u)
+    out = inv(filled, q.pooled) if q.pooled is not None else np.full(u.shape, np.nan)
+    if keys is not None:
+        for name, table in q.by_group.items():
+            sel = keys == name
+            if sel.any():
+                out[sel] = inv(filled[sel], table)
+    out = np.where(np.isnan(u), np.nan, out)
+    s = pl.Series(q.column, out, dtype=pl.Float64, nan_to_null=True)
+    return s.round(0) if q.integer else s
+
+
+def _fit_sdv(data: pd.DataFrame, categorical: list[str], numeric: list[str], settings: SynthSettings):
+    from sdv.metadata import Metadata
+    from sdv.single_table import GaussianCopulaSynthesizer
+
+    if data.shape[1] == 0 or len(data) == 0:
+        return None
+    meta = Metadata.load_from_dict({"tables": {"t": {"columns": {
+        **{c: {"sdtype": "categorical"} for c in categorical},
+        **{c: {"sdtype": "numerical"} for c in numeric},
+    }}}})
+    synth = GaussianCopulaSynthesizer(meta, enforce_min_max_values=True, enforce_rounding=False,
+                                      default_distribution=settings.default_distribution)
+    synth.fit({"t": data})
+    return synth
