@@ -17,9 +17,6 @@ from typing import Any
 
 from enclave.errors import ConfigurationError
 
-#: settings.toml tables owned by plug-in packages (``synthetic``: see docs/synthetic.md)
-PLUGIN_TABLES = ("synthetic",)
-
 DEFAULT_HOME = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "enclave"
 
 
@@ -85,12 +82,137 @@ class DisclosureSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SynthSettings:
+    """The synthetic twin build (package ``synthetic``), with the privacy bar a twin must meet."""
+
+    seed: int = _setting(20240601, "Seed of every random choice of the build (split, fit, sample).")
+    holdout_share: float = _setting(
+        0.2, "Share of the release's patients held out of fitting, to measure overfitting against.")
+    fit_max_patients: int = _setting(
+        20_000, "Largest number of training patients the synthesizers are fitted on (a sample above).")
+    size_ratio: float = _setting(
+        1.0, "Synthetic patients per patient of the release.")
+    sample_chunk_patients: int = _setting(
+        50_000, "Synthetic patients generated (with all their rows) per chunk.")
+    max_categories: int = _setting(
+        500, "A text/code column with more distinct values than this is not synthesized (left null).")
+    categorical_max_distinct: int = _setting(
+        30, "A numeric column with at most this many distinct values is modelled as a category.")
+    merge_slack: float = _setting(
+        1.5, "Categorical columns are modelled as one category of value tuples when their distinct "
+             "tuples are at most this many times those of the larger column (near dependence).")
+    min_group_rows: int = _setting(
+        20, "Fewest rows of a code group that get their own value distribution (else pooled).")
+    quantile_points: int = _setting(
+        101, "Most quantiles kept per value distribution (between the 0.5 and 99.5 percentiles).")
+    default_distribution: str = _setting(
+        "uniform", "SDV GaussianCopula marginal distribution. Every modelled column is already a rank in "
+                   "(0, 1) (numbers: their quantile rank; categories: SDV's uniform encoding), so "
+                   "'uniform' is exact; 'beta' scored the same and samples ~3x slower (scipy's beta ppf).")
+    eval_patients: int = _setting(
+        3_000, "Patients (real and synthetic) the SDMetrics quality and diagnostic reports use.")
+    privacy_rows: int = _setting(
+        2_000, "Rows per table (training, holdout, synthetic, random) the DCR metrics sample; they "
+               "cost rows x rows pair distances (in DuckDB).")
+    new_row_sample: int = _setting(
+        2_000, "Synthetic (and holdout) rows per table checked for a matching training record by "
+               "new-row synthesis (against every training record; the identical-record share counts "
+               "all rows).")
+    # --- the privacy bar: the build refuses to publish a twin that misses any of these ------------
+    min_dcr_baseline_protection: float = _setting(
+        0.5, "Lowest SDMetrics DCRBaselineProtection (any table) a published twin may have.")
+    min_dcr_overfitting_protection: float = _setting(
+        0.8, "Lowest SDMetrics DCROverfittingProtection against the holdout (any table).")
+    min_new_row_synthesis: float = _setting(
+        0.9, "Lowest SDMetrics NewRowSynthesis of the records (QIs + sensitive attributes), any table.")
+    max_identical_share: float = _setting(
+        0.05, "Highest share of synthetic records (QIs + sensitive attributes) identical to a training "
+              "record, any table.")
+    max_unique_identical_share: float = _setting(
+        0.01, "Highest share of synthetic records identical to a record only one training row has "
+              "(a copied individual), any table.")
+    holdout_tolerance: float = _setting(
+        0.1, "Where real holdout patients themselves miss an absolute bar (small record domains), the "
+             "bar becomes the holdout's own score, worse by at most this much (about two standard "
+             "errors of the subsampled metrics).")
+
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    """The locked-down JupyterHub (package ``enclave.hub``): where it listens, who may log in."""
+
+    ip: str = _setting("127.0.0.1", "Address the hub's public proxy listens on.")
+    port: int = _setting(8000, "Port of the hub's public proxy (what researchers open).")
+    hub_port: int = _setting(8081, "Port of the hub's own API (behind the proxy).")
+    proxy_api_port: int = _setting(8001, "Port of configurable-http-proxy's REST API.")
+    airlock_port: int = _setting(8091, "Port the airlock service listens on (behind the proxy).")
+    dashboards_port: int = _setting(8092, "Port of the dashboards' hub-OAuth gate (behind the proxy).")
+    dashboards_app_port: int = _setting(
+        8093, "Port the Streamlit dashboards app listens on (127.0.0.1 only, reached via the gate).")
+    userenv_dir: str = _setting(
+        "/opt/enclave/userenv",
+        "World-readable Python environment the user servers and kernels run from (built from the "
+        "system Python by `enclave hub userenv`).")
+    system_python: str = _setting("/usr/bin/python3", "Interpreter the user environment is built from.")
+    researchers_group: str = _setting("enclave-researchers", "Unix group of every researcher.")
+    stewards_group: str = _setting("enclave-stewards", "Unix group of data stewards.")
+    policymakers_group: str = _setting("enclave-policymakers", "Unix group of policymakers.")
+    project_group_prefix: str = _setting("enp-", "Prefix of each project's Unix group (enp-<id>).")
+    idle_timeout_s: int = _setting(3600, "A user server idle this long is stopped by the culler.")
+    upload_max_bytes: int = _setting(
+        1_000_000, "Largest text file a user may save through the contents API (base64, i.e. "
+                   "uploaded, files are always refused).")
+    notebook_max_bytes: int = _setting(
+        20_000_000, "Largest notebook a user may save through the contents API.")
+    spawn_timeout_s: int = _setting(60, "Longest a user server may take to start.")
+
+
+@dataclass(frozen=True, slots=True)
+class AirlockSettings:
+    approvals_pass: int = _setting(
+        1, "Steward approvals an output needs when the airlock's own checks pass.")
+    approvals_review: int = _setting(
+        2, "Independent, blind steward approvals an output needs when the checks say review or "
+           "fail, or the differencing ledger has hits.")
+    busy_timeout_s: float = _setting(
+        30.0, "Seconds a writer waits for the airlock database's write lock before giving up.")
+    max_upload_bytes: int = _setting(
+        20_000_000, "Largest total size of the files of one export request.")
+    max_files: int = _setting(20, "Most files one export request may carry.")
+
+
+@dataclass(frozen=True, slots=True)
+class ResearchSettings:
+    """The researcher API (``enclave.research``): where a user's own bundles and ledger live."""
+
+    user_dir: str = _setting(
+        "~/.enclave",
+        "Per-user folder (in the researcher's home) holding pending export bundles (exports/) and "
+        "the local differencing ledger (ledger.duckdb).")
+    survival_intervals: tuple = _setting(
+        (1, 7, 14, 30, 60, 90, 180, 365, 730),
+        "Candidate reporting intervals (in the duration's unit) of a Kaplan-Meier curve: the "
+        "smallest one whose every reported step passes the rules is used.")
+    recheck_timeout_s: int = _setting(
+        300, "Longest a recheck (separate process re-running an output) may take.")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     home: Path = _setting(DEFAULT_HOME, "The enclave's data root; every zone lives under it.")
     ingest: IngestSettings = _setting(IngestSettings(), "Ingest limits.")
     release: ReleaseSettings = _setting(ReleaseSettings(), "Release thresholds and defaults.")
     disclosure: DisclosureSettings = _setting(
         DisclosureSettings(), "Output-checking (statistical disclosure control) policy."
+    )
+    airlock: AirlockSettings = _setting(
+        AirlockSettings(), "Export requests: approvals needed, database and upload limits."
+    )
+    synthetic: SynthSettings = _setting(SynthSettings(), "Synthetic twin build and its privacy bar.")
+    hub: HubSettings = _setting(HubSettings(), "The locked-down JupyterHub and its services.")
+    research: ResearchSettings = _setting(
+        ResearchSettings(), "The researcher API: per-user folder, survival curve intervals, recheck."
     )
 
     # --- zones, derived from home -------------------------------------------------------
@@ -160,8 +282,6 @@ def load_settings(home: str | Path | None = None) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{file}: not valid TOML ({exc})") from None
         data.pop("home", None)
-        for table in PLUGIN_TABLES:  # read by their plug-in package, not here
-            data.pop(table, None)
         settings = _merge(settings, data, str(file))
     return settings
 

@@ -47,7 +47,7 @@ from enclave.release.manifest import (
 from enclave.settings import Settings
 from synthetic.chain import CHAIN, ChainModel, chain_tables
 from synthetic.evaluate import fidelity, privacy, privacy_failures
-from synthetic.settings import SynthSettings
+from enclave.settings import SynthSettings
 
 TIER = "synthetic"
 MODELS_DIR = "synth-models"
@@ -119,7 +119,7 @@ def _write_chunk(out: duckdb.DuckDBPyConnection, frames: dict[str, pl.DataFrame]
 
 def build_twin(settings: Settings, release: str, synth: SynthSettings | None = None) -> dict:
     """Fit, sample, evaluate and (when the privacy bar is met) publish the next twin of ``release``."""
-    synth = synth or SynthSettings()
+    synth = synth or settings.synthetic
     started = time.perf_counter()
     src = resolve_release(settings, release)
     source = load_manifest(src)

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from synthetic.model import CTX, TableModel
-from synthetic.settings import SynthSettings
+from enclave.settings import SynthSettings
 
 EPOCH = dt.date(1970, 1, 1)
 

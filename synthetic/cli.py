@@ -4,32 +4,8 @@ entry point (``enclave`` itself never imports ``synthetic``)."""
 from __future__ import annotations
 
 import json
-import os
-import tomllib
-from pathlib import Path
 
 import click
-
-from enclave.errors import ConfigurationError
-
-
-def _settings(home: str | None):
-    """The enclave's settings, with ``[synthetic]`` (not yet known to ``enclave.settings``) set apart."""
-    from enclave.settings import DEFAULT_HOME, Settings, _merge
-    from synthetic.settings import load_synth_settings
-
-    root = Path(home or os.environ.get("ENCLAVE_HOME") or DEFAULT_HOME).expanduser().resolve()
-    settings = Settings(home=root)
-    file = root / "settings.toml"
-    if file.exists():
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigurationError(f"{file}: not valid TOML ({exc})") from None
-        data.pop("home", None)
-        data.pop("synthetic", None)
-        settings = _merge(settings, data, str(file))
-    return settings, load_synth_settings(root)
 
 
 @click.group()
@@ -49,8 +25,7 @@ def synth_build(obj, release: str, as_json: bool) -> None:
     """
     from synthetic.build import build_twin
 
-    settings, synth_settings = _settings(getattr(obj, "home", None))
-    manifest = build_twin(settings, release, synth_settings)
+    manifest = build_twin(obj.settings, release)
     if as_json:
         click.echo(json.dumps(manifest, ensure_ascii=False, indent=2))
         return

@@ -6,19 +6,21 @@
 - **privacy**, per table, on each row's *record*: the row's quasi-identifiers and sensitive
   attributes (as the catalog classifies them) plus its patient's generalized age band, sex and region:
 
-  - ``dcr_baseline_protection`` (SDMetrics ``DCRBaselineProtection``): synthetic records are as far
+  - ``dcr_baseline_protection`` (SDMetrics' ``DCRBaselineProtection``): synthetic records are as far
     from the real ones as random records are (1 = as far);
-  - ``dcr_overfitting_protection`` (SDMetrics ``DCROverfittingProtection``): synthetic records are
+  - ``dcr_overfitting_protection`` (SDMetrics' ``DCROverfittingProtection``): synthetic records are
     not closer to the training records than to the holdout's (1 = not closer);
-  - ``new_row_synthesis`` (SDMetrics ``NewRowSynthesis``): share of synthetic records that match no
-    training record;
+  - ``new_row_synthesis`` (SDMetrics' ``NewRowSynthesis``): share of synthetic records that match no
+    training record (checked against every training record);
   - ``identical_share``: share of *all* synthetic records identical to a training record, counted in
     DuckDB (a hash join, no subsample), next to ``holdout_identical_share``: the same share for real
     holdout patients, i.e. what chance alone gives;
   - ``unique_identical_share``: share of synthetic records identical to a record that only one
     training row has (a copied individual record), with its holdout counterpart.
 
-The DCR and new-row metrics cost rows × rows in pandas, so they run on ``privacy_rows`` subsamples.
+The DCR and new-row metrics are SDMetrics' definitions computed in DuckDB (``synthetic.privacy``, a
+test compares them with SDMetrics): DCR on ``privacy_rows`` samples (rows × rows pair distances),
+new-row synthesis for ``new_row_sample`` rows against all training records.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from __future__ import annotations
 import warnings
 
 import duckdb
+import numpy as np
 import pandas as pd
 import polars as pl
 
 from enclave import db
 from enclave.model.catalog import IdentifierRole, catalog
+from synthetic import privacy as privacy_sql
 from synthetic.chain import LINKS, Link
-from synthetic.settings import SynthSettings
+from enclave.settings import SynthSettings
 
 PATIENT_QIS = ("age_band", "sex", "region")
 
@@ -119,12 +123,6 @@ def record_columns(table: str, frame_columns: list[str], modelled: set[str]) -> 
 def privacy(con: duckdb.DuckDBPyConnection, links: list[Link], modelled: dict[str, set[str]],
             settings: SynthSettings) -> dict[str, dict]:
     """Privacy metrics per table. ``con`` holds schemas ``train``, ``holdout`` and ``syn`` (same tables)."""
-    from sdmetrics.single_table import (
-        DCRBaselineProtection,
-        DCROverfittingProtection,
-        NewRowSynthesis,
-    )
-
     out: dict[str, dict] = {}
     for link in links:
         cols_all = [r[0] for r in db.rows(con, "SELECT column_name FROM information_schema.columns "
@@ -152,26 +150,43 @@ def privacy(con: duckdb.DuckDBPyConnection, links: list[Link], modelled: dict[st
                   "holdout_identical_share": round(identical("holdout", "train"), 4),
                   "unique_identical_share": round(identical("syn", "train", unique=True), 4),
                   "holdout_unique_identical_share": round(identical("holdout", "train", unique=True), 4)}
-        n = settings.privacy_rows
+        # one sample size for all: the nearest of more reference rows is nearer by chance alone, so
+        # training and holdout references must be the same size (as in SDMetrics' subsampling)
+        n = min([settings.privacy_rows] + [db.scalar(con, f"SELECT count(*) FROM ({view(k)})")
+                                           for k in ("train", "holdout")])
         frames = {k: db.frame(con, f"SELECT * FROM ({view(k)}) USING SAMPLE {n} ROWS (reservoir, 7)")
                   for k in ("train", "holdout", "syn")}
         usable = [c for c in frames["train"].columns if frames["train"][c].null_count() < frames["train"].height]
+        schema = frames["train"].select(usable).schema
         frames = {k: _numeric_dates(f.select(usable)) for k, f in frames.items()}
-        meta_cols = {c: {"sdtype": _sdtype(c, t, frames["train"][c], settings.categorical_max_distinct)}
-                     for c, t in frames["train"].schema.items()}
-        meta = {"tables": {link.table: {"columns": meta_cols}}}
-        tr, ho, sy = (_to_pandas(frames[k]) for k in ("train", "holdout", "syn"))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for who, data in (("", sy), ("holdout_", ho)):
-                record[f"{who}dcr_baseline_protection"] = round(float(DCRBaselineProtection.compute(
-                    tr, data, meta, link.table, num_rows_subsample=None)), 4)
-                record[f"{who}new_row_synthesis"] = round(float(NewRowSynthesis.compute(
-                    tr, data, meta, link.table, synthetic_sample_size=min(len(data), settings.new_row_sample))), 4)
-            record["dcr_overfitting_protection"] = round(float(DCROverfittingProtection.compute(
-                tr, sy, ho, meta, link.table, num_rows_subsample=None)), 4)
+        kinds = {c: ("numerical" if _sdtype(c, t, frames["train"][c], settings.categorical_max_distinct)
+                     in ("numerical", "datetime") else "categorical") for c, t in schema.items()}
+        # the real side of new-row synthesis is every training record (dates as in _numeric_dates)
+        numeric_train = "(SELECT " + ", ".join(_numeric_date_sql(c, t) for c, t in schema.items()) + \
+                        f" FROM ({view('train')}))"
+        rng = np.random.default_rng(settings.seed)
+        for who, key in (("", "syn"), ("holdout_", "holdout")):
+            data = frames[key]
+            record[f"{who}dcr_baseline_protection"] = round(privacy_sql.dcr_baseline_protection(
+                frames["train"], data, kinds, rng), 4)
+            con.register("_nr_sample", data.head(settings.new_row_sample).to_arrow())
+            record[f"{who}new_row_synthesis"] = round(privacy_sql.new_row_synthesis_in(
+                con, "_nr_sample", numeric_train, kinds), 4)
+            con.unregister("_nr_sample")
+        record["dcr_overfitting_protection"] = round(privacy_sql.dcr_overfitting_protection(
+            frames["train"], frames["syn"], frames["holdout"], kinds), 4)
         out[link.table] = record
     return out
+
+
+def _numeric_date_sql(col: str, dtype: pl.DataType) -> str:
+    """SQL of :func:`_numeric_dates` for one column."""
+    q = '"' + col.replace('"', '""') + '"'
+    if dtype == pl.Date:
+        return f"CAST({q} - DATE '1970-01-01' AS DOUBLE) AS {q}"
+    if isinstance(dtype, pl.Datetime):
+        return f"CAST(epoch({q}) / 60 AS DOUBLE) AS {q}"
+    return q
 
 
 def _numeric_dates(frame: pl.DataFrame) -> pl.DataFrame:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from synthetic.settings import SynthSettings
+from enclave.settings import SynthSettings
 
 #: derived columns (prefix) that are always numeric
 NUMERIC_PREFIXES = ("_offset", "_frac", "_m_", "_d_", "_n_", "_anchor")
@@ -226,20 +226,26 @@ def _fit_quantiles(coded: pl.DataFrame, col: str, key: str | None,
 
 
 def _inverse(q: Quantiles, u: np.ndarray, keys: np.ndarray | None) -> pl.Series:
-    u = np.clip(u, q.probs[0], q.probs[-1])
-    def inv(v: np.ndarray, table: np.ndarray) -> np.ndarray:
-        if q.integer:  # step function: unbiased for discrete values
-            return table[np.clip(np.searchsorted(q.probs, v), 0, table.size - 1)]
-        return np.interp(v, q.probs, table)
-
-    filled = np.where(np.isnan(u), q.probs[0], u)
-    out = inv(filled, q.pooled) if q.pooled is not None else np.full(u.shape, np.nan)
-    if keys is not None:
-        for name, table in q.by_group.items():
-            sel = keys == name
-            if sel.any():
-                out[sel] = inv(filled[sel], table)
-    out = np.where(np.isnan(u), np.nan, out)
+    """Sampled ranks ``u`` back to values through each row's code-group quantiles (pooled for rows
+    of other groups). One vectorized lookup in a (groups × quantiles) table, however many groups."""
+    names = list(q.by_group) if keys is not None else []
+    table = np.vstack([q.by_group[n] for n in names]
+                      + [q.pooled if q.pooled is not None else np.full(q.probs.size, np.nan)])
+    row = np.full(u.shape, len(names), dtype=np.int64)  # the pooled row
+    if names:
+        row = pl.Series(keys, dtype=pl.String).replace_strict(
+            names, list(range(len(names))), default=len(names), return_dtype=pl.Int64).to_numpy()
+    missing = np.isnan(u)
+    v = np.clip(np.where(missing, q.probs[0], u), q.probs[0], q.probs[-1])
+    last = q.probs.size - 1
+    if q.integer:  # step function: unbiased for discrete values
+        out = table[row, np.clip(np.searchsorted(q.probs, v), 0, last)]
+    else:  # linear interpolation between neighbouring quantiles
+        i = np.clip(np.searchsorted(q.probs, v, side="right") - 1, 0, last - 1)
+        lo, hi = q.probs[i], q.probs[i + 1]
+        w = np.where(hi > lo, (v - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
+        out = table[row, i] * (1 - w) + table[row, i + 1] * w
+    out = np.where(missing, np.nan, out)
     s = pl.Series(q.column, out, dtype=pl.Float64, nan_to_null=True)
     return s.round(0) if q.integer else s
 
