@@ -18,6 +18,7 @@ the restricted zone, ``<home>/restricted/synth-models/<project>/v<N>.pkl``, and 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import os
 import resource
 import shutil
@@ -28,7 +29,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from enclave import db
+from enclave import audit, db
 from enclave.crypto import file_sha256
 from enclave.errors import BadInputError, DisclosureRiskError
 from enclave.model.catalog import IdentifierRole, catalog
@@ -44,10 +45,9 @@ from enclave.release.manifest import (
     versions,
     write_manifest,
 )
-from enclave.settings import Settings
+from enclave.settings import Settings, SynthSettings
 from synthetic.chain import CHAIN, ChainModel, chain_tables
 from synthetic.evaluate import fidelity, privacy, privacy_failures
-from enclave.settings import SynthSettings
 
 TIER = "synthetic"
 MODELS_DIR = "synth-models"
@@ -163,6 +163,9 @@ def build_twin(settings: Settings, release: str, synth: SynthSettings | None = N
         chain.save(settings.restricted_dir / MODELS_DIR / project / f"v{version}.pkl")
         os.rename(build_dir, project_dir / f"v{version}")  # atomic publication
         fsync_dir(project_dir)
+    audit.record_event(settings, actor=getpass.getuser(), action="twin.build",
+                       subject=f"release:{manifest['release']}",
+                       detail={"source_release": manifest["source_release"], "files": manifest["files"]})
     return manifest
 
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from synthetic.model import CTX, TableModel
 from enclave.settings import SynthSettings
+from synthetic.model import CTX, TableModel
 
 EPOCH = dt.date(1970, 1, 1)
 

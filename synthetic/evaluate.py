@@ -34,9 +34,9 @@ import polars as pl
 
 from enclave import db
 from enclave.model.catalog import IdentifierRole, catalog
+from enclave.settings import SynthSettings
 from synthetic import privacy as privacy_sql
 from synthetic.chain import LINKS, Link
-from enclave.settings import SynthSettings
 
 PATIENT_QIS = ("age_band", "sex", "region")
 
