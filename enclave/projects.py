@@ -270,6 +270,27 @@ class DuckProjectStore:
                 raise
         return project
 
+    def update(self, project: Project) -> Project:
+        """Store a changed status and member list (the lifecycle in ``enclave.airlock.projects``
+        decides who may change them)."""
+        with self._connect(write=True) as con:
+            db.run(con, "BEGIN TRANSACTION")
+            try:
+                if not db.scalar(con, "SELECT count(*) FROM project WHERE project_id = ?",
+                                 [project.id]):
+                    raise BadInputError(f"no project '{project.id}' (see 'enclave project list')")
+                db.run(con, "UPDATE project SET status = ? WHERE project_id = ?",
+                       [project.status.value, project.id])
+                db.run(con, "DELETE FROM project_member WHERE project_id = ?", [project.id])
+                for i, member in enumerate(project.members):
+                    db.run(con, "INSERT INTO project_member VALUES (?, ?, ?)",
+                           [project.id, i, member])
+                db.run(con, "COMMIT")
+            except BaseException:
+                db.run(con, "ROLLBACK")
+                raise
+        return project
+
     def get(self, project_id: str) -> Project:
         found = self._load(project_id)
         if not found:

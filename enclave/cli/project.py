@@ -105,3 +105,92 @@ def project_show_cmd(obj: _Ctx, project_id: str, as_json: bool) -> None:
     from enclave.projects import DuckProjectStore
 
     _show(DuckProjectStore(obj.settings).get(project_id), as_json)
+
+
+# --- lifecycle: proposed → approved (steward) → active (admin) → expired / closed ---------------
+
+def _lifecycle(obj: _Ctx, project_id: str, action: str, as_user: str | None, *,
+               member: str | None = None, reason: str = "") -> None:
+    from enclave.airlock.exports import Airlock
+    from enclave.airlock.projects import change_project
+    from enclave.cli.airlock import acting_user
+    from enclave.model.project import ProjectAction
+    from enclave.projects import DuckProjectStore
+
+    store = DuckProjectStore(obj.settings)
+    with Airlock(obj.settings, projects=store) as a:
+        actor = a.actor(acting_user(as_user))
+        p = change_project(a.con, store, actor, project_id, ProjectAction(action), member=member,
+                           reason=reason)
+    click.echo(f"project {p.id}: {p.status.value}; members {', '.join(p.members)}")
+
+
+_as = click.option("--as", "as_user", metavar="USER",
+                   help="Act as this user (root only; default: the OS user).")
+
+
+@project.command("approve")
+@click.argument("project_id", metavar="ID")
+@_as
+@pass_ctx
+def project_approve_cmd(obj: _Ctx, project_id: str, as_user: str | None) -> None:
+    """A steward approves a proposed project."""
+    _lifecycle(obj, project_id, "approve", as_user)
+
+
+@project.command("activate")
+@click.argument("project_id", metavar="ID")
+@_as
+@pass_ctx
+def project_activate_cmd(obj: _Ctx, project_id: str, as_user: str | None) -> None:
+    """An admin activates an approved project (once its group and data are provisioned)."""
+    _lifecycle(obj, project_id, "activate", as_user)
+
+
+@project.command("close")
+@click.argument("project_id", metavar="ID")
+@click.option("--reason", required=True, help="Why the project is closed (required).")
+@_as
+@pass_ctx
+def project_close_cmd(obj: _Ctx, project_id: str, reason: str, as_user: str | None) -> None:
+    """A steward closes a project: no more reads or exports."""
+    _lifecycle(obj, project_id, "close", as_user, reason=reason)
+
+
+@project.command("expire")
+@pass_ctx
+def project_expire_cmd(obj: _Ctx) -> None:
+    """Record every active project past its expiry date as expired (run daily)."""
+    from enclave.airlock.exports import Airlock
+    from enclave.airlock.projects import expire_projects
+    from enclave.projects import DuckProjectStore
+
+    store = DuckProjectStore(obj.settings)
+    with Airlock(obj.settings, projects=store) as a:
+        done = expire_projects(a.con, store)
+    click.echo(f"expired: {', '.join(done) or 'none'}")
+
+
+@project.group("member")
+def project_member() -> None:
+    """Membership changes (stewards only; audited)."""
+
+
+@project_member.command("add")
+@click.argument("project_id", metavar="ID")
+@click.argument("user")
+@_as
+@pass_ctx
+def project_member_add(obj: _Ctx, project_id: str, user: str, as_user: str | None) -> None:
+    """Add USER to the project."""
+    _lifecycle(obj, project_id, "add_member", as_user, member=user)
+
+
+@project_member.command("remove")
+@click.argument("project_id", metavar="ID")
+@click.argument("user")
+@_as
+@pass_ctx
+def project_member_remove(obj: _Ctx, project_id: str, user: str, as_user: str | None) -> None:
+    """Remove USER from the project (not its principal investigator)."""
+    _lifecycle(obj, project_id, "remove_member", as_user, member=user)

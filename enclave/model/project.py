@@ -64,10 +64,51 @@ class SharingForm(StrEnum):
 
 
 class ProjectStatus(StrEnum):
-    """Where a project stands. Steward approval and the rest of the lifecycle come with the airlock;
-    the string values are stored and must stay stable."""
+    """Where a project stands (the string values are stored and must stay stable).
+
+    proposed → approved (by a steward) → active (by an admin, once provisioned) → closed; an
+    active project past its expiry date is expired (derived from the date, and recorded by
+    ``enclave project expire``). Only an active, unexpired project reads releases and exports."""
 
     PROPOSED = "proposed"
+    APPROVED = "approved"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    CLOSED = "closed"
+
+
+class ProjectAction(StrEnum):
+    APPROVE = "approve"
+    ACTIVATE = "activate"
+    EXPIRE = "expire"
+    CLOSE = "close"
+    ADD_MEMBER = "add_member"
+    REMOVE_MEMBER = "remove_member"
+
+
+_P, _PA = ProjectStatus, ProjectAction
+#: (from, action) → to; membership changes keep the status
+PROJECT_TRANSITIONS = {
+    (_P.PROPOSED, _PA.APPROVE): _P.APPROVED,
+    (_P.PROPOSED, _PA.CLOSE): _P.CLOSED,
+    (_P.APPROVED, _PA.ACTIVATE): _P.ACTIVE,
+    (_P.APPROVED, _PA.CLOSE): _P.CLOSED,
+    (_P.ACTIVE, _PA.EXPIRE): _P.EXPIRED,
+    (_P.ACTIVE, _PA.CLOSE): _P.CLOSED,
+    (_P.EXPIRED, _PA.CLOSE): _P.CLOSED,
+    **{(s, a): s for s in (_P.PROPOSED, _P.APPROVED, _P.ACTIVE)
+       for a in (_PA.ADD_MEMBER, _PA.REMOVE_MEMBER)},
+}
+#: who acts on a project in each state (steward: approve, membership, close; admin: activate)
+PROJECT_OWNERS = {
+    _P.PROPOSED: "steward", _P.APPROVED: "admin", _P.ACTIVE: "steward",
+    _P.EXPIRED: "steward", _P.CLOSED: "system",
+}
+#: which global role may take each action ("system" actions are taken by the enclave itself)
+PROJECT_ACTORS = {
+    _PA.APPROVE: "steward", _PA.ACTIVATE: "admin", _PA.EXPIRE: "system", _PA.CLOSE: "steward",
+    _PA.ADD_MEMBER: "steward", _PA.REMOVE_MEMBER: "steward",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +139,15 @@ class Project:
     def is_expired(self, today: date) -> bool:
         """A project may be used up to and including its expiry date."""
         return today > self.expires
+
+    def is_usable(self, today: date) -> bool:
+        """Active and not past its expiry date: only then may it read releases or export."""
+        return self.status is ProjectStatus.ACTIVE and not self.is_expired(today)
+
+    def effective_status(self, today: date) -> ProjectStatus:
+        if self.status is ProjectStatus.ACTIVE and self.is_expired(today):
+            return ProjectStatus.EXPIRED
+        return self.status
 
     def risk_threshold(self, settings: Settings | ReleaseSettings) -> float:
         return self.sharing_form.risk_threshold(settings)

@@ -21,6 +21,7 @@ by the next build).
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from enclave import db
+from enclave import audit, db
 from enclave.crypto import file_sha256
 from enclave.deid import AnonymizationPolicy, LDiversity, TCloseness, anonymize
 from enclave.deid.hierarchy import Hierarchy, age_bands, region_codes
@@ -373,4 +374,6 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
         fsync_dir(build_dir)
         os.rename(build_dir, project_dir / f"v{version}")  # atomic publication
         fsync_dir(project_dir)
+    audit.record_event(settings, actor=getpass.getuser(), action="release.build",
+                       subject=f"release:{manifest['release']}", detail={"files": manifest["files"]})
     return manifest

@@ -1,0 +1,132 @@
+"""Server-rendered HTML of the airlock's web pages (tornado templates, autoescaped)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from tornado.template import DictLoader
+
+MAX_PREVIEW_ROWS = 200
+
+_BASE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }} · airlock</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1.5em;max-width:70em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:.2em .5em;text-align:left}
+.status{font-weight:bold}.flag{color:#a00}pre{background:#f4f4f4;padding:.5em;overflow:auto}
+nav a{margin-right:1em}
+</style></head><body>
+<nav><a href="{{ prefix }}requests">requests</a>{% if is_steward %}<a href="{{ prefix }}requests?queue=1">review queue</a>{% end %}
+<span>signed in as <b id="user">{{ user }}</b></span></nav>
+{% block body %}{% end %}
+</body></html>"""
+
+_LOGIN = """{% extends "base.html" %}{% block body %}
+<h1>Sign in to the airlock</h1>
+<form method="post" action="{{ prefix }}login">{% module xsrf_form_html() %}
+<label>Token <input type="password" name="token" id="token"></label>
+<button type="submit" id="signin">Sign in</button></form>{% end %}"""
+
+_LIST = """{% extends "base.html" %}{% block body %}
+<h1>{{ heading }}</h1>
+{% if not rows %}<p id="empty">No requests.</p>{% else %}
+<table id="requests"><tr><th>request</th><th>project</th><th>requester</th><th>status</th>
+<th>round</th><th>approvals needed</th><th>submitted</th></tr>
+{% for r in rows %}<tr><td><a href="{{ prefix }}requests/{{ r['id'] }}">{{ r['id'] }}</a></td>
+<td>{{ r['project'] }}</td><td>{{ r['requester'] }}</td><td class="status">{{ r['status'] }}</td>
+<td>{{ r['round'] }}</td><td>{{ r['required'] if r['required'] is not None else '' }}</td>
+<td>{{ r['created_at'][:19] }}</td></tr>{% end %}</table>{% end %}{% end %}"""
+
+_REQUEST = """{% extends "base.html" %}{% block body %}
+<h1>Export request {{ req['id'] }}</h1>
+<p>Project <b>{{ req['project'] }}</b>, requested by <b>{{ req['requester'] }}</b>, round {{ req['round'] }}.
+Status: <span class="status" id="status">{{ req['status'] }}</span></p>
+{% if req['decision_reason'] %}<p id="reason">Reason: {{ req['decision_reason'] }}</p>{% end %}
+<h2>Justification</h2><p>{{ req['justification'] }}</p>
+{% set checks = req['checks'] or {} %}
+<h2>The airlock's own checks</h2>
+{% if checks %}<p>Re-run result: <b id="check-status">{{ checks.get('status') }}</b>
+({{ 'reproduced' if checks.get('ok') else 'NOT reproduced' }}{{ '' if checks.get('rechecked', True) else ', not re-run' }});
+approvals needed: <b id="required">{{ req['required'] }}</b>, votes in: {{ req['votes_in'] }}.
+The researcher's process claimed: {{ req['record'].get('status', '?') }}.</p>
+{% if checks.get('problems') %}<ul class="flag">{% for p in checks['problems'] %}<li>{{ p }}</li>{% end %}</ul>{% end %}
+<h3>Differencing ledger hits</h3>
+{% if checks.get('ledger_hits') %}<ul class="flag" id="ledger">{% for h in checks['ledger_hits'] %}<li><code>{{ json_encode(h) }}</code></li>{% end %}</ul>
+{% else %}<p id="ledger">none</p>{% end %}
+{% else %}<p>Not run yet.</p>{% end %}
+<h2>Query</h2><pre id="sql">{{ req['record'].get('sql', '(no query recorded)') }}</pre>
+<p>Release: <code>{{ json_encode(req['record'].get('release')) }}</code>; policy:
+<code>{{ json_encode(req['record'].get('policy_hash', req['record'].get('policy'))) }}</code></p>
+<h2>Per-cell evidence</h2><p id="evidence-source">{{ evidence_source }}</p>
+{% if cell_cols %}<table id="evidence"><tr>{% for c in cell_cols %}<th>{{ c }}</th>{% end %}</tr>
+{% for cell in cells %}<tr>{% for c in cell_cols %}<td>{{ cell.get(c, '') }}</td>{% end %}</tr>{% end %}</table>
+{% else %}<p>No cells recorded.</p>{% end %}
+<h2>Output</h2>
+{% for f in previews %}<h3>{{ f['name'] }} <small>({{ f['bytes'] }} bytes, sha256 {{ f['sha256'][:12] }}…)</small></h3>
+{% if f['table'] %}<table class="output">{% for i, row in enumerate(f['table']) %}<tr>{% for v in row %}{% if i == 0 %}<th>{{ v }}</th>{% else %}<td>{{ v }}</td>{% end %}{% end %}</tr>{% end %}</table>
+{% elif f['text'] is not None %}<pre>{{ f['text'] }}</pre>{% else %}<p>(binary file)</p>{% end %}
+{% if req['status'] == 'released' and user == req['requester'] %}<p><a class="download" href="{{ prefix }}requests/{{ req['id'] }}/download/{{ f['name'] }}">download {{ f['name'] }}</a></p>{% end %}
+{% end %}
+{% if req['votes'] %}<h2>Votes</h2><table id="votes"><tr><th>round</th><th>steward</th><th>vote</th><th>reason</th></tr>
+{% for v in req['votes'] %}<tr><td>{{ v['round'] }}</td><td>{{ v['steward'] }}</td><td>{{ v['vote'] }}</td><td>{{ v['reason'] }}</td></tr>{% end %}</table>{% end %}
+{% if req['my_vote'] %}<p id="my-vote">Your vote: {{ req['my_vote'] }} (other votes stay hidden until the decision).</p>{% end %}
+{% if can_vote %}<h2>Your review</h2>
+<form method="post" action="{{ prefix }}requests/{{ req['id'] }}/vote" id="vote-form">{% module xsrf_form_html() %}
+<label><input type="radio" name="vote" value="approve" id="vote-approve"> approve</label>
+<label><input type="radio" name="vote" value="request_changes" id="vote-changes"> request changes</label>
+<label><input type="radio" name="vote" value="reject" id="vote-reject"> reject</label><br>
+<label>Reason (required to reject or request changes)<br><textarea name="reason" id="vote-reason" rows="3" cols="60"></textarea></label><br>
+<button type="submit" id="vote-submit">Submit review</button></form>{% end %}
+{% if can_revoke %}<form method="post" action="{{ prefix }}requests/{{ req['id'] }}/revoke">{% module xsrf_form_html() %}
+<label>Reason <input name="reason" id="revoke-reason"></label> <button type="submit" id="revoke">Revoke</button></form>{% end %}
+{% if can_withdraw %}<form method="post" action="{{ prefix }}requests/{{ req['id'] }}/withdraw">{% module xsrf_form_html() %}
+<button type="submit" id="withdraw">Withdraw</button></form>{% end %}
+<h2>Comments</h2>{% for c in req['comments'] %}<p><b>{{ c['author'] }}</b> ({{ c['ts'][:19] }}): {{ c['body'] }}</p>{% end %}
+<form method="post" action="{{ prefix }}requests/{{ req['id'] }}/comment">{% module xsrf_form_html() %}
+<textarea name="body" rows="2" cols="60" id="comment-body"></textarea> <button type="submit" id="comment">Comment</button></form>
+{% end %}"""
+
+_ERROR = """{% extends "base.html" %}{% block body %}<h1>{{ status_code }}</h1><p id="error">{{ message }}</p>{% end %}"""
+
+LOADER = DictLoader({"base.html": _BASE, "login.html": _LOGIN, "list.html": _LIST,
+                     "request.html": _REQUEST, "error.html": _ERROR})
+
+
+def preview(name: str, data: bytes, meta: dict) -> dict:
+    """A file as the review page shows it: CSV as a table, text as text."""
+    out = {"name": name, "bytes": meta["bytes"], "sha256": meta["sha256"], "table": None,
+           "text": None}
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return out
+    if name.lower().endswith(".csv"):
+        out["table"] = list(csv.reader(io.StringIO(text)))[: MAX_PREVIEW_ROWS + 1]
+    else:
+        out["text"] = text[:100_000]
+    return out
+
+
+def _show(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return "; ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def cell_table(req: dict) -> tuple[list[str], list[dict], str]:
+    """Per-cell evidence: the airlock's own recomputation when it has one, else the record's."""
+    ours = ((req.get("checks") or {}).get("detail") or {}).get("cells")
+    cells, source = (ours, "recomputed by the airlock") if ours else (
+        req["record"].get("cells"), "as recorded by the researcher's process (not re-run)")
+    if isinstance(cells, dict):
+        cells = cells.get("rows") or list(cells.values())
+    if not isinstance(cells, list):
+        return [], [], source
+    rows = [c for c in cells if isinstance(c, dict)][:MAX_PREVIEW_ROWS]
+    cols: list[str] = []
+    for r in rows:
+        cols.extend(k for k in r if k not in cols)
+    return cols, [{k: _show(v) for k, v in r.items()} for r in rows], source

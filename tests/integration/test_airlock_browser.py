@@ -1,0 +1,106 @@
+"""End to end in Chromium: a researcher's output is approved by two stewards in the review page and
+downloaded by the researcher (standalone token mode; the hub e2e lives with the hub tests).
+Screenshots are kept in test-artifacts/airlock/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from enclave.airlock.outbox import outbox_dir
+from enclave.settings import load_settings
+from tests.airlock_support import (
+    REPO,
+    REQUESTER,
+    STEWARDS,
+    Service,
+    consistency_problems,
+    make_enclave,
+    make_output,
+    token_of,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = REPO / "test-artifacts" / "airlock"
+
+
+@pytest.fixture
+def browser():
+    from playwright import sync_api
+
+    assert CHROMIUM.exists(), "install chromium (apt-get install -y chromium; see .ci/install)"
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+def _login(browser, svc, user):
+    ctx = browser.new_context(accept_downloads=True)
+    page = ctx.new_page()
+    page.goto(svc.url + "login")
+    page.fill("#token", token_of(user))
+    page.click("#signin")
+    page.wait_for_url(svc.url + "requests")
+    assert page.inner_text("#user") == user
+    return ctx, page
+
+
+def test_two_stewards_approve_in_the_browser_and_the_researcher_downloads(
+        tmp_path, monkeypatch, browser):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    home = tmp_path / "home"
+    tokens = make_enclave(home)
+    out = make_output(home, small_cell=True)  # a 3-patient cell: two stewards must review
+    svc = Service(home, tokens).start()
+    try:
+        code, req = svc.submit(REQUESTER, out, "Table 2 of the paper")
+        assert code == 201 and req["status"] == "in_review" and req["required"] == 2
+        rid = req["request_id"]
+
+        for i, steward in enumerate(STEWARDS[:2]):
+            ctx, page = _login(browser, svc, steward)
+            page.goto(svc.url + "requests?queue=1")
+            page.click(f"text={rid}")
+            page.wait_for_selector("#vote-form")
+            # the review page shows the query, the airlock's own verdict and per-cell evidence
+            assert "SELECT" in page.inner_text("#sql").upper()
+            assert page.inner_text("#check-status") in ("review", "fail")
+            assert page.inner_text("#required") == "2"
+            assert page.locator("#evidence tr").count() > 1
+            assert page.inner_text("#evidence-source") == "recomputed by the airlock"
+            assert page.locator("table.output tr").count() > 1
+            assert page.locator("#votes").count() == 0  # blind: no other vote is shown
+            page.screenshot(path=str(SHOTS / f"{i + 1}-review-{steward}.png"), full_page=True)
+            page.check("#vote-approve")
+            page.fill("#vote-reason", "small cell is a known structural zero")
+            page.click("#vote-submit")
+            page.wait_for_selector("#status")
+            expected = "in_review" if i == 0 else "released"
+            assert page.inner_text("#status") == expected
+            page.screenshot(path=str(SHOTS / f"{i + 1}-voted-{steward}.png"), full_page=True)
+            ctx.close()
+
+        ctx, page = _login(browser, svc, REQUESTER)
+        page.click(f"text={rid}")
+        assert page.inner_text("#status") == "released"
+        assert page.locator("#vote-form").count() == 0
+        name = next(iter(out["files"]))
+        with page.expect_download() as info:
+            page.click(f"text=download {name}")
+        saved = tmp_path / "downloaded"
+        info.value.save_as(saved)
+        assert saved.read_bytes() == out["files"][name]
+        page.screenshot(path=str(SHOTS / "3-released-researcher.png"), full_page=True)
+        ctx.close()
+    finally:
+        svc.stop()
+    settings = load_settings(home)
+    assert consistency_problems(settings) == []
+    manifest = json.loads((outbox_dir(settings) / rid / "manifest.json").read_text())
+    assert sorted(v["steward"] for v in manifest["votes"]) == sorted(STEWARDS[:2])
