@@ -47,7 +47,7 @@ from enclave.release.manifest import (
 )
 from enclave.settings import Settings, SynthSettings
 from synthetic.chain import CHAIN, ChainModel, chain_tables
-from synthetic.evaluate import fidelity, privacy, privacy_failures
+from synthetic.evaluate import fidelity, privacy, privacy_failures, small_domain
 
 TIER = "synthetic"
 MODELS_DIR = "synth-models"
@@ -208,6 +208,8 @@ def _sample_and_publish(con, chain: ChainModel, links, tables, synth: SynthSetti
     t1 = time.perf_counter()
     quality, diagnostic, privacy_report, integrity, eval_t = _evaluate(con, out_path, chain, links, synth)
     eval_s = time.perf_counter() - t1
+    for r in privacy_report.values():
+        r["small_record_domain"] = small_domain(r, synth)
     failures = privacy_failures(privacy_report, synth)
     if failures:
         raise DisclosureRiskError(

@@ -76,3 +76,32 @@ def test_baseline_protection_of_copies_is_zero_and_of_random_rows_about_one(rows
     noise = privacy.random_like(train.select(list(KINDS)), 300, np.random.default_rng(9))
     assert noise.schema == train.select(list(KINDS)).schema
     assert privacy.dcr_baseline_protection(train, noise, KINDS, rng) > 0.8
+
+
+def _report(**over) -> dict:
+    r = {"dcr_baseline_protection": 0.4, "holdout_dcr_baseline_protection": 0.4,
+         "dcr_overfitting_protection": 0.95, "new_row_synthesis": 0.95, "holdout_new_row_synthesis": 0.95,
+         "identical_share": 0.0, "holdout_identical_share": 0.0, "unique_identical_share": 0.0,
+         "holdout_unique_identical_share": 0.0}
+    return r | over
+
+
+def test_the_privacy_bar():
+    from enclave.settings import SynthSettings
+    from synthetic.evaluate import privacy_failures
+
+    bar = SynthSettings()
+    assert privacy_failures({"t": _report()}, bar) == []
+    # a twin closer to the real rows than the holdout is fails, metric named, no value of a row
+    fails = privacy_failures({"t": _report(dcr_baseline_protection=0.1)}, bar)
+    assert fails == ["t: DCR baseline protection 0.100 < 0.300"]
+    assert privacy_failures({"t": _report(dcr_overfitting_protection=0.7)}, bar)
+    assert privacy_failures({"t": _report(new_row_synthesis=0.6)}, bar)
+    assert privacy_failures({"t": _report(unique_identical_share=0.2)}, bar)
+    # small record domain (most unseen real records repeat a training one): the knife-edge DCR
+    # baseline / new-row bars do not apply, the identical-record bars still do
+    small = {"holdout_identical_share": 0.82, "identical_share": 0.85, "dcr_baseline_protection": 0.0,
+             "holdout_dcr_baseline_protection": 0.333, "new_row_synthesis": 0.2,
+             "holdout_new_row_synthesis": 0.3}
+    assert privacy_failures({"person": _report(**small)}, bar) == []
+    assert privacy_failures({"person": _report(**small | {"identical_share": 0.99})}, bar)
