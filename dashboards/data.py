@@ -1,0 +1,185 @@
+"""The dashboards' only data access: the published indicator table, read-only, by parameters.
+
+Nothing here reads a release. Filter values come from users (widgets, URL query parameters), so
+each one is checked against the values the table actually holds before it reaches a query, and
+every query binds values as parameters; no SQL is built from user input. This module does not
+import streamlit, so the benchmark can time it directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from enclave.db import frame
+from enclave.errors import BadInputError
+
+ALL = "All"
+INDICATORS_DB = "indicators.duckdb"
+DIMENSIONS = ("year", "region", "level", "hospital", "age_band", "sex", "visit_type", "condition",
+              "test", "medicine")
+FILTERS = ("year", "region", "level")
+ENV_DIR = "ENCLAVE_INDICATORS"  # a published indicators/vN folder (or its indicators.duckdb)
+
+
+class FilterError(BadInputError):
+    """A filter names an unknown dimension or a value the indicator table does not hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildInfo:
+    """Where the figures come from; shown on every page."""
+
+    version: str
+    source_release: str
+    source_sha256: str
+    source_created_at: str
+    built_at: str
+    policy: str
+    policy_sha256: str
+    min_patients: int
+    rounding: dict
+
+    def line(self) -> str:
+        return (f"Data: {self.version}, computed from release {self.source_release} "
+                f"(sha256 {self.source_sha256[:12]}, released {self.source_created_at[:10]}) "
+                f"on {self.built_at[:10]}; disclosure policy {self.policy} "
+                f"({self.policy_sha256[:12]}).")
+
+
+def resolve_path(explicit: str | os.PathLike | None = None) -> Path:
+    """The indicator table: ``explicit``, else ``$ENCLAVE_INDICATORS``, else the newest version
+    under ``$ENCLAVE_HOME/releases/indicators``."""
+    raw = explicit or os.environ.get(ENV_DIR)
+    if raw:
+        p = Path(raw)
+        p = p / INDICATORS_DB if p.is_dir() else p
+        if not p.exists():
+            raise BadInputError(f"no indicator table at {p}")
+        return p
+    home = os.environ.get("ENCLAVE_HOME")
+    if home:
+        root = Path(home) / "releases" / "indicators"
+        vs = sorted((int(d.name[1:]), d) for d in root.glob("v*") if d.name[1:].isdigit()) \
+            if root.exists() else []
+        if vs:
+            return vs[-1][1] / INDICATORS_DB
+    raise BadInputError(f"no indicator table: set {ENV_DIR} to a published indicators/vN "
+                        "folder (or ENCLAVE_HOME to an enclave with one)")
+
+
+def _check_manifest(path: Path) -> None:
+    """Refuse a table that differs from its published manifest (when it sits beside one)."""
+    manifest = path.parent / "manifest.json"
+    if not manifest.exists():
+        return
+    listed = json.loads(manifest.read_text(encoding="utf-8")).get("files", {}).get(path.name)
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    if listed is None or listed.get("sha256") != h.hexdigest():
+        raise BadInputError(f"{path} does not match its manifest: refusing to show it")
+
+
+class IndicatorTable:
+    """Read-only access to one published indicator table."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        _check_manifest(self.path)
+        self._con = duckdb.connect(str(self.path), read_only=True)
+        self._lock = threading.Lock()
+        b = self._frame("SELECT * FROM build").row(0, named=True)
+        self.info = BuildInfo(
+            version=f"indicators/{self.path.parent.name}", source_release=b["source_release"],
+            source_sha256=b["source_sha256"], source_created_at=str(b["source_created_at"] or ""),
+            built_at=str(b["built_at"]), policy=b["policy"], policy_sha256=b["policy_sha256"],
+            min_patients=int(b["min_patients"]), rounding=json.loads(b["rounding"]))
+        self.tiles = self._frame("SELECT * FROM tiles ORDER BY indicator")
+        labels = self._frame("SELECT dimension, code, label, level FROM labels")
+        self.labels: dict[str, dict[str, str]] = {}
+        for dim, code, label, _ in labels.rows():
+            self.labels.setdefault(dim, {})[code] = label
+        self.hospital_level = {c: lv for d, c, _, lv in labels.rows() if d == "hospital"}
+        self._known: dict[str, list[str]] = {}
+        for dim in DIMENSIONS:
+            vals = self._frame(f'SELECT DISTINCT "{dim}" AS v FROM indicators '  # dim: a constant
+                               f'WHERE "{dim}" IS NOT NULL AND "{dim}" <> ?', [ALL])["v"]
+            self._known[dim] = sorted(vals.to_list())
+        self.indicators = set(self.tiles["indicator"].to_list())
+        self._axes = {i: set(json.loads(a)) for i, a in self.tiles.select("indicator", "axes").rows()}
+
+    def _frame(self, sql: str, params: Sequence | None = None) -> pl.DataFrame:
+        with self._lock:
+            return frame(self._con, sql, params)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def known(self, dimension: str) -> list[str]:
+        if dimension not in self._known:
+            raise FilterError(f"unknown filter '{dimension}' (known: {', '.join(DIMENSIONS)})")
+        return self._known[dimension]
+
+    def label(self, dimension: str, code: str) -> str:
+        if code == ALL:
+            return ALL
+        return self.labels.get(dimension, {}).get(code, code)
+
+    def tile(self, indicator: str) -> dict:
+        rows = self.tiles.filter(pl.col("indicator") == indicator)
+        if rows.height == 0:
+            raise FilterError(f"unknown indicator (known: {', '.join(sorted(self.indicators))})")
+        return rows.row(0, named=True)
+
+    def validate(self, filters: Mapping[str, str]) -> dict[str, str]:
+        """The filters, each checked against the dimension's known values (``All`` allowed)."""
+        out = {}
+        for dim, value in filters.items():
+            if dim not in DIMENSIONS:
+                raise FilterError(f"unknown filter '{dim}' (known: {', '.join(DIMENSIONS)})")
+            if not isinstance(value, str) or (value != ALL and value not in self._known[dim]):
+                raise FilterError(f"filter '{dim}' has a value this indicator table does not "
+                                  f"hold ({len(self._known[dim])} values are known)")
+            out[dim] = value
+        return out
+
+    def cells(self, indicator: str, filters: Mapping[str, str] | None = None,
+              by: Sequence[str] = ()) -> pl.DataFrame:
+        """Cells of ``indicator`` with ``filters`` fixed, one row per level of the ``by`` axes,
+        every other axis at its total. Axes the indicator lacks are ignored (not an error)."""
+        if indicator not in self.indicators:
+            raise FilterError(f"unknown indicator (known: {', '.join(sorted(self.indicators))})")
+        flt = self.validate(filters or {})
+        by = list(by)
+        for dim in by:
+            if dim not in DIMENSIONS:
+                raise FilterError(f"unknown axis '{dim}'")
+        where, params = ['"indicator" = ?'], [indicator]
+        axes = self._axes[indicator]
+        for dim in DIMENSIONS:  # dim names are constants of this module, values are parameters
+            if dim not in axes:
+                continue  # the indicator has no such axis: its column is null
+            where.append(f'"{dim}" <> ?' if dim in by else f'"{dim}" = ?')
+            params.append(ALL if dim in by else flt.get(dim, ALL))
+        requested, by = by, [d for d in by if d in axes]
+        cols = ", ".join(f'"{d}"' for d in by)
+        sql = (f"SELECT {cols + ', ' if cols else ''}value, suppressed, reason FROM indicators "
+               f"WHERE {' AND '.join(where)} ORDER BY {cols or 'value'}")
+        out = self._frame(sql, params)
+        missing = [d for d in requested if d not in out.columns]
+        return out.with_columns(pl.lit(None, pl.String).alias(d) for d in missing).select(
+            *requested, "value", "suppressed", "reason") if missing else out
+
+    def applies(self, indicator: str, dimension: str) -> bool:
+        """Whether ``indicator`` is broken down by ``dimension`` (else that filter is ignored)."""
+        return dimension in json.loads(self.tile(indicator)["axes"])

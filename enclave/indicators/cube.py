@@ -1,0 +1,356 @@
+"""Disclosure control of one indicator cube (security-critical).
+
+An indicator is a small cube: a few categorical axes (year, region, hospital level, age band ...)
+and one statistic per cell. Axes marked *margin* get an ``All`` level (the total over that axis),
+which is what the dashboard shows when a filter is left open. Every cell, totals included, goes
+through the researcher-output rules of :mod:`enclave.disclosure`:
+
+1. **Evidence** — :func:`enclave.disclosure.compute_evidence` once per grouping set (every subset
+   of margin axes collapsed to ``All``), so totals are exact distinct-patient counts, not sums.
+2. **Primary suppression** — :func:`enclave.disclosure.check_cells` (minimum distinct patients,
+   zeros, minimum values, N-K and p % dominance for sums and means) under the active policy.
+   Empty cells of the full cross product are checked too (zeros rule).
+3. **Secondary suppression** — every two-dimensional face of the cube (two margin axes, the others
+   fixed, totals included) goes through :func:`enclave.disclosure.secondary_suppression` (greedy by
+   lines + the exactness check), repeated until no face changes: a suppressed cell cannot be
+   recovered from any row, column or total the dashboard publishes, whichever filters are set.
+   With one margin axis the line rule alone applies (one suppressed cell in a line with its total
+   → suppress the smallest other cell).
+4. **Consistent rounding** of counts — :func:`cell_key_round`, the ABS cell-key method with random
+   rounding to ``round_base`` as the perturbation: every patient has a secret record key, a cell's
+   key is the sum of its distinct patients' record keys mod 2³², and that key alone decides whether
+   the count rounds up or down. The same contributors give the same published number in every
+   table and every refresh (no averaging attack), while a cell whose contributors changed by one
+   patient gets an independent draw, so subtracting two refreshes gives noise of ± ``round_base``
+   instead of the patient.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from enclave import db
+from enclave.disclosure import (
+    DisclosurePolicy,
+    Rounding,
+    Statistic,
+    check_cells,
+    compute_evidence,
+    secondary_suppression,
+)
+
+ALL = "All"
+KEY_MODULUS = 1 << 32
+SECONDARY_REASON = ("suppressed as a complement, so that suppressed cells cannot be recovered from "
+                    "the totals (secondary suppression)")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedCube:
+    """One row per cell: the axes, ``value`` (published, null when suppressed), ``suppressed``,
+    ``reason`` (why, in plain language) and ``patients_ok`` (cell passed the rules on its own)."""
+
+    cells: pl.DataFrame
+    primary: int
+    secondary: int
+
+
+def _grouping_sets(axes: Sequence[str], margins: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every subset of the margin axes collapsed (the fixed axes always kept)."""
+    out = []
+    for r in range(len(margins) + 1):
+        for collapsed in itertools.combinations(margins, r):
+            out.append(tuple(a for a in axes if a not in collapsed))
+    return out
+
+
+def cube_evidence(con: duckdb.DuckDBPyConnection, relation: str, axes: Sequence[str],
+                  margins: Sequence[str], value: str | None) -> pl.DataFrame:
+    """Evidence of every cell of the cube, totals included (axes as strings, ``All`` = total)."""
+    parts = []
+    for keep in _grouping_sets(axes, margins):
+        ev = compute_evidence(con, relation, "person_id", list(keep), value, extremes=False)
+        ev = ev.with_columns([pl.col(a).cast(pl.String).fill_null("unknown") for a in keep]
+                             + [pl.lit(ALL).alias(a) for a in axes if a not in keep])
+        parts.append(ev.select(*axes, *[c for c in ev.columns if c not in axes]))
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def cell_keys(con: duckdb.DuckDBPyConnection, relation: str, axes: Sequence[str],
+              margins: Sequence[str], record_keys: str) -> pl.DataFrame:
+    """Cell key of every cell: sum of its distinct patients' record keys mod 2³² (one statement)."""
+    q = [f'"{a}"' for a in axes]
+    sets = ", ".join("(" + ", ".join(f'"{a}"' for a in keep) + ")"
+                     for keep in _grouping_sets(axes, margins))
+    grouping = "".join(f", GROUPING({c}) AS _g{i}" for i, c in enumerate(q))
+    src = relation.strip() if " " in relation.strip() else f"SELECT * FROM {relation.strip()}"
+    sql = f"""
+        SELECT {''.join(f'{c}::VARCHAR AS {c}, ' for c in q)}0 AS _g{grouping},
+               (sum(k.rkey) % {KEY_MODULUS})::UBIGINT AS cell_key
+        FROM (SELECT DISTINCT {''.join(f'{c}, ' for c in q)}person_id FROM ({src})) AS d
+        JOIN {record_keys} AS k USING (person_id)
+        GROUP BY GROUPING SETS ({sets})"""
+    keys = db.frame(con, sql)
+    if not axes:
+        return keys.drop("_g")
+    return keys.with_columns([
+        pl.when(pl.col(f"_g{i}") == 1).then(pl.lit(ALL)).otherwise(pl.col(a)).alias(a)
+        for i, a in enumerate(axes)]).select(*axes, "cell_key")
+
+
+def complete_grid(ev: pl.DataFrame, axes: Sequence[str], margins: Sequence[str],
+                  levels: dict[str, Sequence[str]] | None = None) -> pl.DataFrame:
+    """The full cross product of the levels seen on each axis (``All`` included on margin axes),
+    with empty cells as zero evidence: an empty cell is checked like any other (zeros rule)."""
+    if not axes:
+        return ev
+    grid = None
+    for a in axes:
+        seen = set(ev[a].to_list()) | set((levels or {}).get(a, ()))
+        if a in margins:
+            seen.add(ALL)
+        col = pl.DataFrame({a: sorted(seen)}, schema={a: pl.String})
+        grid = col if grid is None else grid.join(col, how="cross")
+    out = grid.join(ev, on=list(axes), how="left", nulls_equal=True)
+    counts = ("rows", "patients", "values", "value_patients", "negatives")
+    return out.with_columns([pl.col(c).fill_null(0) for c in counts]
+                            + [pl.col(c).fill_null(0.0) for c in ("top1", "top2", "abs_total")])
+
+
+def _line_rule(values: np.ndarray, sup: np.ndarray) -> bool:
+    """1-D cube (totals last): one suppressed cell in the line → suppress the smallest other."""
+    if sup.sum() != 1:
+        return False
+    free = [i for i in range(len(values)) if not sup[i]]
+    if not free:
+        return False
+    inner = [i for i in free if i != len(values) - 1] or free
+    sup[min(inner, key=lambda i: (values[i] == 0, values[i], i))] = True
+    return True
+
+
+def pinned_cells(face: np.ndarray) -> np.ndarray:
+    """Suppressed cells of a 2-D table with margins (totals last) that the published cells pin
+    down exactly: the same answer as :func:`enclave.disclosure.recoverable`, found as the bridges
+    of the bipartite graph of lines (nodes) and suppressed cells (edges).
+
+    With the signs of the margins flipped, every row and column of the table sums to zero, so an
+    unknown cell can be moved by ±ε around any cycle of unknown cells and is fixed exactly when no
+    cycle passes through it (a bridge). This is a linear-time check, used to skip the faces that
+    are already safe before :func:`enclave.disclosure.secondary_suppression` (which decides with
+    its exact SVD test) is called on the rest.
+    """
+    m, n = face.shape
+    cells = np.argwhere(face)
+    out = np.zeros(face.shape, dtype=bool)
+    if len(cells) == 0:
+        return out
+    adj: list[list[tuple[int, int]]] = [[] for _ in range(m + n)]
+    for e, (i, j) in enumerate(cells):
+        adj[i].append((m + j, e))
+        adj[m + j].append((i, e))
+    disc = [-1] * (m + n)
+    low = [0] * (m + n)
+    t = 0
+    for root in range(m + n):
+        if disc[root] != -1 or not adj[root]:
+            continue
+        disc[root] = low[root] = t
+        t += 1
+        stack = [(root, -1, iter(adj[root]))]
+        while stack:
+            v, pe, it = stack[-1]
+            advanced = False
+            for w, e in it:
+                if e == pe:
+                    continue
+                if disc[w] == -1:
+                    disc[w] = low[w] = t
+                    t += 1
+                    stack.append((w, e, iter(adj[w])))
+                    advanced = True
+                    break
+                low[v] = min(low[v], disc[w])
+            if advanced:
+                continue
+            stack.pop()
+            if stack:
+                u = stack[-1][0]
+                low[u] = min(low[u], low[v])
+                if low[v] > disc[u]:
+                    i, j = cells[pe]
+                    out[i, j] = True
+    return out
+
+
+def face_safe(face: np.ndarray) -> bool:
+    """No line holds exactly one suppressed cell and no suppressed cell is pinned."""
+    if (face.sum(axis=0) == 1).any() or (face.sum(axis=1) == 1).any():
+        return False
+    return not pinned_cells(face).any()
+
+
+def _quick_safe(faces: np.ndarray) -> np.ndarray:
+    """Per face (last axis): safe for sure — no suppressed cell, or no line with exactly one and
+    every suppressed cell on a 4-cycle of suppressed cells (a rectangle). Vectorized over all
+    faces; the faces it cannot clear go to the exact check."""
+    s = faces.astype(np.int32)
+    deg_r, deg_c = s.sum(axis=1), s.sum(axis=0)
+    single = (deg_r == 1).any(axis=0) | (deg_c == 1).any(axis=0)
+    paths3 = np.einsum("ilk,lck->ick", np.einsum("ijk,ljk->ilk", s, s), s)
+    on_rect = paths3 > deg_r[:, None, :] + deg_c[None, :, :] - 1
+    return ~single & (~faces | on_rect).all(axis=(0, 1))
+
+
+def suppress_cube(weights: np.ndarray, primary: np.ndarray, margin_axes: Sequence[int]
+                  ) -> np.ndarray:
+    """Secondary suppression over every 2-D face of margin axes (totals last on those axes)."""
+    sup = primary.copy()
+    margin_axes = list(margin_axes)
+    if not sup.any() or not margin_axes:
+        return sup
+    for _ in range(sup.size):
+        changed = False
+        if len(margin_axes) == 1:
+            a = margin_axes[0]
+            w = np.moveaxis(weights, a, 0).reshape(weights.shape[a], -1)
+            s = np.moveaxis(sup, a, 0).reshape(sup.shape[a], -1).copy()
+            for k in range(s.shape[1]):
+                changed |= _line_rule(w[:, k], s[:, k])
+            sup = np.moveaxis(s.reshape(np.moveaxis(sup, a, 0).shape), 0, a)
+        for a, b in itertools.combinations(margin_axes, 2):
+            w = np.moveaxis(weights, (a, b), (0, 1))
+            s = np.moveaxis(sup, (a, b), (0, 1))
+            shape = s.shape
+            w2 = w.reshape(shape[0], shape[1], -1)
+            s2 = s.reshape(shape[0], shape[1], -1).copy()
+            quick = _quick_safe(s2)
+            for k in np.flatnonzero(~quick):
+                face = s2[:, :, k]
+                if face.all() or face_safe(face):
+                    continue
+                t = secondary_suppression(w2[:-1, :-1, k], face[:-1, :-1], margin_primary=face)
+                if (t.suppressed != face).any():
+                    s2[:, :, k] = t.suppressed | face
+                    changed = True
+            sup = np.moveaxis(s2.reshape(shape), (0, 1), (a, b))
+        if not changed:
+            break
+    return np.ascontiguousarray(sup)
+
+
+def cell_key_round(counts: pl.Expr, keys: pl.Expr, policy: DisclosurePolicy) -> pl.Expr:
+    """Random rounding to ``round_base`` decided by the cell key (see the module docstring).
+
+    A count ``x = q·b + r`` rounds up with probability ``r / b`` (unbiased); the uniform draw is
+    ``cell_key / 2³²``. A count that would round below the policy's threshold is shown as the
+    smallest multiple of ``b`` at or above it, so no displayed count is below the threshold.
+    """
+    b = policy.round_base
+    if policy.rounding is Rounding.NONE and b <= 1:
+        return counts
+    floor_ = (counts // b) * b
+    rem = counts - floor_
+    u = keys.cast(pl.Float64) / KEY_MODULUS
+    rounded = pl.when(u < rem / b).then(floor_ + b).otherwise(floor_)
+    least = -(-policy.min_patients // b) * b
+    return pl.when(counts == 0).then(0).otherwise(pl.max_horizontal(rounded, pl.lit(least)))
+
+
+def public_reason(ev: pl.DataFrame, stat: Statistic, policy: DisclosurePolicy) -> pl.Series:
+    """Why a cell is withheld, in words that say nothing about its value: the rules' own reasons
+    quote the cell's count ("cell has 9 patients"), which must not be published."""
+    from enclave.disclosure.rules import MAGNITUDES
+
+    pats = pl.col("patients")
+    expr = pl.when(pats == 0).then(pl.lit(
+        "no people in this cell; empty cells are withheld under this policy"
+        if policy.zeros_disclosive else None))
+    expr = expr.when(pats < policy.min_patients).then(
+        pl.lit(f"fewer than {policy.min_patients} people"))
+    if stat in MAGNITUDES:
+        expr = expr.when(pl.col("value_patients") < policy.min_values).then(
+            pl.lit(f"fewer than {policy.min_values} people with a value"))
+        expr = expr.otherwise(pl.lit("a few people would dominate the value (dominance rule)"))
+    else:
+        expr = expr.otherwise(pl.lit("withheld by the disclosure rules"))
+    return ev.select(expr.alias("reason"))["reason"]
+
+
+#: every reason a published cell can carry (a test checks the table holds no other text)
+def public_reasons(policy: DisclosurePolicy) -> set[str]:
+    return {"no people in this cell; empty cells are withheld under this policy",
+            f"fewer than {policy.min_patients} people",
+            f"fewer than {policy.min_values} people with a value",
+            "a few people would dominate the value (dominance rule)",
+            "withheld by the disclosure rules", SECONDARY_REASON}
+
+
+def check_cube(con: duckdb.DuckDBPyConnection, relation: str, axes: Sequence[str],
+               margins: Sequence[str], statistic: Statistic | str, policy: DisclosurePolicy,
+               value: str | None = None, record_keys: str | None = None,
+               decimals: int = 0, levels: dict[str, Sequence[str]] | None = None) -> CheckedCube:
+    """Evidence, rules, secondary suppression and rounding of one indicator cube. ``levels`` adds
+    axis levels no row reaches (e.g. hospitals without a readmission), checked as empty cells."""
+    stat = Statistic(statistic)
+    axes, margins = list(axes), [a for a in axes if a in margins]
+    ev = complete_grid(cube_evidence(con, relation, axes, margins, value), axes, margins,
+                       levels)
+    plain = policy if policy.rounding is Rounding.NONE else _unrounded(policy)
+    checked = check_cells(ev, stat, plain, axes)
+    raw_col = "rows" if stat is Statistic.COUNT else "patients"
+    cells = checked.with_columns(
+        ev[raw_col].alias("_raw"),
+        public_reason(ev, stat, policy).alias("reason"),
+        (pl.col("outcome") != "ok").alias("_primary"),
+    )
+    # dense cube, totals last on margin axes
+    levels = {a: sorted(x for x in cells[a].unique().to_list() if x != ALL) + (
+        [ALL] if a in margins else []) for a in axes}
+    if axes:
+        idx = [cells[a].replace_strict({v: i for i, v in enumerate(levels[a])},
+                                       return_dtype=pl.Int64).to_numpy() for a in axes]
+        shape = tuple(len(levels[a]) for a in axes)
+        weights, primary = np.zeros(shape), np.zeros(shape, dtype=bool)
+        weights[tuple(idx)] = cells["weight"].to_numpy()
+        primary[tuple(idx)] = cells["_primary"].to_numpy()
+        sup = suppress_cube(weights, primary, [axes.index(m) for m in margins])
+        final = pl.Series(sup[tuple(idx)])
+    else:
+        final = cells["_primary"]
+    cells = cells.with_columns(final.alias("suppressed"))
+    secondary = cells.filter(pl.col("suppressed") & ~pl.col("_primary")).height
+    cells = cells.with_columns(
+        pl.when(pl.col("suppressed") & ~pl.col("_primary")).then(pl.lit(SECONDARY_REASON))
+        .otherwise(pl.col("reason")).alias("reason"))
+    if stat in (Statistic.COUNT, Statistic.PATIENTS):
+        if record_keys is not None:
+            keys = cell_keys(con, relation, axes, margins, record_keys)
+            cells = cells.join(keys, on=axes, how="left", nulls_equal=True) if axes else \
+                cells.with_columns(keys["cell_key"])
+        else:
+            cells = cells.with_columns(pl.lit(0, pl.UInt64).alias("cell_key"))
+        cells = cells.with_columns(
+            cell_key_round(pl.col("_raw"), pl.col("cell_key").fill_null(0), policy)
+            .cast(pl.Float64).alias("_pub")).drop("cell_key")
+    else:
+        cells = cells.with_columns(pl.col("value").cast(pl.Float64).round(decimals).alias("_pub"))
+    cells = cells.with_columns(
+        pl.when(pl.col("suppressed")).then(None).otherwise(pl.col("_pub")).alias("value"),
+        pl.when(pl.col("suppressed")).then(pl.col("reason")).otherwise(None).alias("reason"),
+    ).select(*axes, "value", "suppressed", "reason")
+    return CheckedCube(cells, int(primary.sum()) if axes else int(cells["suppressed"].sum()),
+                       secondary)
+
+
+def _unrounded(policy: DisclosurePolicy) -> DisclosurePolicy:
+    """The policy's rules without its deterministic rounding (the cube rounds by cell key)."""
+    from dataclasses import replace
+
+    return replace(policy, rounding=Rounding.NONE)
