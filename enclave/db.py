@@ -6,7 +6,8 @@ other work meanwhile; ``relation.fetchone()`` is gone. Every query in the enclav
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 import polars as pl

@@ -131,6 +131,10 @@ class SynthSettings:
     max_unique_identical_share: float = _setting(
         0.01, "Highest share of synthetic records identical to a record only one training row has "
               "(a copied individual), any table.")
+    small_domain_identical_share: float = _setting(
+        0.5, "A table where at least this share of real holdout records repeat a training record "
+             "exactly is a small record domain: its DCR baseline and new-row bars do not apply (the "
+             "identical-record bars still do).")
     holdout_tolerance: float = _setting(
         0.1, "Where real holdout patients themselves miss an absolute bar (small record domains), the "
              "bar becomes the holdout's own score, worse by at most this much (about two standard "
@@ -161,11 +165,16 @@ class HubSettings:
     project_group_prefix: str = _setting("enp-", "Prefix of each project's Unix group (enp-<id>).")
     idle_timeout_s: int = _setting(3600, "A user server idle this long is stopped by the culler.")
     upload_max_bytes: int = _setting(
-        1_000_000, "Largest text file a user may save through the contents API (base64, i.e. "
-                   "uploaded, files are always refused).")
+        1_000_000, "Largest text file a user may save or open through the contents API (base64, "
+                   "i.e. uploaded or binary, files are always refused).")
     notebook_max_bytes: int = _setting(
-        20_000_000, "Largest notebook a user may save through the contents API.")
+        20_000_000, "Largest notebook a user may save or open through the contents API.")
     spawn_timeout_s: int = _setting(60, "Longest a user server may take to start.")
+    egress_table: str = _setting(
+        "enclave_egress", "Name of the nftables table (family inet) holding the researchers' egress rule.")
+    demo_user_prefix: str = _setting(
+        "demo-", "Prefix of the demo users `enclave up` creates (<prefix>researcher, "
+                 "<prefix>steward1, <prefix>steward2, <prefix>policymaker).")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,9 @@ This is the one module that opens ``cdm.duckdb``. The restricted zone is created
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 

@@ -7,7 +7,20 @@ imports them all.
 import sys
 from importlib.metadata import entry_points
 
-from enclave.cli import catalog, demo, ingest, project, release, store, up  # noqa: F401  (registers the commands)
+from enclave.cli import (  # noqa: F401  (registers the commands)
+    airlock,
+    audit,
+    catalog,
+    demo,
+    hub,
+    indicators,
+    ingest,
+    project,
+    release,
+    store,
+    up,
+    user,
+)
 from enclave.cli._main import cli, main
 
 # plug-in commands (e.g. ``enclave synth`` from the ``synthetic`` package): enclave never imports them

@@ -1,12 +1,19 @@
-"""``enclave up`` commands."""
+"""``enclave up``, ``enclave down`` and ``enclave status``: the whole enclave from one command."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
 from enclave.cli._main import _Ctx, cli, pass_ctx
+
+
+def _serve_default() -> bool:
+    """Serve unless ``ENCLAVE_UP_SERVE`` says no (tests pass ``--data-only`` or ``--no-serve``)."""
+    value = os.environ.get("ENCLAVE_UP_SERVE")
+    return value is None or value.lower() not in ("0", "no", "false", "")
 
 
 @cli.command()
@@ -15,15 +22,63 @@ from enclave.cli._main import _Ctx, cli, pass_ctx
 @click.option("--hospitals", default=5, show_default=True, type=click.IntRange(min=1, max=50),
               help="Demo hospitals.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the demo data.")
+@click.option("--data-only", is_flag=True,
+              help="Only generate and ingest the demo hospitals (no project, release or hub).")
+@click.option("--serve/--no-serve", default=None,
+              help="Create the demo users and serve the hub (default: serve, unless "
+                   "ENCLAVE_UP_SERVE=0; without serving, up stops after the release, twin and "
+                   "indicators).")
 @pass_ctx
-def up(obj: _Ctx, patients: int, hospitals: int, seed: int) -> None:
-    """Bring the enclave up on demo data.
+def up(obj: _Ctx, patients: int, hospitals: int, seed: int, data_only: bool,
+       serve: bool | None) -> None:
+    """Bring the enclave up on demo data, and serve it.
 
-    Generates the demo hospitals (once), ingests every hospital's extract into the OMOP store and
-    prints what was loaded. Safe to run again: files already ingested are recognised and skipped.
+    Generates the demo hospitals (once) and ingests them; then (unless --data-only) records the
+    demo project and builds its release, twin and indicators; then (when serving, as root)
+    creates the demo users (a researcher, two stewards, a policymaker) with fresh passwords,
+    printed once, and starts the hub on 127.0.0.1:8000 in the background. Safe to run again:
+    done work is kept. 'enclave down' stops everything it started.
     """
     from enclave.workflows.demo_up import bring_up
 
-    summary = bring_up(obj.settings, patients=patients, hospitals=hospitals, seed=seed,
+    settings = obj.settings
+    serve = _serve_default() if serve is None else serve
+    summary = bring_up(settings, patients=patients, hospitals=hospitals, seed=seed,
                        echo=click.echo)
+    if not data_only:
+        from enclave.workflows.enclave_up import build_demo_project, serve_demo
+
+        summary.update(build_demo_project(settings, echo=click.echo))
+        if serve:
+            summary["users"] = serve_demo(settings, echo=click.echo)
+            summary["hub"] = f"http://{settings.hub.ip}:{settings.hub.port}/"
     click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+
+
+@cli.command()
+@pass_ctx
+def down(obj: _Ctx) -> None:
+    """Stop the hub and every process it started (proxy, servers, kernels, services); waits."""
+    from enclave.workflows.enclave_up import bring_down
+
+    stopped = bring_down(obj.settings)
+    click.echo(f"stopped {len(stopped)} processes" if stopped else "nothing was running")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_ctx
+def status(obj: _Ctx, as_json: bool) -> None:
+    """What runs: the hub, its URL and its processes."""
+    from enclave.hub.serve import status as hub_status
+
+    st = hub_status(obj.settings)
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    h = st["hub"]
+    if h["running"]:
+        click.echo(f"hub running (pid {h['pid']}, {h['processes']} processes below it) at {h['url']}"
+                   f"{'' if h['responding'] else ' — not answering'}; log {st['log']}")
+    else:
+        click.echo(f"hub not running ({st['home']})")

@@ -44,7 +44,7 @@ class LDiversity:
     """ℓ-diversity of ``attribute`` in every class; ``c`` is used by the recursive variant only."""
 
     attribute: str
-    l: int  # noqa: E741 - the criterion's name
+    l: int
     variant: Literal["distinct", "entropy", "recursive"] = "distinct"
     c: float = 1.0
 

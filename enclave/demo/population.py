@@ -223,6 +223,11 @@ def _visit_frame(rng, enr, rows, inpatient, start_days) -> pl.DataFrame:
     )
 
 
+#: the columns :func:`_visit_frame` adds to enrolment rows (plus the main diagnosis, added later)
+_VISIT_COLUMNS = ("inpatient", "start_datetime", "end_datetime", "total_cost", "paid_by_patient",
+                  "dx_r", "lab_r", "main")
+
+
 def _main_diagnosis(rng, visits: pl.DataFrame, chronic: np.ndarray) -> np.ndarray:
     """Index into CHRONIC + ACUTE of each visit's main diagnosis."""
     flags = chronic[visits["pid"].to_numpy()]
@@ -256,6 +261,7 @@ def build_population(patients: int, hospitals: int, seed: int) -> Population:
     visits = _visits(rng, enr, chronic.sum(axis=1))
     visits = visits.with_columns(pl.Series("main", _main_diagnosis(rng, visits, chronic)))
     visits = pl.concat([visits, _repeat_visits(rng, visits, enr)], how="vertical")
+    visits = pl.concat([visits, _readmissions(np.random.default_rng([seed, 30]), visits)], how="vertical")
     visits = _number_visits(visits, specs, persons)
     conds = rec.conditions(rng, visits, chronic)
     drugs = rec.drugs(rng, conds, specs)
@@ -331,6 +337,24 @@ def _repeat_visits(rng: np.random.Generator, visits: pl.DataFrame, enr: pl.DataF
     days = np.where(days + offset <= span, days + offset, days - offset)  # stay inside 2019–2024
     out = _visit_frame(rng, target.drop("main", "d0"), np.arange(n), np.zeros(n, bool), days)
     return out.with_columns(pl.lit(0.0).alias("lab_r"), target["main"]).select(visits.columns)
+
+
+def _readmissions(rng: np.random.Generator, visits: pl.DataFrame, share: float = 0.12) -> pl.DataFrame:
+    """Unplanned readmissions: about ``share`` of inpatient stays are followed by another stay at
+    the same hospital 2–29 days after discharge, for the same main diagnosis (own generator, so the
+    rest of the population does not change with it)."""
+    stays = visits.filter(pl.col("inpatient"))
+    if stays.height == 0:
+        return visits.clear()
+    pick = stays.filter(pl.Series(rng.random(stays.height) < share))
+    days = (pick["end_datetime"].dt.date().to_numpy() - np.datetime64(START.isoformat())).astype(np.int64)
+    days = days + rng.integers(2, 30, pick.height)
+    keep = days <= (END - START).days  # stay inside 2019–2024
+    pick, days = pick.filter(pl.Series(keep)), days[keep]
+    n = pick.height
+    enr_cols = [c for c in visits.columns if c not in _VISIT_COLUMNS]
+    out = _visit_frame(rng, pick.select(enr_cols), np.arange(n), np.ones(n, bool), days)
+    return out.with_columns(pick["main"]).select(visits.columns)
 
 
 def _number_visits(visits: pl.DataFrame, specs, persons: pl.DataFrame) -> pl.DataFrame:

@@ -48,7 +48,7 @@ class SiteMapping:
     source: str = "<built-in>"  # where the mapping came from (a path or a profile name)
     sha256: str = ""
 
-    def with_site(self, site_id: str) -> "SiteMapping":
+    def with_site(self, site_id: str) -> SiteMapping:
         from dataclasses import replace
 
         return replace(self, site_id=site_id)

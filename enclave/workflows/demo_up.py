@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from enclave.errors import ConfigurationError
 from enclave.ingest.pipeline import ingest_path

@@ -31,9 +31,9 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 warnings.filterwarnings("ignore")
 
+from enclave.settings import SynthSettings
 from synthetic.chain import ChainModel
 from synthetic.evaluate import _to_pandas
-from enclave.settings import SynthSettings
 
 ANALYTES = {3004501: (6.0, 1.5), 3004410: (6.5, 1.2), 3016723: (80.0, 25.0), 3022192: (1.6, 0.8),
             3023103: (4.2, 0.5), 3019550: (140.0, 3.0), 3027114: (4.8, 1.0), 3013682: (5.5, 2.0)}

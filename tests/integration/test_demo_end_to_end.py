@@ -22,7 +22,7 @@ def enclave_up(tmp_path_factory):
     home = tmp_path_factory.mktemp("demo-home")
     proc = subprocess.run(
         [sys.executable, "-m", "enclave", "--home", str(home), "up", "--patients", str(PATIENTS),
-         "--hospitals", "5", "--seed", "11"],
+         "--hospitals", "5", "--seed", "11", "--data-only"],
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -133,7 +133,7 @@ def test_store_integrity_check_passes_and_catches_a_duplicate(enclave_up, tmp_pa
 def test_running_up_again_changes_nothing_and_other_sizes_are_refused(enclave_up):
     home, _, _, con, _ = enclave_up
     before = con.execute("SELECT count(*) FROM measurement").fetchall()
-    args = [sys.executable, "-m", "enclave", "--home", str(home), "up"]
+    args = [sys.executable, "-m", "enclave", "--home", str(home), "up", "--data-only"]
     again = subprocess.run(args + ["--patients", str(PATIENTS), "--hospitals", "5", "--seed", "11"],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("already ingested") == 5

@@ -43,7 +43,7 @@ def create_project(home: Path, pid: str, sharing: str = "enclave") -> None:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     home = tmp_path_factory.mktemp("release-home")
-    enclave(home, "up", "--patients", "3000", "--hospitals", "5", "--seed", "5")
+    enclave(home, "up", "--patients", "3000", "--hospitals", "5", "--seed", "5", "--data-only")
     create_project(home, "alpha")
     create_project(home, "beta")
     manifests = {p: json.loads(enclave(home, "release", "build", "--project", p, "--json").stdout)

@@ -17,7 +17,12 @@ from enclave.ingest.adapters.hl7v2 import stage
 from enclave.ingest.mapping import builtin_profile, parse_mapping
 from enclave.ingest.staging import conform
 from tests.unit.test_fhir_adapter import (
-    RID, assert_all_counted, check_planted_defects, defect_setup, demo_frames, same_rows,
+    RID,
+    assert_all_counted,
+    check_planted_defects,
+    defect_setup,
+    demo_frames,
+    same_rows,
 )
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"

@@ -36,7 +36,7 @@ def enclave(home: Path, *args: str, check: bool = True) -> subprocess.CompletedP
 def demo_indicators(home: Path, tables: tuple[str, ...] = TABLES, pid: str = "alpha") -> dict:
     """A demo enclave with one desensitized release and its published indicators (manifest)."""
     if not (home / "restricted").exists():
-        enclave(home, "up", "--patients", "1500", "--hospitals", "3", "--seed", "11")
+        enclave(home, "up", "--patients", "1500", "--hospitals", "3", "--seed", "11", "--data-only")
     args = ["project", "create", "--id", pid, "--title", "Dashboards", "--purpose", "indicators",
             "--pi", "alice", "--member", "bob", "--tier", "desensitized", "--sharing", "enclave",
             "--expires", "2099-12-31"]

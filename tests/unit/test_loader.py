@@ -133,7 +133,7 @@ def test_local_codes_translate_through_the_site_mapping(settings):
 
 
 def test_reingesting_the_same_file_changes_nothing(settings):
-    b = lambda: batch("h1", "f.csv",  # noqa: E731
+    b = lambda: batch("h1", "f.csv",
                       person=[{"site_patient_id": "A1", "resident_id": ALICE}],
                       visit=[{"site_visit_id": "V1", "site_patient_id": "A1", "visit_type": "outpatient",
                               "start_date": D(2023, 1, 5)}])

@@ -58,7 +58,7 @@ def synth_build(home: Path, toml: str = FAST) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("synth") / "home"
-    enclave(home, "up", "--patients", "3000", "--hospitals", "3", "--seed", "11")
+    enclave(home, "up", "--patients", "3000", "--hospitals", "3", "--seed", "11", "--data-only")
     args = ["project", "create", "--id", "alpha", "--title", "T", "--purpose", "P", "--pi", "alice",
             "--member", "bob", "--tier", "desensitized", "--sharing", "enclave", "--expires", "2099-12-31"]
     for t in TABLES:

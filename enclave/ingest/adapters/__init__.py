@@ -11,8 +11,8 @@ are imported lazily so that one dialect's dependencies never slow another's inge
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import import_module
-from typing import Callable
 
 from enclave.errors import ConfigurationError
 

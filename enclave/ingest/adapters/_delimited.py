@@ -195,8 +195,7 @@ def _decode(data: bytes, encoding: str) -> tuple[str, set[int]]:
         for i in bad:  # keep the line (it is still a record, a malformed one) but make it valid text
             parts[i] = _SURROGATE.sub("\ufffd", parts[i])
         text = "\n".join(parts)
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = text.removeprefix("\ufeff")
     return text, bad
 
 

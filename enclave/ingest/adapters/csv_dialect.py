@@ -111,7 +111,7 @@ def options(mapping: SiteMapping, spec: dict) -> dict[str, Any]:
     return merged
 
 
-def read_file(file: Path, kind: str, spec: dict, mapping: SiteMapping) -> tuple[pl.DataFrame, "Table"]:
+def read_file(file: Path, kind: str, spec: dict, mapping: SiteMapping) -> tuple[pl.DataFrame, Table]:
     """Read one file and map it to the contract (no shared state: safe to run in a thread)."""
     opts = options(mapping, spec)
     table = read_table(file, mapping.encoding, opts["delimiter"], opts["quote"])

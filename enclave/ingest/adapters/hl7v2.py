@@ -109,7 +109,7 @@ def unescape(text: str, enc: Encoding) -> str:
 
 
 class _Segment:
-    __slots__ = ("fields", "enc")
+    __slots__ = ("enc", "fields")
 
     def __init__(self, text: str, enc: Encoding) -> None:
         self.fields = text.split(enc.field)

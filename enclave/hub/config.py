@@ -1,0 +1,207 @@
+"""JupyterHub configuration for one enclave home, as data applied to the traitlets config object.
+
+``write_hub_config`` writes ``<home>/hub/jupyterhub_config.py``, a two-line file calling
+:func:`configure`, so the policy lives here (reviewed, tested), not in a hand-edited file.
+
+Policy summary: PAM login for the enclave role groups only; only researchers get a notebook server
+(run as their own Unix user from the user environment, with ``disable_user_config``, isolated
+Python and the lock-down extension); hub roles give the airlock to researchers and stewards and the
+dashboards to policymakers; idle servers are culled.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from enclave.errors import ConfigurationError
+from enclave.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
+
+
+def hub_dir(settings: Settings) -> Path:
+    return settings.home / "hub"
+
+
+def proxy_command() -> list[str]:
+    found = CHP if CHP.exists() else shutil.which("configurable-http-proxy")
+    if not found:
+        raise ConfigurationError(
+            "configurable-http-proxy is missing: run .ci/install (npm install configurable-http-proxy)")
+    return [str(found)]
+
+
+def service_specs(settings: Settings, *, airlock: bool, dashboards: list[str] | None) -> list[dict]:
+    """Hub-managed services. ``dashboards``: the command serving the Streamlit app, or None."""
+    h, home, enclave = settings.hub, str(settings.home), [sys.executable, "-m", "enclave"]
+    services: list[dict[str, Any]] = [{
+        "name": "idle-culler",
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler",
+                    f"--timeout={h.idle_timeout_s}", "--cull-every=60"],
+    }]
+    if airlock:
+        services.append({
+            "name": "airlock", "url": f"http://127.0.0.1:{h.airlock_port}", "oauth_no_confirm": True,
+            "command": enclave + ["--home", home, "airlock", "serve", "--port", str(h.airlock_port)],
+        })
+    if dashboards:
+        services.append({
+            "name": "dashboards", "url": f"http://127.0.0.1:{h.dashboards_port}",
+            "oauth_no_confirm": True,
+            "command": enclave + ["--home", home, "hub", "gate", "--port", str(h.dashboards_port),
+                                  "--upstream", f"http://127.0.0.1:{h.dashboards_app_port}"],
+        })
+        services.append({"name": "dashboards-app", "command": dashboards,
+                         "environment": {"ENCLAVE_HOME": home}})
+    return services
+
+
+def roles(settings: Settings, services: list[dict]) -> list[dict]:
+    h = settings.hub
+    names = {s["name"] for s in services}
+    out = [{"name": "idle-culler", "services": ["idle-culler"],
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}]
+    if "airlock" in names:
+        out.append({"name": "enclave-airlock-users", "groups": [h.researchers_group, h.stewards_group],
+                    "scopes": ["access:services!service=airlock"]})
+        out.append({"name": "enclave-airlock-service", "services": ["airlock"],
+                    "scopes": ["list:users", "read:users", "read:groups"]})
+    if "enclave-ops" in names:
+        out.append({"name": "enclave-ops", "services": ["enclave-ops"],
+                    "scopes": ["admin:users", "admin:servers", "tokens", "list:users",
+                               "read:users", "access:servers"]})
+    if "dashboards" in names:
+        out.append({"name": "enclave-dashboards-viewers", "groups": [h.policymakers_group],
+                    "scopes": ["access:services!service=dashboards"]})
+    return out
+
+
+def configure(c: Any, settings: Settings, *, airlock: bool | None = None,
+              dashboards: list[str] | None = None) -> None:
+    """Apply the enclave policy to a JupyterHub config object ``c``."""
+    h, state = settings.hub, hub_dir(settings)
+    env = Path(h.userenv_dir)
+    if not (env / "bin" / "python").exists():
+        raise ConfigurationError(f"no user environment at {env}: run 'enclave hub userenv'")
+    airlock = _airlock_available() if airlock is None else airlock
+    services = service_specs(settings, airlock=airlock, dashboards=dashboards)
+
+    c.JupyterHub.ip, c.JupyterHub.port = h.ip, h.port
+    c.JupyterHub.hub_ip, c.JupyterHub.hub_port = "127.0.0.1", h.hub_port
+    c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+    c.JupyterHub.cleanup_servers = True
+    c.JupyterHub.cleanup_proxy = True
+    c.ConfigurableHTTPProxy.command = proxy_command()
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{h.proxy_api_port}"
+    c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+
+    c.JupyterHub.authenticator_class = "enclave.hub.auth.EnclaveAuthenticator"
+    c.Authenticator.allowed_groups = {h.researchers_group, h.stewards_group, h.policymakers_group}
+    c.Authenticator.manage_groups = True
+    c.Authenticator.admin_users = set()
+    c.EnclaveAuthenticator.group_prefix = h.project_group_prefix
+    c.PAMAuthenticator.open_sessions = False
+
+    c.JupyterHub.spawner_class = "localprocess"
+    c.Spawner.cmd = [str(env / "bin" / "python"), "-I", "-m", "jupyterhub.singleuser"]
+    c.Spawner.args = ["--ServerApp.terminals_enabled=False"]
+    c.Spawner.disable_user_config = True
+    c.Spawner.default_url = "/lab"
+    c.Spawner.notebook_dir = "~"
+    c.Spawner.ip = "127.0.0.1"
+    c.Spawner.start_timeout = h.spawn_timeout_s
+    c.Spawner.http_timeout = h.spawn_timeout_s
+    c.Spawner.env_keep = ["LANG", "LC_ALL", "TZ"]
+    c.Spawner.environment = {
+        "PATH": f"{env / 'bin'}:/usr/bin:/bin",
+        "PYTHONNOUSERSITE": "1",
+        "ENCLAVE_HOME": str(settings.home),
+        "ENCLAVE_AUDIT_URL": f"http://127.0.0.1:{h.airlock_port}/services/airlock/api/audit",
+        "ENCLAVE_AIRLOCK_URL": f"http://127.0.0.1:{h.airlock_port}/services/airlock",
+    }
+    # the server's own token may also call the airlock (audit events, relayed export requests)
+    c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
+                                     "access:services!service=airlock"]
+    c.Spawner.pre_spawn_hook = _prepare_spawn(h.researchers_group, h.project_group_prefix)
+
+    ops = state / "ops_token"
+    if ops.exists():  # the admin's own token (root-only file): status, tests, benchmarks
+        services.append({"name": "enclave-ops", "api_token": ops.read_text().strip()})
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles(settings, services)
+    c.JupyterHub.default_url = _landing(settings)
+
+
+def _prepare_spawn(group: str, project_prefix: str):
+    """Only researchers get a server; one whose Unix groups name exactly one project gets it as
+    ``ENCLAVE_PROJECT`` (the research API's default project)."""
+    def hook(spawner) -> None:
+        import grp
+        import os
+        import pwd
+
+        name = spawner.user.name
+        pw = pwd.getpwnam(name)
+        groups = {grp.getgrgid(g).gr_name for g in os.getgrouplist(name, pw.pw_gid)}
+        if group not in groups:
+            raise PermissionError(f"{name} is not a researcher: no notebook server")
+        projects = sorted(g[len(project_prefix):] for g in groups if g.startswith(project_prefix))
+        if len(projects) == 1:
+            spawner.environment = {**spawner.environment, "ENCLAVE_PROJECT": projects[0]}
+    return hook
+
+
+def _landing(settings: Settings):
+    h = settings.hub
+
+    def default_url(handler) -> str:
+        user = handler.current_user
+        groups = {g.name for g in user.groups} if user else set()
+        if h.researchers_group in groups:
+            return "/hub/spawn"
+        if h.policymakers_group in groups:
+            return "/services/dashboards/"
+        if h.stewards_group in groups:
+            return "/services/airlock/"
+        return "/hub/home"
+    return default_url
+
+
+def _airlock_available() -> bool:
+    try:
+        from enclave.cli import cli
+    except Exception:  # noqa: BLE001  (a broken CLI module must not stop the hub config)
+        return False
+    group = cli.commands.get("airlock")
+    return bool(group and getattr(group, "commands", {}).get("serve"))
+
+
+def write_hub_config(settings: Settings, *, dashboards: list[str] | None = None,
+                     airlock: bool | None = None) -> Path:
+    """Write ``<home>/hub/jupyterhub_config.py`` (0600) and the proxy token; returns the file."""
+    state = hub_dir(settings)
+    state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o700)
+    token = state / "proxy_token"
+    for secret in (token, state / "ops_token"):
+        if not secret.exists():
+            secret.write_text(secrets.token_hex(32))
+            secret.chmod(0o600)
+    cfg = state / "jupyterhub_config.py"
+    cfg.write_text(
+        "# generated by enclave (enclave/hub/config.py): edit settings.toml, not this file\n"
+        "from enclave.hub.config import configure\n"
+        "from enclave.settings import load_settings\n"
+        f"configure(c, load_settings({str(settings.home)!r}), airlock={airlock!r}, "
+        f"dashboards={dashboards!r})\n"
+        f"c.ConfigurableHTTPProxy.auth_token = open({str(token)!r}).read().strip()\n",
+        encoding="utf-8")
+    cfg.chmod(0o600)
+    return cfg

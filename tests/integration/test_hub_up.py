@@ -1,0 +1,105 @@
+"""``enclave up --serve`` / ``status`` / ``down`` on a fresh home, end to end (root; ports 18500+).
+
+Demo users, groups, project group and nftables table are named with a random prefix (settings), so
+this runs beside a live demo on the same machine without touching it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from enclave.hub import permissions
+from enclave.hub.serve import port_open
+from enclave.settings import load_settings
+from tests.integration import hubbed
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="enclave up --serve creates Unix users: root only"),
+]
+
+PORTS = 18500
+
+
+def _enclave(home: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "enclave", "--home", str(home), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def up():
+    prefix = "zz" + os.urandom(3).hex()[:4].translate(str.maketrans("0123456789", "ghijklmnop"))
+    home = Path(tempfile.mkdtemp(prefix=f"enclave-{prefix}-", dir="/tmp"))
+    os.chmod(home, 0o711)
+    (home / "settings.toml").write_text(
+        "[hub]\n"
+        f"port = {PORTS}\nhub_port = {PORTS + 1}\nproxy_api_port = {PORTS + 2}\n"
+        f"airlock_port = {PORTS + 3}\ndashboards_port = {PORTS + 4}\n"
+        f"dashboards_app_port = {PORTS + 5}\n"
+        f'researchers_group = "{prefix}-res"\nstewards_group = "{prefix}-stw"\n'
+        f'policymakers_group = "{prefix}-pol"\nproject_group_prefix = "{prefix}p-"\n'
+        f'egress_table = "{prefix}_egress"\ndemo_user_prefix = "{prefix}-"\n')
+    bed = hubbed.Bed(load_settings(home), prefix, {}, {})
+    proc = _enclave(home, "up", "--patients", "600", "--hospitals", "2", "--seed", "3", "--serve")
+    summary = json.loads(proc.stdout[proc.stdout.index("\n{") + 1:]) if proc.returncode == 0 else {}
+    bed.users = {u: (u, v["password"]) for u, v in summary.get("users", {}).items()}
+    try:
+        yield home, proc, summary, bed
+    finally:
+        _enclave(home, "down")
+        hubbed.teardown(bed)
+        for name, _ in [(u, None) for u in summary.get("users", {})]:
+            permissions.remove_user(name)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_up_builds_everything_and_serves(up):
+    home, proc, summary, bed = up
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary["persons"] == 600 and summary["release"] == "demo/v1"
+    assert "twin" in summary and "indicators" in summary          # built, or reported as skipped
+    roles = {v["role"] for v in summary["users"].values()}
+    assert sorted(v["role"] for v in summary["users"].values()) == [
+        "policymaker", "researcher", "steward", "steward"] and roles
+    assert summary["hub"] == f"http://127.0.0.1:{PORTS}/"
+    release = home / "releases" / "desensitized" / "demo" / "v1" / "release.duckdb"
+    assert oct(release.stat().st_mode & 0o777) == "0o440"
+    bed.base = summary["hub"].rstrip("/")
+    for name, (_, password) in bed.users.items():
+        status, _ = hubbed.login(bed.base, name, password)
+        assert status == 302, name                          # the printed passwords work
+
+
+def test_status_reports_the_running_hub(up):
+    home, proc, _, _ = up
+    assert proc.returncode == 0
+    st = json.loads(_enclave(home, "status", "--json").stdout)
+    assert st["hub"]["running"] and st["hub"]["responding"] and st["hub"]["processes"] >= 3
+
+
+def test_up_again_keeps_the_work_and_down_stops_everything(up):
+    home, proc, _, _ = up
+    assert proc.returncode == 0
+    again = _enclave(home, "up", "--patients", "600", "--hospitals", "2", "--seed", "3", "--serve")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already running" in again.stdout and again.stdout.count("already ingested") == 2
+    pid = json.loads((home / "hub" / "run.json").read_text())["pid"]
+    from enclave.hub.serve import descendants
+
+    below = descendants(pid)
+    down = _enclave(home, "down")
+    assert down.returncode == 0 and down.stdout.startswith("stopped")
+    for p in [pid, *below]:
+        assert not Path(f"/proc/{p}").exists() or "Z" in Path(f"/proc/{p}/stat").read_text().split(")")[-1][:3]
+    for port in range(PORTS, PORTS + 6):
+        assert not port_open(port), port
+    assert "not running" in _enclave(home, "status").stdout
+    assert "nothing was running" in _enclave(home, "down").stdout

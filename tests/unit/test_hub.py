@@ -1,0 +1,258 @@
+"""The hub's policy pieces, each on its own: hub config, lab/server policy, the contents manager's
+refusals, audit forwarding (to a real listener on 127.0.0.1), the kernel launcher failing closed,
+the egress ruleset, release permissions (root), and when ``enclave up`` serves."""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import json
+import os
+import secrets
+import shutil
+import stat
+import string
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from tornado import web
+from traitlets.config import Config
+
+from enclave.hub import audit, config, egress, userenv
+from enclave.settings import load_settings
+from tests.integration.hubbed import AuditStub
+
+
+@pytest.fixture
+def hub_settings(tmp_path):
+    env = tmp_path / "userenv"
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "python").touch()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "settings.toml").write_text(f'[hub]\nuserenv_dir = "{env}"\nport = 18990\n')
+    return load_settings(home)
+
+
+def test_hub_config_carries_the_policy(hub_settings):
+    c = Config()
+    config.configure(c, hub_settings, airlock=True, dashboards=["streamlit", "run", "app.py"])
+    h = hub_settings.hub
+    assert c.JupyterHub.authenticator_class == "enclave.hub.auth.EnclaveAuthenticator"
+    assert c.Authenticator.allowed_groups == {h.researchers_group, h.stewards_group,
+                                              h.policymakers_group}
+    assert c.Authenticator.manage_groups is True and not c.Authenticator.admin_users
+    assert c.Spawner.disable_user_config is True
+    assert c.Spawner.cmd[1] == "-I" and c.Spawner.cmd[0].startswith(h.userenv_dir)
+    assert c.Spawner.environment["PYTHONNOUSERSITE"] == "1"
+    assert c.JupyterHub.ip == "127.0.0.1" and c.JupyterHub.port == 18990
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert set(services) == {"idle-culler", "airlock", "dashboards", "dashboards-app"}
+    assert "url" not in services["dashboards-app"]          # only reachable through the gate
+    assert f"--timeout={h.idle_timeout_s}" in services["idle-culler"]["command"]
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["enclave-dashboards-viewers"]["groups"] == [h.policymakers_group]
+    assert roles["enclave-dashboards-viewers"]["scopes"] == ["access:services!service=dashboards"]
+    assert set(roles["enclave-airlock-users"]["groups"]) == {h.researchers_group, h.stewards_group}
+    assert "delete:servers" in roles["idle-culler"]["scopes"]
+    assert "access:services!service=airlock" in c.Spawner.server_token_scopes
+
+
+def test_hub_config_refuses_a_missing_user_environment(tmp_path):
+    from enclave.errors import ConfigurationError
+
+    s = load_settings(tmp_path)
+    (tmp_path / "settings.toml").write_text(f'[hub]\nuserenv_dir = "{tmp_path / "none"}"\n')
+    with pytest.raises(ConfigurationError, match="user environment"):
+        config.configure(Config(), load_settings(tmp_path))
+    assert s.hub.userenv_dir == "/opt/enclave/userenv"
+
+
+def test_lab_plugins_that_move_data_out_are_disabled_and_locked():
+    policy = userenv.lab_policy()
+    assert policy["disabledExtensions"] == policy["lockedExtensions"]
+    blocked = set(policy["lockedExtensions"])
+    for plugin in ("@jupyterlab/docmanager-extension:download",
+                   "@jupyterlab/filebrowser-extension:download",
+                   "@jupyterlab/filebrowser-extension:open-url",
+                   "@jupyterlab/notebook-extension:export", "@jupyterlab/terminal-extension"):
+        assert plugin in blocked
+
+
+def test_server_policy_allows_one_kernel_and_no_terminals():
+    p = userenv.server_policy()
+    assert p["ServerApp"]["terminals_enabled"] is False
+    assert p["ServerApp"]["jpserver_extensions"]["enclave.hub.lockdown"] is True
+    assert p["ServerApp"]["jpserver_extensions"]["jupyter_server_terminals"] is False
+    assert p["ServerApp"]["contents_manager_class"].endswith("EnclaveContentsManager")
+    assert p["KernelSpecManager"]["allowed_kernelspecs"] == ["enclave"]
+    assert p["KernelManager"]["transport"] == "ipc"
+    spec = userenv.kernel_spec(Path("/opt/x"))
+    assert spec["argv"][:4] == ["/opt/x/bin/python", "-I", "-m", "enclave.hub.kernel"]
+
+
+def test_user_environment_pins_what_must_match_the_admin_side():
+    from importlib.metadata import version
+
+    reqs = userenv.requirements()
+    assert f"duckdb=={version('duckdb')}" in reqs
+    assert f"jupyterhub=={version('jupyterhub')}" in reqs
+    assert any(r.startswith("jupyterlab") for r in reqs)
+
+
+@pytest.fixture
+def stub():
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    listener = AuditStub(port)
+    yield listener, f"http://127.0.0.1:{port}/services/airlock/api/audit"
+    listener.close()
+
+
+def test_audit_events_are_posted_with_the_users_token(stub):
+    listener, url = stub
+    assert audit.forward_event("hub.route_refused", "/user/ann/files/x", {"method": "GET"},
+                               url=url, token="tok-123", user="ann")
+    (req,) = listener.requests
+    assert req["method"] == "POST" and req["path"] == "/services/airlock/api/audit"
+    assert req["authorization"] == "token tok-123"
+    body = req["body"]
+    assert body["action"] == "hub.route_refused" and body["subject"] == "/user/ann/files/x"
+    assert body["detail"]["method"] == "GET" and body["detail"]["server_user"] == "ann"
+
+
+def test_audit_forward_failure_is_reported_not_raised(stub, caplog):
+    listener, url = stub
+    listener.close()
+    assert audit.forward_event("hub.route_refused", "/x", {}, url=url, token="t") is False
+    assert "audit forward failed" in caplog.text
+
+
+def test_contents_manager_refuses_uploads_and_binary_downloads(tmp_path, stub, monkeypatch):
+    pytest.importorskip("jupyter_server")
+    from enclave.hub.lockdown import EnclaveContentsManager
+
+    listener, url = stub
+    monkeypatch.setenv(audit.AUDIT_URL_ENV, url)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "tok-cm")
+    cm = EnclaveContentsManager(root_dir=str(tmp_path), upload_max_bytes=100)
+
+    async def run():
+        with pytest.raises(web.HTTPError) as exc:
+            await cm.save({"type": "file", "format": "base64", "content": "AAAA"}, "in.bin")
+        assert exc.value.status_code == 403
+        with pytest.raises(web.HTTPError):
+            await cm.save({"type": "file", "format": "text", "content": "x" * 101}, "big.txt")
+        await cm.save({"type": "file", "format": "text", "content": "x" * 100}, "ok.txt")
+        (tmp_path / "blob.bin").write_bytes(bytes(range(256)))
+        with pytest.raises(web.HTTPError):
+            await cm.get("blob.bin", content=True)
+        model = await cm.get("blob.bin", content=False)     # listing it is fine
+        assert model["name"] == "blob.bin"
+        (tmp_path / "made-by-kernel.csv").write_text("1,2\n" * 50)   # 200 bytes of text
+        with pytest.raises(web.HTTPError):
+            await cm.get("made-by-kernel.csv", content=True)
+        assert (await cm.get("ok.txt", content=True))["content"] == "x" * 100
+        await asyncio.sleep(0.5)  # forwarding runs in the executor
+
+    asyncio.run(run())
+    assert not (tmp_path / "in.bin").exists() and not (tmp_path / "big.txt").exists()
+    assert (tmp_path / "ok.txt").read_text() == "x" * 100
+    subjects = {r["body"]["subject"] for r in listener.requests}
+    assert subjects == {"in.bin", "big.txt", "blob.bin", "made-by-kernel.csv"}
+    assert {r["authorization"] for r in listener.requests} == {"token tok-cm"}
+
+
+def test_kernel_launcher_refuses_tcp_channels(tmp_path):
+    cf = tmp_path / "kernel.json"
+    cf.write_text(json.dumps({"transport": "tcp", "ip": "127.0.0.1", "shell_port": 1}))
+    proc = subprocess.run([sys.executable, "-I", "-m", "enclave.hub.kernel", "-f", str(cf)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and "ipc transport" in proc.stderr
+    proc = subprocess.run([sys.executable, "-I", "-m", "enclave.hub.kernel"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and "connection file" in proc.stderr
+
+
+def test_kernel_launcher_enters_an_empty_network_namespace(tmp_path):
+    """The launcher's re-exec, stopped right before ipykernel would start."""
+    if not shutil.which("unshare"):
+        pytest.skip("util-linux unshare missing")
+    cf = tmp_path / "kernel.json"
+    cf.write_text(json.dumps({"transport": "ipc", "ip": str(tmp_path / "k")}))
+    code = ("import sys, socket, enclave.hub.kernel as k\n"
+            "sys.modules['ipykernel'] = None\n"  # make the final import fail after the checks
+            "try:\n    k.main(sys.argv[1:])\n"
+            "except ImportError:\n    print(sorted(n for _, n in socket.if_nameindex()))\n")
+    proc = subprocess.run([sys.executable, "-c", code, "--enclave-netns", "-f", str(cf)],
+                          capture_output=True, text=True, timeout=60)
+    # invoked with the marker but outside a namespace: refused, never run with the network
+    assert proc.returncode == 3 and "still attached" in proc.stderr
+    inner = subprocess.run(["unshare", "--user", "--map-current-user", "--net", "--keep-caps", "--",
+                            sys.executable, "-c", code, "--enclave-netns", "-f", str(cf)],
+                           capture_output=True, text=True, timeout=60)
+    assert inner.returncode == 0, inner.stderr
+    assert inner.stdout.strip() == "['lo']"
+
+
+def test_egress_ruleset_names_each_uid_and_only_the_hub_ports(hub_settings):
+    text = egress.ruleset(hub_settings, [1001, 1002])
+    assert "elements = { 1001, 1002 }" in text
+    assert f"dport {{ {hub_settings.hub.hub_port}, {hub_settings.hub.airlock_port} }} accept" in text
+    assert "meta skuid @researchers counter reject" in text
+    assert "elements" not in egress.ruleset(hub_settings, [])
+
+
+def test_enclave_up_serves_unless_under_a_test_runner(monkeypatch):
+    from enclave.cli.up import _serve_default
+
+    monkeypatch.delenv("ENCLAVE_UP_SERVE", raising=False)
+    assert _serve_default() is False               # PYTEST_CURRENT_TEST is set right now
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    assert _serve_default() is True
+    monkeypatch.setenv("ENCLAVE_UP_SERVE", "0")
+    assert _serve_default() is False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown/chgrp need root")
+def test_release_permissions_follow_projects_and_zones():
+    from enclave.hub import permissions
+
+    prefix = "zz" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4))
+    home = Path(tempfile.mkdtemp(prefix=f"enclave-{prefix}-", dir="/tmp"))
+    (home / "settings.toml").write_text(
+        f'[hub]\nresearchers_group = "{prefix}-res"\nproject_group_prefix = "{prefix}p-"\n')
+    s = load_settings(home)
+    try:
+        rel = s.releases_dir / "desensitized" / "alpha" / "v1"
+        rel.mkdir(parents=True)
+        (rel / "release.duckdb").write_bytes(b"x")
+        (rel.parent / ".lock").write_text("")
+        syn = s.releases_dir / "synthetic" / "alpha" / "v1"
+        syn.mkdir(parents=True)
+        (syn / "release.duckdb").write_bytes(b"x")
+        (s.releases_dir / "indicators" / "v1").mkdir(parents=True)
+        s.restricted_dir.mkdir(mode=0o755)
+        permissions.apply_release_permissions(s)
+
+        def mode(p: Path) -> str:
+            return oct(stat.S_IMODE(p.stat().st_mode))
+
+        def group(p: Path) -> str:
+            return grp.getgrgid(p.stat().st_gid).gr_name
+
+        assert mode(home) == "0o711" and mode(s.restricted_dir) == "0o700"
+        assert mode(s.releases_dir / "desensitized") == "0o711"
+        assert mode(rel.parent) == "0o750" and group(rel.parent) == f"{prefix}p-alpha"
+        assert mode(rel / "release.duckdb") == "0o440" and group(rel / "release.duckdb") == f"{prefix}p-alpha"
+        assert mode(rel.parent / ".lock") == "0o600" and group(rel.parent / ".lock") == "root"
+        assert group(syn / "release.duckdb") == f"{prefix}-res" and mode(syn) == "0o750"
+        assert mode(s.releases_dir / "indicators") == "0o700"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        for g in [g.gr_name for g in grp.getgrall() if g.gr_name.startswith(prefix)]:
+            subprocess.run(["groupdel", g], capture_output=True)
