@@ -107,6 +107,7 @@ def configure(c: Any, settings: Settings, *, airlock: bool | None = None,
     c.Authenticator.manage_groups = True
     c.Authenticator.admin_users = set()
     c.EnclaveAuthenticator.group_prefix = h.project_group_prefix
+    c.EnclaveAuthenticator.enclave_home = str(settings.home)
     c.PAMAuthenticator.open_sessions = False
 
     c.JupyterHub.spawner_class = "localprocess"

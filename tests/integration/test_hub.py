@@ -20,6 +20,7 @@ import time
 import pytest
 import requests
 
+from enclave import audit
 from tests.integration import hubbed
 
 pytestmark = [
@@ -70,6 +71,12 @@ def test_login_is_allowed_by_group_and_refused_otherwise(bed):
     assert bed.login("steward")[0] == 302
     assert bed.login("outsider")[0] == 403          # right password, no enclave group
     assert bed.login("r0", password="not-the-password")[0] == 403
+    # every attempt is in the audit trail (written by the hub itself), passwords never
+    logins = [e for e in audit.events(audit.connect(bed.settings)) if e["action"].startswith("hub.login")]
+    seen = {(e["action"], e["actor"]) for e in logins}
+    assert {("hub.login", bed.name("r0")), ("hub.login", bed.name("steward")),
+            ("hub.login_refused", bed.name("outsider")), ("hub.login_refused", bed.name("r0"))} <= seen
+    assert not any("not-the-password" in json.dumps(e) for e in logins)
 
 
 def test_only_researchers_get_a_notebook_server(bed):
