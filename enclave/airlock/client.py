@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import getpass
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -25,6 +26,7 @@ from enclave.settings import Settings, load_settings
 
 URL_ENV = "ENCLAVE_AIRLOCK_URL"
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"
+log = logging.getLogger("enclave.airlock.client")
 _ERRORS = {400: BadInputError, 403: PermissionDeniedError, 409: InvalidTransitionError}
 
 
@@ -56,3 +58,29 @@ def submit_export(record: dict, files: dict[str, bytes], justification: str, *,
 
     with Airlock(settings or load_settings()) as airlock:
         return airlock.submit(getpass.getuser(), record, files, justification)
+
+
+def record_event(action: str, subject: str, detail: dict | None = None, *,
+                 settings: Settings | None = None) -> bool:
+    """An audit event from wherever the caller runs (e.g. a release opened by a kernel).
+
+    Inside the hub it goes to the airlock's ``POST /api/audit`` with the user's hub token (the
+    airlock records the token's user, never a claimed one); elsewhere it is appended directly as
+    the current OS user. Returns False, with a warning in the log, when the trail cannot be
+    reached: reading data is not blocked by an unavailable trail (the hub's own events behave the
+    same), and the event names releases and tables, never values.
+    """
+    url, token = os.environ.get(URL_ENV), os.environ.get(TOKEN_ENV)
+    try:
+        if url and token:
+            _post(url.rstrip("/") + "/api/audit", token,
+                  {"action": action, "subject": subject, "detail": detail or {}}, timeout=10)
+        else:
+            from enclave import audit
+
+            audit.record_event(settings or load_settings(), actor=getpass.getuser(),
+                               action=action, subject=subject, detail=detail)
+        return True
+    except Exception as exc:  # noqa: BLE001  (any failure: the trail is unavailable, say so, go on)
+        log.warning("audit event %s on %s not recorded (%s)", action, subject, type(exc).__name__)
+        return False

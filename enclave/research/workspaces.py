@@ -8,6 +8,7 @@ twins only. Tables are ibis expressions on a DuckDB connection opened ``read_onl
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import os
@@ -54,14 +55,36 @@ def read_release(path: Path) -> ReleaseRef:
     )
 
 
+def _my_projects(settings: Settings) -> set[str]:
+    """Projects named by this process's Unix groups (``<project_group_prefix><id>``) and by
+    ``$ENCLAVE_PROJECT``: where to look when a tier's folder may be entered but not listed (the
+    hub makes ``releases/desensitized`` 0711 so that nobody can list other projects)."""
+    prefix = settings.hub.project_group_prefix
+    names = set()
+    for gid in os.getgroups():
+        try:
+            name = grp.getgrgid(gid).gr_name
+        except KeyError:
+            continue
+        if name.startswith(prefix):
+            names.add(name[len(prefix):])
+    if os.environ.get("ENCLAVE_PROJECT"):
+        names.add(os.environ["ENCLAVE_PROJECT"])
+    return names
+
+
 def readable_releases(settings: Settings) -> list[ReleaseRef]:
     """Every release under the home whose manifest and database this process may read."""
     out = []
     for tier in TIERS:
         root = settings.releases_dir / tier
-        if not os.access(root, os.R_OK | os.X_OK):
+        if not os.access(root, os.X_OK):
             continue
-        for project_dir in sorted(root.iterdir()):
+        if os.access(root, os.R_OK):
+            project_dirs = sorted(root.iterdir())
+        else:  # enterable, not listable: only the user's own projects can be found
+            project_dirs = [root / p for p in sorted(_my_projects(settings))]
+        for project_dir in project_dirs:
             if not project_dir.is_dir() or not os.access(project_dir, os.R_OK | os.X_OK):
                 continue
             for vdir in sorted(project_dir.glob("v*")):
@@ -124,6 +147,10 @@ class Workspace:
         ref = release or self.current()
         if ref.name not in self._backends:
             con = connect_release(str(ref.database))
+            from enclave.airlock.client import record_event  # the audit trail: who read what
+
+            record_event("release.read", f"release:{ref.name}", {"tier": ref.tier},
+                         settings=self.settings)
             con._enclave_release = ref  # how the checked outputs find the release of a table
             con._enclave_settings = self.settings
             self._backends[ref.name] = con

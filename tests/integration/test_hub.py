@@ -235,6 +235,19 @@ except urllib.error.HTTPError as exc:
     assert got and _token_owner(bed, got[-1]["authorization"]) == bed.name("r0")
 
 
+def test_release_reads_by_kernels_reach_the_audit_trail_with_the_user(bed):
+    before = len(bed.audit.requests)
+    out = bed.server("r0").run(f"""
+from enclave.research import workspace
+ws = workspace(project={bed.projects['alpha']!r})
+print(ws.table("person").count().execute() > 0)""")
+    assert out["stdout"].split() == ["True"], out
+    reads = _wait_for(lambda: [r for r in _events(bed, "release.read")
+                               if bed.audit.requests.index(r) >= before])
+    assert reads and reads[-1]["body"]["subject"] == f"release:{bed.projects['alpha']}/v1"
+    assert _token_owner(bed, reads[-1]["authorization"]) == bed.name("r0")
+
+
 def test_egress_rule_denies_researcher_uids(bed):
     from enclave.hub import egress
 

@@ -207,15 +207,16 @@ def test_egress_ruleset_names_each_uid_and_only_the_hub_ports(hub_settings):
     assert "elements" not in egress.ruleset(hub_settings, [])
 
 
-def test_enclave_up_serves_unless_under_a_test_runner(monkeypatch):
+def test_enclave_up_serves_unless_told_not_to(monkeypatch):
     from enclave.cli.up import _serve_default
 
     monkeypatch.delenv("ENCLAVE_UP_SERVE", raising=False)
-    assert _serve_default() is False               # PYTEST_CURRENT_TEST is set right now
-    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    assert _serve_default() is True                # also under a test runner: tests say --data-only
+    for off in ("0", "no", "false"):
+        monkeypatch.setenv("ENCLAVE_UP_SERVE", off)
+        assert _serve_default() is False
+    monkeypatch.setenv("ENCLAVE_UP_SERVE", "1")
     assert _serve_default() is True
-    monkeypatch.setenv("ENCLAVE_UP_SERVE", "0")
-    assert _serve_default() is False
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown/chgrp need root")

@@ -7,6 +7,7 @@ Patients carry string pseudonyms so a test can assert that none of them reaches 
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import tempfile
@@ -122,6 +123,21 @@ def test_workspace_tables_are_read_only(tmp_path):
     con = workspace(home).backend()
     with pytest.raises(duckdb.Error):
         con.con.execute("CREATE TABLE evil AS SELECT 1").fetchall()
+
+
+def test_opening_a_release_is_recorded_in_the_audit_trail(tmp_path):
+    from enclave import audit
+    from enclave.settings import load_settings
+
+    home = tmp_path / "home"
+    make_release(home, {"person": parse_table("person_id | x\n a1 | 1")})
+    ws = workspace(home)
+    ws.table("person")
+    ws.table("person")  # once per release and workspace, not per table
+    con = audit.connect(load_settings(home))
+    reads = [e for e in audit.events(con) if e["action"] == "release.read"]
+    assert [(e["actor"], e["subject"]) for e in reads] == [(getpass.getuser(), "release:alpha/v1")]
+    assert audit.verify_connection(con).ok
 
 
 def test_workspace_without_releases_and_with_several_projects(tmp_path):
