@@ -61,11 +61,12 @@ _DDL = (
 
 def airlock_dir(settings: Settings) -> Path:
     """The airlock's own folder (service user, 0700): database, request files, outbox."""
-    return settings.home / "airlock"
+    return settings.control_path.parent
 
 
 def database_path(settings: Settings) -> Path:
-    return airlock_dir(settings) / "airlock.sqlite"
+    """The control database: projects, requests, votes and the audit trail."""
+    return settings.control_path
 
 
 def _own_like_parent(path: Path) -> None:

@@ -2,8 +2,9 @@
 
 :func:`create_project` validates a proposal against the store model and the classification catalog
 and records it with status ``proposed`` (steward approval comes with the airlock). Storage sits
-behind the small :class:`ProjectStore` protocol; :class:`DuckProjectStore` keeps projects in the
-control database (``Settings.control_path``), which holds no patient data.
+behind the small :class:`ProjectStore` protocol; :class:`SqlProjectStore` keeps projects in the
+control database (``Settings.control_path``, SQLite, with the export requests and the audit trail),
+which holds no patient data.
 
 Rules (every refusal is one :class:`~enclave.errors.BadInputError` listing everything wrong):
 
@@ -18,14 +19,13 @@ Rules (every refusal is one :class:`~enclave.errors.BadInputError` listing every
 
 from __future__ import annotations
 
+import getpass
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Protocol
 
-import duckdb
-
-from enclave import db
 from enclave.errors import BadInputError, ConfigurationError, StoreError
 from enclave.model.catalog import Catalog, check_classified
 from enclave.model.omop import CDM_TABLES, cdm_columns
@@ -181,27 +181,27 @@ def create_project(store: ProjectStore, *, today: date | None = None,
 
 _DDL = (
     """CREATE TABLE IF NOT EXISTS project (
-        project_id VARCHAR PRIMARY KEY,
-        title VARCHAR NOT NULL,
-        purpose VARCHAR NOT NULL,
-        principal_investigator VARCHAR NOT NULL,
-        tier VARCHAR NOT NULL,
-        sharing_form VARCHAR NOT NULL,
-        expires DATE NOT NULL,
-        created_at TIMESTAMP NOT NULL,  -- UTC
-        status VARCHAR NOT NULL
+        project_id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        principal_investigator TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        sharing_form TEXT NOT NULL,
+        expires TEXT NOT NULL,      -- ISO date
+        created_at TEXT NOT NULL,   -- ISO timestamp, UTC
+        status TEXT NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS project_member (
-        project_id VARCHAR NOT NULL,
+        project_id TEXT NOT NULL REFERENCES project (project_id),
         position INTEGER NOT NULL,
-        user_name VARCHAR NOT NULL,
+        user_name TEXT NOT NULL,
         PRIMARY KEY (project_id, user_name)
     )""",
     """CREATE TABLE IF NOT EXISTS project_scope (
-        project_id VARCHAR NOT NULL,
+        project_id TEXT NOT NULL REFERENCES project (project_id),
         position INTEGER NOT NULL,
-        table_name VARCHAR NOT NULL,
-        column_name VARCHAR NOT NULL,  -- '*' for every column
+        table_name TEXT NOT NULL,
+        column_name TEXT NOT NULL,  -- '*' for every column
         PRIMARY KEY (project_id, table_name, column_name)
     )""",
 )
@@ -210,85 +210,83 @@ _COLUMNS = ("project_id, title, purpose, principal_investigator, tier, sharing_f
             "created_at, status")
 
 
-class DuckProjectStore:
-    """Projects in the control database; one short connection per operation."""
+class SqlProjectStore:
+    """Projects in the control database (SQLite, ``Settings.control_path``), beside the export
+    requests and the audit trail: a project change and its audit event commit together.
+
+    ``update`` and ``create`` take the caller's open connection (inside its transaction) or open
+    their own; every other operation uses one short connection.
+    """
 
     def __init__(self, settings: Settings):
-        self.path = settings.control_path
+        self.settings = settings
 
     @contextmanager
-    def _connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        if write:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif not self.path.exists():
-            con = duckdb.connect(":memory:")  # nothing recorded yet: an empty schema
-            try:
-                self._schema(con)
-                yield con
-            finally:
-                con.close()
-            return
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A plain reading connection: no schema transaction, so reads never wait for a writer
+        (WAL), not even for the lifecycle transaction that is reading before it writes."""
         try:
-            con = duckdb.connect(str(self.path), read_only=not write)
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot open the control database at {self.path}: {exc}") from None
+            con = sqlite3.connect(str(self.settings.control_path),
+                                  timeout=self.settings.airlock.busy_timeout_s)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the control database: {exc}") from None
         try:
-            if write:
-                self._schema(con)
             yield con
         finally:
             con.close()
 
-    @staticmethod
-    def _schema(con: duckdb.DuckDBPyConnection) -> None:
-        for ddl in _DDL:
-            db.run(con, ddl)
+    @contextmanager
+    def _write(self, con: sqlite3.Connection | None) -> Iterator[sqlite3.Connection]:
+        from enclave import audit
 
-    def create(self, project: Project) -> Project:
-        with self._connect(write=True) as con:
-            db.run(con, "BEGIN TRANSACTION")
-            try:
-                taken = "SELECT count(*) FROM project WHERE project_id = ?"
-                if db.scalar(con, taken, [project.id]):
-                    raise BadInputError(f"project '{project.id}' already exists; choose another id")
-                insert = f"INSERT INTO project ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                db.run(con, insert, [
-                    project.id, project.title, project.purpose, project.principal_investigator,
-                    project.tier.value, project.sharing_form.value, project.expires,
-                    project.created_at.astimezone(UTC).replace(tzinfo=None), project.status.value,
-                ])
-                for i, member in enumerate(project.members):
-                    db.run(con, "INSERT INTO project_member VALUES (?, ?, ?)",
-                           [project.id, i, member])
-                scope = [(t, c) for t, cols in project.allowed.items() for c in cols]
-                for i, (table, column) in enumerate(scope):
-                    db.run(con, "INSERT INTO project_scope VALUES (?, ?, ?, ?)",
-                           [project.id, i, table, column])
-                db.run(con, "COMMIT")
-            except BaseException:
-                db.run(con, "ROLLBACK")
-                raise
+        if con is not None:  # the caller's transaction
+            yield con
+            return
+        own = audit.connect(self.settings, schema=_DDL)
+        try:
+            with audit.transaction(own):
+                yield own
+        finally:
+            own.close()
+
+    def create(self, project: Project, *, con: sqlite3.Connection | None = None) -> Project:
+        """Record a new project and its ``project.create`` audit event in one transaction."""
+        from enclave import audit
+
+        with self._write(con) as c:
+            for ddl in _DDL:
+                c.execute(ddl)
+            if c.execute("SELECT count(*) FROM project WHERE project_id = ?", (project.id,)).fetchone()[0]:
+                raise BadInputError(f"project '{project.id}' already exists; choose another id")
+            c.execute(f"INSERT INTO project ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+                project.id, project.title, project.purpose, project.principal_investigator,
+                project.tier.value, project.sharing_form.value, project.expires.isoformat(),
+                project.created_at.astimezone(UTC).isoformat(), project.status.value))
+            c.executemany("INSERT INTO project_member VALUES (?, ?, ?)",
+                          [(project.id, i, m) for i, m in enumerate(project.members)])
+            scope = [(t, col) for t, cols in project.allowed.items() for col in cols]
+            c.executemany("INSERT INTO project_scope VALUES (?, ?, ?, ?)",
+                          [(project.id, i, t, col) for i, (t, col) in enumerate(scope)])
+            audit.record_event_in(c, actor=getpass.getuser(), action="project.create",
+                                  subject=f"project:{project.id}",
+                                  detail={"status": project.status.value, "tier": project.tier.value,
+                                          "members": list(project.members)})
         return project
 
-    def update(self, project: Project) -> Project:
+    def update(self, project: Project, *, con: sqlite3.Connection | None = None) -> Project:
         """Store a changed status and member list (the lifecycle in ``enclave.airlock.projects``
-        decides who may change them)."""
-        with self._connect(write=True) as con:
-            db.run(con, "BEGIN TRANSACTION")
-            try:
-                if not db.scalar(con, "SELECT count(*) FROM project WHERE project_id = ?",
-                                 [project.id]):
-                    raise BadInputError(f"no project '{project.id}' (see 'enclave project list')")
-                db.run(con, "UPDATE project SET status = ? WHERE project_id = ?",
-                       [project.status.value, project.id])
-                db.run(con, "DELETE FROM project_member WHERE project_id = ?", [project.id])
-                for i, member in enumerate(project.members):
-                    db.run(con, "INSERT INTO project_member VALUES (?, ?, ?)",
-                           [project.id, i, member])
-                db.run(con, "COMMIT")
-            except BaseException:
-                db.run(con, "ROLLBACK")
-                raise
+        decides who may change them, and writes its audit event in the same transaction)."""
+        with self._write(con) as c:
+            for ddl in _DDL:
+                c.execute(ddl)
+            if not c.execute("SELECT count(*) FROM project WHERE project_id = ?",
+                             (project.id,)).fetchone()[0]:
+                raise BadInputError(f"no project '{project.id}' (see 'enclave project list')")
+            c.execute("UPDATE project SET status = ? WHERE project_id = ?",
+                      (project.status.value, project.id))
+            c.execute("DELETE FROM project_member WHERE project_id = ?", (project.id,))
+            c.executemany("INSERT INTO project_member VALUES (?, ?, ?)",
+                          [(project.id, i, m) for i, m in enumerate(project.members)])
         return project
 
     def get(self, project_id: str) -> Project:
@@ -301,30 +299,32 @@ class DuckProjectStore:
         return self._load(None)
 
     def _load(self, project_id: str | None) -> list[Project]:
-        where, params = ("", []) if project_id is None else ("WHERE project_id = ?", [project_id])
-        with self._connect(write=False) as con:
-            if not db.scalar(con, "SELECT count(*) FROM information_schema.tables "
-                                  "WHERE table_name = 'project'"):
+        if not self.settings.control_path.exists():
+            return []  # nothing recorded yet
+        where, params = ("", ()) if project_id is None else ("WHERE project_id = ?", (project_id,))
+        with self._read() as con:
+            if not con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'project'").fetchone()[0]:
                 return []  # the control database exists, but no project was ever recorded
-            heads = db.rows(con, f"SELECT {_COLUMNS} FROM project {where} ORDER BY project_id",
-                            params)
+            heads = con.execute(f"SELECT {_COLUMNS} FROM project {where} ORDER BY project_id",
+                                params).fetchall()
             members: dict[str, list[str]] = {}
-            for pid, user in db.rows(
-                con, f"SELECT project_id, user_name FROM project_member {where} "
-                     "ORDER BY project_id, position", params):
+            for pid, user in con.execute(
+                    f"SELECT project_id, user_name FROM project_member {where} "
+                    "ORDER BY project_id, position", params).fetchall():
                 members.setdefault(pid, []).append(user)
             scope: dict[str, dict[str, list[str]]] = {}
-            for pid, table, column in db.rows(
-                con, f"SELECT project_id, table_name, column_name FROM project_scope {where} "
-                     "ORDER BY project_id, position", params):
+            for pid, table, column in con.execute(
+                    f"SELECT project_id, table_name, column_name FROM project_scope {where} "
+                    "ORDER BY project_id, position", params).fetchall():
                 scope.setdefault(pid, {}).setdefault(table, []).append(column)
         return [
             Project(
                 id=pid, title=title, purpose=purpose, principal_investigator=pi,
                 members=tuple(members.get(pid, ())), tier=Tier(tier),
                 allowed={t: tuple(c) for t, c in scope.get(pid, {}).items()},
-                sharing_form=SharingForm(form), expires=expires,
-                created_at=created.replace(tzinfo=UTC), status=ProjectStatus(status),
+                sharing_form=SharingForm(form), expires=date.fromisoformat(expires),
+                created_at=datetime.fromisoformat(created).astimezone(UTC),
+                status=ProjectStatus(status),
             )
             for pid, title, purpose, pi, tier, form, expires, created, status in heads
         ]

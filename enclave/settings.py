@@ -245,8 +245,10 @@ class Settings:
 
     @property
     def control_path(self) -> Path:
-        """The control database: projects, release registry (no patient data)."""
-        return self.home / "control" / "enclave.duckdb"
+        """The control database (SQLite, in the airlock's 0700 folder): projects, export
+        requests, votes and the audit trail, so a change and its audit event commit together.
+        No patient data."""
+        return self.home / "airlock" / "airlock.sqlite"
 
     @property
     def releases_dir(self) -> Path:

@@ -24,7 +24,7 @@ STEWARD_MEMBER = "stella"  # a steward who is also a member of the project
 
 
 class MemoryProjects:
-    """A ProjectStore in memory (the DuckDB store is tested in test_projects / test_airlock_projects)."""
+    """A ProjectStore in memory (the SQL store is tested in test_projects / test_airlock_projects)."""
 
     def __init__(self, *projects: Project):
         self.projects = {p.id: p for p in projects}
@@ -37,7 +37,7 @@ class MemoryProjects:
             raise BadInputError(f"no project '{project_id}'")
         return self.projects[project_id]
 
-    def update(self, project: Project) -> Project:
+    def update(self, project: Project, *, con=None) -> Project:
         self.projects[project.id] = project
         return project
 

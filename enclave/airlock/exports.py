@@ -92,12 +92,12 @@ class Airlock:
     def __init__(self, settings: Settings, *, checks: Checks = run_checks,
                  ledger_add: Callable[[dict, Settings], bool] = add_to_ledger,
                  projects: object | None = None, today: Callable[[], date] = date.today):
-        from enclave.projects import DuckProjectStore
+        from enclave.projects import SqlProjectStore
 
         self.settings = settings
         self.checks = checks
         self.ledger_add = ledger_add
-        self.projects = projects if projects is not None else DuckProjectStore(settings)
+        self.projects = projects if projects is not None else SqlProjectStore(settings)
         self.today = today
         self.con = connect(settings, schema=store.SCHEMA + ROLE_SCHEMA)
 

@@ -4,12 +4,9 @@ proposed → approved (steward) → active (admin) → expired (system, past the
 (steward). Membership changes are made by stewards only. The rules are the tables in
 :mod:`enclave.model.project`.
 
-Projects live in the DuckDB control database, the audit trail in the airlock's SQLite database: the
-audit transaction is opened first (taking the write lock), the project is changed, and the audit
-event is committed last; when the project change fails the audit transaction is rolled back, so no
-event claims a change that did not happen. (A crash between the DuckDB commit and the SQLite commit
-would leave a change without its event; ``enclave project show`` and the audit trail then disagree
-visibly, the rare case the two-database layout cannot exclude.)
+Projects live in the control database with the audit trail (SQLite, ``Settings.control_path``):
+the project change and its audit event are written in one transaction, so neither exists without
+the other, a crash included.
 """
 
 from __future__ import annotations
@@ -97,7 +94,7 @@ def change_project(con: sqlite3.Connection, projects, actor: Actor | None, proje
         record_event_in(con, actor=actor.name if actor else "enclave",
                         action=f"project.{action.value}", subject=f"project:{project_id}",
                         detail=detail)
-        projects.update(changed)
+        projects.update(changed, con=con)  # in this transaction: change and event commit together
     return changed
 
 

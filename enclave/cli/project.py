@@ -60,11 +60,11 @@ def project_create_cmd(obj: _Ctx, project_id: str, title: str, purpose: str, pi:
                        expires: str, as_json: bool) -> None:
     """Record a research project (status 'proposed'; stewards approve it through the airlock)."""
     from enclave.model.project import merge_allowed, parse_table_spec
-    from enclave.projects import DuckProjectStore, create_project
+    from enclave.projects import SqlProjectStore, create_project
 
     allowed = merge_allowed(parse_table_spec(spec) for spec in tables)
     p = create_project(
-        DuckProjectStore(obj.settings), id=project_id, title=title, purpose=purpose,
+        SqlProjectStore(obj.settings), id=project_id, title=title, purpose=purpose,
         principal_investigator=pi, members=members, tier=tier, allowed=allowed,
         sharing_form=sharing, expires=expires,
     )
@@ -80,9 +80,9 @@ def project_create_cmd(obj: _Ctx, project_id: str, title: str, purpose: str, pi:
 @pass_ctx
 def project_list_cmd(obj: _Ctx, as_json: bool) -> None:
     """Every recorded project, by id."""
-    from enclave.projects import DuckProjectStore
+    from enclave.projects import SqlProjectStore
 
-    projects = DuckProjectStore(obj.settings).list()
+    projects = SqlProjectStore(obj.settings).list()
     if as_json:
         click.echo(json.dumps([p.as_dict() for p in projects], ensure_ascii=False, indent=2))
         return
@@ -102,9 +102,9 @@ def project_list_cmd(obj: _Ctx, as_json: bool) -> None:
 @pass_ctx
 def project_show_cmd(obj: _Ctx, project_id: str, as_json: bool) -> None:
     """One project in full."""
-    from enclave.projects import DuckProjectStore
+    from enclave.projects import SqlProjectStore
 
-    _show(DuckProjectStore(obj.settings).get(project_id), as_json)
+    _show(SqlProjectStore(obj.settings).get(project_id), as_json)
 
 
 # --- lifecycle: proposed → approved (steward) → active (admin) → expired / closed ---------------
@@ -115,9 +115,9 @@ def _lifecycle(obj: _Ctx, project_id: str, action: str, as_user: str | None, *,
     from enclave.airlock.projects import change_project
     from enclave.cli.airlock import acting_user
     from enclave.model.project import ProjectAction
-    from enclave.projects import DuckProjectStore
+    from enclave.projects import SqlProjectStore
 
-    store = DuckProjectStore(obj.settings)
+    store = SqlProjectStore(obj.settings)
     with Airlock(obj.settings, projects=store) as a:
         actor = a.actor(acting_user(as_user))
         p = change_project(a.con, store, actor, project_id, ProjectAction(action), member=member,
@@ -163,9 +163,9 @@ def project_expire_cmd(obj: _Ctx) -> None:
     """Record every active project past its expiry date as expired (run daily)."""
     from enclave.airlock.exports import Airlock
     from enclave.airlock.projects import expire_projects
-    from enclave.projects import DuckProjectStore
+    from enclave.projects import SqlProjectStore
 
-    store = DuckProjectStore(obj.settings)
+    store = SqlProjectStore(obj.settings)
     with Airlock(obj.settings, projects=store) as a:
         done = expire_projects(a.con, store)
     click.echo(f"expired: {', '.join(done) or 'none'}")

@@ -142,9 +142,9 @@ def copy_examples(name: str) -> None:
 def _check_membership(settings: Settings, name: str, projects: tuple[str, ...]) -> None:
     if not projects:
         return
-    from enclave.projects import DuckProjectStore
+    from enclave.projects import SqlProjectStore
 
-    store = DuckProjectStore(settings)
+    store = SqlProjectStore(settings)
     for p in projects:
         if name not in store.get(p).members:
             raise PermissionDeniedError(

@@ -40,7 +40,7 @@ from enclave.errors import BadInputError, DisclosureRiskError, PermissionDeniedE
 from enclave.model.catalog import IdentifierRole, ValueKind, catalog, check_classified
 from enclave.model.omop import cdm_columns
 from enclave.model.project import Project, Tier
-from enclave.projects import DuckProjectStore
+from enclave.projects import SqlProjectStore
 from enclave.release.keys import date_shifts, project_key, pseudonyms
 from enclave.release.manifest import (
     MANIFEST,
@@ -282,7 +282,7 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
                   today: dt.date | None = None) -> dict:
     """Build and publish the next release of a desensitized-tier project; returns its manifest."""
     today = today or dt.date.today()
-    project = DuckProjectStore(settings).get(project_id)
+    project = SqlProjectStore(settings).get(project_id)
     if project.tier != Tier.DESENSITIZED:
         raise BadInputError(
             f"project {project_id} is in the {project.tier} tier: its members use the synthetic twin, "

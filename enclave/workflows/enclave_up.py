@@ -55,10 +55,10 @@ def _last_line(proc: subprocess.CompletedProcess) -> str:
 
 def build_demo_project(settings: Settings, echo: Callable[[str], None]) -> dict:
     """Project ``demo``, release ``demo/v1``, its twin and indicators (each once)."""
-    from enclave.projects import DuckProjectStore
+    from enclave.projects import SqlProjectStore
 
     out: dict = {"project": DEMO_PROJECT}
-    if DEMO_PROJECT not in {p.id for p in DuckProjectStore(settings).list()}:
+    if DEMO_PROJECT not in {p.id for p in SqlProjectStore(settings).list()}:
         args = ["project", "create", "--id", DEMO_PROJECT, "--title", "Demo study",
                 "--purpose", "chronic disease care across hospitals", "--pi", demo_users(settings)[0][0],
                 "--tier", "desensitized", "--sharing", "enclave", "--expires", "2099-12-31"]

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pytest
 
 from enclave.audit import connect, events, verify
-from enclave.projects import DuckProjectStore
+from enclave.projects import SqlProjectStore
 from tests.conftest import REPO
 
 FUTURE = (date.today() + timedelta(days=365)).isoformat()
@@ -35,7 +35,7 @@ def home(settings):
 
 
 def _status(settings, pid="alpha"):
-    return DuckProjectStore(settings).get(pid)
+    return SqlProjectStore(settings).get(pid)
 
 
 def test_lifecycle_through_the_cli(settings, home):
@@ -70,7 +70,8 @@ def test_lifecycle_through_the_cli(settings, home):
     con = connect(settings)
     trail = [(e["actor"], e["action"], e["detail"].get("to")) for e in events(con, "project:alpha")]
     con.close()
-    assert trail == [("sam", "project.approve", "approved"), ("root", "project.activate", "active"),
+    assert trail == [("root", "project.create", None),
+                     ("sam", "project.approve", "approved"), ("root", "project.activate", "active"),
                      ("sam", "project.add_member", "active"),
                      ("sam", "project.remove_member", "active"),
                      ("sam", "project.close", "closed")]
@@ -83,7 +84,7 @@ def test_expiry_is_recorded_and_ends_use(settings, home):
 
     assert _cli(home, "project", "approve", "alpha", "--as", "sam").returncode == 0
     assert _cli(home, "project", "activate", "alpha").returncode == 0
-    store = DuckProjectStore(settings)
+    store = SqlProjectStore(settings)
     later = date.today() + timedelta(days=400)
     with Airlock(settings, projects=store, today=lambda: later) as a:
         assert not a.usable("alpha")  # past its expiry date: unusable even before it is recorded
@@ -97,7 +98,7 @@ def test_a_failed_change_leaves_no_audit_event(settings, home):
     res = _cli(home, "project", "member", "add", "alpha", "Not A User", "--as", "sam")
     assert res.returncode == 2
     con = connect(settings)
-    assert [e["action"] for e in events(con)] == ["role.add", "role.add"]
+    assert [e["action"] for e in events(con)] == ["project.create", "role.add", "role.add"]
     con.close()
 
 

@@ -23,7 +23,7 @@ from enclave.model.project import (
     merge_allowed,
     parse_table_spec,
 )
-from enclave.projects import DuckProjectStore, ProjectStore, create_project, validate_project
+from enclave.projects import SqlProjectStore, ProjectStore, create_project, validate_project
 from enclave.settings import load_settings
 from tests.conftest import REPO
 
@@ -152,7 +152,7 @@ def test_risk_threshold_comes_from_the_release_settings(tmp_path):
 
 
 def test_store_round_trip(settings):
-    store: ProjectStore = DuckProjectStore(settings)
+    store: ProjectStore = SqlProjectStore(settings)
     assert store.list() == []
     assert not settings.control_path.exists()  # reading creates nothing
     first = create_project(store, today=TODAY, now=NOW, **_fields())
@@ -175,7 +175,7 @@ def test_store_round_trip(settings):
 
 
 def test_a_refused_proposal_records_nothing(settings):
-    store = DuckProjectStore(settings)
+    store = SqlProjectStore(settings)
     with pytest.raises(BadInputError):
         create_project(store, today=TODAY, now=NOW, **_fields(allowed={"persn": ("*",)}))
     assert store.list() == []
