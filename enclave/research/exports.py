@@ -3,14 +3,11 @@
 ``export(output, justification=...)`` first writes the request bundle under the user's folder
 (``<research.user_dir>/exports/<output_id>/``: ``record.json``, ``justification.txt`` and the
 files under ``files/``), then submits exactly that bundle with
-``enclave.airlock.client.submit_export(record, files, justification, settings=...)``. Where the
-airlock client is not installed, the bundle stays pending and the result says so.
+``enclave.airlock.client.submit_export(record, files, justification, settings=...)``.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -19,14 +16,6 @@ from enclave.errors import BadInputError
 from enclave.research.api import user_dir
 from enclave.research.output import Output
 from enclave.settings import Settings, load_settings
-
-
-def _client():
-    try:
-        spec = importlib.util.find_spec("enclave.airlock.client")
-    except ModuleNotFoundError:
-        spec = None
-    return importlib.import_module("enclave.airlock.client") if spec is not None else None
 
 
 def write_bundle(output: Output, justification: str, settings: Settings) -> Path:
@@ -45,8 +34,7 @@ def write_bundle(output: Output, justification: str, settings: Settings) -> Path
 
 
 def export(output: Output, justification: str, *, settings: Settings | None = None) -> dict:
-    """Create an export request for ``output``; returns ``{"request_id", "status", "bundle"}``
-    (``status`` ``pending`` and no request id while the airlock client is not installed)."""
+    """Create an export request for ``output``; returns ``{"request_id", "status", "bundle"}``."""
     if not isinstance(output, Output):
         raise BadInputError("export takes an output of crosstab, pivot_table, ols, logit, "
                             "histogram, survival or custom")
@@ -54,12 +42,9 @@ def export(output: Output, justification: str, *, settings: Settings | None = No
         raise BadInputError("an export needs a justification: why this output must leave the "
                             "enclave")
     settings = settings or output.settings or load_settings()
+    from enclave.airlock.client import submit_export  # the airlock decides, not this process
+
     bundle = write_bundle(output, justification, settings)
-    client = _client()
-    if client is None:
-        return {"request_id": None, "status": "pending", "bundle": str(bundle),
-                "note": "the airlock client is not installed; the bundle waits in the outbox"}
-    answer = dict(client.submit_export(output.record, output.files(), justification,
-                                       settings=settings))
+    answer = dict(submit_export(output.record, output.files(), justification, settings=settings))
     (bundle / "submitted.json").write_text(json.dumps(answer, default=str), encoding="utf-8")
     return answer | {"bundle": str(bundle)}
