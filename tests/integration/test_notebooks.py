@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -21,6 +20,7 @@ from nbclient import NotebookClient
 
 from enclave.research import recheck
 from enclave.settings import load_settings
+from tests.enclave_cli import run_enclave
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -40,11 +40,7 @@ pytestmark = pytest.mark.slow
 
 
 def enclave(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "enclave", "--home", str(home), *args],
-                          capture_output=True, text=True, timeout=900, check=False, cwd=REPO)
-    if check:
-        assert proc.returncode == 0, (args, proc.stderr[-3000:])
-    return proc
+    return run_enclave(home, *args, check=check, cwd=REPO)
 
 
 @pytest.fixture(scope="module")

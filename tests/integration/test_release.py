@@ -18,17 +18,14 @@ from enclave.errors import ConfigurationError
 from enclave.release.build import plan_table
 from enclave.release.keys import project_key, pseudonyms
 from enclave.settings import load_settings
+from tests.enclave_cli import run_enclave
 
 TABLES = ["person", "visit_occurrence", "condition_occurrence", "drug_exposure", "measurement",
           "note", "cost", "observation_period", "care_site", "concept"]
 
 
 def enclave(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "enclave", "--home", str(home), *args],
-                          capture_output=True, text=True, timeout=900)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return run_enclave(home, *args, check=check)
 
 
 def create_project(home: Path, pid: str, sharing: str = "enclave") -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -18,6 +17,7 @@ from enclave.disclosure import policy_from_settings, policy_hash
 from enclave.indicators.cube import public_reasons
 from enclave.release.manifest import load_manifest, verify_release
 from enclave.settings import load_settings
+from tests.enclave_cli import run_enclave
 
 TABLES = ("person", "visit_occurrence", "condition_occurrence", "drug_exposure", "measurement",
           "cost", "care_site", "concept", "observation_period", "location")
@@ -26,11 +26,7 @@ COUNT_INDICATORS = ("people", "people_seen", "condition_patients", "visits", "in
 
 
 def enclave(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "enclave", "--home", str(home), *args],
-                          capture_output=True, text=True, timeout=900, check=False)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return run_enclave(home, *args, check=check)
 
 
 def demo_indicators(home: Path, tables: tuple[str, ...] = TABLES, pid: str = "alpha") -> dict:

@@ -24,6 +24,7 @@ from enclave.cli import main
 from enclave.errors import ConfigurationError
 from enclave.settings import SynthSettings, load_settings
 from synthetic.model import TableModel
+from tests.enclave_cli import run_enclave
 
 TABLES = ["person", "visit_occurrence", "condition_occurrence", "drug_exposure", "measurement", "cost",
           "observation_period", "care_site", "concept", "note"]
@@ -33,11 +34,7 @@ eval_patients = 600
 
 
 def enclave(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "enclave", "--home", str(home), *args],
-                          capture_output=True, text=True, timeout=600, check=False)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return run_enclave(home, *args, check=check, timeout=600)
 
 
 def synth_build(home: Path, toml: str = FAST) -> tuple[int, str, str]:
