@@ -38,11 +38,12 @@ from enclave.release.manifest import (
     MANIFEST,
     RELEASE_DB,
     build_lock,
-    fsync_dir,
     load_manifest,
+    new_build_dir,
+    next_version,
+    publish_dir,
     resolve_release,
     verify_release,
-    versions,
     write_manifest,
 )
 from enclave.settings import Settings, SynthSettings
@@ -147,11 +148,8 @@ def build_twin(settings: Settings, release: str, synth: SynthSettings | None = N
 
     project_dir = settings.releases_dir / TIER / project
     with build_lock(project_dir, "twin build"):
-        for stale in project_dir.glob(".build-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        version = (versions(project_dir) or [0])[-1] + 1
-        build_dir = project_dir / f".build-{os.getpid()}-{os.urandom(4).hex()}"
-        build_dir.mkdir(mode=0o750)
+        version = next_version(project_dir)
+        build_dir = new_build_dir(project_dir)
         try:
             manifest = _sample_and_publish(con, chain, links, tables, synth, source, src, build_dir, project,
                                            version, fit_s, started)
@@ -161,8 +159,7 @@ def build_twin(settings: Settings, release: str, synth: SynthSettings | None = N
         finally:
             con.close()
         chain.save(settings.restricted_dir / MODELS_DIR / project / f"v{version}.pkl")
-        os.rename(build_dir, project_dir / f"v{version}")  # atomic publication
-        fsync_dir(project_dir)
+        publish_dir(build_dir, project_dir, version)
     audit.record_event(settings, actor=getpass.getuser(), action="twin.build",
                        subject=f"release:{manifest['release']}",
                        detail={"source_release": manifest["source_release"], "files": manifest["files"]})
@@ -252,7 +249,6 @@ def _sample_and_publish(con, chain: ChainModel, links, tables, synth: SynthSetti
         "files": {RELEASE_DB: {"sha256": file_sha256(out_path), "bytes": out_path.stat().st_size}},
     }
     write_manifest(build_dir / MANIFEST, manifest)
-    fsync_dir(build_dir)
     return manifest
 
 

@@ -24,7 +24,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -44,8 +43,10 @@ from enclave.release.manifest import (
     MANIFEST,
     RELEASE_DB,
     build_lock,
-    fsync_dir,
     load_manifest,
+    new_build_dir,
+    next_version,
+    publish_dir,
     resolve_release,
     verify_release,
     versions,
@@ -166,8 +167,6 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
     src_sha = src_manifest["files"][RELEASE_DB]["sha256"]
     src_name = src_manifest.get("release", release)
     with build_lock(root, "indicator build"):
-        for stale in root.glob(".build-*"):
-            shutil.rmtree(stale, ignore_errors=True)
         con = duckdb.connect(str(src_path / RELEASE_DB), read_only=True)
         try:
             src = Sources.from_duckdb(con)
@@ -237,8 +236,7 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
             "source_created_at": src_manifest.get("created_at"), "policy": policy.name,
             "policy_sha256": phash, "min_patients": policy.min_patients,
             "rounding": json.dumps(rounding), "built_at": built_at}])
-        build_dir = root / f".build-{os.getpid()}-{os.urandom(4).hex()}"
-        build_dir.mkdir(mode=0o750)
+        build_dir = new_build_dir(root)
         out = duckdb.connect(str(build_dir / INDICATORS_DB))
         try:
             db.create_table_as(out, "indicators", cells)
@@ -249,7 +247,7 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
         finally:
             out.close()
         os.chmod(build_dir / INDICATORS_DB, 0o440)
-        version = (versions(root) or [0])[-1] + 1
+        version = next_version(root)
         manifest = {
             "kind": KIND, "release": f"{KIND}/v{version}", "version": version,
             "created_at": built_at, "source_release": src_name,
@@ -260,7 +258,5 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
                                       "bytes": (build_dir / INDICATORS_DB).stat().st_size}},
         }
         write_manifest(build_dir / MANIFEST, manifest)
-        fsync_dir(build_dir)
-        os.rename(build_dir, root / f"v{version}")
-        fsync_dir(root)
+        publish_dir(build_dir, root, version)
     return manifest

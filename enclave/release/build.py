@@ -25,7 +25,6 @@ import getpass
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +45,9 @@ from enclave.release.manifest import (
     MANIFEST,
     RELEASE_DB,
     build_lock,
-    fsync_dir,
-    versions,
+    new_build_dir,
+    next_version,
+    publish_dir,
     write_manifest,
 )
 from enclave.release.policy import SENSITIVE_ATTRIBUTE, ReleasePolicy, default_policy, load_policy
@@ -297,8 +297,6 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
     plans = {t: plan_table(t, _allowed_columns(project, t)) for t in tables}
     project_dir = settings.releases_dir / RELEASES / project_id
     with build_lock(project_dir), open_store(settings, read_only=True) as con:
-        for stale in project_dir.glob(".build-*"):
-            shutil.rmtree(stale, ignore_errors=True)
         reference_year = policy.reference_year or today.year
         patients = patient_frame(con, reference_year)
         if patients.height == 0:
@@ -321,8 +319,7 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
         key = project_key(settings.keys_dir, project_id)
         known = _known_identifiers(con, kept["person_id"])
         builder = _Builder(con, key, policy, kept, known)
-        build_dir = project_dir / f".build-{os.getpid()}-{os.urandom(4).hex()}"
-        build_dir.mkdir(mode=0o750)
+        build_dir = new_build_dir(project_dir)
         out = duckdb.connect(str(build_dir / RELEASE_DB))
         counts = {}
         try:
@@ -334,7 +331,7 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
         finally:
             out.close()
         os.chmod(build_dir / RELEASE_DB, 0o440)
-        version = (versions(project_dir) or [0])[-1] + 1
+        version = next_version(project_dir)
         manifest = {
             "release": f"{project_id}/v{version}",
             "project": project_id,
@@ -371,9 +368,7 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
                                    "bytes": (build_dir / RELEASE_DB).stat().st_size}},
         }
         write_manifest(build_dir / MANIFEST, manifest)
-        fsync_dir(build_dir)
-        os.rename(build_dir, project_dir / f"v{version}")  # atomic publication
-        fsync_dir(project_dir)
+        publish_dir(build_dir, project_dir, version)
     audit.record_event(settings, actor=getpass.getuser(), action="release.build",
                        subject=f"release:{manifest['release']}", detail={"files": manifest["files"]})
     return manifest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,3 +93,27 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def new_build_dir(root: Path) -> Path:
+    """A fresh hidden build folder (0750) in ``root``, after sweeping the leftovers of killed
+    builds. Call under :func:`build_lock`."""
+    for stale in root.glob(".build-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    build_dir = root / f".build-{os.getpid()}-{os.urandom(4).hex()}"
+    build_dir.mkdir(mode=0o750)
+    return build_dir
+
+
+def next_version(root: Path) -> int:
+    return (versions(root) or [0])[-1] + 1
+
+
+def publish_dir(build_dir: Path, root: Path, version: int) -> Path:
+    """Publish a finished build folder as ``root/v<version>``: its files reach the disk, then one
+    atomic rename makes it visible (a killed build never leaves a half-written version)."""
+    fsync_dir(build_dir)
+    target = root / f"v{version}"
+    os.rename(build_dir, target)
+    fsync_dir(root)
+    return target
