@@ -72,6 +72,8 @@ def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str 
     g = [_q(c) for c in groups]
     gsel = "".join(f"{c}, " for c in g)
     gby = ", ".join(g)
+    if value is None and sensitive is None:
+        return _count_evidence_sql(src, _q(patient), g)
     v = f"CAST(_r.{_q(value)} AS DOUBLE)" if value else "CAST(NULL AS DOUBLE)"
     s = f"_r.{_q(sensitive)}" if sensitive else "NULL"
     cell_by = f"GROUP BY {gby}" if g else ""
@@ -79,11 +81,14 @@ def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str 
     pp_keys = [*g, "_pid"] + (["_s"] if sensitive else [])
     # read once (no sensitive column, no extremes): let DuckDB stream it instead of materializing
     once = "NOT MATERIALIZED " if not sensitive and not extremes else ""
+    # min, max and negatives feed only the extremes rule: an output without a min or max skips
+    # them (three fewer aggregates over the largest grouping, about a third of its time)
+    spread = ("min(_v) AS _min, max(_v) AS _max, count(*) FILTER (WHERE _v < 0) AS _neg"
+              if extremes else "NULL::DOUBLE AS _min, NULL::DOUBLE AS _max, NULL::BIGINT AS _neg")
     pp = f"""
     pp AS {once}(
       SELECT {', '.join(pp_keys)}, count(*) AS _rows, count(_v) AS _nv, sum(_v) AS _sum,
-             sum(abs(_v)) AS _abs, min(_v) AS _min, max(_v) AS _max,
-             count(*) FILTER (WHERE _v < 0) AS _neg
+             sum(abs(_v)) AS _abs, {spread}
       FROM (SELECT {''.join(f'_r.{c}, ' for c in g)}_r.{_q(patient)} AS _pid, {v} AS _v,
                    {s} AS _s FROM {src} AS _r)
       GROUP BY {', '.join(pp_keys)}
@@ -127,6 +132,19 @@ def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str 
       FROM p JOIN cells AS c ON {_same(groups, 'p', 'c')}
       {'GROUP BY ' + ', '.join(f'c.{c}' for c in g) if g else ''}
     )"""
+    if not sensitive and not extremes:
+        # nothing to join: the per-cell statement is the whole evidence
+        out = ", ".join(
+            [f"c.{c}" for c in g]
+            + ["c.rows", "c.patients", 'c."values"', "c.value_patients", "c.sum", "c.mean", "c.min",
+               "c.max", "coalesce(c._top[1], 0) AS top1",
+               "coalesce(c._top[1], 0) + coalesce(c._top[2], 0) AS top2",
+               "coalesce(c.abs_total, 0) AS abs_total", "c.negatives",
+               *(f"NULL::BIGINT AS {c}" for c in ("patients_at_min", "patients_at_max",
+                                                  "modal_rows", "modal_patients"))]
+        )
+        return (f"WITH {pp},{p},{cells}\nSELECT {out} FROM cells AS c\n"
+                + (f"ORDER BY {', '.join(f'c.{c}' for c in g)}" if g else ""))
     out = ", ".join(
         [f"c.{c}" for c in g]
         + ["c.rows", "c.patients", 'c."values"', "c.value_patients", "c.sum", "c.mean", "c.min",
@@ -145,6 +163,25 @@ def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str 
     )
 
 
+def _count_evidence_sql(src: str, pid: str, g: list[str]) -> str:
+    """The evidence of an output without a value or sensitive column: one aggregation, no
+    per-patient stage (nothing is summed per patient). Rows without a patient id count as one
+    patient together, as in the per-patient statement."""
+    gsel = "".join(f"{c}, " for c in g)
+    nulls = ", ".join(f"NULL::{t} AS {c}" for c, t in (
+        ("sum", "DOUBLE"), ("mean", "DOUBLE"), ("min", "DOUBLE"), ("max", "DOUBLE")))
+    return (
+        f"SELECT {gsel}count(*)::BIGINT AS rows,\n"
+        f"       (count(DISTINCT {pid}) + (count(*) > count({pid}))::INTEGER)::BIGINT AS patients,\n"
+        f'       0::BIGINT AS "values", 0::BIGINT AS value_patients, {nulls},\n'
+        "       0.0::DOUBLE AS top1, 0.0::DOUBLE AS top2, 0.0::DOUBLE AS abs_total,\n"
+        "       0::BIGINT AS negatives, NULL::BIGINT AS patients_at_min,\n"
+        "       NULL::BIGINT AS patients_at_max, NULL::BIGINT AS modal_rows,\n"
+        f"       NULL::BIGINT AS modal_patients\nFROM {src} AS _r\n"
+        + (f"GROUP BY {', '.join(g)}\nORDER BY {', '.join(g)}" if g else "")
+    )
+
+
 def compute_evidence(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
                      groups: Sequence[str], value: str | None = None,
                      sensitive: str | None = None, complete: bool = False,
@@ -152,9 +189,10 @@ def compute_evidence(con: duckdb.DuckDBPyConnection, relation: str, patient: str
     """Evidence per cell of ``relation`` grouped by ``groups`` (one DuckDB statement).
 
     ``complete=True`` adds the empty cells of the cross product of the levels seen in each
-    grouping column, with zero counts and null statistics. ``extremes=False`` leaves
-    ``patients_at_min``/``patients_at_max`` null (saves a join; outputs without a min or max do
-    not need them, and the extremes rule treats null as 0 patients, so it fails closed).
+    grouping column, with zero counts and null statistics. ``extremes=False`` leaves ``min``,
+    ``max``, ``negatives`` and ``patients_at_min``/``patients_at_max`` null (outputs without a min
+    or max do not need them; the extremes rule treats null as 0 patients, so it fails closed).
+    Without a value or sensitive column the evidence is one aggregation (rows, distinct patients).
     """
     try:
         ev = frame(con, evidence_sql(relation, patient, groups, value, sensitive, extremes))

@@ -102,8 +102,7 @@ def _make(kind: str, expr, spec: dict) -> Output:
         path = user_dir(settings) / "ledger.duckdb"
         try:
             members = ev.members()
-            hits = ledger.check_members(path, record, members, policy.min_patients)
-            ledger.add_members(path, record, members)
+            hits = ledger.check_and_add_members(path, record, members, policy.min_patients)
             record["ledger_hits"] = [h.as_dict() for h in hits]
         except Exception as exc:  # noqa: BLE001 - local feedback only; the airlock's ledger rules
             record["reasons"] = record["reasons"] + [

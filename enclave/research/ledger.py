@@ -157,32 +157,11 @@ class LedgerStore:
     def pairs(self, scope: str, output_id: str, members: pl.DataFrame,
               threshold: int) -> pl.DataFrame:
         """Candidate pairs of the new output's ``members`` (cell_key, person_id) against the
-        earlier outputs of ``scope``: only cells whose sizes differ by 1 to ``threshold - 1`` and
-        whose sketches allow nesting can be a hit, so those pairs are found from the small
-        ``cells`` table first and only their members are joined (one statement)."""
+        earlier outputs of ``scope`` (see :meth:`_pairs`); nothing is written."""
         con = self._connect()
         try:
             _register(con, members, "_new")
-            return frame(con, """
-                WITH ns AS (SELECT cell_key, patients AS new_size, sketch FROM (""" + sketch_sql("_new") + """)),
-                cand AS (SELECT ns.cell_key AS new_cell, c.output_id AS old_output,
-                                c.cell_key AS old_cell, ns.new_size, c.patients AS old_size
-                         FROM ns JOIN cells AS c
-                           ON abs(ns.new_size - c.patients) BETWEEN 1 AND ? - 1
-                         JOIN outputs AS o ON o.output_id = c.output_id
-                         WHERE o.scope = ? AND o.output_id <> ?
-                           AND list_sum(list_transform(list_zip(ns.sketch, c.sketch),
-                                                       lambda x: abs(x[1] - x[2])))
-                               = abs(ns.new_size - c.patients)),
-                inter AS (SELECT k.new_cell, k.old_output, k.old_cell, count(*) AS overlap
-                          FROM cand AS k JOIN _new AS n ON n.cell_key = k.new_cell
-                          JOIN members AS m ON m.output_id = k.old_output
-                           AND m.cell_key = k.old_cell AND m.person = n.person
-                          GROUP BY ALL)
-                SELECT k.new_cell, k.old_output, k.old_cell, k.new_size, k.old_size,
-                       coalesce(i.overlap, 0) AS overlap
-                FROM cand AS k LEFT JOIN inter AS i USING (new_cell, old_output, old_cell)
-            """, [threshold, scope, output_id])
+            return self._pairs(con, scope, output_id, threshold)
         finally:
             con.close()
 
@@ -191,20 +170,73 @@ class LedgerStore:
         """Record an output (idempotent: an output already recorded is left as it is)."""
         con = self._connect()
         try:
-            run(con, "BEGIN")
-            if scalar(con, "SELECT count(*) FROM outputs WHERE output_id = ?", [output_id]):
-                run(con, "ROLLBACK")
-                return False
-            run(con, "INSERT INTO outputs VALUES (?, ?, ?, ?, ?, ?)",
-                [output_id, scope, kind, created_at, release, json.dumps(groups)])
-            _register(con, members, "_add")
-            run(con, "INSERT INTO members SELECT ?, cell_key, person FROM _add", [output_id])
-            run(con, "INSERT INTO cells SELECT ?, cell_key, patients, sketch FROM ("
-                + sketch_sql("_add") + ")", [output_id])
-            run(con, "COMMIT")
-            return True
+            _register(con, members, "_new")
+            return self._add(con, scope, output_id, kind, created_at, release, groups)
         finally:
             con.close()
+
+    def check_and_add(self, scope: str, output_id: str, kind: str, created_at: str,
+                      release: str, groups: list[str], members: pl.DataFrame,
+                      threshold: int) -> pl.DataFrame:
+        """:meth:`pairs`, then :meth:`add`, on one connection with the members moved into the
+        ledger once (the kernel's path: every output is compared, then recorded)."""
+        con = self._connect()
+        try:
+            _register(con, members, "_new")
+            found = self._pairs(con, scope, output_id, threshold)
+            self._add(con, scope, output_id, kind, created_at, release, groups)
+            return found
+        finally:
+            con.close()
+
+    @staticmethod
+    def _pairs(con: duckdb.DuckDBPyConnection, scope: str, output_id: str,
+               threshold: int) -> pl.DataFrame:
+        """Candidate pairs of the registered ``_new`` members: only cells whose sizes differ by 1
+        to ``threshold - 1`` and whose sketches allow nesting can be a hit, so those pairs are
+        found from the small ``cells`` table first and only their members are joined (one
+        statement)."""
+        run(con, "CREATE OR REPLACE TEMP TABLE _new_cells AS " + sketch_sql("_new"))
+        return frame(con, """
+            WITH ns AS (SELECT cell_key, patients AS new_size, sketch FROM _new_cells),
+            cand AS (SELECT ns.cell_key AS new_cell, c.output_id AS old_output,
+                            c.cell_key AS old_cell, ns.new_size, c.patients AS old_size
+                     FROM ns JOIN cells AS c
+                       ON abs(ns.new_size - c.patients) BETWEEN 1 AND ? - 1
+                     JOIN outputs AS o ON o.output_id = c.output_id
+                     WHERE o.scope = ? AND o.output_id <> ?
+                       AND list_sum(list_transform(list_zip(ns.sketch, c.sketch),
+                                                   lambda x: abs(x[1] - x[2])))
+                           = abs(ns.new_size - c.patients)),
+            inter AS (SELECT k.new_cell, k.old_output, k.old_cell, count(*) AS overlap
+                      FROM cand AS k JOIN _new AS n ON n.cell_key = k.new_cell
+                      JOIN members AS m ON m.output_id = k.old_output
+                       AND m.cell_key = k.old_cell AND m.person = n.person
+                      GROUP BY ALL)
+            SELECT k.new_cell, k.old_output, k.old_cell, k.new_size, k.old_size,
+                   coalesce(i.overlap, 0) AS overlap
+            FROM cand AS k LEFT JOIN inter AS i USING (new_cell, old_output, old_cell)
+        """, [threshold, scope, output_id])
+
+    @staticmethod
+    def _add(con: duckdb.DuckDBPyConnection, scope: str, output_id: str, kind: str,
+             created_at: str, release: str, groups: list[str]) -> bool:
+        run(con, "BEGIN")
+        if scalar(con, "SELECT count(*) FROM outputs WHERE output_id = ?", [output_id]):
+            run(con, "ROLLBACK")
+            return False
+        run(con, "INSERT INTO outputs VALUES (?, ?, ?, ?, ?, ?)",
+            [output_id, scope, kind, created_at, release, json.dumps(groups)])
+        run(con, "INSERT INTO members SELECT ?, cell_key, person FROM _new", [output_id])
+        if scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = '_new_cells' "
+                       "AND temporary"):
+            run(con, "INSERT INTO cells SELECT ?, cell_key, patients, sketch FROM _new_cells",
+                [output_id])
+        else:
+            run(con, "INSERT INTO cells SELECT ?, cell_key, patients, sketch FROM ("
+                + sketch_sql("_new") + ")", [output_id])
+        run(con, "COMMIT")
+        return True
 
     def outputs(self, scope: str | None = None) -> pl.DataFrame:
         con = self._connect()
@@ -225,6 +257,16 @@ def check_members(path: str | Path, record: Mapping, members: pl.DataFrame,
                   threshold: int) -> list[Hit]:
     return find_hits(LedgerStore(path).pairs(scope_of(record), record["output_id"], members,
                                              threshold), threshold)
+
+
+def check_and_add_members(path: str | Path, record: Mapping, members: pl.DataFrame,
+                          threshold: int) -> list[Hit]:
+    """:func:`check_members` then :func:`add_members` in one visit to the ledger file."""
+    pairs = LedgerStore(path).check_and_add(
+        scope_of(record), record["output_id"], record["kind"], record["created_at"],
+        record.get("release") or "", list(record.get("spec", {}).get("groups") or []), members,
+        threshold)
+    return find_hits(pairs, threshold)
 
 
 def add_members(path: str | Path, record: Mapping, members: pl.DataFrame) -> bool:
