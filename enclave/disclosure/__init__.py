@@ -86,7 +86,8 @@ def check_table(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
     """Evidence, rules and (for two grouping columns) secondary suppression of one output.
 
     ``cells`` has one row per cell (empty cells included): the grouping columns, ``outcome``,
-    ``reasons`` and the publishable ``value``. For a two-way table the margins are checked too
+    ``reasons``, the publishable ``value`` and the cell's ``rows`` (evidence, not for
+    publication). For a two-way table the margins are checked too
     (zeros and distinct patients): a failing margin is suppressed as a primary cell, and
     ``table.suppressed`` says which cells and margins may not be published.
     """
@@ -101,7 +102,7 @@ def check_table(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
             ((pl.col("patients") == 0) & policy.zeros_disclosive)
             | pl.col("patients").is_between(1, policy.min_patients - 1))
         cells, table = suppress_frame(cells, groups[0], groups[1], margin_failures=fails)
-    return CheckedTable(cells.drop("weight"), table)
+    return CheckedTable(cells.rename({"weight": "rows"}), table)
 
 
 def _uncertain_margins(con: duckdb.DuckDBPyConnection, relation: str, patient: str, row: str,

@@ -59,20 +59,18 @@ def _extra_values(con: duckdb.DuckDBPyConnection, sql: str, groups: list[str], v
     return frame(con, f"SELECT {g}, {agg} AS _extra FROM {sub(sql)} AS _r GROUP BY {g}")
 
 
-def _row_class_disclosure(con: duckdb.DuckDBPyConnection, sql: str, index: str, columns: str,
-                          cells: pl.DataFrame) -> pl.DataFrame:
+def _row_class_disclosure(index: str, columns: str, cells: pl.DataFrame) -> pl.DataFrame:
     """A crosstab row whose patients all fall in one column level discloses that level for every
-    member of the row (the 100 % / 0 % case): its non-empty cell goes to review."""
-    levels = cells[columns].n_unique()
-    if levels < 2:
+    member of the row (the 100 % / 0 % case): its non-empty cell goes to review. ``cells`` is the
+    complete grid with each cell's ``rows``, so a row with one non-empty cell is such a row."""
+    if cells[columns].n_unique() < 2:
         return cells
-    rows = frame(con, f"SELECT {q(index)}, count(DISTINCT coalesce(CAST({q(columns)} AS VARCHAR), "
-                      f"chr(0))) AS _n, min(CAST({q(columns)} AS VARCHAR)) AS _only "
-                      f"FROM {sub(sql)} AS _r GROUP BY {q(index)}")
-    single = rows.filter(pl.col("_n") == 1).select(index, "_only", pl.lit(True).alias("_single"))
-    out = cells.join(single, on=index, how="left", nulls_equal=True)
-    flagged = pl.col("_single").fill_null(False) & pl.col(columns).cast(pl.String).eq_missing(
-        pl.col("_only"))
+    filled = cells.filter(pl.col("rows") > 0)
+    single = filled.group_by(index).agg(pl.len().alias("_n")).filter(pl.col("_n") == 1)
+    flagged_cells = filled.join(single.select(index), on=index, how="semi", nulls_equal=True)
+    out = cells.join(flagged_cells.select(index, columns, pl.lit(True).alias("_single")),
+                     on=[index, columns], how="left", nulls_equal=True)
+    flagged = pl.col("_single").fill_null(False)
     hit = flagged & (pl.col("outcome") == "ok")
     reason = pl.lit(f"every patient of this {index} falls in one {columns} value (100 %, the other "
                     "values 0 %): class disclosure")
@@ -80,7 +78,7 @@ def _row_class_disclosure(con: duckdb.DuckDBPyConnection, sql: str, index: str, 
         pl.when(hit).then(pl.lit("review")).otherwise("outcome").alias("outcome"),
         pl.when(flagged).then(pl.col("reasons").list.concat(pl.concat_list(reason)))
         .otherwise("reasons").alias("reasons"),
-    ).drop("_single", "_only")
+    ).drop("_single")
 
 
 def evaluate_groups(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
@@ -108,7 +106,7 @@ def evaluate_groups(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
                 .alias("value")).drop("_extra")
         if spec["kind"] == "crosstab" and len(groups) == 2 and policy.class_disclosure and \
                 stat in (Statistic.COUNT, Statistic.PATIENTS):
-            c = _row_class_disclosure(con, sql, groups[0], groups[1], c)
+            c = _row_class_disclosure(groups[0], groups[1], c)
         for row in c.iter_rows(named=True):
             cells.append(make_cell({g: row[g] for g in groups}, agg, row["value"],
                                    OUTCOMES[row["outcome"]], row["reasons"]))
