@@ -79,6 +79,22 @@ def _own_like_parent(path: Path) -> None:
         os.chown(path, st.st_uid, st.st_gid)
 
 
+def hand_over(settings: Settings) -> None:
+    """After root (CLI, builds) wrote in the airlock's folder: give every entry it made to the
+    folder's owner (the airlock's service user), or the service could not read its own outbox,
+    request files or ledger. Does nothing unless run as root on a service-owned folder."""
+    top = airlock_dir(settings)
+    if os.geteuid() != 0 or not top.exists():
+        return
+    st = top.stat()
+    if st.st_uid == 0:
+        return
+    for d, dirs, files in os.walk(top):
+        for p in (d, *(os.path.join(d, n) for n in dirs + files)):
+            if os.lstat(p).st_uid != st.st_uid:
+                os.chown(p, st.st_uid, st.st_gid, follow_symlinks=False)
+
+
 def connect(settings: Settings, *, schema: tuple[str, ...] = ()) -> sqlite3.Connection:
     """A connection to the airlock database (created, 0600 in a 0700 folder, when missing).
 

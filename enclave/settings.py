@@ -164,6 +164,7 @@ class HubSettings:
     policymakers_group: str = _setting("enclave-policymakers", "Unix group of policymakers.")
     project_group_prefix: str = _setting("enp-", "Prefix of each project's Unix group (enp-<id>).")
     idle_timeout_s: int = _setting(3600, "A user server idle this long is stopped by the culler.")
+    cull_every_s: int = _setting(60, "How often the idle culler looks for idle user servers.")
     upload_max_bytes: int = _setting(
         1_000_000, "Largest text file a user may save or open through the contents API (base64, "
                    "i.e. uploaded or binary, files are always refused).")
@@ -175,6 +176,19 @@ class HubSettings:
     demo_user_prefix: str = _setting(
         "demo-", "Prefix of the demo users `enclave up` creates (<prefix>researcher, "
                  "<prefix>steward1, <prefix>steward2, <prefix>policymaker).")
+    serviceenv_dir: str = _setting(
+        "/opt/enclave/serviceenv",
+        "World-readable Python environment the hub services (airlock, dashboards, idle culler) run "
+        "from as their own users (built from the system Python like the user environment).")
+    airlock_user: str = _setting(
+        "enclave-airlock", "System user the airlock service runs as: owns the airlock folder, "
+                           "reads the project releases (member of their groups), nothing else.")
+    dashboards_user: str = _setting(
+        "enclave-dash", "System user the dashboards (gate and app) run as: reads the indicator "
+                        "tables only.")
+    culler_user: str = _setting(
+        "nobody", "System user the idle-culler service runs as (it needs no files, only its hub "
+                  "token).")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +222,31 @@ class ResearchSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Which engine runs the set-based work (``enclave.engine``): DuckDB embedded, or Spark."""
+
+    backend: str = _setting(
+        "duckdb",
+        "Engine of the set-based work opened through enclave.engine (today: the indicator "
+        "build's cells): 'duckdb' (embedded, one machine) or 'pyspark' (Spark, through ibis).")
+    spark_master: str = _setting(
+        "local[2]", "Spark master URL when backend = 'pyspark' (e.g. spark://host:7077, yarn, "
+        "k8s://https://api:6443); local[N] runs Spark in this process's machine.")
+    spark_shuffle_partitions: int = _setting(
+        8, "spark.sql.shuffle.partitions: partitions after a shuffle (about 2-3 per core in the "
+        "cluster; small on one machine).")
+    spark_driver_memory: str = _setting("2g", "spark.driver.memory of the enclave's driver.")
+    spark_bind_address: str = _setting(
+        "127.0.0.1", "Address the Spark driver binds and advertises (loopback for local mode; "
+        "the driver's cluster address otherwise).")
+    spark_local_dir: str = _setting(
+        "", "spark.local.dir: scratch space for shuffles and spilled data; keep it inside the "
+        "restricted zone (empty = <home>/restricted/spark).")
+    spark_conf: tuple = _setting(
+        (), "Further Spark properties as 'key=value' strings (e.g. 'spark.executor.memory=8g').")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     home: Path = _setting(DEFAULT_HOME, "The enclave's data root; every zone lives under it.")
     ingest: IngestSettings = _setting(IngestSettings(), "Ingest limits.")
@@ -222,6 +261,9 @@ class Settings:
     hub: HubSettings = _setting(HubSettings(), "The locked-down JupyterHub and its services.")
     research: ResearchSettings = _setting(
         ResearchSettings(), "The researcher API: per-user folder, survival curve intervals, recheck."
+    )
+    engine: EngineSettings = _setting(
+        EngineSettings(), "The engine of the set-based work: embedded DuckDB or Spark (ibis)."
     )
 
     # --- zones, derived from home -------------------------------------------------------

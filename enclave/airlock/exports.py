@@ -59,7 +59,7 @@ from enclave.airlock.workflow import (
     next_status,
     required_approvals,
 )
-from enclave.audit import connect, now, record_event_in, transaction
+from enclave.audit import connect, hand_over, now, record_event_in, transaction
 from enclave.errors import BadInputError, EnclaveError, PermissionDeniedError, StoreError
 from enclave.model.project import Project
 from enclave.settings import Settings
@@ -103,6 +103,7 @@ class Airlock:
 
     def close(self) -> None:
         self.con.close()
+        hand_over(self.settings)  # root (the CLI) wrote here: the service user owns its folder
 
     def __enter__(self) -> Airlock:  # noqa: PYI034
         return self

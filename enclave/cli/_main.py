@@ -23,7 +23,8 @@ pass_ctx = click.make_pass_decorator(_Ctx)
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
-    type=click.Path(file_okay=False, path_type=str),
+    # not readable=True: the service users only traverse the home (0711), never list it
+    type=click.Path(file_okay=False, readable=False, path_type=str),
     envvar="ENCLAVE_HOME",
     help="The enclave's data root (default: $ENCLAVE_HOME or ~/.local/share/enclave).",
 )

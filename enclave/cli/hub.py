@@ -25,12 +25,25 @@ def hub_userenv(obj: _Ctx, force: bool) -> None:
     click.echo(f"user environment ready: {env}")
 
 
+@hub.command("serviceenv")
+@click.option("--force", is_flag=True, help="Rebuild even when the cached environment matches.")
+@pass_ctx
+def hub_serviceenv(obj: _Ctx, force: bool) -> None:
+    """Build (or reuse) the environment the hub services (airlock, dashboards, culler) run from."""
+    from enclave.hub.userenv import build_serviceenv
+
+    env = build_serviceenv(obj.settings, force=force, echo=click.echo)
+    click.echo(f"service environment ready: {env}")
+
+
 @hub.command("sync")
 @pass_ctx
 def hub_sync(obj: _Ctx) -> None:
-    """Re-apply owners and modes of the zones and releases (project groups, 0440 files)."""
-    from enclave.hub.permissions import apply_release_permissions
+    """Create the service users and re-apply owners and modes of the zones and releases
+    (project groups, 0440 files, the airlock's own folder)."""
+    from enclave.hub.permissions import apply_release_permissions, ensure_service_users
 
+    ensure_service_users(obj.settings)
     apply_release_permissions(obj.settings, echo=click.echo)
 
 

@@ -6,14 +6,14 @@
 Policy summary: PAM login for the enclave role groups only; only researchers get a notebook server
 (run as their own Unix user from the user environment, with ``disable_user_config``, isolated
 Python and the lock-down extension); hub roles give the airlock to researchers and stewards and the
-dashboards to policymakers; idle servers are culled.
+dashboards to policymakers; idle servers are culled. The services (airlock, dashboards, culler) run
+as their own system users from the service environment, never as root.
 """
 
 from __future__ import annotations
 
 import secrets
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,28 +36,59 @@ def proxy_command() -> list[str]:
     return [str(found)]
 
 
+def service_python(settings: Settings) -> str:
+    """The interpreter the services run from: the service environment (world-readable; the admin
+    venv under /root is closed to the service users)."""
+    return str(Path(settings.hub.serviceenv_dir) / "bin" / "python")
+
+
+def _as(user: str, *, cwd: str | None = None) -> dict[str, str]:
+    """``user``/``cwd`` of a managed service: the hub (root) drops to that Unix user (its own
+    groups) before exec; the working folder is the user's home, not the hub's 0700 state."""
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigurationError(f"service user '{user}' is missing: run 'enclave hub sync' "
+                                 "(or 'enclave up') as root") from None
+    if pw.pw_uid == 0:
+        raise ConfigurationError(f"service user '{user}' is root: the hub services never run as "
+                                 "root (see the hub.*_user settings)")
+    return {"user": user, "cwd": cwd or (pw.pw_dir if Path(pw.pw_dir).is_dir() else "/")}
+
+
 def service_specs(settings: Settings, *, airlock: bool, dashboards: list[str] | None) -> list[dict]:
-    """Hub-managed services. ``dashboards``: the command serving the Streamlit app, or None."""
-    h, home, enclave = settings.hub, str(settings.home), [sys.executable, "-m", "enclave"]
+    """Hub-managed services, each as its own Unix user from the service environment.
+
+    ``dashboards``: the command serving the Streamlit app (run as the dashboards user), or None.
+    """
+    h, home = settings.hub, str(settings.home)
+    py = service_python(settings)
+    enclave = [py, "-I", "-m", "enclave"]
+    path = {"PATH": f"{Path(py).parent}:/usr/bin:/bin"}
     services: list[dict[str, Any]] = [{
-        "name": "idle-culler",
-        "command": [sys.executable, "-m", "jupyterhub_idle_culler",
-                    f"--timeout={h.idle_timeout_s}", "--cull-every=60"],
+        "name": "idle-culler", **_as(h.culler_user, cwd="/"), "environment": path,
+        "command": [py, "-I", "-m", "jupyterhub_idle_culler",
+                    f"--timeout={h.idle_timeout_s}", f"--cull-every={h.cull_every_s}"],
     }]
     if airlock:
         services.append({
             "name": "airlock", "url": f"http://127.0.0.1:{h.airlock_port}", "oauth_no_confirm": True,
+            **_as(h.airlock_user), "environment": path,
             "command": enclave + ["--home", home, "airlock", "serve", "--port", str(h.airlock_port)],
         })
     if dashboards:
         services.append({
             "name": "dashboards", "url": f"http://127.0.0.1:{h.dashboards_port}",
-            "oauth_no_confirm": True,
+            "oauth_no_confirm": True, **_as(h.dashboards_user), "environment": path,
             "command": enclave + ["--home", home, "hub", "gate", "--port", str(h.dashboards_port),
                                   "--upstream", f"http://127.0.0.1:{h.dashboards_app_port}"],
         })
+        # the app script is the repository's dashboards/app.py: its package comes from there too
         services.append({"name": "dashboards-app", "command": dashboards,
-                         "environment": {"ENCLAVE_HOME": home}})
+                         **_as(h.dashboards_user),
+                         "environment": {**path, "ENCLAVE_HOME": home, "PYTHONPATH": str(REPO)}})
     return services
 
 
@@ -88,6 +119,9 @@ def configure(c: Any, settings: Settings, *, airlock: bool | None = None,
     env = Path(h.userenv_dir)
     if not (env / "bin" / "python").exists():
         raise ConfigurationError(f"no user environment at {env}: run 'enclave hub userenv'")
+    if not Path(service_python(settings)).exists():
+        raise ConfigurationError(f"no service environment at {h.serviceenv_dir}: run "
+                                 "'enclave hub serviceenv'")
     airlock = _airlock_available() if airlock is None else airlock
     services = service_specs(settings, airlock=airlock, dashboards=dashboards)
 

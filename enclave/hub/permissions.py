@@ -13,6 +13,14 @@ group-owned and read-only:
     releases/desensitized/<p>/vN/*  0440 root:enp-<p>
     releases/synthetic              0750 root:enclave-researchers (every researcher reads twins)
     releases/synthetic/**           0750 / 0440 same group
+    releases/indicators/**          0750 / 0440 root:enclave-dash (the dashboards user's group)
+    <home>/airlock/**               0700 enclave-airlock (the airlock service's own folder)
+
+The hub services run as their own system users (:func:`ensure_service_users`), never as root:
+``enclave-airlock`` owns the airlock folder (control database with the audit trail, request files,
+ledger, outbox) and reads the project releases as a member of every project group (and of the
+researchers group, for the twins), so its re-runs see what the researcher saw; ``enclave-dash``
+reads the indicator tables only. Neither can enter the restricted zone.
 
 Kernels run as the researcher, so these modes are the whole access check: nothing in the kernel
 is trusted to enforce them. Needs root; every function here says plainly what it changes.
@@ -21,6 +29,7 @@ is trusted to enforce them. Needs root; every function here says plainly what it
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import secrets
@@ -124,7 +133,8 @@ def add_user(settings: Settings, name: str, role: str, *, projects: tuple[str, .
 
 
 def copy_examples(name: str) -> None:
-    """The example notebooks (``notebooks/`` of the repository), into ``~/examples`` of NAME."""
+    """The example notebooks (``notebooks/`` of the repository), into ``~/examples`` of NAME, set
+    to open in the enclave's kernel."""
     src = Path(__file__).resolve().parents[2] / "notebooks"
     if not src.is_dir():
         return
@@ -134,7 +144,12 @@ def copy_examples(name: str) -> None:
     os.chown(dest, pw.pw_uid, pw.pw_gid)
     for nb in sorted(src.glob("*.ipynb")):
         target = dest / nb.name
-        target.write_bytes(nb.read_bytes())
+        doc = json.loads(nb.read_text(encoding="utf-8"))
+        # the enclave's only kernel, so the notebook opens without a "select kernel" prompt
+        doc.setdefault("metadata", {})["kernelspec"] = {
+            "name": "enclave", "display_name": "Python 3 (enclave, no network)",
+            "language": "python"}
+        target.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         os.chown(target, pw.pw_uid, pw.pw_gid)
         os.chmod(target, 0o600)
 
@@ -159,6 +174,61 @@ def grant(settings: Settings, name: str, project_id: str) -> None:
     _sh(["usermod", "--append", "--groups", project_group(settings, project_id), name])
 
 
+def ensure_service_users(settings: Settings) -> dict[str, int]:
+    """Create the airlock and dashboards system users (no login shell, no password, own group,
+    0700 home under /var/lib) when missing; returns their uids."""
+    out = {}
+    for name in (settings.hub.airlock_user, settings.hub.dashboards_user):
+        if not user_exists(name):
+            _require_root()
+            _sh(["useradd", "--system", "--user-group", "--create-home", "--home-dir",
+                 f"/var/lib/{name}", "--shell", "/usr/sbin/nologin", name])
+        pw = pwd.getpwnam(name)
+        os.chmod(pw.pw_dir, 0o700)
+        out[name] = pw.pw_uid
+    return out
+
+
+def _service(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def _join(user: str, groups: list[str]) -> list[str]:
+    missing = sorted(set(groups) - groups_of(user))
+    if missing:
+        _sh(["usermod", "--append", "--groups", ",".join(missing), user])
+    return missing
+
+
+def restart_service_processes(uid: int, needle: str) -> list[int]:
+    """SIGTERM the processes of ``uid`` whose command line holds ``needle``; the hub starts a
+    managed service that exited again (within its poll interval), with the user's current groups.
+    The airlock is crash-safe (it recovers interrupted requests at start)."""
+    import signal
+
+    stopped = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmd:
+            try:
+                os.kill(int(entry), signal.SIGTERM)
+                stopped.append(int(entry))
+            except ProcessLookupError:
+                pass
+    return stopped
+
+
 def remove_user(name: str) -> None:
     _require_root()
     if user_exists(name):
@@ -169,8 +239,10 @@ def remove_user(name: str) -> None:
 def list_users(settings: Settings) -> list[EnclaveUser]:
     by_group = {g: r for r, g in role_groups(settings).items()}
     prefix = settings.hub.project_group_prefix
-    out = []
+    out, services = [], {settings.hub.airlock_user, settings.hub.dashboards_user}
     for pw in sorted(pwd.getpwall(), key=lambda p: p.pw_name):
+        if pw.pw_name in services:  # the airlock reads releases through groups: not a person
+            continue
         groups = groups_of(pw.pw_name)
         roles = tuple(sorted(by_group[g] for g in groups if g in by_group))
         if roles:
@@ -194,22 +266,41 @@ def apply_release_permissions(settings: Settings, echo: Callable[[str], None] = 
                  home / "hub"):
         if zone.exists():
             _set(zone, 0o700)
+    airlock, dash = _service(settings.hub.airlock_user), _service(settings.hub.dashboards_user)
+    if airlock is not None:  # the airlock service's own folder, whoever (root) wrote in it
+        folder = settings.control_path.parent
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for d, dirs, files in os.walk(folder):
+            for p in (d, *(os.path.join(d, n) for n in dirs + files)):
+                os.chown(p, airlock.pw_uid, airlock.pw_gid, follow_symlinks=False)
+                if not os.path.islink(p):  # private: no group or other bits
+                    os.chmod(p, os.lstat(p).st_mode & 0o700)
     rel = settings.releases_dir
     rel.mkdir(exist_ok=True)
     _set(rel, 0o711)
     for other in rel.iterdir():
-        if other.is_dir() and other.name not in ("desensitized", "synthetic"):
-            _set(other, 0o700)  # indicators and anything else: services only
+        if other.is_dir() and other.name == "indicators" and dash is not None:
+            _tree(other, dash.pw_gid)  # the dashboards user's own group: read only
+        elif other.is_dir() and other.name not in ("desensitized", "synthetic"):
+            _set(other, 0o700)  # anything else: root only
     des = rel / "desensitized"
+    readable = []  # groups the airlock joins to re-run outputs on what the researcher read
     if des.exists():
         _set(des, 0o711)
         for project_dir in sorted(p for p in des.iterdir() if p.is_dir()):
             gid = ensure_group(project_group(settings, project_dir.name))
             _tree(project_dir, gid)
+            readable.append(project_group(settings, project_dir.name))
             echo(f"releases of {project_dir.name}: group {project_group(settings, project_dir.name)}")
     syn = rel / "synthetic"
     if syn.exists():
         _tree(syn, ensure_group(settings.hub.researchers_group))
+        readable.append(settings.hub.researchers_group)
+    if airlock is not None and readable and _join(airlock.pw_name, readable):
+        # a process keeps the supplementary groups it started with: a running airlock would not
+        # read the new project's release, so it is restarted (by the hub) with its new groups
+        if restart_service_processes(airlock.pw_uid, "airlock serve"):
+            echo("the airlock joined new project groups: restarted (the hub starts it again)")
 
 
 def _tree(root: Path, gid: int) -> None:

@@ -114,9 +114,15 @@ def start_hub(settings: Settings, *, dashboards: list[str] | None = None,
                             start_new_session=True)
     log.close()
     _run_file(settings).write_text(json.dumps({"pid": proc.pid, "started": time.time()}))
-    deadline = time.monotonic() + wait_s
+    deadline, seen = time.monotonic() + wait_s, set()
     while time.monotonic() < deadline:
+        seen.update(descendants(proc.pid))
         if proc.poll() is not None:
+            # what it started before dying (proxy, services) is orphaned now: stop it too
+            orphans = [p for p in seen if _alive(p)]
+            for p in orphans:
+                _signal(p, signal.SIGTERM)
+            _wait(orphans, 10)
             raise ConfigurationError(f"the hub exited at start (code {proc.returncode}); see "
                                      f"{hub_dir(settings) / 'hub.log'}")
         if hub_ready(settings):

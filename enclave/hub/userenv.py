@@ -10,6 +10,10 @@ Building takes minutes, so it is cached in two layers, each keyed by a hash reco
 environment: the third-party requirements, then the enclave package itself (reinstalled, without
 dependencies, whenever its sources change). The JupyterLab plugin lock-down and the server policy
 are written at sys-prefix level, where ``disable_user_config`` leaves users no way to override them.
+
+The service environment (``hub.serviceenv_dir``) is built the same way for the hub services, which
+run as their own system users and cannot enter /root either: the airlock (and its re-runs), the
+dashboards (Streamlit) and the idle culler. It has no JupyterLab and no kernel.
 """
 
 from __future__ import annotations
@@ -167,15 +171,14 @@ def kernel_spec(env: Path) -> dict:
     }
 
 
-def build_userenv(settings: Settings, *, env: Path | None = None, force: bool = False,
-                  echo: Callable[[str], None] = print) -> Path:
-    """Build (or reuse) the user environment; returns its path. Needs root for a path under /opt."""
-    env = Path(env or settings.hub.userenv_dir)
-    reqs = requirements()
+def _build(env: Path, reqs: list[str], settings: Settings, *, force: bool,
+           echo: Callable[[str], None]) -> dict:
+    """Create or reuse a venv at ``env`` from the system Python with ``reqs``, then (re)install
+    the enclave package when its sources changed; returns the stamp to write when done."""
     req_hash, src_hash = _hash(reqs + [settings.hub.system_python]), source_hash()
     stamp = _stamp(env)
     if force or stamp.get("requirements") != req_hash or not (env / "bin" / "python").exists():
-        echo(f"building the user environment in {env} (a few minutes) ...")
+        echo(f"building the Python environment {env} (a few minutes) ...")
         if env.exists():
             shutil.rmtree(env)
         env.parent.mkdir(parents=True, exist_ok=True)
@@ -186,9 +189,9 @@ def build_userenv(settings: Settings, *, env: Path | None = None, force: bool = 
         _run(pip + reqs, echo)
         stamp = {"requirements": req_hash}
     else:
-        echo(f"user environment {env}: requirements up to date")
+        echo(f"Python environment {env}: requirements up to date")
     if force or stamp.get("enclave") != src_hash:
-        echo("installing the enclave package into the user environment ...")
+        echo(f"installing the enclave package into {env} ...")
         _run([str(env / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
               "--disable-pip-version-check", "--force-reinstall", str(REPO)], echo)
         stamp["enclave"] = src_hash
@@ -197,9 +200,42 @@ def build_userenv(settings: Settings, *, env: Path | None = None, force: bool = 
         # server start (measured: server init 3.5 s -> 2.2 s without it)
         _run([str(env / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", "rfc3987-syntax"],
              echo)
-    write_policy(env, settings)
-    _run([str(env / "bin" / "jupyter"), "labextension", "lock", "--level=sys_prefix",
-          *lab_policy()["lockedExtensions"]], echo)
+    return stamp
+
+
+def _finish(env: Path, stamp: dict) -> Path:
     (env / STAMP).write_text(json.dumps(stamp))
     subprocess.run(["chmod", "-R", "a+rX,go-w", str(env)], check=True)
     return env
+
+
+def build_userenv(settings: Settings, *, env: Path | None = None, force: bool = False,
+                  echo: Callable[[str], None] = print) -> Path:
+    """Build (or reuse) the user environment; returns its path. Needs root for a path under /opt."""
+    env = Path(env or settings.hub.userenv_dir)
+    stamp = _build(env, requirements(), settings, force=force, echo=echo)
+    write_policy(env, settings)
+    _run([str(env / "bin" / "jupyter"), "labextension", "lock", "--level=sys_prefix",
+          *lab_policy()["lockedExtensions"]], echo)
+    return _finish(env, stamp)
+
+
+def service_requirements() -> list[str]:
+    """The service environment: what the airlock (tornado, hub OAuth, the research package for its
+    re-runs), the dashboards (Streamlit) and the idle culler import; no JupyterLab, no kernel."""
+    reqs = []
+    for name in (*_PINNED_FROM_ADMIN, "streamlit", "jupyterhub-idle-culler"):
+        try:
+            extra = "[duckdb]" if name == "ibis-framework" else ""
+            reqs.append(f"{name}{extra}=={version(name)}")
+        except PackageNotFoundError:
+            reqs.append(name)
+    return reqs + [r for r in _UNPINNED if not r.startswith(("jupyterlab", "ipykernel"))]
+
+
+def build_serviceenv(settings: Settings, *, env: Path | None = None, force: bool = False,
+                     echo: Callable[[str], None] = print) -> Path:
+    """Build (or reuse) the service environment the hub services run from as their own users
+    (the admin venv under /root is closed to them). Needs root for a path under /opt."""
+    env = Path(env or settings.hub.serviceenv_dir)
+    return _finish(env, _build(env, service_requirements(), settings, force=force, echo=echo))

@@ -7,7 +7,8 @@ Stages, each safe to run again (done work is recognised and kept):
 2. project ``demo`` with the demo researcher as member, its desensitized release ``demo/v1``,
    the synthetic twin and the indicator table (each through its own ``enclave`` command, so a
    missing optional part — the ``synthetic`` extra, say — is reported and skipped, not fatal);
-3. (serving only, root) the user environment, the demo users with fresh passwords printed once,
+3. (serving only, root) the user and service environments, the service users (airlock,
+   dashboards), the demo users with fresh passwords printed once,
    the project approved by a demo steward and activated, release permissions, the egress rule,
    and the hub (with airlock and dashboards) started detached on ``hub.ip:hub.port``.
 
@@ -102,10 +103,13 @@ def build_demo_project(settings: Settings, echo: Callable[[str], None]) -> dict:
 def dashboards_command(settings: Settings) -> list[str] | None:
     """The Streamlit command serving the dashboards behind the gate, when the app exists (the hub
     gives it ``ENCLAVE_HOME``; it reads the newest indicator table there)."""
+    from enclave.hub.config import service_python
+
     app = REPO / "dashboards" / "app.py"
     if not app.exists():
         return None
-    return [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless=true",
+    # run as the dashboards user from the service environment (the admin venv is closed to it)
+    return [service_python(settings), "-m", "streamlit", "run", str(app), "--server.headless=true",
             f"--server.port={settings.hub.dashboards_app_port}", "--server.address=127.0.0.1",
             "--server.baseUrlPath=services/dashboards", "--browser.gatherUsageStats=false"]
 
@@ -113,12 +117,14 @@ def dashboards_command(settings: Settings) -> list[str] | None:
 def serve_demo(settings: Settings, echo: Callable[[str], None]) -> dict:
     """Users, permissions, egress rule and the hub (root only). Returns users and their passwords."""
     from enclave.hub import egress, permissions, serve
-    from enclave.hub.userenv import build_userenv
+    from enclave.hub.userenv import build_serviceenv, build_userenv
 
     if os.geteuid() != 0:
         raise permissions.PermissionDeniedError(
             "serving the hub creates Unix users: run 'enclave up' as root (or use --no-serve)")
     build_userenv(settings, echo=echo)
+    build_serviceenv(settings, echo=echo)
+    permissions.ensure_service_users(settings)
     passwords = {}
     for name, role in demo_users(settings):
         password = secrets.token_urlsafe(9)

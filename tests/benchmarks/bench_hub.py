@@ -1,7 +1,9 @@
 """Hub benchmark (root): server spawn p50/p95 over N spawns, kernel start with and without the
 network namespace, and R simulated researchers in parallel (PAM login, spawn, a DuckDB query on
-their project's release in a no-network kernel, an export submission through the kernel's airlock
-relay — to a stub listener standing where the airlock listens).
+their project's release in a no-network kernel, then an output made with the research API and
+submitted through the kernel's airlock relay to the REAL airlock service, which re-runs it in its
+own process as its own user: a researcher counts as an error unless the airlock answers
+``in_review``).
 
     .venv/bin/python tests/benchmarks/bench_hub.py [--spawns 10] [--researchers 20]
 
@@ -30,12 +32,12 @@ import duckdb
 con = duckdb.connect({path!r}, read_only=True)
 n = con.sql("select count(*) from person").fetchall()[0][0]
 con.close()
-import json, os, urllib.request
-req = urllib.request.Request(os.environ["ENCLAVE_AIRLOCK_URL"] + "/api/requests", method="POST",
-    data=json.dumps({{"record": {{"kind": "count", "n": n}}, "justification": "bench"}}).encode(),
-    headers={{"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"],
-              "Content-Type": "application/json"}})
-print(n, urllib.request.urlopen(req, timeout=60).status)
+import os
+from enclave.research import workspace, pivot_table, export
+ws = workspace(project=os.environ["ENCLAVE_PROJECT"], tier="desensitized")
+out = pivot_table(ws.table("person"), "sex", aggfunc="patients")
+req = export(out, justification="benchmark: patients by sex")
+print(n, out.status, req["request_id"], req["status"])
 """
 
 
@@ -85,7 +87,7 @@ def researcher(bed: hubbed.Bed, short: str) -> dict:
         out = server.run(QUERY.format(path=str(bed.release(project))), timeout=120)
     except Exception as exc:  # noqa: BLE001  (counted as an error of this researcher)
         return {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}"}
-    if out["error"] or not out["stdout"].strip().endswith(" 201"):
+    if out["error"] or not out["stdout"].strip().endswith(" in_review"):
         return {"error": out["error"] or out["stdout"][-200:]}
     return {"spawn": spawn, "query": out["seconds"], "total": time.perf_counter() - t0}
 
@@ -99,7 +101,7 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench_hub needs root (real Unix users)")
     t = time.perf_counter()
-    bed = hubbed.make_bed(18400, researchers=max(2, args.researchers),
+    bed = hubbed.make_bed(18400, researchers=max(2, args.researchers), real_airlock=True,
                           hub_settings="spawn_timeout_s = 300\n")
     print(f"setup (data, {len(bed.users)} users, hub start): {time.perf_counter() - t:.1f} s")
     try:
@@ -126,12 +128,18 @@ def main() -> None:
         wall = time.perf_counter() - t
         errors = [r["error"] for r in results if "error" in r]
         ok = [r for r in results if "error" not in r]
-        submitted = [r for r in bed.audit.requests if r["path"].endswith("/api/requests")]
+        from enclave import audit
+
+        con = audit.connect(bed.settings)
+        submitted = [e for e in audit.events(con) if e["action"] == "request.submit"]
+        chain = audit.verify_connection(con)
+        con.close()
         print(f"{len(shorts)} researchers in parallel: {len(errors)} errors, wall {wall:.1f} s; "
               f"spawn p50 {pct([r['spawn'] for r in ok], .5):.1f} s / p95 "
               f"{pct([r['spawn'] for r in ok], .95):.1f} s; query+submit p50 "
-              f"{pct([r['query'] for r in ok], .5):.2f} s; submissions received "
-              f"{len(submitted)}" if ok else f"{len(errors)} errors, none succeeded")
+              f"{pct([r['query'] for r in ok], .5):.2f} s; submissions the airlock recorded "
+              f"{len(submitted)}; audit chain {'intact' if chain.ok else 'BROKEN'}"
+              if ok else f"{len(errors)} errors, none succeeded")
         for e in errors[:5]:
             print("  error:", e)
     finally:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from enclave.hub import permissions, serve
 from enclave.hub.client import Hub, UserServer, login
-from enclave.hub.userenv import build_userenv
+from enclave.hub.config import service_python
+from enclave.hub.userenv import build_serviceenv, build_userenv
 from enclave.settings import Settings, load_settings
 
 TABLES = ("person", "visit_occurrence", "condition_occurrence")
@@ -109,8 +110,14 @@ class Bed:
 
 def make_bed(port_base: int, *, researchers: int = 2, patients: int = 600,
              dashboards_dir: Path | None = None, audit_stub: bool = True,
-             hub_settings: str = "", real_dashboards: bool = False) -> Bed:
-    """Build data, users and permissions, and start the hub on ports port_base .. port_base+9."""
+             hub_settings: str = "", real_dashboards: bool = False, real_airlock: bool = False,
+             stewards: int = 1, twin: bool = False, extra_settings: str = "") -> Bed:
+    """Build data, users and permissions, and start the hub on ports port_base .. port_base+9.
+
+    ``real_airlock``: the real airlock service runs behind the hub (as its own user) instead of
+    the :class:`AuditStub`, and both projects are approved and active; ``twin``: alpha's release
+    gets its synthetic twin (what the example notebooks read); ``stewards``: how many stewards
+    (``steward``, ``steward2`` ...); ``extra_settings``: more TOML sections of settings.toml."""
     prefix = "zz" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4))
     home = Path(tempfile.mkdtemp(prefix=f"enclave-{prefix}-", dir="/tmp"))
     os.chmod(home, 0o711)
@@ -122,12 +129,16 @@ def make_bed(port_base: int, *, researchers: int = 2, patients: int = 600,
         f'researchers_group = "{prefix}-res"\nstewards_group = "{prefix}-stw"\n'
         f'policymakers_group = "{prefix}-pol"\nproject_group_prefix = "{prefix}p-"\n'
         f'egress_table = "{prefix}_egress"\ndemo_user_prefix = "{prefix}-"\n'
-        + hub_settings)
+        f'airlock_user = "{prefix}-air"\ndashboards_user = "{prefix}-dash"\n'
+        + hub_settings + "\n" + extra_settings)
     settings = load_settings(home)
     build_userenv(settings, echo=lambda _: None)
+    build_serviceenv(settings, echo=lambda _: None)
     users = {f"r{i}": (f"{prefix}r{i}", secrets.token_urlsafe(10)) for i in range(researchers)}
-    users.update({"steward": (f"{prefix}st", secrets.token_urlsafe(10)),
-                  "policymaker": (f"{prefix}pm", secrets.token_urlsafe(10)),
+    users.update({("steward" if i == 0 else f"steward{i + 1}"):
+                  (f"{prefix}st" + ("" if i == 0 else str(i + 1)), secrets.token_urlsafe(10))
+                  for i in range(stewards)})
+    users.update({"policymaker": (f"{prefix}pm", secrets.token_urlsafe(10)),
                   "outsider": (f"{prefix}ou", secrets.token_urlsafe(10))})
     projects = {"alpha": f"{prefix}-alpha", "beta": f"{prefix}-beta"}
     bed = Bed(settings, prefix, projects, users)
@@ -152,25 +163,40 @@ def make_bed(port_base: int, *, researchers: int = 2, patients: int = 600,
                 subprocess.run(["useradd", "--create-home", "-K", "HOME_MODE=0700", name], check=True)
                 subprocess.run(["chpasswd"], input=f"{name}:{pw}\n", text=True, check=True)
                 continue
-            role = "researcher" if short.startswith("r") else short
+            role = "researcher" if short.startswith("r") else short.rstrip("0123456789")
             mine = tuple(pid for p, pid in projects.items() if name in members[p])
             permissions.add_user(settings, name, role, projects=mine, password=pw)
+        if real_airlock:  # a steward approves both projects, the admin activates them
+            for pid in projects.values():
+                enclave(home, "project", "approve", pid, "--as", users["steward"][0])
+                enclave(home, "project", "activate", pid)
+        if twin:
+            enclave(home, "synth", "build", "--release", f"{projects['alpha']}/v1")
+        if real_dashboards:  # the Streamlit app on an indicator table built from alpha's release
+            enclave(home, "indicators", "build", "--release", f"{projects['alpha']}/v1")
+        permissions.ensure_service_users(settings)
         permissions.apply_release_permissions(settings)
-        if audit_stub:
+        if audit_stub and not real_airlock:
             bed.audit = AuditStub(settings.hub.airlock_port)
         dashboards = None
-        if real_dashboards:  # the Streamlit app on an indicator table built from alpha's release
+        if real_dashboards:
             from enclave.workflows.enclave_up import dashboards_command
 
-            enclave(home, "indicators", "build", "--release", f"{projects['alpha']}/v1")
             dashboards = dashboards_command(settings)
-        elif dashboards_dir is not None:
-            dashboards = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                          "--directory", str(dashboards_dir), str(settings.hub.dashboards_app_port)]
-        serve.start_hub(settings, airlock=False, dashboards=dashboards)
+        elif dashboards_dir is not None:  # served by the dashboards user: a copy it can read
+            page = home / "dash-page"
+            shutil.copytree(dashboards_dir, page)
+            subprocess.run(["chown", "-R", f"{settings.hub.dashboards_user}:", str(page)],
+                           check=True)
+            dashboards = [service_python(settings), "-m", "http.server", "--bind", "127.0.0.1",
+                          "--directory", str(page), str(settings.hub.dashboards_app_port)]
+        serve.start_hub(settings, airlock=real_airlock, dashboards=dashboards)
         bed.base = f"http://127.0.0.1:{settings.hub.port}"
         bed.hub = Hub(bed.base, (home / "hub" / "ops_token").read_text().strip())
     except BaseException:
+        log = home / "hub" / "hub.log"
+        if log.exists():  # the hub's own words, before teardown removes the home
+            sys.stderr.write(log.read_text(errors="replace")[-6000:])
         teardown(bed)
         raise
     return bed
@@ -188,6 +214,9 @@ def teardown(bed: Bed) -> None:
         bed.audit.close()
     for name, _ in bed.users.values():
         permissions.remove_user(name)
+    for name in (bed.settings.hub.airlock_user, bed.settings.hub.dashboards_user):
+        if name.startswith(bed.prefix):  # the bed's own service users, never a real install's
+            permissions.remove_user(name)
     groups = [g.gr_name for g in grp.getgrall() if g.gr_name.startswith(bed.prefix)]
     for g in groups:
         subprocess.run(["groupdel", g], capture_output=True)

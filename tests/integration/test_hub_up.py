@@ -6,12 +6,15 @@ this runs beside a live demo on the same machine without touching it.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,7 @@ pytestmark = [
 ]
 
 PORTS = 18500
+IDLE_S = 20
 
 
 def _enclave(home: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
@@ -46,7 +50,10 @@ def up():
         f"dashboards_app_port = {PORTS + 5}\n"
         f'researchers_group = "{prefix}-res"\nstewards_group = "{prefix}-stw"\n'
         f'policymakers_group = "{prefix}-pol"\nproject_group_prefix = "{prefix}p-"\n'
-        f'egress_table = "{prefix}_egress"\ndemo_user_prefix = "{prefix}-"\n')
+        f'egress_table = "{prefix}_egress"\ndemo_user_prefix = "{prefix}-"\n'
+        f'airlock_user = "{prefix}-air"\ndashboards_user = "{prefix}-dash"\n'
+        # a short idle timeout, so the culler's work is seen within the test
+        f"idle_timeout_s = {IDLE_S}\ncull_every_s = 5\n")
     bed = hubbed.Bed(load_settings(home), prefix, {}, {})
     proc = _enclave(home, "up", "--patients", "600", "--hospitals", "2", "--seed", "3", "--serve")
     summary = json.loads(proc.stdout[proc.stdout.index("\n{") + 1:]) if proc.returncode == 0 else {}
@@ -83,6 +90,62 @@ def test_status_reports_the_running_hub(up):
     assert proc.returncode == 0
     st = json.loads(_enclave(home, "status", "--json").stdout)
     assert st["hub"]["running"] and st["hub"]["responding"] and st["hub"]["processes"] >= 3
+
+
+def _below_hub(home: Path) -> dict[str, dict[str, list[int]]]:
+    """Command line -> Uid/Groups of every process below the hub."""
+    from enclave.hub.serve import descendants
+
+    out = {}
+    for p in descendants(json.loads((home / "hub" / "run.json").read_text())["pid"]):
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        out[cmd] = {k: [int(v) for v in rest.split()] for k, _, rest in
+                    (line.partition(":") for line in status) if k in ("Uid", "Groups")}
+    return out
+
+
+def test_services_run_as_their_own_users_not_root(up):
+    home, proc, _, _ = up
+    assert proc.returncode == 0
+    s = load_settings(home)
+    air, dash = (pwd.getpwnam(n) for n in (s.hub.airlock_user, s.hub.dashboards_user))
+    expected = {"airlock serve": air.pw_uid, "hub gate": dash.pw_uid,
+                "jupyterhub_idle_culler": pwd.getpwnam(s.hub.culler_user).pw_uid}
+    if (hubbed.REPO / "dashboards" / "app.py").exists():
+        expected["streamlit run"] = dash.pw_uid
+    procs = _below_hub(home)
+    for needle, uid in expected.items():
+        found = [ids for cmd, ids in procs.items() if needle in cmd]
+        assert found, f"no '{needle}' process below the hub"
+        assert all(ids["Uid"] == [uid] * 4 and uid != 0 for ids in found), (needle, found)
+    # the dashboards user is in no project group: it cannot read a release
+    demo_group = grp.getgrnam(permissions.project_group(s, "demo")).gr_gid
+    assert demo_group not in next(i for c, i in procs.items() if "hub gate" in c)["Groups"]
+    assert demo_group in next(i for c, i in procs.items() if "airlock serve" in c)["Groups"]
+
+
+def test_an_idle_server_is_culled(up):
+    """The idle-culler service (as its own user) stops a server idle longer than the setting."""
+    home, proc, summary, _ = up
+    assert proc.returncode == 0
+    from enclave.hub.client import Hub
+
+    hub = Hub(summary["hub"].rstrip("/"), (home / "hub" / "ops_token").read_text().strip())
+    name = next(u for u, v in summary["users"].items() if v["role"] == "researcher")
+    hub.spawn(name)
+    assert hub.api("GET", f"/users/{name}")["servers"]
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < IDLE_S + 60 and hub.api("GET", f"/users/{name}")["servers"]:
+        time.sleep(1)
+    gone_after = time.monotonic() - t0
+    assert not hub.api("GET", f"/users/{name}")["servers"], "the idle server was not culled"
+    assert gone_after >= IDLE_S - 5                      # idle for the timeout, not at once
+    log = (home / "hub" / "hub.log").read_text()
+    assert f"Culling server {name}" in log or f"culling server {name}" in log.lower()
 
 
 def test_up_again_keeps_the_work_and_down_stops_everything(up):

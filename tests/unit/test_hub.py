@@ -8,6 +8,7 @@ import asyncio
 import grp
 import json
 import os
+import pwd
 import secrets
 import shutil
 import stat
@@ -31,9 +32,14 @@ def hub_settings(tmp_path):
     env = tmp_path / "userenv"
     (env / "bin").mkdir(parents=True)
     (env / "bin" / "python").touch()
+    senv = tmp_path / "serviceenv"
+    (senv / "bin").mkdir(parents=True)
+    (senv / "bin" / "python").touch()
     home = tmp_path / "home"
     home.mkdir()
-    (home / "settings.toml").write_text(f'[hub]\nuserenv_dir = "{env}"\nport = 18990\n')
+    (home / "settings.toml").write_text(
+        f'[hub]\nuserenv_dir = "{env}"\nserviceenv_dir = "{senv}"\nport = 18990\n'
+        'airlock_user = "nobody"\ndashboards_user = "daemon"\nculler_user = "nobody"\n')
     return load_settings(home)
 
 
@@ -53,6 +59,15 @@ def test_hub_config_carries_the_policy(hub_settings):
     assert set(services) == {"idle-culler", "airlock", "dashboards", "dashboards-app"}
     assert "url" not in services["dashboards-app"]          # only reachable through the gate
     assert f"--timeout={h.idle_timeout_s}" in services["idle-culler"]["command"]
+    assert f"--cull-every={h.cull_every_s}" in services["idle-culler"]["command"]
+    # no service runs as root, nor from the admin venv (closed to the service users)
+    assert {n: s["user"] for n, s in services.items()} == {
+        "idle-culler": "nobody", "airlock": "nobody", "dashboards": "daemon",
+        "dashboards-app": "daemon"}
+    for name in ("idle-culler", "airlock", "dashboards"):
+        assert services[name]["command"][0] == f"{h.serviceenv_dir}/bin/python", name
+        assert services[name]["command"][1] == "-I", name
+    assert services["airlock"]["environment"]["PATH"].startswith(f"{h.serviceenv_dir}/bin:")
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
     assert roles["enclave-dashboards-viewers"]["groups"] == [h.policymakers_group]
     assert roles["enclave-dashboards-viewers"]["scopes"] == ["access:services!service=dashboards"]
@@ -69,6 +84,23 @@ def test_hub_config_refuses_a_missing_user_environment(tmp_path):
     with pytest.raises(ConfigurationError, match="user environment"):
         config.configure(Config(), load_settings(tmp_path))
     assert s.hub.userenv_dir == "/opt/enclave/userenv"
+
+
+def test_hub_config_refuses_a_missing_service_environment_or_user(hub_settings, tmp_path):
+    from dataclasses import replace
+
+    from enclave.errors import ConfigurationError
+
+    h = hub_settings.hub
+    gone = replace(hub_settings, hub=replace(h, serviceenv_dir=str(tmp_path / "none")))
+    with pytest.raises(ConfigurationError, match="service environment"):
+        config.configure(Config(), gone)
+    nobody = replace(hub_settings, hub=replace(h, airlock_user="zz-no-such-user"))
+    with pytest.raises(ConfigurationError, match="service user 'zz-no-such-user' is missing"):
+        config.configure(Config(), nobody, airlock=True)
+    root = replace(hub_settings, hub=replace(h, dashboards_user="root"))
+    with pytest.raises(ConfigurationError, match="never run as root"):
+        config.configure(Config(), root, dashboards=["streamlit"])
 
 
 def test_lab_plugins_that_move_data_out_are_disabled_and_locked():
@@ -101,6 +133,15 @@ def test_user_environment_pins_what_must_match_the_admin_side():
     assert f"duckdb=={version('duckdb')}" in reqs
     assert f"jupyterhub=={version('jupyterhub')}" in reqs
     assert any(r.startswith("jupyterlab") for r in reqs)
+
+
+def test_service_environment_has_the_services_and_no_lab():
+    from importlib.metadata import version
+
+    reqs = userenv.service_requirements()
+    for name in ("duckdb", "jupyterhub", "streamlit", "jupyterhub-idle-culler"):
+        assert f"{name}=={version(name)}" in reqs, name
+    assert not any(r.startswith(("jupyterlab", "ipykernel")) for r in reqs)
 
 
 @pytest.fixture
@@ -226,7 +267,8 @@ def test_release_permissions_follow_projects_and_zones():
     prefix = "zz" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4))
     home = Path(tempfile.mkdtemp(prefix=f"enclave-{prefix}-", dir="/tmp"))
     (home / "settings.toml").write_text(
-        f'[hub]\nresearchers_group = "{prefix}-res"\nproject_group_prefix = "{prefix}p-"\n')
+        f'[hub]\nresearchers_group = "{prefix}-res"\nproject_group_prefix = "{prefix}p-"\n'
+        f'airlock_user = "{prefix}-air"\ndashboards_user = "{prefix}-dash"\n')
     s = load_settings(home)
     try:
         rel = s.releases_dir / "desensitized" / "alpha" / "v1"
@@ -238,6 +280,10 @@ def test_release_permissions_follow_projects_and_zones():
         (syn / "release.duckdb").write_bytes(b"x")
         (s.releases_dir / "indicators" / "v1").mkdir(parents=True)
         s.restricted_dir.mkdir(mode=0o755)
+        (s.restricted_dir / "cdm.duckdb").write_bytes(b"x")
+        s.control_path.parent.mkdir()
+        (s.control_path.parent / "outbox").mkdir()      # written by root (the CLI) before
+        uids = permissions.ensure_service_users(s)
         permissions.apply_release_permissions(s)
 
         def mode(p: Path) -> str:
@@ -252,8 +298,54 @@ def test_release_permissions_follow_projects_and_zones():
         assert mode(rel / "release.duckdb") == "0o440" and group(rel / "release.duckdb") == f"{prefix}p-alpha"
         assert mode(rel.parent / ".lock") == "0o600" and group(rel.parent / ".lock") == "root"
         assert group(syn / "release.duckdb") == f"{prefix}-res" and mode(syn) == "0o750"
-        assert mode(s.releases_dir / "indicators") == "0o700"
+        # the dashboards user reads the indicators, through its own group
+        indicators = s.releases_dir / "indicators"
+        assert mode(indicators) == "0o750" and group(indicators) == f"{prefix}-dash"
+        # the airlock user owns its folder, joined alpha's group and the researchers' (twins)
+        air = pwd.getpwnam(f"{prefix}-air")
+        assert air.pw_shell == "/usr/sbin/nologin" and mode(Path(air.pw_dir)) == "0o700"
+        for p in (s.control_path.parent, s.control_path.parent / "outbox"):
+            assert p.stat().st_uid == uids[f"{prefix}-air"] and mode(p) == "0o700"
+        assert {f"{prefix}p-alpha", f"{prefix}-res"} <= permissions.groups_of(air.pw_name)
+        assert f"{prefix}p-alpha" not in permissions.groups_of(f"{prefix}-dash")
+        assert f"{prefix}-air" not in {u.name for u in permissions.list_users(s)}
+
+        def reads(user: str, path: Path) -> str:
+            """Read ``path`` as ``user`` (its own groups, like the hub starts a service)."""
+            code = f"open({str(path)!r}, 'rb').read(1); print('read')"
+            proc = subprocess.run(["/usr/bin/python3", "-I", "-c", code], capture_output=True,
+                                  text=True, user=user, extra_groups=sorted(
+                                      permissions.groups_of(user)), cwd="/")
+            return proc.stdout.strip() or proc.stderr.strip().splitlines()[-1]
+
+        assert reads(air.pw_name, rel / "release.duckdb") == "read"
+        assert reads(air.pw_name, syn / "release.duckdb") == "read"
+        assert "PermissionError" in reads(air.pw_name, s.restricted_dir / "cdm.duckdb")
+        assert "PermissionError" in reads(f"{prefix}-dash", rel / "release.duckdb")
+        assert "PermissionError" in reads(f"{prefix}-dash", s.restricted_dir / "cdm.duckdb")
     finally:
+        for name in (f"{prefix}-air", f"{prefix}-dash"):
+            permissions.remove_user(name)
         shutil.rmtree(home, ignore_errors=True)
         for g in [g.gr_name for g in grp.getgrall() if g.gr_name.startswith(prefix)]:
             subprocess.run(["groupdel", g], capture_output=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_what_root_writes_in_the_airlock_folder_goes_back_to_the_service_user(tmp_path):
+    """The CLI (root) approving a request writes the outbox; the service (its own user) must
+    still read it, and its database files."""
+    from enclave.airlock.exports import Airlock
+    from enclave.audit import airlock_dir
+
+    s = load_settings(tmp_path)
+    folder = airlock_dir(s)
+    folder.mkdir(mode=0o700)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    with Airlock(s):
+        (folder / "outbox" / "r-1").mkdir(parents=True)           # as root, like write_outbox
+        (folder / "outbox" / "r-1" / "table.csv").write_text("a,b\n")
+    owners = {p.relative_to(folder).as_posix(): p.stat().st_uid for p in folder.rglob("*")}
+    assert "airlock.sqlite" in owners and "outbox/r-1/table.csv" in owners
+    assert set(owners.values()) == {nobody.pw_uid}, owners
