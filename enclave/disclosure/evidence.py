@@ -200,18 +200,25 @@ def compute_evidence(con: duckdb.DuckDBPyConnection, relation: str, patient: str
         raise BadInputError(
             f"could not compute disclosure evidence over the given relation: {type(exc).__name__}"
         ) from None
-    if complete and groups:
-        grid = ev.select(pl.col(groups[0]).unique())
-        for gcol in groups[1:]:
-            grid = grid.join(ev.select(pl.col(gcol).unique()), how="cross")
-        ev = grid.join(ev, on=list(groups), how="left", nulls_equal=True)
-        ev = ev.with_columns(
-            pl.col(c).fill_null(0) for c in COUNT_COLUMNS if c not in ("modal_rows", "modal_patients")
-        ).with_columns(
-            pl.col("top1").fill_null(0.0), pl.col("top2").fill_null(0.0),
-            pl.col("abs_total").fill_null(0.0),
-        ).sort(list(groups), nulls_last=True)
-    return ev
+    return complete_cells(ev, groups) if complete else ev
+
+
+def complete_cells(ev: pl.DataFrame, groups: Sequence[str]) -> pl.DataFrame:
+    """Add the empty cells of the cross product of the levels seen in each grouping column, with
+    zero counts and null statistics (shared with the ibis evidence of
+    :mod:`enclave.disclosure.portable`)."""
+    if not groups:
+        return ev
+    grid = ev.select(pl.col(groups[0]).unique())
+    for gcol in groups[1:]:
+        grid = grid.join(ev.select(pl.col(gcol).unique()), how="cross")
+    ev = grid.join(ev, on=list(groups), how="left", nulls_equal=True)
+    return ev.with_columns(
+        pl.col(c).fill_null(0) for c in COUNT_COLUMNS if c not in ("modal_rows", "modal_patients")
+    ).with_columns(
+        pl.col("top1").fill_null(0.0), pl.col("top2").fill_null(0.0),
+        pl.col("abs_total").fill_null(0.0),
+    ).sort(list(groups), nulls_last=True)
 
 
 def margin_evidence(con: duckdb.DuckDBPyConnection, relation: str, patient: str, row: str,

@@ -6,6 +6,10 @@ rates from the already-checked numbers only, and publishes
 ``<home>/releases/indicators/v<N>/{indicators.duckdb, manifest.json}`` atomically (hidden build
 folder, fsync, rename), like releases. The dashboards read nothing else.
 
+The cells are computed on the configured engine (``[engine] backend``): DuckDB reads the release in
+place through the hand-written fast path of :mod:`.cube`; Spark reads a Parquet copy and computes
+the same cells through the ibis expressions of :mod:`.cells` (the published table is the same).
+
 Published tables:
 
 ``indicators``  one row per cell: ``indicator``, the dimension columns (:data:`DIMENSIONS`, ``All``
@@ -20,6 +24,7 @@ Published tables:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -34,8 +39,9 @@ import polars as pl
 from enclave import db
 from enclave.crypto import file_sha256
 from enclave.disclosure import DisclosurePolicy, policy_from_settings, policy_hash
+from enclave.engine import Engine, open_release
 from enclave.errors import BadInputError
-from enclave.indicators.cube import ALL, check_cube
+from enclave.indicators.cube import ALL, check_cube, check_cube_on
 from enclave.indicators.definitions import INDICATORS, Indicator, Sources
 from enclave.indicators.regions import province_label
 from enclave.ingest.linkage import load_or_create_key
@@ -131,19 +137,30 @@ def _rate(cells: pl.DataFrame, rid: str, num: str, den: str, scale: float) -> pl
 
 
 def _compute(con: duckdb.DuckDBPyConnection, src: Sources, ind: Indicator,
-             policy: DisclosurePolicy, levels: dict[str, list[str]] | None = None
-             ) -> tuple[pl.DataFrame, str, dict]:
+             policy: DisclosurePolicy, levels: dict[str, list[str]] | None = None,
+             engine: Engine | None = None) -> tuple[pl.DataFrame, str, dict]:
+    """One indicator's checked cells: on DuckDB through the fast path on ``con``; with a Spark
+    ``engine`` (``[engine] backend = "pyspark"``), through ibis on the release's Parquet copy."""
     started = time.perf_counter()
     expr = ind.relation(src)
     sql = ibis.to_sql(expr, dialect="duckdb")
     name = f"_rel_{ind.id}"
-    db.run(con, f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
-    try:
-        cube = check_cube(con, name, ind.axes, ind.margins, ind.statistic, policy,
-                          value=ind.value, record_keys="_record_keys", decimals=ind.decimals,
-                          levels=levels)
-    finally:
-        db.run(con, f"DROP TABLE IF EXISTS {name}")
+    if engine is not None:
+        try:
+            table = engine.materialize(name, expr)
+            cube = check_cube_on(engine, table, ind.axes, ind.margins, ind.statistic, policy,
+                                 value=ind.value, record_keys=engine.table("_record_keys"),
+                                 decimals=ind.decimals, levels=levels)
+        finally:
+            engine.drop(name)
+    else:
+        db.run(con, f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+        try:
+            cube = check_cube(con, name, ind.axes, ind.margins, ind.statistic, policy,
+                              value=ind.value, record_keys="_record_keys",
+                              decimals=ind.decimals, levels=levels)
+        finally:
+            db.run(con, f"DROP TABLE IF EXISTS {name}")
     stats = {"cells": cube.cells.height, "suppressed": int(cube.cells["suppressed"].sum()),
              "primary": cube.primary, "secondary": cube.secondary,
              "seconds": round(time.perf_counter() - started, 2)}
@@ -166,8 +183,11 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
     root = indicators_root(settings)
     src_sha = src_manifest["files"][RELEASE_DB]["sha256"]
     src_name = src_manifest.get("release", release)
-    with build_lock(root, "indicator build"):
+    with build_lock(root, "indicator build"), contextlib.ExitStack() as stack:
         con = duckdb.connect(str(src_path / RELEASE_DB), read_only=True)
+        engine = None
+        if settings.engine.backend != "duckdb":
+            engine = stack.enter_context(open_release(settings, src_path / RELEASE_DB))
         try:
             src = Sources.from_duckdb(con)
             if "person" not in src.names:
@@ -176,6 +196,8 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
             db.run(con, "CREATE TEMP TABLE _record_keys AS SELECT DISTINCT person_id, "
                         "(md5_number_lower(? || person_id::VARCHAR) % 4294967296)::UBIGINT AS rkey "
                         "FROM person", [key.hex()])
+            if engine is not None:
+                engine.put("_record_keys", db.frame(con, "SELECT * FROM _record_keys"))
             parts, tiles, skipped, stats = [], [], {}, {}
             done: dict[str, pl.DataFrame] = {}
             for ind in INDICATORS:
@@ -187,7 +209,7 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
                 if ind.levels_from and ind.levels_from in done:
                     ref = done[ind.levels_from]
                     levels = {a: ref[a].drop_nulls().unique().to_list() for a in ind.axes}
-                cells, sql, st = _compute(con, src, ind, policy, levels)
+                cells, sql, st = _compute(con, src, ind, policy, levels, engine)
                 done[ind.id] = cells
                 parts.append(cells)
                 stats[ind.id] = st

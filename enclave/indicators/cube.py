@@ -44,9 +44,8 @@ from enclave.disclosure import (
     compute_evidence,
     secondary_suppression,
 )
+from enclave.indicators.cells import ALL, KEY_MODULUS, cube_frames, grouping_sets
 
-ALL = "All"
-KEY_MODULUS = 1 << 32
 SECONDARY_REASON = ("suppressed as a complement, so that suppressed cells cannot be recovered from "
                     "the totals (secondary suppression)")
 
@@ -61,13 +60,7 @@ class CheckedCube:
     secondary: int
 
 
-def _grouping_sets(axes: Sequence[str], margins: Sequence[str]) -> list[tuple[str, ...]]:
-    """Every subset of the margin axes collapsed (the fixed axes always kept)."""
-    out = []
-    for r in range(len(margins) + 1):
-        for collapsed in itertools.combinations(margins, r):
-            out.append(tuple(a for a in axes if a not in collapsed))
-    return out
+_grouping_sets = grouping_sets
 
 
 def cube_evidence(con: duckdb.DuckDBPyConnection, relation: str, axes: Sequence[str],
@@ -297,11 +290,39 @@ def check_cube(con: duckdb.DuckDBPyConnection, relation: str, axes: Sequence[str
                value: str | None = None, record_keys: str | None = None,
                decimals: int = 0, levels: dict[str, Sequence[str]] | None = None) -> CheckedCube:
     """Evidence, rules, secondary suppression and rounding of one indicator cube. ``levels`` adds
-    axis levels no row reaches (e.g. hospitals without a readmission), checked as empty cells."""
+    axis levels no row reaches (e.g. hospitals without a readmission), checked as empty cells.
+
+    DuckDB fast path (one hand-written statement per grouping set); :func:`check_cube_on` is the
+    same cube on any engine through ibis (``tests/spec`` holds the two to the same cells)."""
     stat = Statistic(statistic)
     axes, margins = list(axes), [a for a in axes if a in margins]
-    ev = complete_grid(cube_evidence(con, relation, axes, margins, value), axes, margins,
-                       levels)
+    ev = cube_evidence(con, relation, axes, margins, value)
+    keys = None
+    if record_keys is not None and stat in (Statistic.COUNT, Statistic.PATIENTS):
+        keys = cell_keys(con, relation, axes, margins, record_keys)
+    return checked_cube(ev, keys, axes, margins, stat, policy, decimals, levels)
+
+
+def check_cube_on(engine, table, axes: Sequence[str], margins: Sequence[str],
+                  statistic: Statistic | str, policy: DisclosurePolicy, value: str | None = None,
+                  record_keys=None, decimals: int = 0,
+                  levels: dict[str, Sequence[str]] | None = None) -> CheckedCube:
+    """:func:`check_cube` of an ibis ``table`` on an :class:`enclave.engine.Engine` (DuckDB or
+    Spark); ``record_keys`` is an ibis table (``person_id``, ``rkey``) on the same engine."""
+    stat = Statistic(statistic)
+    axes, margins = list(axes), [a for a in axes if a in margins]
+    counted = stat in (Statistic.COUNT, Statistic.PATIENTS)
+    ev, keys = cube_frames(engine, table, axes, margins, value,
+                           record_keys if counted else None)
+    return checked_cube(ev, keys, axes, margins, stat, policy, decimals, levels)
+
+
+def checked_cube(evidence: pl.DataFrame, keys: pl.DataFrame | None, axes: list[str],
+                 margins: list[str], stat: Statistic, policy: DisclosurePolicy, decimals: int = 0,
+                 levels: dict[str, Sequence[str]] | None = None) -> CheckedCube:
+    """Rules, secondary suppression and rounding of a cube's evidence (in memory, any engine):
+    ``keys`` holds the cell keys (``None``: every key 0, for counts without record keys)."""
+    ev = complete_grid(evidence, axes, margins, levels)
     plain = policy if policy.rounding is Rounding.NONE else _unrounded(policy)
     checked = check_cells(ev, stat, plain, axes)
     raw_col = "rows" if stat is Statistic.COUNT else "patients"
@@ -330,8 +351,7 @@ def check_cube(con: duckdb.DuckDBPyConnection, relation: str, axes: Sequence[str
         pl.when(pl.col("suppressed") & ~pl.col("_primary")).then(pl.lit(SECONDARY_REASON))
         .otherwise(pl.col("reason")).alias("reason"))
     if stat in (Statistic.COUNT, Statistic.PATIENTS):
-        if record_keys is not None:
-            keys = cell_keys(con, relation, axes, margins, record_keys)
+        if keys is not None:
             cells = cells.join(keys, on=axes, how="left", nulls_equal=True) if axes else \
                 cells.with_columns(keys["cell_key"])
         else:

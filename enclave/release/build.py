@@ -24,6 +24,7 @@ import datetime as dt
 import getpass
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,9 @@ from enclave import audit, db
 from enclave.crypto import file_sha256
 from enclave.deid import AnonymizationPolicy, LDiversity, TCloseness, anonymize
 from enclave.deid.hierarchy import Hierarchy, age_bands, region_codes
+from enclave.deid.metrics import RiskReport
+from enclave.deid.sets import measure_risk, patient_expr
+from enclave.engine import duckdb_engine
 from enclave.errors import BadInputError, DisclosureRiskError, PermissionDeniedError
 from enclave.model.catalog import IdentifierRole, ValueKind, catalog, check_classified
 from enclave.model.omop import cdm_columns
@@ -120,21 +124,37 @@ def _allowed_columns(project: Project, table: str) -> tuple[str, ...]:
 
 # --- patients ---------------------------------------------------------------------------------
 def patient_frame(con: duckdb.DuckDBPyConnection, reference_year: int) -> pl.DataFrame:
-    """One row per patient: age at the reference year, sex, county of residence, main condition."""
-    return db.frame(con, f"""
-        SELECT p.person_id::BIGINT AS person_id,
-               greatest(0, least(120, {reference_year} - p.year_of_birth))::INTEGER AS age,
-               CASE p.gender_concept_id WHEN 8507 THEN 'M' WHEN 8532 THEN 'F' ELSE 'U' END AS sex,
-               coalesce(CASE WHEN regexp_matches(l.county, '^[0-9]{{6}}$') THEN l.county END, '000000') AS region,
-               coalesce(mc.concept::VARCHAR, 'none') AS {SENSITIVE_ATTRIBUTE}
-        FROM person p
-        LEFT JOIN location l ON l.location_id = p.location_id
-        LEFT JOIN (
-            SELECT person_id, arg_max(condition_concept_id, n) AS concept FROM (
-                SELECT person_id, condition_concept_id, count(*) * 1000000000 - condition_concept_id AS n
-                FROM condition_occurrence GROUP BY person_id, condition_concept_id) GROUP BY person_id
-        ) mc ON mc.person_id = p.person_id
-        ORDER BY p.person_id""")
+    """One row per patient: age at the reference year, sex, county of residence, main condition
+    (the ibis expression :func:`enclave.deid.sets.patient_expr`, run on the store's connection;
+    the same expression runs on Spark)."""
+    engine = duckdb_engine(con)
+    return engine.to_polars(patient_expr(engine.table("person"), engine.table("location"),
+                                         engine.table("condition_occurrence"), reference_year))
+
+
+def released_risk(kept: pl.DataFrame, searched: RiskReport) -> RiskReport:
+    """The risk of the patients as released, measured again by the engine's set-based expression
+    (:func:`enclave.deid.sets.measure_risk`) on the generalized table itself, not on the search's
+    encoded arrays; a disagreement stops the build (what the manifest reports is what was
+    released)."""
+    engine = duckdb_engine()
+    try:
+        table = engine.put("_released_patients", kept)
+        measured = measure_risk(engine, table, ["age", "sex", "region"], "person_id",
+                                suppressed=searched.suppressed)
+    finally:
+        engine.close()
+    floats = ("prosecutor_max", "prosecutor_avg", "journalist_max", "marketer")
+    same = (measured.class_size_counts == searched.class_size_counts
+            and measured.records == searched.records
+            and all(math.isclose(getattr(measured, f), getattr(searched, f), rel_tol=1e-9)
+                    for f in floats))
+    if not same:
+        raise DisclosureRiskError(
+            "the released patient table's equivalence classes differ from the anonymization's "
+            f"({measured.classes} classes, smallest {measured.smallest_class}, against "
+            f"{searched.classes}, smallest {searched.smallest_class}); the release is not built")
+    return measured
 
 
 def hierarchies(patients: pl.DataFrame, policy: ReleasePolicy) -> dict[str, Hierarchy]:
@@ -316,6 +336,7 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
             *[pl.col(q) if q in policy.quasi_identifiers else pl.lit("*").alias(q)
               for q in ("age", "sex", "region")],
         ).with_columns(pl.col("age", "sex", "region").cast(pl.Utf8))
+        risk = released_risk(kept, result.risk)
         key = project_key(settings.keys_dir, project_id)
         known = _known_identifiers(con, kept["person_id"])
         builder = _Builder(con, key, policy, kept, known)
@@ -350,13 +371,13 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
                               "lattice_size": result.lattice_size, "patients": patients.height,
                               "suppressed": result.suppressed},
             "risk": {
-                "k": result.risk.smallest_class,
-                "prosecutor_max": result.risk.prosecutor_max,
-                "prosecutor_avg": result.risk.prosecutor_avg,
-                "journalist_max": result.risk.journalist_max,
-                "marketer": result.risk.marketer,
-                "classes": result.risk.classes,
-                "suppressed": result.risk.suppressed,
+                "k": risk.smallest_class,
+                "prosecutor_max": risk.prosecutor_max,
+                "prosecutor_avg": risk.prosecutor_avg,
+                "journalist_max": risk.journalist_max,
+                "marketer": risk.marketer,
+                "classes": risk.classes,
+                "suppressed": risk.suppressed,
                 "threshold": policy.risk_threshold,
             },
             "utility": {"loss": result.utility.loss, "height": result.utility.height,
