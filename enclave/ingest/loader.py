@@ -22,8 +22,10 @@ import polars as pl
 from enclave import db
 from enclave.codes import units as unit_codes
 from enclave.db import insert_frame
+from enclave.engine import duckdb_engine
 from enclave.ingest import linkage
 from enclave.ingest.concepts import ConceptMapper
+from enclave.ingest.derived import EVENT_DATES, observation_periods
 from enclave.ingest.mapping import SiteMapping
 from enclave.ingest.staging import VISIT_TYPES, RejectReason, StagedBatch, required_columns
 
@@ -667,20 +669,14 @@ class BatchLoader:
         con.register("_touched", touched.to_arrow())
         db.run(con, "DELETE FROM observation_period WHERE person_id IN (SELECT person_id FROM _touched)")
         start = _next_id(con, "observation_period", "observation_period_id")
+        engine = duckdb_engine(con)
+        periods = observation_periods({t: engine.table(t) for t, _ in EVENT_DATES},
+                                      engine.table("_touched"))
         db.run(con, f"""
             INSERT INTO observation_period
-            SELECT {start} + row_number() OVER (ORDER BY person_id) - 1, person_id, min(d), max(d), {EHR}
-            FROM (
-              SELECT person_id, visit_start_date AS d FROM visit_occurrence
-              UNION ALL SELECT person_id, visit_end_date FROM visit_occurrence
-              UNION ALL SELECT person_id, condition_start_date FROM condition_occurrence
-              UNION ALL SELECT person_id, drug_exposure_start_date FROM drug_exposure
-              UNION ALL SELECT person_id, measurement_date FROM measurement
-              UNION ALL SELECT person_id, procedure_date FROM procedure_occurrence
-              UNION ALL SELECT person_id, observation_date FROM observation
-            ) e SEMI JOIN _touched USING (person_id)
-            WHERE d IS NOT NULL
-            GROUP BY person_id
+            SELECT {start} + row_number() OVER (ORDER BY person_id) - 1, person_id,
+                   observation_period_start_date, observation_period_end_date, {EHR}
+            FROM ({engine.sql(periods)})
         """)
         con.unregister("_touched")
 
