@@ -4,6 +4,7 @@ CSV downloads and the province tile map. Only the ``dashboards`` package imports
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -29,7 +30,15 @@ def _argument_path() -> str | None:
 
 @st.cache_resource(show_spinner=False)
 def _open(path: str) -> IndicatorTable:
-    return IndicatorTable(path)
+    """One table per server, shared by every session (it is read-only and remembers answers).
+
+    Everything loaded by now — Streamlit, pandas, polars, pyarrow, DuckDB and the table's labels
+    — lives as long as the server, so it is moved out of the garbage collector's sight
+    (``gc.freeze``): otherwise every full collection walks those ~200,000 objects again while
+    holding the GIL, and a new session's last elements wait for it."""
+    tbl = IndicatorTable(path)
+    gc.freeze()
+    return tbl
 
 
 def table() -> IndicatorTable:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ INDICATORS_DB = "indicators.duckdb"
 DIMENSIONS = ("year", "region", "level", "hospital", "age_band", "sex", "visit_type", "condition",
               "test", "medicine")
 FILTERS = ("year", "region", "level")
+#: answers of ``IndicatorTable.cells`` kept per open table (the table is immutable once published)
+CELLS_CACHE_SIZE = 4096
 ENV_DIR = "ENCLAVE_INDICATORS"  # a published indicators/vN folder (or its indicators.duckdb)
 
 
@@ -117,6 +120,7 @@ class IndicatorTable:
             self._known[dim] = sorted(vals.to_list())
         self.indicators = set(self.tiles["indicator"].to_list())
         self._axes = {i: set(json.loads(a)) for i, a in self.tiles.select("indicator", "axes").rows()}
+        self._cells: OrderedDict[tuple, pl.DataFrame] = OrderedDict()
 
     def _frame(self, sql: str, params: Sequence | None = None) -> pl.DataFrame:
         with self._lock:
@@ -124,6 +128,11 @@ class IndicatorTable:
 
     def close(self) -> None:
         self._con.close()
+
+    def forget(self) -> None:
+        """Drop the remembered answers of ``cells`` (the benchmark times the queries too)."""
+        with self._lock:
+            self._cells.clear()
 
     def known(self, dimension: str) -> list[str]:
         if dimension not in self._known:
@@ -156,7 +165,13 @@ class IndicatorTable:
     def cells(self, indicator: str, filters: Mapping[str, str] | None = None,
               by: Sequence[str] = ()) -> pl.DataFrame:
         """Cells of ``indicator`` with ``filters`` fixed, one row per level of the ``by`` axes,
-        every other axis at its total. Axes the indicator lacks are ignored (not an error)."""
+        every other axis at its total. Axes the indicator lacks are ignored (not an error).
+
+        Answers are remembered (least recently used first out, keyed by the validated request):
+        the published table never changes, and the server shares one ``IndicatorTable`` between
+        sessions, so a new session's first page and a repeated filter do no query at all — the
+        queries would otherwise delay the page's last elements behind the browser's script
+        downloads. Each caller gets its own clone (cheap: polars shares the column buffers)."""
         if indicator not in self.indicators:
             raise FilterError(f"unknown indicator (known: {', '.join(sorted(self.indicators))})")
         flt = self.validate(filters or {})
@@ -164,6 +179,21 @@ class IndicatorTable:
         for dim in by:
             if dim not in DIMENSIONS:
                 raise FilterError(f"unknown axis '{dim}'")
+        key = (indicator, tuple(sorted(flt.items())), tuple(by))
+        with self._lock:
+            hit = self._cells.get(key)
+            if hit is not None:
+                self._cells.move_to_end(key)
+                return hit.clone()
+        out = self._query_cells(indicator, flt, by)
+        with self._lock:
+            self._cells[key] = out
+            while len(self._cells) > CELLS_CACHE_SIZE:
+                self._cells.popitem(last=False)
+        return out.clone()
+
+    def _query_cells(self, indicator: str, flt: Mapping[str, str], by: list[str]
+                     ) -> pl.DataFrame:
         where, params = ['"indicator" = ?'], [indicator]
         axes = self._axes[indicator]
         for dim in DIMENSIONS:  # dim names are constants of this module, values are parameters

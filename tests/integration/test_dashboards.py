@@ -239,3 +239,42 @@ def test_a_table_that_differs_from_its_manifest_is_refused(published, tmp_path):
         fh.write(b"\0")
     with pytest.raises(BadInputError, match="does not match its manifest"):
         IndicatorTable(copy / "indicators.duckdb")
+
+
+def test_answers_are_remembered_per_request_and_equal_to_the_query(published, monkeypatch):
+    path, _ = published
+    tbl = IndicatorTable(path / "indicators.duckdb")
+    queries = []
+    real = tbl._frame
+    monkeypatch.setattr(tbl, "_frame", lambda sql, params=None: queries.append(sql) or
+                        real(sql, params))
+    flt = {"year": ALL, "region": tbl.known("region")[0], "level": ALL}
+    first = tbl.cells("people", flt, ["age_band", "sex"])
+    again = tbl.cells("people", dict(reversed(flt.items())), ["age_band", "sex"])
+    assert len(queries) == 1 and again.equals(first)  # same request, filters in any order
+    tbl.cells("people", {**flt, "region": ALL}, ["age_band", "sex"])
+    tbl.cells("people", flt, ["sex", "age_band"])
+    assert len(queries) == 3  # another filter value or axis order is another request
+    again.columns = [c.upper() for c in again.columns]  # a caller's change stays its own
+    assert tbl.cells("people", flt, ["age_band", "sex"]).columns == first.columns
+    tbl.forget()
+    assert tbl.cells("people", flt, ["age_band", "sex"]).equals(first) and len(queries) == 4
+    with pytest.raises(FilterError):  # validation still comes first
+        tbl.cells("people", {"region": "' OR 1=1 --"})
+    tbl.close()
+
+
+def test_streamlit_reads_the_serving_options_beside_the_app():
+    """The options in dashboards/.streamlit/config.toml (no full garbage collection after every
+    run, no file watcher) apply whatever directory the server starts in."""
+    from streamlit import config
+
+    try:
+        config._main_script_path = str(APP)
+        config.get_config_options(force_reparse=True)
+        assert config.get_option("runner.postScriptGC") is False
+        assert config.get_option("server.fileWatcherType") == "none"
+        assert config.get_option("client.toolbarMode") == "viewer"
+    finally:
+        config._main_script_path = None
+        config.get_config_options(force_reparse=True)
