@@ -88,7 +88,8 @@ def build_demo_project(settings: Settings, echo: Callable[[str], None]) -> dict:
         echo("twin skipped: the synthetic extra is not installed")
     indicators = settings.releases_dir / "indicators"
     if indicators.exists() and any(indicators.glob("v*")):
-        out["indicators"] = sorted(p.name for p in indicators.glob("v*"))[-1]
+        out["indicators"] = max((p.name for p in indicators.glob("v*")),
+                                key=lambda n: int(n[1:]) if n[1:].isdigit() else -1)
     elif _has_command(settings, "indicators"):
         proc = _enclave(settings, "indicators", "build", "--release", f"{DEMO_PROJECT}/v1")
         out["indicators"] = "built" if proc.returncode == 0 else None
@@ -109,7 +110,8 @@ def dashboards_command(settings: Settings) -> list[str] | None:
     if not app.exists():
         return None
     # run as the dashboards user from the service environment (the admin venv is closed to it)
-    return [service_python(settings), "-m", "streamlit", "run", str(app), "--server.headless=true",
+    # dashboards.serve: streamlit run app.py, with the app's imports done before the first visit
+    return [service_python(settings), "-m", "dashboards.serve", "--server.headless=true",
             f"--server.port={settings.hub.dashboards_app_port}", "--server.address=127.0.0.1",
             "--server.baseUrlPath=services/dashboards", "--browser.gatherUsageStats=false"]
 

@@ -250,8 +250,11 @@ def _render_times(script: Path, table_path: Path, sessions: int, drawn: tuple[in
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, ENCLAVE_INDICATORS=str(table_path))
+    # the dashboards as the hub serves them (dashboards.serve); the reference page as is
+    serve = (["-m", "dashboards.serve"] if script == REPO / "dashboards" / "app.py" else
+             ["-m", "streamlit", "run", str(script)])
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", "127.0.0.1",
+        [sys.executable, *serve, "--server.address", "127.0.0.1",
          "--server.port", str(port), "--server.headless", "true",
          "--browser.gatherUsageStats", "false"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

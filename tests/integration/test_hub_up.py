@@ -116,7 +116,7 @@ def test_services_run_as_their_own_users_not_root(up):
     expected = {"airlock serve": air.pw_uid, "hub gate": dash.pw_uid,
                 "jupyterhub_idle_culler": pwd.getpwnam(s.hub.culler_user).pw_uid}
     if (hubbed.REPO / "dashboards" / "app.py").exists():
-        expected["streamlit run"] = dash.pw_uid
+        expected["dashboards.serve"] = dash.pw_uid
     procs = _below_hub(home)
     for needle, uid in expected.items():
         found = [ids for cmd, ids in procs.items() if needle in cmd]
