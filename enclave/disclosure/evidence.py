@@ -55,10 +55,10 @@ def _same(cols: Sequence[str], left: str, right: str) -> str:
     return " AND ".join(f"{left}.{_q(c)} IS NOT DISTINCT FROM {right}.{_q(c)}" for c in cols)
 
 
-def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str | None = None,
-                 sensitive: str | None = None, extremes: bool = True) -> str:
-    """The single statement that computes the evidence (see the module docstring)."""
-    groups = list(groups)
+def check_roles(patient: str, groups: Sequence[str], value: str | None,
+                sensitive: str | None) -> None:
+    """Refuse grouping columns that clash with the evidence's own names, and a patient, value or
+    sensitive column that is also a grouping column (shared by the SQL and the ibis evidence)."""
     clash = [g for g in groups if g in EVIDENCE_COLUMNS or g.startswith("_")]
     if clash:
         raise BadInputError(
@@ -67,6 +67,13 @@ def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str 
     for name, col in (("patient", patient), ("value", value), ("sensitive", sensitive)):
         if col is not None and col in groups:
             raise BadInputError(f"the {name} column '{col}' is also a grouping column")
+
+
+def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str | None = None,
+                 sensitive: str | None = None, extremes: bool = True) -> str:
+    """The single statement that computes the evidence (see the module docstring)."""
+    groups = list(groups)
+    check_roles(patient, groups, value, sensitive)
     src = relation.strip()
     src = f"({src})" if " " in src else src
     g = [_q(c) for c in groups]

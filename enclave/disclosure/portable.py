@@ -21,20 +21,13 @@ import ibis
 import ibis.expr.types as ir
 import polars as pl
 
-from enclave.disclosure.evidence import COUNT_COLUMNS, EVIDENCE_COLUMNS, complete_cells
+from enclave.disclosure.evidence import COUNT_COLUMNS, EVIDENCE_COLUMNS, check_roles, complete_cells
 from enclave.errors import BadInputError
 
 
 def _check(columns: Sequence[str], patient: str, groups: Sequence[str], value: str | None,
            sensitive: str | None) -> None:
-    clash = [g for g in groups if g in EVIDENCE_COLUMNS or g.startswith("_")]
-    if clash:
-        raise BadInputError(
-            f"grouping column(s) {', '.join(clash)} clash with evidence column names; rename them"
-        )
-    for name, col in (("patient", patient), ("value", value), ("sensitive", sensitive)):
-        if col is not None and col in groups:
-            raise BadInputError(f"the {name} column '{col}' is also a grouping column")
+    check_roles(patient, groups, value, sensitive)
     missing = [c for c in (patient, *groups, value, sensitive) if c is not None
                and c not in columns]
     if missing:
