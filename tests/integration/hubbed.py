@@ -30,6 +30,21 @@ from enclave.settings import Settings, load_settings
 
 TABLES = ("person", "visit_occurrence", "condition_occurrence")
 REPO = Path(__file__).resolve().parents[2]
+#: the browser tests' screenshots, and how they launch the system Chromium (no browser download)
+ARTIFACTS = REPO / "test-artifacts" / "hub"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def chromium():
+    """A Playwright Chromium for one test module (use as a module-scoped fixture)."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 def enclave(home: Path, *args: str) -> str:

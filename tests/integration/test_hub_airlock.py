@@ -25,7 +25,6 @@ import pytest
 from enclave import audit
 from enclave.airlock.outbox import outbox_dir
 from enclave.hub import serve
-from tests.conftest import REPO
 from tests.integration import hubbed
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -38,9 +37,7 @@ pytestmark = [
 
 PORTS = 18700
 NOTEBOOK = "02_diabetes_prevalence.ipynb"
-ARTIFACTS = REPO / "test-artifacts" / "hub"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = hubbed.ARTIFACTS
 # the twin of a 600-patient release (what the notebooks read): a small evaluation sample and a
 # privacy bar this fixture can meet (the bar itself is tested in tests/unit/test_synthetic.py)
 SETTINGS = """[airlock]
@@ -69,13 +66,7 @@ def bed():
     hubbed.teardown(b)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+browser = pytest.fixture(scope="module")(hubbed.chromium)
 
 
 def _service_process(bed, needle: str) -> int:

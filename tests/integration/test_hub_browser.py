@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.integration import hubbed
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -27,9 +26,7 @@ pytestmark = [
     pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium"),
 ]
 
-ARTIFACTS = REPO / "test-artifacts" / "hub"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = hubbed.ARTIFACTS
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +36,7 @@ def bed():
     hubbed.teardown(b)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+browser = pytest.fixture(scope="module")(hubbed.chromium)
 
 
 def _notebook(release: Path) -> dict:
