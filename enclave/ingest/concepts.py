@@ -86,11 +86,13 @@ class ConceptMapper:
         self.new_local: list[pl.DataFrame] = []
 
     # -- validation ------------------------------------------------------------------------
-    def flag_invalid(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Mark rows whose code system is unknown or whose code fails its system's syntax.
+    def code_checks(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The distinct (code_system, code) pairs of ``frame`` that fail: an unknown code system,
+        a code longer than the CDM allows, or a code that fails its system's syntax, with the
+        reason (``_why``) and the column to name (``_why_column``).
 
-        Judged once per distinct (system, code) pair, then joined back: a few hundred regex
-        evaluations instead of one per row."""
+        Judged once per distinct pair (a few hundred regex evaluations instead of one per row);
+        :func:`enclave.ingest.transforms.check_events` joins the result back to the rows."""
         known = [str(s) for s in CodeSystem]
         pairs = frame.select("code_system", "code").unique()
         system = pl.col("code_system")
@@ -106,37 +108,25 @@ class ConceptMapper:
             valid = pl.when(system == str(s)).then(ok).otherwise(valid)
         bad_system = ~system.is_in(known)
         too_long = pl.col("code").str.len_chars() > 50
-        pairs = pairs.with_columns(
+        return pairs.with_columns(
             pl.when(bad_system).then(pl.lit(str(RejectReason.INVALID_CODE)))
             .when(too_long).then(pl.lit(str(RejectReason.VALUE_TOO_LONG)))
             .when(~valid.fill_null(False)).then(pl.lit(str(RejectReason.INVALID_CODE)))
-            .otherwise(None).alias("__why"),
-            pl.when(bad_system).then(pl.lit("code_system")).otherwise(pl.lit("code")).alias("__col"),
-        ).filter(pl.col("__why").is_not_null() & pl.col("code").is_not_null()
+            .otherwise(None).alias("_why"),
+            pl.when(bad_system).then(pl.lit("code_system")).otherwise(pl.lit("code"))
+            .alias("_why_column"),
+        ).filter(pl.col("_why").is_not_null() & pl.col("code").is_not_null()
                  & pl.col("code_system").is_not_null())
-        if pairs.height == 0:
-            return frame
-        f = frame.join(pairs, on=["code_system", "code"], how="left", maintain_order="left")
-        hit = pl.col("_reject").is_null() & pl.col("__why").is_not_null()
-        return f.with_columns(
-            pl.when(hit).then(pl.col("__why")).otherwise(pl.col("_reject")).alias("_reject"),
-            pl.when(hit).then(pl.col("__col")).otherwise(pl.col("_reject_column")).alias("_reject_column"),
-        ).drop("__why", "__col")
 
     # -- mapping ---------------------------------------------------------------------------
-    def map_codes(self, frame: pl.DataFrame, kind: str) -> pl.DataFrame:
-        """Add ``std_system``, ``std_code``, ``source_concept_id`` and ``target_concept_id``.
-
-        Computed once per distinct (system, code) pair of the rows still pending, then joined
-        back; rows already rejected or merged get nulls (they are never written)."""
-        pending = frame.filter(pl.col("_reject").is_null() & ~pl.col("_dup"))
-        pairs = pending.select("code_system", "code").unique(maintain_order=True)
-        mapped = self._map_pairs(pairs, kind)
-        f = frame.join(mapped, on=["code_system", "code"], how="left", maintain_order="left")
-        staged = pl.col("concept_id") if "concept_id" in f.columns else pl.lit(None, pl.Int64)
-        return f.with_columns(
-            pl.coalesce(staged, pl.col("_target")).cast(pl.Int64).alias("target_concept_id")
-        ).drop("_target")
+    def code_map(self, pairs: pl.DataFrame, kind: str) -> pl.DataFrame:
+        """``std_system``, ``std_code``, ``_target`` and ``source_concept_id`` of each distinct
+        (code_system, code) pair of the rows still pending, in the order the batch first uses
+        them (:func:`enclave.ingest.transforms.pending_codes`: rows already rejected or merged
+        are never written, so their codes make no new local concept). New local concepts are
+        numbered in that order; :func:`enclave.ingest.transforms.map_concepts` joins the result
+        back to the rows."""
+        return self._map_pairs(pairs.select("code_system", "code"), kind)
 
     def _map_pairs(self, pairs: pl.DataFrame, kind: str) -> pl.DataFrame:
         local = local_code_table(self.options, kind)

@@ -14,16 +14,18 @@ already ingested).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import duckdb
+import ibis.expr.types as ir
 import polars as pl
 
 from enclave import db
 from enclave.codes import units as unit_codes
 from enclave.db import insert_frame
 from enclave.engine import duckdb_engine
-from enclave.ingest import linkage
+from enclave.ingest import cdm_rows, linkage, transforms
 from enclave.ingest.concepts import ConceptMapper
 from enclave.ingest.derived import EVENT_DATES, observation_periods
 from enclave.ingest.mapping import SiteMapping
@@ -34,6 +36,8 @@ GENDER = {"M": 8507, "F": 8532}
 VISIT_CONCEPT = {"inpatient": 9201, "outpatient": 9202, "emergency": 9203}
 EVENT_ORDER = ("condition", "drug", "measurement", "procedure", "observation", "note", "death")
 BOOK = ["_fid", "_row", "_reject", "_reject_column", "_dup"]
+#: compiled ingest statements by step and shape (see BatchLoader._compiled)
+_COMPILED: dict[tuple, tuple[str, pl.Schema]] = {}
 
 
 @dataclass(slots=True)
@@ -125,6 +129,7 @@ class BatchLoader:
         self.lineage: list[pl.DataFrame] = []
         self.touched_persons: list[pl.Series] = []
         self.now = dt.datetime.now()
+        self.engine = duckdb_engine(con)  # the ibis transforms run on the store's connection
 
     # ------------------------------------------------------------------------------------------
     def load(self, batch: StagedBatch, file_sha: dict[str, str]) -> list[FileReport]:
@@ -177,6 +182,10 @@ class BatchLoader:
             "SELECT site_visit_id, visit_occurrence_id FROM identity.site_visit WHERE site_id = ?",
             [self.site],
         ).with_columns(pl.col("visit_occurrence_id").cast(pl.Int64))
+        eng = self.engine
+        self.patients_view = eng.put("_ingest_patients", self.patient_map)
+        self.visits_view = eng.put("_ingest_visits", self.visit_map)
+        self.conversions_view = eng.put("_ingest_conversions", unit_codes.conversion_table())
         for kind in EVENT_ORDER:
             if kind in frames:
                 frames[kind] = self._load_events(kind, frames[kind])
@@ -491,174 +500,101 @@ class BatchLoader:
 
     # --- clinical events -----------------------------------------------------------------------
     def _load_events(self, kind: str, f: pl.DataFrame) -> pl.DataFrame:
-        f = self._resolve_person(f)
-        if "site_visit_id" in f.columns:
-            f = f.join(self.visit_map, on="site_visit_id", how="left")
-            f = _reject_where(f, pl.col("site_visit_id").is_not_null() & pl.col("visit_occurrence_id").is_null(),
-                              RejectReason.UNKNOWN_VISIT, "site_visit_id")
-        if "end_date" in f.columns and "start_date" in f.columns:
-            f = _reject_where(f, pl.col("end_date") < pl.col("start_date"), RejectReason.DATE_ORDER, "end_date")
-        if "code" in f.columns:
-            f = self.mapper.flag_invalid(f)
-        f = _dedupe(f, [c for c in _content_columns(f) if c not in ("person_id", "visit_occurrence_id")])
+        """Check, de-duplicate, map, convert (measurements) and insert one kind's rows with the
+        ibis expressions of :mod:`enclave.ingest.transforms` and :mod:`enclave.ingest.cdm_rows`
+        on the store's connection.
+
+        The staged rows go to the engine as they are (an Arrow view, no copy); what each step
+        adds or changes comes back as narrow columns and is set beside them, and the CDM rows,
+        costs and lineage are inserted from there with ``INSERT … SELECT``. ``_i`` is the row's
+        place in the batch, which decides ids and which duplicate is kept."""
+        eng = self.engine
+        f = f.with_row_index("_i").with_columns(pl.col("_i").cast(pl.Int64))
+        has_code = "code" in f.columns
+        shape = (kind, tuple((c, str(t)) for c, t in f.schema.items()))
+        rows = eng.put("_ingest_rows", f)
+        checks = eng.put("_ingest_code_checks", self.mapper.code_checks(f)) if has_code else None
+        deaths = None
         if kind == "death":
-            known = db.frame(self.con, "SELECT person_id FROM death")["person_id"].cast(pl.Int64)
-            f = _dedupe(f, ["person_id"])
-            f = f.with_columns((pl.col("_dup") | (pl.col("_reject").is_null() & pl.col("person_id").is_in(known.implode()))).alias("_dup"))
-        if "code" in f.columns:
-            f = self.mapper.map_codes(f, kind)
-            if kind == "measurement":
-                f = self._convert_units(f)
-        pending = f.filter(pl.col("_reject").is_null() & ~pl.col("_dup"))
+            deaths = eng.put("_ingest_deaths", db.frame(self.con, "SELECT person_id FROM death")
+                             .with_columns(pl.col("person_id").cast(pl.Int64)))
+        visits = self.visits_view if "site_visit_id" in f.columns else None
+        f = self._merge(f, ("check", shape), lambda: transforms.check_events(
+            rows, self.patients_view, visits, checks, deaths))
+        live = pl.col("_reject").is_null() & ~pl.col("_dup")
+        if has_code:
+            # the distinct codes of the pending rows, in first use (they number new concepts)
+            pairs = f.filter(live).select("code_system", "code").unique(maintain_order=True)
+            code_map = eng.put("_ingest_code_map", self.mapper.code_map(pairs, kind))
+        if kind == "measurement":  # a unit may still quarantine a row: fetch that first
+            rows, ucum = eng.put("_ingest_rows", f), self.ucum_view()
+            f = self._merge(f, ("units", shape), lambda: transforms.convert_units(
+                transforms.map_concepts(rows, code_map), self.conversions_view, ucum,
+                unit_codes.UNIT_SYNONYMS))
+            has_code = False  # mapped already
+        pending = f.filter(live)
         if pending.height:
-            getattr(self, f"_insert_{kind}")(pending)
+            table, id_col = cdm_rows.TARGETS[kind]
+            # ids in batch order from the table's next id: the store's sequence is the loader's
+            start = _next_id(self.con, table, id_col) if id_col else 0
+            f = f.with_columns(pl.when(live).then(start + live.cum_sum() - 1).alias("_id"))
+            costed = kind in cdm_rows.COST_DOMAINS
+            if costed:
+                with_cost = live & pl.col("cost").is_not_null()
+                cost_start = _next_id(self.con, "cost", "cost_id")
+                f = f.with_columns(pl.when(with_cost).then(cost_start + with_cost.cum_sum() - 1)
+                                   .alias("_cost_id"))
+            shape = (kind, tuple((c, str(t)) for c, t in f.schema.items()))
+            rows = eng.put("_ingest_rows", f)
+
+            def done():
+                t = rows.filter(rows._id.notnull())
+                return transforms.map_concepts(t, code_map) if has_code else t
+
+            self._insert(table, ("rows", shape), lambda: cdm_rows.event_rows(kind, done()))
+            if costed:
+                self._insert("cost", ("cost", shape), lambda: cdm_rows.cost_rows(kind, done()))
+            self._insert("etl_lineage", ("lineage", shape),
+                         lambda: cdm_rows.lineage_rows(kind, done()))
             self.touched_persons.append(pending["person_id"])
-        return f
+        return f.select(BOOK)
 
-    def _ids(self, table: str, column: str, frame: pl.DataFrame) -> pl.Series:
-        start = _next_id(self.con, table, column)
-        return pl.int_range(start, start + frame.height, dtype=pl.Int64, eager=True)
+    def _compiled(self, key: tuple, build: Callable[[], ir.Table]) -> tuple[str, pl.Schema]:
+        """The SQL and result schema of ``build()``, compiled once per process and shape:
+        compiling an ibis expression costs tens of milliseconds, and every batch of a kind with
+        the same columns (``key``) reads the same views with the same statement."""
+        hit = _COMPILED.get(key)
+        if hit is None:
+            expr = build()
+            hit = _COMPILED[key] = (self.engine.sql(expr), expr.schema().to_polars())
+        return hit
 
-    def _insert_condition(self, f: pl.DataFrame) -> None:
-        ids = self._ids("condition_occurrence", "condition_occurrence_id", f)
-        rows = f.select(
-            ids.alias("condition_occurrence_id"), "person_id",
-            pl.col("target_concept_id").alias("condition_concept_id"),
-            pl.col("start_date").alias("condition_start_date"),
-            pl.col("end_date").alias("condition_end_date"),
-            pl.lit(EHR).alias("condition_type_concept_id"),
-            pl.when(pl.col("primary")).then(pl.lit(32902)).otherwise(pl.lit(None, pl.Int64)).alias("condition_status_concept_id"),
-            "visit_occurrence_id",
-            pl.col("code").alias("condition_source_value"),
-            pl.col("source_concept_id").alias("condition_source_concept_id"),
-        )
-        insert_frame(self.con, "condition_occurrence", rows)
-        self._add_lineage("condition_occurrence", ids, f)
+    def _merge(self, f: pl.DataFrame, key: tuple, build: Callable[[], ir.Table]) -> pl.DataFrame:
+        """``f`` with the columns ``build()`` adds or changes (:data:`transforms.CHANGED`): only
+        those come back from the engine. The expression has one row per row of ``f`` (its joins
+        are many-to-one), so sorting on ``_i`` lines the two up."""
+        def narrow() -> ir.Table:
+            expr = build()
+            return expr.select("_i", *[c for c in expr.columns if c != "_i" and (
+                c not in f.columns or c in transforms.CHANGED)])
 
-    def _insert_drug(self, f: pl.DataFrame) -> None:
-        ids = self._ids("drug_exposure", "drug_exposure_id", f)
-        rows = f.select(
-            ids.alias("drug_exposure_id"), "person_id",
-            pl.col("target_concept_id").alias("drug_concept_id"),
-            pl.col("start_date").alias("drug_exposure_start_date"),
-            pl.coalesce("end_date", "start_date").alias("drug_exposure_end_date"),
-            pl.lit(EHR).alias("drug_type_concept_id"),
-            "quantity", "days_supply",
-            pl.col("route").str.slice(0, 50).alias("route_source_value"),
-            "visit_occurrence_id",
-            pl.col("code").alias("drug_source_value"),
-            pl.col("source_concept_id").alias("drug_source_concept_id"),
-            pl.col("dose_unit").str.slice(0, 50).alias("dose_unit_source_value"),
-        )
-        insert_frame(self.con, "drug_exposure", rows)
-        self._add_lineage("drug_exposure", ids, f)
-        costs = f.select(ids.alias("drug_exposure_id"), "cost").filter(pl.col("cost").is_not_null())
-        if costs.height:
-            self._insert_costs(costs, "drug_exposure_id", "Drug", "cost")
+        sql, schema = self._compiled(key, narrow)
+        got = pl.from_arrow(self.con.sql(sql).to_arrow_table()).cast(dict(schema)).sort("_i")
+        if got.height != f.height:
+            raise RuntimeError(f"an ingest transform returned {got.height} rows for {f.height}")
+        return f.with_columns(got.drop("_i"))
 
-    def _convert_units(self, m: pl.DataFrame) -> pl.DataFrame:
-        conv = unit_codes.conversion_table().rename({"loinc": "std_code", "unit": "_unit"})
-        m = m.with_columns(unit_codes.normalize_unit(pl.col("unit")).alias("_unit"))
-        analyte = pl.col("std_system") == "LOINC"
-        m = m.join(conv, on=["std_code", "_unit"], how="left")
-        known_analytes = list(unit_codes.analytes())
-        is_known = analyte & pl.col("std_code").is_in(known_analytes)
-        bad = (pl.col("_reject").is_null() & ~pl.col("_dup") & is_known & pl.col("_unit").is_not_null()
-               & pl.col("factor").is_null())
-        m = m.with_columns(
-            pl.when(bad).then(pl.lit(str(RejectReason.UNKNOWN_UNIT))).otherwise(pl.col("_reject")).alias("_reject"),
-            pl.when(bad).then(pl.lit("unit")).otherwise(pl.col("_reject_column")).alias("_reject_column"),
-        )
+    def _insert(self, table: str, key: tuple, build: Callable[[], ir.Table]) -> None:
+        """INSERT the rows of ``build()`` on the store's connection (they stay there)."""
+        sql, schema = self._compiled(key, build)
+        cols = ", ".join(schema)
+        db.run(self.con, f"INSERT INTO {table} ({cols}) SELECT {cols} FROM ({sql})")
+
+    def ucum_view(self):
+        """The UCUM units of the store's vocabulary (after this batch's concepts are loaded)."""
         units = self.mapper.standard.filter(pl.col("vocabulary_id") == "UCUM").select(
-            pl.col("concept_code").alias("_unit"), pl.col("concept_id").alias("_ucum_id"))
-        m = m.join(units, on="_unit", how="left")
-        return m.with_columns(
-            (pl.col("value") * pl.col("factor").fill_null(1.0)).alias("value_converted"),
-            (pl.col("range_low") * pl.col("factor").fill_null(1.0)).alias("range_low"),
-            (pl.col("range_high") * pl.col("factor").fill_null(1.0)).alias("range_high"),
-            pl.coalesce("unit_concept_id", "_ucum_id", pl.lit(0)).alias("unit_concept_id"),
-        )
-
-    def _insert_measurement(self, f: pl.DataFrame) -> None:
-        ids = self._ids("measurement", "measurement_id", f)
-        rows = f.select(
-            ids.alias("measurement_id"), "person_id",
-            pl.col("target_concept_id").alias("measurement_concept_id"),
-            pl.col("date").alias("measurement_date"),
-            pl.col("datetime").alias("measurement_datetime"),
-            pl.lit(EHR).alias("measurement_type_concept_id"),
-            pl.col("value_converted").alias("value_as_number"),
-            "unit_concept_id",
-            "range_low", "range_high",
-            "visit_occurrence_id",
-            pl.col("code").alias("measurement_source_value"),
-            pl.col("source_concept_id").alias("measurement_source_concept_id"),
-            pl.col("unit").str.slice(0, 50).alias("unit_source_value"),
-            pl.col("value_text").str.slice(0, 50).alias("value_source_value"),
-        )
-        insert_frame(self.con, "measurement", rows)
-        self._add_lineage("measurement", ids, f)
-        costs = f.select(ids.alias("measurement_id"), "cost").filter(pl.col("cost").is_not_null())
-        if costs.height:
-            self._insert_costs(costs, "measurement_id", "Measurement", "cost")
-
-    def _insert_procedure(self, f: pl.DataFrame) -> None:
-        ids = self._ids("procedure_occurrence", "procedure_occurrence_id", f)
-        rows = f.select(
-            ids.alias("procedure_occurrence_id"), "person_id",
-            pl.col("target_concept_id").alias("procedure_concept_id"),
-            pl.col("date").alias("procedure_date"),
-            pl.lit(EHR).alias("procedure_type_concept_id"),
-            "visit_occurrence_id",
-            pl.col("code").alias("procedure_source_value"),
-            pl.col("source_concept_id").alias("procedure_source_concept_id"),
-        )
-        insert_frame(self.con, "procedure_occurrence", rows)
-        self._add_lineage("procedure_occurrence", ids, f)
-        costs = f.select(ids.alias("procedure_occurrence_id"), "cost").filter(pl.col("cost").is_not_null())
-        if costs.height:
-            self._insert_costs(costs, "procedure_occurrence_id", "Procedure", "cost")
-
-    def _insert_observation(self, f: pl.DataFrame) -> None:
-        ids = self._ids("observation", "observation_id", f)
-        rows = f.select(
-            ids.alias("observation_id"), "person_id",
-            pl.col("target_concept_id").alias("observation_concept_id"),
-            pl.col("date").alias("observation_date"),
-            pl.lit(EHR).alias("observation_type_concept_id"),
-            pl.col("value").alias("value_as_number"),
-            pl.col("value_text").str.slice(0, 60).alias("value_as_string"),
-            "visit_occurrence_id",
-            pl.col("code").alias("observation_source_value"),
-            pl.col("source_concept_id").alias("observation_source_concept_id"),
-            pl.col("unit").str.slice(0, 50).alias("unit_source_value"),
-        )
-        insert_frame(self.con, "observation", rows)
-        self._add_lineage("observation", ids, f)
-
-    def _insert_note(self, f: pl.DataFrame) -> None:
-        ids = self._ids("note", "note_id", f)
-        rows = f.select(
-            ids.alias("note_id"), "person_id",
-            pl.col("date").alias("note_date"),
-            pl.lit(EHR).alias("note_type_concept_id"),
-            pl.lit(0).alias("note_class_concept_id"),
-            pl.col("title").str.slice(0, 250).alias("note_title"),
-            pl.col("text").alias("note_text"),
-            pl.lit(0).alias("encoding_concept_id"),
-            pl.lit(0).alias("language_concept_id"),
-            "visit_occurrence_id",
-        )
-        insert_frame(self.con, "note", rows)
-        self._add_lineage("note", ids, f)
-
-    def _insert_death(self, f: pl.DataFrame) -> None:
-        rows = f.unique("person_id", keep="first").select(
-            "person_id", pl.col("date").alias("death_date"), pl.lit(EHR).alias("death_type_concept_id"),
-            pl.col("cause_code").str.slice(0, 50).alias("cause_source_value"),
-        )
-        insert_frame(self.con, "death", rows)
-        self._add_lineage("death", f["person_id"], f)
+            "concept_code", "concept_id")
+        return self.engine.put("_ingest_ucum", units)
 
     # --- derived tables ------------------------------------------------------------------------
     def _refresh_observation_periods(self) -> None:
@@ -669,7 +605,7 @@ class BatchLoader:
         con.register("_touched", touched.to_arrow())
         db.run(con, "DELETE FROM observation_period WHERE person_id IN (SELECT person_id FROM _touched)")
         start = _next_id(con, "observation_period", "observation_period_id")
-        engine = duckdb_engine(con)
+        engine = self.engine
         periods = observation_periods({t: engine.table(t) for t, _ in EVENT_DATES},
                                       engine.table("_touched"))
         db.run(con, f"""
@@ -742,7 +678,11 @@ def load_batch(con: duckdb.DuckDBPyConnection, key: bytes, mapping: SiteMapping,
     """Load one batch in one transaction; on any error the store is rolled back and the error raised."""
     db.run(con, "BEGIN TRANSACTION")
     try:
-        reports = BatchLoader(con, key, mapping).load(batch, file_sha)
+        loader = BatchLoader(con, key, mapping)
+        try:
+            reports = loader.load(batch, file_sha)
+        finally:
+            loader.engine.close()
     except BaseException:
         db.run(con, "ROLLBACK")
         raise

@@ -161,10 +161,14 @@ def test_a_failing_load_leaves_the_store_as_it_was(settings, monkeypatch):
             "h1", "a.csv", person=[{"site_patient_id": "A1", "resident_id": ALICE}]), {"a.csv": "a"})
         before = store_stats(con)
 
-        def boom(self, f):
-            raise RuntimeError("disk full")
+        insert = loader.BatchLoader._insert
 
-        monkeypatch.setattr(loader.BatchLoader, "_insert_condition", boom)
+        def boom(self, table, *args):  # persons and visits are in by then; conditions fail
+            if table == "condition_occurrence":
+                raise RuntimeError("disk full")
+            insert(self, table, *args)
+
+        monkeypatch.setattr(loader.BatchLoader, "_insert", boom)
         with pytest.raises(RuntimeError):
             load_batch(con, key, mapping("h1"), batch(
                 "h1", "b.csv",
