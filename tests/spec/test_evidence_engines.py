@@ -43,6 +43,29 @@ def test_evidence_spec(engine):
     assert (b["rows"], b["patients"], b["top1"], b["top2"], b["modal_patients"]) == (1, 1, 2, 2, 1)
 
 
+def test_second_largest_contribution_on_ties_and_rows_without_a_patient(engine):
+    """top2 is the two largest per-patient contributions: a real tie counts twice, one patient
+    once, and the rows without a patient id are one contributor (possibly the largest)."""
+    t = engine.put("spec_top2", text_table("""
+        patient | dept | value
+        1       | A    | 5
+        1       | A    | 5
+        2       | A    | 10
+        3       | A    | 4
+                | B    | 9
+                | B    | 8
+        4       | B    | 6
+        5       | B    | 2
+        6       | C    | 3
+                | D    | 3
+                | D    | 4
+        7       | D    | 7
+    """))
+    ev = evidence_frame(engine, t, "patient", ["dept"], "value", extremes=False)
+    assert ev.select("dept", "top1", "top2", "abs_total").rows() == [
+        ("A", 10, 20, 24), ("B", 17, 23, 25), ("C", 3, 3, 3), ("D", 7, 14, 14)]
+
+
 def test_count_evidence_counts_rows_without_a_patient_as_one_patient(engine):
     t = engine.put("spec_count", text_table("""
         patient | dept
