@@ -1,9 +1,10 @@
 """The engine that runs the set-based work: embedded DuckDB (default) or Spark, both through ibis.
 
-The release risk (:mod:`enclave.deid.sets`), the disclosure evidence
-(:mod:`enclave.disclosure.frames`) and the indicator cells (:mod:`enclave.indicators.cube`) are
-written as ibis expressions over an :class:`Engine`'s tables; this module is the one place that
-knows which engine they run on. ``[engine] backend`` in ``settings.toml`` picks it:
+The ingest's transforms after parsing (:mod:`enclave.ingest.transforms`,
+:mod:`enclave.ingest.cdm_rows`, :mod:`enclave.ingest.derived`), the release risk
+(:mod:`enclave.deid.sets`), the disclosure evidence (:mod:`enclave.disclosure.portable`) and the
+indicator cells (:mod:`enclave.indicators.cells`) are written as ibis expressions over an
+:class:`Engine`'s tables; this module is the one place that knows which engine they run on. ``[engine] backend`` in ``settings.toml`` picks it:
 
 * ``duckdb`` — in process, one machine: a DuckDB file opened read-only, or in-memory tables. What a
   single site uses, and the fastest choice until the data outgrow one machine.

@@ -530,7 +530,7 @@ class BatchLoader:
             rows, ucum = eng.put("_ingest_rows", f), self.ucum_view()
             f = self._merge(f, ("units", shape), lambda: transforms.convert_units(
                 transforms.map_concepts(rows, code_map), self.conversions_view, ucum,
-                unit_codes.UNIT_SYNONYMS))
+                unit_codes.UNIT_SYNONYMS).drop("std_system", "std_code", "_dup"))
             has_code = False  # mapped already
         pending = f.filter(live)
         if pending.height:
