@@ -22,7 +22,11 @@ Parts, each the same ibis expression on both engines (:mod:`enclave.disclosure.p
   rounding (as ``enclave indicators build`` does),
 * ``risk``: equivalence classes of the released patients and prosecutor / journalist / marketer risk
   against the population,
-* ``patient table``: the release builder's one row per patient (age, sex, region, main condition).
+* ``patient table``: the release builder's one row per patient (age, sex, region, main condition),
+* ``ingest checks`` / ``ingest map + units``: the loader's row-level transforms
+  (:mod:`enclave.ingest.transforms`) over ``--rows`` staged laboratory results: unknown patient /
+  visit and invalid code checks and the exact-duplicate merge, then the concept mapping and unit
+  conversion; summed per outcome (rows, sum of batch positions, sum of converted values).
 
 ``--indicators HOME:P/vN`` instead builds the indicator table of a release on both engines and
 says whether the published tables are identical (a 3,000-patient demo release: yes, 82,728 cells;
@@ -51,8 +55,10 @@ import polars as pl
 from enclave.deid.sets import class_sizes_expr, measure_risk, patient_expr
 from enclave.disclosure import ACRO, compute_evidence
 from enclave.disclosure.portable import evidence_frame
+from enclave.codes import units as unit_codes
 from enclave.engine import duckdb_engine, spark_engine
 from enclave.indicators.cube import check_cube_on
+from enclave.ingest import transforms
 from enclave.settings import EngineSettings
 
 QIS = ["age_band", "sex", "region"]
@@ -94,6 +100,51 @@ def generate(rows: int, folder: Path, seed: int = 1) -> None:
     pl.DataFrame({"person_id": rng.integers(0, patients, rows),
                   "condition_concept_id": rng.integers(1, 60, rows) * 1000}
                  ).write_parquet(folder / "condition_occurrence.parquet")
+    staged_measurements(rows, patients, folder, rng)
+
+
+def staged_measurements(rows: int, patients: int, folder: Path, rng) -> None:
+    """A staged batch of laboratory results as the loader sees it after parsing: ``rows`` rows
+    (1 % exact duplicates, about 1 % unknown patients and 1 % unknown visits, 1 % invalid codes,
+    2 % units the analyte cannot be given in) and the lookups: the site's patients and visits,
+    the invalid codes, the code map, the unit conversions and the UCUM units."""
+    conv = unit_codes.conversion_table()
+    loincs = sorted(set(conv["loinc"].to_list()))
+    visits = rows // 3
+    n = rows - rows // 100
+    pid = rng.integers(0, patients + patients // 100, n)
+    unit = rng.choice(np.array(conv["unit"].to_list() + ["g"], dtype=object), n,
+                      p=[0.98 / conv.height] * conv.height + [0.02])
+    frame = pl.DataFrame({
+        "site_patient_id": pl.Series([f"p{i}" for i in pid]),
+        "site_visit_id": pl.Series([f"v{i}" for i in rng.integers(0, visits + visits // 100, n)]),
+        "code_system": "LOINC",
+        "code": pl.Series(rng.choice(np.array(loincs + ["BAD-1"], dtype=object), n,
+                                     p=[0.99 / len(loincs)] * len(loincs) + [0.01])),
+        "date": pl.Series(rng.integers(18000, 20000, n)).cast(pl.Date),
+        "unit": pl.Series(unit, dtype=pl.String),
+        "value": rng.gamma(2.0, 3.0, n).round(2), "range_low": 3.9, "range_high": 6.1,
+        "_row": np.arange(n) + 2, "_fid": 1,
+    })
+    frame = pl.concat([frame, frame.sample(rows - n, seed=1)])  # exact duplicates
+    frame.with_row_index("_i").with_columns(
+        pl.col("_i").cast(pl.Int64), pl.lit(None, pl.String).alias("_reject"),
+        pl.lit(None, pl.String).alias("_reject_column"), pl.lit(False).alias("_dup"),
+    ).write_parquet(folder / "staged.parquet", row_group_size=1_000_000)
+    pl.DataFrame({"site_patient_id": [f"p{i}" for i in range(patients)],
+                  "person_id": np.arange(patients)}).write_parquet(folder / "site_patients.parquet")
+    pl.DataFrame({"site_visit_id": [f"v{i}" for i in range(visits)],
+                  "visit_occurrence_id": np.arange(visits)}).write_parquet(folder / "site_visits.parquet")
+    pl.DataFrame({"code_system": ["LOINC"], "code": ["BAD-1"], "_why": ["invalid_code"],
+                  "_why_column": ["code"]}).write_parquet(folder / "code_checks.parquet")
+    pl.DataFrame({"code_system": "LOINC", "code": loincs, "std_system": "LOINC", "std_code": loincs,
+                  "_target": np.arange(len(loincs)) + 3000000,
+                  "source_concept_id": np.arange(len(loincs)) + 3000000}
+                 ).write_parquet(folder / "code_map.parquet")
+    conv.write_parquet(folder / "conversions.parquet")
+    pl.DataFrame({"concept_code": sorted(set(conv["unit"].to_list())),
+                  "concept_id": np.arange(conv["unit"].n_unique()) + 8000}
+                 ).write_parquet(folder / "ucum.parquet")
 
 
 def load(engine, folder: Path) -> dict:
@@ -107,6 +158,8 @@ def parts(engine, t: dict) -> dict:
         "evidence mean": lambda: evidence_frame(engine, ev, "person_id", ["region", "year"],
                                                 "value", extremes=False),
         "cube": lambda: _cube(engine, t),
+        "ingest checks": lambda: _ingest(engine, t, mapped=False),
+        "ingest map + units": lambda: _ingest(engine, t, mapped=True),
         "risk": lambda: _risk(engine, t),
         "patient table": lambda: engine.to_polars(patient_expr(
             t["person"], t["location"], t["condition_occurrence"], 2026)),
@@ -125,6 +178,22 @@ def _cube(engine, t: dict) -> pl.DataFrame:
         engine.drop("_cube_rel")
 
 
+def _ingest(engine, t: dict, mapped: bool) -> pl.DataFrame:
+    """The loader's row-level transforms over the staged measurements: checks and duplicate merge
+    (and concept mapping and unit conversion), summed per outcome so that the result is small:
+    rows, the sum of their batch positions (which rows got which outcome) and of the values."""
+    rows = transforms.check_events(t["staged"], t["site_patients"], t["site_visits"],
+                                   t["code_checks"])
+    keys = ["_reject", "_reject_column", "_dup"]
+    if mapped:
+        rows = transforms.convert_units(transforms.map_concepts(rows, t["code_map"]),
+                                        t["conversions"], t["ucum"], unit_codes.UNIT_SYNONYMS)
+        keys += ["target_concept_id", "unit_concept_id"]
+    out = rows.group_by(keys).aggregate(rows=rows.count(), positions=rows._i.sum(),
+                                        **({"values": rows.value_converted.sum()} if mapped else {}))
+    return engine.to_polars(out)
+
+
 def _risk(engine, t: dict) -> pl.DataFrame:
     r = measure_risk(engine, t["patients"], QIS, "person_id", population=t["population"])
     sizes = engine.to_polars(class_sizes_expr(t["patients"], QIS, "person_id"))
@@ -134,7 +203,10 @@ def _risk(engine, t: dict) -> pl.DataFrame:
 
 
 KEYS = {"evidence count": ["region", "year"], "evidence mean": ["region", "year"],
-        "cube": ["region", "year", "sex"], "risk": QIS, "patient table": ["person_id"]}
+        "cube": ["region", "year", "sex"], "risk": QIS, "patient table": ["person_id"],
+        "ingest checks": ["_reject", "_reject_column", "_dup"],
+        "ingest map + units": ["_reject", "_reject_column", "_dup", "target_concept_id",
+                               "unit_concept_id"]}
 
 
 def agree(a: pl.DataFrame, b: pl.DataFrame, keys: list[str]) -> str:
@@ -193,7 +265,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--engines", default="duckdb,pyspark")
-    ap.add_argument("--parts", default="evidence count,evidence mean,cube,risk,patient table")
+    ap.add_argument("--parts", default="evidence count,evidence mean,cube,risk,patient table,"
+                                       "ingest checks,ingest map + units")
     ap.add_argument("--driver-memory", default="4g")
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--indicators", metavar="HOME:RELEASE",
