@@ -52,10 +52,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from enclave.codes import units as unit_codes
 from enclave.deid.sets import class_sizes_expr, measure_risk, patient_expr
 from enclave.disclosure import ACRO, compute_evidence
 from enclave.disclosure.portable import evidence_frame
-from enclave.codes import units as unit_codes
 from enclave.engine import duckdb_engine, spark_engine
 from enclave.indicators.cube import check_cube_on
 from enclave.ingest import transforms
