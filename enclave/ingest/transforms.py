@@ -66,7 +66,11 @@ def first_rows(t: ir.Table, keys: Sequence[str]) -> ir.Table:
 def merge_duplicates(t: ir.Table, first: ir.Table) -> ir.Table:
     """Mark every pending row of ``t`` that is not the first of its group (``first``, from
     :func:`first_rows` of ``t`` or of an earlier stage of the same rows) as a duplicate."""
-    return t.mutate(_dup=t._dup | (_pending(t) & ~t._i.isin(first._first)))
+    # a left join on the one integer, not ``NOT IN (subquery)``: Spark plans that as a null-aware
+    # anti join (a nested loop over both sides)
+    f = first.select(_first=first._first)
+    j = t.left_join(f, t._i == f._first)
+    return j.mutate(_dup=j._dup | (_pending(j) & j._first.isnull())).drop("_first")
 
 
 def content_columns(t: ir.Table, leave_out: Iterable[str] = ()) -> list[str]:
