@@ -122,8 +122,8 @@ class ConceptMapper:
     def code_map(self, pairs: pl.DataFrame, kind: str) -> pl.DataFrame:
         """``std_system``, ``std_code``, ``_target`` and ``source_concept_id`` of each distinct
         (code_system, code) pair of the rows still pending, in the order the batch first uses
-        them (:func:`enclave.ingest.transforms.pending_codes`: rows already rejected or merged
-        are never written, so their codes make no new local concept). New local concepts are
+        them (rows already rejected or merged are never written, so their codes make no new
+        local concept). New local concepts are
         numbered in that order; :func:`enclave.ingest.transforms.map_concepts` joins the result
         back to the rows."""
         return self._map_pairs(pairs.select("code_system", "code"), kind)

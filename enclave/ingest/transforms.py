@@ -24,7 +24,7 @@ decides which of several duplicates is kept).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import ibis
 import ibis.expr.types as ir
@@ -73,10 +73,9 @@ def merge_duplicates(t: ir.Table, first: ir.Table) -> ir.Table:
     return j.mutate(_dup=j._dup | (_pending(j) & j._first.isnull())).drop("_first")
 
 
-def content_columns(t: ir.Table, leave_out: Iterable[str] = ()) -> list[str]:
-    """The staged content columns (not bookkeeping, not what the loader added)."""
-    skip = set(leave_out)
-    return [c for c in t.columns if not c.startswith("_") and c not in skip]
+def content_columns(t: ir.Table) -> list[str]:
+    """The staged content columns (not bookkeeping)."""
+    return [c for c in t.columns if not c.startswith("_")]
 
 
 def check_events(rows: ir.Table, patients: ir.Table, visits: ir.Table | None = None,
@@ -118,13 +117,6 @@ def check_events(rows: ir.Table, patients: ir.Table, visits: ir.Table | None = N
         t = merge_duplicates(t, first_rows(t, ["person_id"]))
         t = t.mutate(_dup=t._dup | (_pending(t) & t.person_id.isin(known_deaths.person_id)))
     return t
-
-
-def pending_codes(t: ir.Table) -> ir.Table:
-    """The distinct (code_system, code) pairs of the pending rows, in the order the batch first
-    uses them (``_first``: the first row's ``_i``)."""
-    live = t.filter(_pending(t))
-    return live.group_by(["code_system", "code"]).aggregate(_first=live._i.min()).order_by("_first")
 
 
 def map_concepts(rows: ir.Table, code_map: ir.Table) -> ir.Table:
