@@ -26,12 +26,12 @@ from enclave.codes import units as unit_codes
 from enclave.db import insert_frame
 from enclave.engine import duckdb_engine
 from enclave.ingest import cdm_rows, linkage, transforms
+from enclave.ingest.cdm_rows import EHR, YUAN
 from enclave.ingest.concepts import ConceptMapper
 from enclave.ingest.derived import EVENT_DATES, observation_periods
 from enclave.ingest.mapping import SiteMapping
 from enclave.ingest.staging import VISIT_TYPES, RejectReason, StagedBatch, required_columns
 
-EHR = 32817  # Type Concept: EHR
 GENDER = {"M": 8507, "F": 8532}
 VISIT_CONCEPT = {"inpatient": 9201, "outpatient": 9202, "emergency": 9203}
 EVENT_ORDER = ("condition", "drug", "measurement", "procedure", "observation", "note", "death")
@@ -492,7 +492,7 @@ class BatchLoader:
             pl.col(id_col).alias("cost_event_id"),
             pl.lit(domain).alias("cost_domain_id"),
             pl.lit(EHR).alias("cost_type_concept_id"),
-            pl.lit(44818620).alias("currency_concept_id"),  # Chinese yuan
+            pl.lit(YUAN).alias("currency_concept_id"),
             pl.col(cost_col).alias("total_cost"),
             (pl.col(patient_col) if patient_col else pl.lit(None, pl.Float64)).alias("paid_by_patient"),
         )
