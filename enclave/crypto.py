@@ -3,7 +3,8 @@ and file digests for lineage and release manifests.
 
 HMAC-SHA256 (RFC 2104) computed with pre-keyed hashlib states that are copied per message: the
 same digests as ``hmac.digest(key, msg, "sha256")`` at about half the cost for millions of short
-messages.
+messages. :func:`hmac_sha256_hex` computes the same construction over a whole column with DuckDB's
+``sha256`` in a private in-memory connection: no Python object per message, and all cores.
 """
 
 from __future__ import annotations
@@ -12,15 +13,24 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
+import duckdb
+import polars as pl
+
 _BLOCK = 64
 
 
-def hmac_sha256_many(key: bytes, messages: Iterable[bytes]) -> list[bytes]:
+def _pads(key: bytes) -> tuple[bytes, bytes]:
+    """The inner and outer padded keys of RFC 2104."""
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
     key = key.ljust(_BLOCK, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+
+
+def hmac_sha256_many(key: bytes, messages: Iterable[bytes]) -> list[bytes]:
+    inner_pad, outer_pad = _pads(key)
+    inner = hashlib.sha256(inner_pad)
+    outer = hashlib.sha256(outer_pad)
     out = []
     append = out.append
     for m in messages:
@@ -30,6 +40,24 @@ def hmac_sha256_many(key: bytes, messages: Iterable[bytes]) -> list[bytes]:
         o.update(i.digest())
         append(o.digest())
     return out
+
+
+def hmac_sha256_hex(key: bytes, messages: pl.Series, chars: int = 64) -> pl.Series:
+    """HMAC-SHA256 of each message (UTF-8) as lowercase hex, its first ``chars`` characters; null
+    for null. The key's pads are query parameters of a connection that lives for this call only:
+    nothing is stored, and the store's connection never sees them."""
+    inner_pad, outer_pad = _pads(key)
+    con = duckdb.connect()
+    try:
+        con.register("_messages", pl.DataFrame({"m": messages.cast(pl.Utf8)}).to_arrow(
+            compat_level=pl.CompatLevel.newest()))
+        # a projection of one scan keeps the input's order (DuckDB preserves insertion order)
+        out = con.sql("SELECT left(sha256($outer || unhex(sha256($inner || encode(m)))), $n) "
+                      "AS k FROM _messages",
+                      params={"inner": inner_pad, "outer": outer_pad, "n": chars}).to_arrow_table()
+    finally:
+        con.close()
+    return pl.from_arrow(out)["k"].alias(messages.name)
 
 
 def file_sha256(path: Path) -> str:

@@ -13,6 +13,13 @@ import duckdb
 import polars as pl
 
 
+def arrow(data: pl.DataFrame):
+    """The frame as Arrow for DuckDB, without a copy: polars' newest Arrow types (string views),
+    which DuckDB reads as they are. The default, oldest level copies every string column into
+    large strings, which cost ~0.1 s per million rows of a wide staged batch."""
+    return data.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
 def run(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> None:
     con.execute(sql, params).fetchall()
 
@@ -35,7 +42,7 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, data: pl.DataFrame)
     if data.height == 0:
         return
     name = f"_ins_{table.replace('.', '_')}"
-    con.register(name, data.to_arrow())
+    con.register(name, arrow(data))
     try:
         cols = ", ".join(data.columns)
         run(con, f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
@@ -46,7 +53,7 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, data: pl.DataFrame)
 def create_table_as(con: duckdb.DuckDBPyConnection, table: str, data: pl.DataFrame) -> None:
     """CREATE TABLE ``table`` with the frame's columns and rows (types from the frame)."""
     name = f"_new_{table.replace('.', '_')}"
-    con.register(name, data.to_arrow())
+    con.register(name, arrow(data))
     try:
         run(con, f"CREATE TABLE {table} AS SELECT * FROM {name}")
     finally:

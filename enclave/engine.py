@@ -57,12 +57,12 @@ class Engine:
 
     def put(self, name: str, data: pl.DataFrame | pa.Table) -> ibis.Table:
         """Make ``data`` (an in-memory frame) the table ``name`` of this engine."""
-        arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
         if self.name == "duckdb":
             with contextlib.suppress(Exception):
                 self.raw.unregister(name)
-            self.raw.register(name, arrow)
+            self.raw.register(name, db.arrow(data) if isinstance(data, pl.DataFrame) else data)
         else:
+            arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
             self.raw.createDataFrame(_spark_safe(arrow)).createOrReplaceTempView(name)
         self._views[name] = "arrow"
         return self.table(name)

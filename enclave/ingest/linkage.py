@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from enclave.codes import resident_id
-from enclave.crypto import hmac_sha256_many
+from enclave.crypto import hmac_sha256_hex
 from enclave.ingest.staging import RejectReason
 
 KEY_BYTES = 32
@@ -39,12 +39,9 @@ def load_or_create_key(keys_dir: Path, name: str = "linkage.key") -> bytes:
 
 
 def link_keys(key: bytes, messages: pl.Series) -> pl.Series:
-    """HMAC of each message (unique values hashed once)."""
-    uniq = messages.unique().drop_nulls().to_list()
-    digests = hmac_sha256_many(key, (m.encode("utf-8") for m in uniq))
-    table = pl.DataFrame({"m": uniq, "k": [d.hex()[:LINK_KEY_HEX] for d in digests]},
-                         schema={"m": pl.Utf8, "k": pl.Utf8})
-    return messages.to_frame("m").join(table, on="m", how="left", maintain_order="left")["k"]
+    """The link key of each message (null for null): HMAC-SHA256, first :data:`LINK_KEY_HEX` hex
+    characters."""
+    return hmac_sha256_hex(key, messages, LINK_KEY_HEX)
 
 
 def resident_id_checks(persons: pl.DataFrame) -> pl.DataFrame:

@@ -387,7 +387,7 @@ class BatchLoader:
         if ok.height == 0:
             return p
         keys = ok.select("link_key").unique()
-        con.register("_batch_keys", keys.to_arrow())
+        con.register("_batch_keys", db.arrow(keys))
         existing = db.frame(con, 
             "SELECT i.link_key, i.person_id FROM identity.person_index i JOIN _batch_keys b USING (link_key)"
         ).with_columns(pl.col("person_id").cast(pl.Int64))
@@ -424,7 +424,7 @@ class BatchLoader:
             pl.lit(self.site).alias("site_id"), "site_patient_id", "person_id"))
         deaths = ok.filter(pl.col("death_date").is_not_null()).unique("person_id", keep="first")
         if deaths.height:
-            con.register("_deaths", deaths.select("person_id", "death_date").to_arrow())
+            con.register("_deaths", db.arrow(deaths.select("person_id", "death_date")))
             db.run(con, 
                 "INSERT INTO death (person_id, death_date, death_type_concept_id) "
                 f"SELECT person_id, death_date, {EHR} FROM _deaths WHERE person_id NOT IN (SELECT person_id FROM death)"
@@ -602,7 +602,7 @@ class BatchLoader:
             return
         touched = pl.concat(self.touched_persons).unique().to_frame("person_id")
         con = self.con
-        con.register("_touched", touched.to_arrow())
+        con.register("_touched", db.arrow(touched))
         db.run(con, "DELETE FROM observation_period WHERE person_id IN (SELECT person_id FROM _touched)")
         start = _next_id(con, "observation_period", "observation_period_id")
         engine = self.engine

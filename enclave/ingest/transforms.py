@@ -55,22 +55,35 @@ def reject_if(t: ir.Table, cond: ir.BooleanValue, reason: RejectReason | ir.Stri
                     _reject_column=ibis.ifelse(hit, col, t._reject_column))
 
 
-def first_rows(t: ir.Table, keys: Sequence[str]) -> ir.Table:
-    """``_first``: the first pending ``_i`` of each ``keys`` group (null equals null, as in a
-    GROUP BY). An aggregation, not a window partitioned by every key: a hash aggregate on both
-    engines, no sort of the rows."""
+def later_rows(t: ir.Table, keys: Sequence[str]) -> ir.Table:
+    """``_later``: the ``_i`` of every pending row that repeats an earlier pending row of its
+    ``keys`` group (null equals null, as in a GROUP BY) — the rows a merge marks as duplicates.
+
+    Exact, and cheap when duplicates are rare: the rows are first bucketed by one hash of their
+    keys (equal keys hash alike, so a row alone in its bucket repeats nothing), and only the rows
+    of shared buckets are grouped by the keys themselves. A hash aggregate and joins with small
+    build sides on both engines: no sort, no window, and no wide grouping of every row."""
     live = t.filter(_pending(t))
-    return live.group_by([live[k] for k in keys]).aggregate(_first=live._i.min())
+    # + 0.0 turns -0.0 into 0.0, which a GROUP BY counts as equal but a hash might not
+    key = ibis.struct({k: live[k] + 0.0 if live[k].type().is_floating() else live[k]
+                       for k in keys})
+    hashed = live.select(live._i, _h=key.hash())
+    shared = hashed.group_by("_h").aggregate(_n=hashed.count()).filter(lambda b: b._n > 1)
+    cand = hashed.join(shared, "_h").select("_i")
+    rows = live.join(cand, "_i")
+    first = rows.group_by([rows[k] for k in keys]).aggregate(_first=rows._i.min())
+    later = cand.anti_join(first, cand._i == first._first)
+    return later.select(_later=later._i)
 
 
-def merge_duplicates(t: ir.Table, first: ir.Table) -> ir.Table:
-    """Mark every pending row of ``t`` that is not the first of its group (``first``, from
-    :func:`first_rows` of ``t`` or of an earlier stage of the same rows) as a duplicate."""
-    # a left join on the one integer, not ``NOT IN (subquery)``: Spark plans that as a null-aware
-    # anti join (a nested loop over both sides)
-    f = first.select(_first=first._first)
-    j = t.left_join(f, t._i == f._first)
-    return j.mutate(_dup=j._dup | (_pending(j) & j._first.isnull())).drop("_first")
+def merge_duplicates(t: ir.Table, later: ir.Table) -> ir.Table:
+    """Mark the pending rows of ``t`` named in ``later`` (:func:`later_rows` of ``t`` or of an
+    earlier stage of the same rows) as duplicates."""
+    # a left join on the one integer, not ``IN (subquery)``: Spark plans NOT IN as a null-aware
+    # anti join (a nested loop over both sides), and a join with the few repeated rows on the
+    # build side is cheap on both engines
+    j = t.left_join(later, t._i == later._later)
+    return j.mutate(_dup=j._dup | (_pending(j) & j._later.notnull())).drop("_later")
 
 
 def content_columns(t: ir.Table) -> list[str]:
@@ -91,9 +104,9 @@ def check_events(rows: ir.Table, patients: ir.Table, visits: ir.Table | None = N
     a person, in the batch or against the store, is merged)."""
     own = rows.columns
     # Every check below is a function of the content columns, so identical rows pass or fail
-    # together: the first of each group can be found on the staged rows, before the joins (a
+    # together: the repeated rows of each group can be found on the staged rows, before the joins (a
     # group that fails is rejected whole, and a rejected row is never merged).
-    first = first_rows(rows, content_columns(rows))
+    later = later_rows(rows, content_columns(rows))
     p = patients.select(_sp=patients.site_patient_id, person_id=patients.person_id.cast("int64"))
     t = rows.left_join(p, rows.site_patient_id == p._sp).drop("_sp")
     t = reject_if(t, t.person_id.isnull(), RejectReason.UNKNOWN_PATIENT, "site_patient_id")
@@ -112,9 +125,9 @@ def check_events(rows: ir.Table, patients: ir.Table, visits: ir.Table | None = N
                                _why=code_checks._why, _why_column=code_checks._why_column)
         t = t.left_join(c, (t.code_system == c._cs) & (t.code == c._cc)).drop("_cs", "_cc")
         t = reject_if(t, t._why.notnull(), t._why, t._why_column).drop("_why", "_why_column")
-    t = merge_duplicates(t, first)
+    t = merge_duplicates(t, later)
     if known_deaths is not None:
-        t = merge_duplicates(t, first_rows(t, ["person_id"]))
+        t = merge_duplicates(t, later_rows(t, ["person_id"]))
         t = t.mutate(_dup=t._dup | (_pending(t) & t.person_id.isin(known_deaths.person_id)))
     return t
 
