@@ -104,8 +104,8 @@ def check_events(rows: ir.Table, patients: ir.Table, visits: ir.Table | None = N
     a person, in the batch or against the store, is merged)."""
     own = rows.columns
     # Every check below is a function of the content columns, so identical rows pass or fail
-    # together: the repeated rows of each group can be found on the staged rows, before the joins (a
-    # group that fails is rejected whole, and a rejected row is never merged).
+    # together: the repeated rows can be found on the staged rows, before the joins (a group
+    # that fails is rejected whole, and a rejected row is never merged).
     later = later_rows(rows, content_columns(rows))
     p = patients.select(_sp=patients.site_patient_id, person_id=patients.person_id.cast("int64"))
     t = rows.left_join(p, rows.site_patient_id == p._sp).drop("_sp")
