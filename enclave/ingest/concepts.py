@@ -123,9 +123,8 @@ class ConceptMapper:
         """``std_system``, ``std_code``, ``_target`` and ``source_concept_id`` of each distinct
         (code_system, code) pair of the rows still pending, in the order the batch first uses
         them (rows already rejected or merged are never written, so their codes make no new
-        local concept). New local concepts are
-        numbered in that order; :func:`enclave.ingest.transforms.map_concepts` joins the result
-        back to the rows."""
+        local concept). New local concepts are numbered in that order;
+        :func:`enclave.ingest.transforms.map_concepts` joins the result back to the rows."""
         return self._map_pairs(pairs.select("code_system", "code"), kind)
 
     def _map_pairs(self, pairs: pl.DataFrame, kind: str) -> pl.DataFrame:
