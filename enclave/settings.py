@@ -218,7 +218,20 @@ class ResearchSettings:
         "Candidate reporting intervals (in the duration's unit) of a Kaplan-Meier curve: the "
         "smallest one whose every reported step passes the rules is used.")
     recheck_timeout_s: int = _setting(
-        300, "Longest a recheck (separate process re-running an output) may take.")
+        300, "Longest a recheck (the sandboxed process re-running an output) may take, in "
+        "seconds of wall time.")
+    sandbox_memory_mb: int = _setting(
+        6144, "Address-space limit of the sandbox that re-runs an output's SQL (MiB); DuckDB in "
+        "it may use three fifths of it.")
+    sandbox_cpu_s: int = _setting(
+        600, "CPU-time limit of the sandbox that re-runs an output's SQL (seconds, all threads).")
+    sandbox_tmp_mb: int = _setting(
+        256, "Size of the sandbox's private /tmp (MiB), the only place it can write.")
+    sandbox_threads: int = _setting(
+        2, "Threads DuckDB and polars may use inside the sandbox.")
+    sandbox_max_answer_mb: int = _setting(
+        512, "Largest answer (cells and the ledger's patient sets) the sandbox may send back "
+        "(MiB).")
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,7 @@ def record(status: str = "pass", ok: bool = True, hits: int = 0, pid: str = "alp
 
 def make_airlock(settings, projects: MemoryProjects | None = None, **kw) -> Airlock:
     a = Airlock(settings, projects=projects or MemoryProjects(project()), checks=declared_checks,
-                ledger_add=lambda r, s: False, **kw)
+                ledger_add=lambda r, o, s: False, **kw)
     root = Actor(ADMIN, frozenset({Role.ADMIN}))
     for s in (*STEWARDS, STEWARD_MEMBER):
         add_role(a.con, root, s, "steward", now())
@@ -110,8 +110,9 @@ def cli(home, *args, check: bool = True, env: dict | None = None):
 
 
 def make_tiny_release(home, project_id: str = "alpha"):
-    """A published desensitized release (as the builder lays it out) with a table ``visit``:
-    cells (grp, sex) of 20 patients each, and one small cell (c, F) of 3 patients."""
+    """A published desensitized release (as the builder lays it out) with tables ``visit``
+    (cells (grp, sex) of 20 patients each, and one small cell (c, F) of 3 patients) and
+    ``person``."""
     import duckdb
     import polars as pl
 
@@ -127,6 +128,7 @@ def make_tiny_release(home, project_id: str = "alpha"):
     con.register("_df", pl.DataFrame(rows, schema=["person_id", "grp", "sex"],
                                      orient="row").to_arrow())
     con.execute("CREATE TABLE visit AS SELECT * FROM _df").fetchall()
+    con.execute("CREATE TABLE person AS SELECT DISTINCT person_id FROM visit").fetchall()
     con.close()
     _os.chmod(d / "release.duckdb", 0o440)
     write_manifest(d / "manifest.json", {

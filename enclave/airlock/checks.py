@@ -1,14 +1,11 @@
-"""The one adapter between the airlock and the research package's independent checks.
+"""The one adapter between the airlock and the trusted output checks (:mod:`enclave.outputs`).
 
 On submission the airlock does not trust what the researcher's process claimed: it re-runs the
-recorded query on the release in a separate process (``enclave.research.recheck``) and checks the
-project's differencing ledger (``enclave.research.ledger``). Everything the airlock needs from them
-passes through :func:`run_checks` and :func:`add_to_ledger`, so the workflow (and its unit tests)
-take a plain :class:`CheckOutcome`.
-
-When ``enclave.research`` cannot be imported the outcome is *not* a pass: it is ``fail`` with the
-problem named, so the request needs the two-steward review and the reviewers see that nothing was
-re-run.
+recorded query in the sandbox (:func:`enclave.outputs.recheck.recheck`, which first refuses an
+altered or foreign record and unsafe SQL) and checks the project's differencing ledger with the
+patient sets that re-run computed. Everything the workflow needs passes through
+:func:`run_checks` and :func:`add_to_ledger`, so the workflow (and its unit tests) take a plain
+:class:`CheckOutcome`.
 """
 
 from __future__ import annotations
@@ -19,10 +16,9 @@ from pathlib import Path
 
 from enclave.airlock.workflow import CheckStatus
 from enclave.audit import airlock_dir
+from enclave.outputs.ledger import add_members, check_members
+from enclave.outputs.recheck import policy_for, recheck
 from enclave.settings import Settings
-
-UNAVAILABLE = "the airlock could not re-run the query: enclave.research is not available"
-
 
 @dataclass(frozen=True, slots=True)
 class CheckOutcome:
@@ -35,6 +31,8 @@ class CheckOutcome:
     ledger_hits: tuple[dict, ...] = ()
     rechecked: bool = True
     detail: dict = field(default_factory=dict)
+    #: the re-run's patient sets per published cell, for the ledger (never stored or shown)
+    members: object = field(default=None, compare=False, repr=False)
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "status": self.status.value, "problems": list(self.problems),
@@ -57,48 +55,37 @@ def ledger_path(settings: Settings, project: str) -> Path:
 _LEDGER_LOCK = threading.Lock()
 
 
-def _field(result: object, name: str, default: object = None) -> object:
-    if isinstance(result, dict):
-        return result.get(name, default)
-    return getattr(result, name, default)
-
-
 def run_checks(record: dict, settings: Settings) -> CheckOutcome:
-    """Re-run the record's query (``enclave.research.recheck``, a separate process) and check the
-    project's ledger; a record the re-run does not reproduce is not ``ok``."""
+    """Re-run the record in the sandbox and check the project's ledger with the patient sets of
+    that re-run; a record the re-run does not reproduce (or refuses) is not ``ok``."""
+    result = recheck(record, settings, members=True)
+    ok = bool(result.get("verified"))
+    problems = tuple(str(p) for p in result.get("problems") or ())
     try:
-        from enclave.research import recheck
-        from enclave.research.ledger import ledger_check
-    except ImportError:
-        return CheckOutcome(ok=True, status=CheckStatus.FAIL, problems=(UNAVAILABLE,),
-                            rechecked=False)
-    result = recheck(record, settings=settings)
-    ok = bool(_field(result, "ok", _field(result, "verified", False)))
-    problems = tuple(str(p) for p in _field(result, "problems", ()) or ())
-    try:
-        status = CheckStatus(str(_field(result, "status", "fail")))
+        status = CheckStatus(str(result.get("status", "fail")))
     except ValueError:
         status = CheckStatus.FAIL
-        problems += (f"the re-run returned an unknown status {_field(result, 'status')!r}",)
-    detail = {"cells": _field(result, "cells", []) or [],
-              "reasons": list(_field(result, "reasons", []) or [])}
+        problems += (f"the re-run returned an unknown status {result.get('status')!r}",)
+    detail = {"cells": result.get("cells") or [], "reasons": list(result.get("reasons") or []),
+              "sandbox": result.get("sandbox") or {}}
+    members = result.get("members")
     hits: tuple[dict, ...] = ()
-    if ok:
+    if ok and members is not None:
         path = ledger_path(settings, str(record.get("project", "")))
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        threshold = policy_for(record, settings).min_patients
         with _LEDGER_LOCK:
-            hits = tuple(dict(h) for h in ledger_check(path, record, settings=settings))
-    return CheckOutcome(ok=ok, status=status, problems=problems, ledger_hits=hits, detail=detail)
+            hits = tuple(h.as_dict() for h in check_members(path, record, members, threshold))
+    return CheckOutcome(ok=ok, status=status, problems=problems, ledger_hits=hits, detail=detail,
+                        members=members)
 
 
-def add_to_ledger(record: dict, settings: Settings) -> bool:
-    """Record a reproduced output in the project's ledger, so later requests are compared with
-    it (whatever becomes of this one); False when the ledger is unavailable."""
-    try:
-        from enclave.research.ledger import ledger_add
-    except ImportError:
+def add_to_ledger(record: dict, outcome: CheckOutcome, settings: Settings) -> bool:
+    """Record a reproduced output (its re-run's patient sets) in the project's ledger, so later
+    requests are compared with it (whatever becomes of this one)."""
+    if outcome.members is None:
         return False
     path = ledger_path(settings, str(record.get("project", "")))
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _LEDGER_LOCK:
-        return bool(ledger_add(path, record, settings=settings))
+        return bool(add_members(path, record, outcome.members))

@@ -86,11 +86,28 @@ def record_sha256(record: dict) -> str:
                                      separators=(",", ":"), default=str).encode()).hexdigest()
 
 
+#: the states in which the re-run's cells are what was published (the requester may see them)
+PUBLISHED = frozenset({RequestStatus.APPROVED, RequestStatus.RELEASED})
+
+
+def requester_checks(checks: dict | None, status: RequestStatus) -> dict | None:
+    """The airlock's check outcome as a requester may see it: whether it reproduced, the status,
+    the problems and ledger hits (no data), and the re-run's cells only once the output was
+    approved — never recomputed cells of a refused, failed or pending request."""
+    if not checks:
+        return checks
+    out = {k: checks.get(k) for k in ("ok", "status", "problems", "ledger_hits", "rechecked")}
+    detail = checks.get("detail") or {}
+    out["detail"] = ({"cells": [c for c in detail.get("cells") or [] if c.get("outcome") != "fail"],
+                      "reasons": detail.get("reasons") or []} if status in PUBLISHED else {})
+    return out
+
+
 class Airlock:
     """The export workflow on one enclave home. Not thread-safe: one instance per thread."""
 
     def __init__(self, settings: Settings, *, checks: Checks = run_checks,
-                 ledger_add: Callable[[dict, Settings], bool] = add_to_ledger,
+                 ledger_add: Callable[[dict, CheckOutcome, Settings], bool] = add_to_ledger,
                  projects: object | None = None, today: Callable[[], date] = date.today):
         from enclave.projects import SqlProjectStore
 
@@ -218,7 +235,10 @@ class Airlock:
         if req["status"] is not S.SUBMITTED:
             return
         try:
-            outcome = self.checks(req["record"], self.settings)
+            refusal = self._requester_refusal(req)
+            outcome = (CheckOutcome(ok=False, status=CheckStatus.FAIL, problems=(refusal,),
+                                    rechecked=False) if refusal else
+                       self.checks(req["record"], self.settings))
         except EnclaveError as exc:
             outcome = CheckOutcome(ok=False, status=CheckStatus.FAIL,
                                    problems=(f"the airlock's re-run failed: {exc}",))
@@ -245,7 +265,25 @@ class Airlock:
                         required=required, ledger_hits=len(outcome.ledger_hits),
                         rechecked=outcome.rechecked, problems=list(outcome.problems))
         if outcome.ok:  # later requests of the project are compared with this one
-            self.ledger_add(req["record"], self.settings)
+            self.ledger_add(req["record"], outcome, self.settings)
+
+    def _requester_refusal(self, req: dict) -> str | None:
+        """Why the requester may not have this record re-run (None: they may). The record must
+        be of the request's project, and the requester an active member of it *now* (the control
+        database decides, not the record); the release is checked against the project by the
+        re-check itself (:func:`enclave.outputs.recheck.record_release_dir`)."""
+        record = req["record"]
+        if not isinstance(record, dict) or str(record.get("project")) != req["project"]:
+            return "the output record does not belong to the request's project"
+        project = self._project(req["project"])
+        if project is None:
+            return f"no project '{req['project']}'"
+        if req["requester"] not in project.members:
+            return (f"{req['requester']} is not a member of project {project.id}; its releases "
+                    "are not theirs to re-run")
+        if not project.is_usable(self.today()):
+            return f"project {project.id} is not active (or has expired)"
+        return None
 
     def _check_files(self, req: dict, outcome: CheckOutcome) -> CheckOutcome:
         """The files must publish only what the re-run published (custom files: stewards look)."""
@@ -434,7 +472,8 @@ class Airlock:
         out["request_id"] = req["id"]
         out["status"] = req["status"].value
         out["record"] = req["record"]
-        out["checks"] = req["checks"]
+        out["checks"] = req["checks"] if reviewer and user != req["requester"] else requester_checks(
+            req["checks"], req["status"])
         out["files"] = store.files(self.con, request_id, req["round"])
         out["votes_in"] = len(round_votes)
         out["comments"] = store.comments(self.con, request_id)

@@ -118,9 +118,13 @@ def _show(value: object) -> str:
 
 def cell_table(req: dict) -> tuple[list[str], list[dict], str]:
     """Per-cell evidence: the airlock's own recomputation when it has one, else the record's."""
-    ours = ((req.get("checks") or {}).get("detail") or {}).get("cells")
+    checks = req.get("checks") or {}
+    ours = (checks.get("detail") or {}).get("cells")
+    theirs = ("as recorded by the researcher's process (the airlock reproduced it; its own "
+              "evidence is shown to the stewards)" if checks.get("ok") else
+              "as recorded by the researcher's process (not reproduced by the airlock)")
     cells, source = (ours, "recomputed by the airlock") if ours else (
-        req["record"].get("cells"), "as recorded by the researcher's process (not re-run)")
+        req["record"].get("cells"), theirs)
     if isinstance(cells, dict):
         cells = cells.get("rows") or list(cells.values())
     if not isinstance(cells, list):

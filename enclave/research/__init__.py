@@ -8,22 +8,24 @@
 
 Every output is checked for disclosure from the SQL its ibis expression compiles to, records that
 SQL with the release and policy hashes (``out.record``), and is compared with the user's earlier
-outputs in a local differencing ledger. ``recheck(record)`` re-runs a record in a separate
-process; ``ledger_check`` / ``ledger_add`` serve the airlock's per-project ledger.
+outputs in a local differencing ledger. This package is a thin client: the checking itself (SQL
+validation, evaluation, rules, ledger, the sandboxed re-check the airlock runs) lives in the
+trusted package :mod:`enclave.outputs`, which never imports this one. ``recheck(record)`` re-runs
+a record exactly as the airlock will.
 """
 
 from __future__ import annotations
 
 import importlib
 
-# Names are imported on first use (PEP 562): the recheck child process and the airlock need the
-# evaluation code only, not ibis or the notebook helpers.
+# Names are imported on first use (PEP 562): importing the package loads neither ibis nor the
+# notebook helpers. "outputs.x" names come from the trusted package enclave.outputs.x.
 _EXPORTS = {
     "crosstab": "api", "custom": "api", "histogram": "api", "logit": "api", "ols": "api",
-    "pivot_table": "api", "survival": "api", "export": "exports", "Hit": "ledger",
-    "ledger_add": "ledger", "ledger_check": "ledger", "Output": "output", "recheck": "rerun",
-    "record_hash": "rerun", "ReleaseRef": "workspaces", "Workspace": "workspaces",
-    "workspace": "workspaces",
+    "pivot_table": "api", "survival": "api", "export": "exports", "Hit": "outputs.ledger",
+    "ledger_add": "outputs.ledger", "ledger_check": "outputs.ledger", "Output": "output",
+    "recheck": "exports", "record_hash": "outputs.record", "ReleaseRef": "workspaces",
+    "Workspace": "workspaces", "workspace": "workspaces",
 }
 
 __all__ = [
@@ -36,9 +38,11 @@ __all__ = [
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'enclave.research' has no attribute '{name}'")
-    module = importlib.import_module(f"enclave.research.{_EXPORTS[name]}")
-    for other, where in _EXPORTS.items():  # bind every name of that module at once
-        if where == _EXPORTS[name]:
+    where = _EXPORTS[name]
+    module = importlib.import_module(f"enclave.{where}" if where.startswith("outputs.")
+                                     else f"enclave.research.{where}")
+    for other, place in _EXPORTS.items():  # bind every name of that module at once
+        if place == where:
             globals()[other] = getattr(module, other)
     return globals()[name]
 

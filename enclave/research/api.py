@@ -1,7 +1,7 @@
 """The checked outputs a notebook makes: each takes ibis tables from ``ws.table(...)``.
 
 Every function compiles its ibis expression to SQL (``ibis.to_sql(expr, dialect="duckdb")``),
-evaluates the output from that SQL and a small spec (:func:`enclave.research.evaluation.evaluate`,
+evaluates the output from that SQL and a small spec (:func:`enclave.outputs.evaluation.evaluate`,
 the same code the recheck runs), writes the record (SQL, release and policy hashes, cells, record
 hash) and checks it against the user's local differencing ledger.
 """
@@ -21,11 +21,11 @@ import ibis
 from enclave.db import rows as db_rows
 from enclave.disclosure import policy_from_settings, policy_hash
 from enclave.errors import BadInputError
-from enclave.research import ledger
-from enclave.research.evaluation import evaluate, q, status_of
+from enclave.outputs import ledger
+from enclave.outputs.evaluation import evaluate, q, status_of
+from enclave.outputs.record import RECORD_FORMAT, policy_dict, record_hash
+from enclave.outputs.tables import nice_edges, parse_aggfunc
 from enclave.research.output import Output
-from enclave.research.rerun import RECORD_FORMAT, policy_dict, record_hash
-from enclave.research.tables import nice_edges, parse_aggfunc
 from enclave.settings import Settings, load_settings
 
 PATIENT = "person_id"
@@ -191,7 +191,7 @@ def survival(t, duration: str, event: str, group: str | None = None, *,
              interval: float | None = None, patient: str = PATIENT) -> Output:
     """Kaplan–Meier curve(s) of ``duration`` with ``event`` (non-zero = event), one row per
     patient, optionally per ``group``; times are coarsened to ``interval`` (default: the smallest
-    of ``research.survival_intervals`` that passes; see :mod:`enclave.research.models`)."""
+    of ``research.survival_intervals`` that passes; see :mod:`enclave.outputs.models`)."""
     _need(t, [duration, event, group], patient)
     settings = _settings(_backend(t))
     spec = {"kind": "survival", "patient": patient, "duration": duration, "event": event,

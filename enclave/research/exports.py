@@ -48,3 +48,13 @@ def export(output: Output, justification: str, *, settings: Settings | None = No
     answer = dict(submit_export(output.record, output.files(), justification, settings=settings))
     (bundle / "submitted.json").write_text(json.dumps(answer, default=str), encoding="utf-8")
     return answer | {"bundle": str(bundle)}
+
+
+def recheck(record: dict, settings: Settings | None = None) -> dict:
+    """Re-check ``record`` as the airlock will: refused unless intact, then re-run in the sandbox
+    on its release and compared cell by cell (:func:`enclave.outputs.recheck.recheck`)."""
+    from enclave.outputs.recheck import recheck as trusted_recheck
+
+    result = trusted_recheck(record, settings or load_settings())
+    result.pop("members", None)
+    return result

@@ -8,7 +8,7 @@ import json
 
 import polars as pl
 
-from enclave.research.evaluation import cell_label
+from enclave.outputs.evaluation import cell_label
 
 COLOURS = {"pass": "#1a7f37", "review": "#9a6700", "fail": "#cf222e"}
 

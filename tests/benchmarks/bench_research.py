@@ -44,6 +44,7 @@ def make_home(root: Path) -> Path:
     con.execute(THIN)
     run(con, "CREATE TABLE visit AS SELECT pid AS person_id, r, c, v FROM big")
     run(con, "DROP TABLE big")
+    run(con, "CREATE TABLE person AS SELECT DISTINCT person_id FROM visit")
     run(con, "CHECKPOINT")
     con.close()
     write_manifest(d / "manifest.json", {
@@ -58,7 +59,7 @@ def main() -> None:
         os.environ["HOME"] = str(Path(tmp) / "user")  # the local ledger goes under ~/.enclave
         home = make_home(Path(tmp))
         from enclave.research import crosstab, workspace
-        from enclave.research.evaluation import evaluate
+        from enclave.outputs.evaluation import evaluate
 
         ws = workspace(home)
         t = ws.table("visit")

@@ -57,7 +57,10 @@ def test_submit_check_approve_release_download(enclave):
     # the airlock re-ran the query itself and found it reproducible: one steward suffices
     assert req["status"] == "in_review" and req["required"] == 1
     assert req["checks"]["ok"] and req["checks"]["rechecked"] and req["checks"]["status"] == "pass"
-    assert req["checks"]["detail"]["cells"], "the airlock's own evidence is kept"
+    # the requester sees no recomputed cells before approval; the stewards see the evidence
+    assert req["checks"]["detail"] == {}
+    code, seen = svc.call(STEWARDS[0], "GET", f"api/requests/{rid}")
+    assert code == 200 and seen["checks"]["detail"]["cells"], "the airlock's own evidence is kept"
 
     assert svc.call(OUTSIDER, "GET", f"api/requests/{rid}")[0] == 403
     assert svc.call(POLICYMAKER, "GET", f"api/requests/{rid}")[0] == 403

@@ -3,16 +3,11 @@ the researcher API passes as rendered, and any altered or added value is caught.
 
 from __future__ import annotations
 
-import os
-
-import duckdb
 import numpy as np
 import polars as pl
 import pytest
 
 from enclave.airlock.filecheck import unproduced_fields
-from enclave.crypto import file_sha256
-from enclave.release.manifest import write_manifest
 from enclave.research import (
     crosstab,
     histogram,
@@ -24,6 +19,7 @@ from enclave.research import (
     workspace,
 )
 from enclave.settings import load_settings
+from tests.unit.test_research_api import make_release
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +40,7 @@ def outputs(tmp_path_factory):
             "sex": rng.choice(["F", "M"], n), "grp": ["tiny"] * 3 + ["big"] * (n - 3),
             "days": np.ceil(rng.exponential(200, n)).astype(int),
             "event": (rng.random(n) < 0.7).astype(int)})
-        d = home / "releases" / "desensitized" / "alpha" / "v1"
-        d.mkdir(parents=True)
-        con = duckdb.connect(str(d / "release.duckdb"))
-        con.register("_df", df.to_arrow())
-        con.execute("CREATE TABLE cohort AS SELECT * FROM _df").fetchall()
-        con.close()
-        os.chmod(d / "release.duckdb", 0o440)
-        write_manifest(d / "manifest.json", {
-            "release": "alpha/v1", "project": "alpha", "tier": "desensitized", "version": 1,
-            "files": {"release.duckdb": {"sha256": file_sha256(d / "release.duckdb"),
-                                         "bytes": (d / "release.duckdb").stat().st_size}}})
+        make_release(home, {"cohort": df})
         t = workspace(home).table("cohort")
         made = {"crosstab": crosstab(t, "sex", "z"), "suppressed": crosstab(t, "grp", "sex"),
                 "pivot": pivot_table(t, "sex", "y", "mean"), "histogram": histogram(t, "age", 5),

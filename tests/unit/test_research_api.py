@@ -59,7 +59,8 @@ def parse_table(text: str) -> pl.DataFrame:
 
 def make_release(home: Path, tables: dict[str, pl.DataFrame], project: str = "alpha",
                  tier: str = "desensitized", version: int = 1) -> Path:
-    """A published release folder as the release builder lays it out (0440 files)."""
+    """A published release folder as the release builder lays it out (0440 files; a ``person``
+    table of every patient the other tables name, unless one is given)."""
     d = home / "releases" / tier / project / f"v{version}"
     d.mkdir(parents=True)
     con = duckdb.connect(str(d / "release.duckdb"))
@@ -67,6 +68,11 @@ def make_release(home: Path, tables: dict[str, pl.DataFrame], project: str = "al
         con.register("_df", df.to_arrow())
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM _df").fetchall()
         con.unregister("_df")
+    if "person" not in tables:
+        parts = [f"SELECT CAST(person_id AS VARCHAR) AS person_id FROM {n}"
+                 for n, df in tables.items() if "person_id" in df.columns]
+        con.execute("CREATE TABLE person AS " + (" UNION ".join(parts) if parts else
+                    "SELECT NULL::VARCHAR AS person_id WHERE false")).fetchall()
     con.close()
     os.chmod(d / "release.duckdb", 0o440)
     name = f"{project}/v{version}" if tier == "desensitized" else f"{tier}/{project}/v{version}"

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from enclave.research import crosstab, ledger_add, ledger_check, pivot_table, workspace
-from enclave.research.evaluation import POPULATION
-from enclave.research.ledger import LedgerStore, find_hits, pairs_from_sets
+from enclave.outputs.evaluation import POPULATION
+from enclave.outputs.ledger import LedgerStore, find_hits, pairs_from_sets
 from tests.unit.test_research_api import make_release, pid
 
 

@@ -172,8 +172,13 @@ def members_frame(con: duckdb.DuckDBPyConnection, sql: str, patient: str,
 
 def evaluate(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
              policy: DisclosurePolicy) -> Evaluation:
-    """Result and per-cell outcomes of the output ``spec`` over the rows of ``sql``."""
-    from enclave.research import models, tables
+    """Result and per-cell outcomes of the output ``spec`` over the rows of ``sql``.
+
+    The SQL is validated first (:func:`enclave.outputs.sql.check_output_query`: one SELECT over
+    the release's tables, patients from a release ``person_id`` that exist in ``person``), in the
+    kernel as in the airlock's sandbox, so a researcher learns at once what the airlock refuses."""
+    from enclave.outputs import models, tables
+    from enclave.outputs.sql import check_output_query
 
     kinds = {"crosstab": tables.evaluate_groups, "pivot_table": tables.evaluate_groups,
              "histogram": tables.evaluate_histogram, "ols": models.evaluate_model,
@@ -181,4 +186,5 @@ def evaluate(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
     kind = spec.get("kind")
     if kind not in kinds:
         raise BadInputError(f"unknown output kind '{kind}' (known: {', '.join(kinds)})")
+    check_output_query(con, sql, spec.get("patient"))
     return kinds[kind](con, sql, spec, policy)

@@ -25,7 +25,8 @@ import polars as pl
 from enclave.db import frame
 from enclave.disclosure import DisclosurePolicy, check_dof, round_counts
 from enclave.errors import BadInputError
-from enclave.research.evaluation import POPULATION, Evaluation, cell_key, make_cell, q, sub
+from enclave.outputs.formula import check_formula
+from enclave.outputs.evaluation import POPULATION, Evaluation, cell_key, make_cell, q, sub
 
 
 def _fit(kind: str, formula: str, data):
@@ -46,6 +47,7 @@ def evaluate_model(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
                    policy: DisclosurePolicy) -> Evaluation:
     patient, formula, kind = spec["patient"], spec["formula"], spec["kind"]
     df = frame(con, f"SELECT * FROM {sub(sql)} AS _r").to_pandas()
+    check_formula(formula, df.columns)
     res = _fit(kind, formula, df)
     rows = res.model.data.row_labels
     sample = df.loc[rows, patient] if rows is not None else df[patient]

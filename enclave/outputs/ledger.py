@@ -28,7 +28,7 @@ import duckdb
 import polars as pl
 
 from enclave.db import frame, run, scalar
-from enclave.research.evaluation import POPULATION, cell_label
+from enclave.outputs.evaluation import POPULATION, cell_label
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outputs (output_id VARCHAR PRIMARY KEY, scope VARCHAR, kind VARCHAR,
@@ -276,25 +276,21 @@ def add_members(path: str | Path, record: Mapping, members: pl.DataFrame) -> boo
 
 
 def _members_from_release(record: Mapping, settings) -> tuple[pl.DataFrame, int]:
-    from enclave.research.rerun import open_record_release, policy_for
+    """The record's member sets, recomputed in the sandbox (a record that does not reproduce
+    is refused: its sets would be whatever the researcher's process claimed)."""
+    from enclave.outputs.recheck import RecordRefused, policy_for, recheck
 
-    policy = policy_for(record, settings)
-    con = open_record_release(record, settings)
-    try:
-        from enclave.research.evaluation import evaluate
-
-        ev = evaluate(con, record["sql"], record["spec"], policy)
-        return (ev.members() if ev.members else pl.DataFrame(
-            schema={"cell_key": pl.String, "person_id": pl.String})), policy.min_patients
-    finally:
-        con.close()
+    result = recheck(record, settings, members=True)
+    if not result["verified"]:
+        raise RecordRefused("; ".join(result["problems"]) or "the record does not reproduce")
+    return result["members"], policy_for(record, settings).min_patients
 
 
 def ledger_check(path: str | Path, record: Mapping, *, settings=None) -> list[dict]:
     """Differencing hits of ``record`` against the ledger at ``path`` (nothing is written).
 
     The patient sets are recomputed from the record's SQL on its release (resolved under
-    ``settings.home``; the record itself holds no pseudonyms). Each hit is a dict with ``kind``,
+    ``settings.home``, in the sandbox; the record itself holds no pseudonyms). Each hit is a dict with ``kind``,
     ``earlier_output``, ``new_cell``, ``earlier_cell``, ``difference`` and ``message``. A custom
     output (no SQL) has no hits.
     """

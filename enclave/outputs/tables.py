@@ -24,7 +24,7 @@ import polars as pl
 from enclave.db import frame
 from enclave.disclosure import DisclosurePolicy, Statistic, check_table
 from enclave.errors import BadInputError
-from enclave.research.evaluation import (
+from enclave.outputs.evaluation import (
     OUTCOMES,
     Evaluation,
     make_cell,
@@ -131,7 +131,7 @@ def evaluate_groups(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
 
 
 def _key(cell: dict) -> str:
-    from enclave.research.evaluation import cell_key
+    from enclave.outputs.evaluation import cell_key
 
     return cell_key(cell["cell"])
 
@@ -196,7 +196,7 @@ def evaluate_histogram(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
     def members() -> pl.DataFrame:
         data = frame(con, f"SELECT DISTINCT bin, hash(CAST({q(patient)} AS VARCHAR)) AS person_id "
                           f"FROM ({rel})")
-        from enclave.research.evaluation import POPULATION, cell_key
+        from enclave.outputs.evaluation import POPULATION, cell_key
 
         keys = pl.DataFrame({"bin": list(range(len(edges) - 1)), "cell_key": [
             cell_key({"bin": b, "lower": edges[b], "upper": edges[b + 1]})

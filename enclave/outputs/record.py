@@ -1,0 +1,35 @@
+"""An output record's format and hashes: what the kernel writes and the airlock re-checks.
+
+A record is a JSON object: ``format``, ``output_id``, ``kind``, ``created_at``, ``user``,
+``project``, ``tier``, ``release`` (by name) with ``release_sha256`` and ``manifest_sha256``,
+``sql`` (what ibis compiled), ``spec``, ``policy`` with ``policy_sha256``, ``cells``, ``status``,
+``reasons``, ``ledger_hits`` and ``record_sha256`` over all of it. It holds no patient-level
+values; nothing in it is trusted by the airlock (see :mod:`enclave.outputs.recheck`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict
+
+from enclave.disclosure import DisclosurePolicy
+
+RECORD_FORMAT = 1
+
+
+def record_hash(record: Mapping) -> str:
+    """SHA-256 of the record's canonical JSON without its own ``record_sha256``."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def policy_dict(policy: DisclosurePolicy) -> dict:
+    data = asdict(policy)
+    data["rounding"] = policy.rounding.value
+    data["nk_rules"] = [list(r) for r in policy.nk_rules]
+    return data
+
+
