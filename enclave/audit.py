@@ -16,7 +16,18 @@ The chain: event ``n`` stores ``prev_hash`` (the hash of event ``n-1``, 64 zeros
 (last seq and hash) is kept in a one-row table updated in the same transaction, so deleting the
 newest events is detected too. An edit, deletion or reordering of any row breaks a link; only
 someone who rewrites every later row *and* the head can hide a change, which is why
-:func:`verify` can also be given an anchor (a hash published elsewhere, e.g. printed in a report).
+:func:`verify` also checks an anchor.
+
+Anchors: the chain head (seq, hash, time) appended to ``<home>/audit/anchors/anchors.jsonl``
+(:func:`write_anchor`), a root-owned 0700 folder the airlock's service user cannot write. Root
+writes it: the hub process (``enclave.hub.anchor``) after every approval and at least daily
+(``hub.anchor_*`` settings), and ``enclave audit anchor`` (e.g. from cron when no hub runs). A
+new anchor is written only when the chain verifies against the previous one. ``enclave audit
+verify`` checks the newest anchor by default. What it protects: whoever holds the airlock's
+database (the service user) can rewrite every event and the head consistently, but not the
+anchored events, which a rewrite changes: such a rewrite of anything up to the newest anchor is
+detected. Events after the newest anchor are protected by the chain alone, and root (who writes
+the anchors) is trusted.
 """
 
 from __future__ import annotations
@@ -192,11 +203,14 @@ class Verification:
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "events": self.events, "head": self.head,
-                "first_broken": self.first_broken, "problem": self.problem}
+                "first_broken": self.first_broken, "problem": self.problem, **self.extra}
 
 
-def verify_connection(con: sqlite3.Connection, anchor: str | None = None) -> Verification:
-    """Walk the chain in storage order; the first link that fails is reported."""
+def verify_connection(con: sqlite3.Connection,
+                      anchor: str | Anchor | None = None) -> Verification:
+    """Walk the chain in storage order; the first link that fails is reported. ``anchor``: a
+    head hash that must be in the chain, or an :class:`Anchor`, whose event must still carry the
+    anchored hash."""
     rows = con.execute("SELECT rowid, seq, ts, actor, action, subject, detail, prev_hash, hash "
                        "FROM audit_event ORDER BY rowid").fetchall()
     head = con.execute("SELECT seq, hash FROM audit_head WHERE one = 1").fetchone()
@@ -218,20 +232,139 @@ def verify_connection(con: sqlite3.Connection, anchor: str | None = None) -> Ver
         return Verification(False, len(rows), prev, last + 1,
                             f"the chain ends at event {last} but its head records event "
                             f"{head[0] if head else 0} (newest events deleted, or head edited)")
+    if isinstance(anchor, Anchor):
+        found = next((r[8] for r in rows if r[1] == anchor.seq), None)
+        extra = {"anchor": anchor.as_dict()}
+        if found is None:
+            return Verification(False, len(rows), prev, last + 1,
+                                f"the chain ends at event {last}, before event {anchor.seq} "
+                                f"anchored at {anchor.ts} (newest events deleted)", extra)
+        if found != anchor.hash:
+            return Verification(False, len(rows), prev, anchor.seq,
+                                f"event {anchor.seq} no longer has the hash anchored at "
+                                f"{anchor.ts} (the trail was rewritten)", extra)
+        return Verification(True, len(rows), prev, extra=extra)
     if anchor and anchor not in {r[8] for r in rows}:
         return Verification(False, len(rows), prev, None,
                             f"the anchor {anchor[:12]}… is not in the chain")
     return Verification(True, len(rows), prev)
 
 
-def verify(settings: Settings, anchor: str | None = None) -> Verification:
+def verify(settings: Settings, anchor: str | Anchor | None = None) -> Verification:
     if not database_path(settings).exists():
+        if anchor:
+            return Verification(False, 0, GENESIS, 1, "the audit database is gone, but the "
+                                "trail was anchored (it existed and was deleted)")
         return Verification(True, 0, GENESIS)
     con = connect(settings)
     try:
         return verify_connection(con, anchor)
     finally:
         con.close()
+
+
+# --- anchors: the head, written where the airlock's service user cannot write -----------------
+
+ANCHORS = "anchors.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    seq: int
+    hash: str
+    ts: str
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return {"seq": self.seq, "hash": self.hash, "ts": self.ts, "reason": self.reason}
+
+
+def anchor_dir(settings: Settings) -> Path:
+    """``<home>/audit/anchors`` (root, 0700): outside the airlock's folder and its user's reach."""
+    return settings.audit_dir / "anchors"
+
+
+def read_anchors(settings: Settings) -> list[Anchor]:
+    """Every anchor, oldest first (a torn last line is skipped). PermissionError when the
+    caller may not read the folder (only root may)."""
+    path = anchor_dir(settings) / ANCHORS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            d = json.loads(line)
+            out.append(Anchor(int(d["seq"]), str(d["hash"]), str(d["ts"]),
+                              str(d.get("reason", ""))))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def newest_anchor(settings: Settings) -> Anchor | None:
+    anchors = read_anchors(settings)
+    return anchors[-1] if anchors else None
+
+
+def _anchor_folder(settings: Settings) -> Path:
+    """Create (or check) the anchor folder: as root, owned by root and closed to everyone else;
+    refused when someone else owns it or may write it."""
+    folder = anchor_dir(settings)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for d in (settings.audit_dir, folder):
+        st = d.stat()
+        if os.geteuid() == 0 and (st.st_uid != 0 or st.st_mode & 0o077):
+            os.chown(d, 0, 0)
+            os.chmod(d, 0o700)
+        elif st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise StoreError(f"{d}: owned or writable by another user; the audit anchors must "
+                             "live where only the anchoring user (root) can write")
+    return folder
+
+
+def anchor_due(settings: Settings, max_age_s: float) -> bool:
+    """True when the trail has events and: no anchor yet, an approval (an export request
+    approved or released, a project approved) after the newest anchor, or the newest anchor is
+    older than ``max_age_s``."""
+    if not database_path(settings).exists():
+        return False
+    last = newest_anchor(settings)
+    con = connect(settings)
+    try:
+        head = con.execute("SELECT seq FROM audit_head WHERE one = 1").fetchone()
+        if not head:
+            return False
+        if last is None:
+            return True
+        approved = con.execute(
+            "SELECT 1 FROM audit_event WHERE seq > ? AND (action = 'project.approve' OR "
+            "json_extract(detail, '$.to') IN ('approved', 'released')) LIMIT 1",
+            (last.seq,)).fetchone()
+    finally:
+        con.close()
+    age = datetime.now(UTC) - datetime.fromisoformat(last.ts)
+    return bool(approved) or age.total_seconds() >= max_age_s
+
+
+def write_anchor(settings: Settings, reason: str) -> Anchor:
+    """Append the current head to the anchor file (fsynced), after verifying the chain against
+    the previous anchor; StoreError when the chain does not verify (nothing is anchored then)."""
+    folder = _anchor_folder(settings)
+    result = verify(settings, newest_anchor(settings))
+    if not result.ok:
+        raise StoreError(f"the audit trail does not verify, nothing anchored: {result.problem}")
+    if not result.events:
+        raise StoreError("the audit trail is empty: nothing to anchor")
+    anchor = Anchor(result.events, result.head, now(), reason)
+    fd = os.open(folder / ANCHORS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (json.dumps(anchor.as_dict(), sort_keys=True) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return anchor
 
 
 def events(con: sqlite3.Connection, subject: str | None = None) -> list[dict]:

@@ -165,6 +165,20 @@ class HubSettings:
     project_group_prefix: str = _setting("enp-", "Prefix of each project's Unix group (enp-<id>).")
     idle_timeout_s: int = _setting(3600, "A user server idle this long is stopped by the culler.")
     cull_every_s: int = _setting(60, "How often the idle culler looks for idle user servers.")
+    egress_budget_mb: float = _setting(
+        20.0, "Bytes per user and day (MiB) that may reach the browser as file contents "
+        "(contents API) and kernel output; past it transfers are refused and the stewards get "
+        "an egress.alert audit event.")
+    iopub_max_message_bytes: int = _setting(
+        4 << 20, "Largest single kernel output (bytes) sent to the browser; larger ones are "
+        "withheld with a notice.")
+    iopub_data_rate_limit: int = _setting(
+        1_000_000, "Kernel output rate (bytes/second, averaged over 3 s) above which Jupyter "
+        "pauses sending output to the browser.")
+    access_check_interval_s: int = _setting(
+        30, "How often the hub's enclave-access service makes project groups, running processes "
+        "and release modes agree with the control database (removed members, closed or expired "
+        "projects lose access within this time).")
     upload_max_bytes: int = _setting(
         1_000_000, "Largest text file a user may save or open through the contents API (base64, "
                    "i.e. uploaded or binary, files are always refused).")
@@ -189,6 +203,23 @@ class HubSettings:
     culler_user: str = _setting(
         "nobody", "System user the idle-culler service runs as (it needs no files, only its hub "
                   "token).")
+    login_max_failures_user: int = _setting(
+        5, "Failed logins of one user name within login_window_s after which that name is locked "
+           "out for login_lockout_s (attempts then are refused without asking PAM).")
+    login_max_failures_address: int = _setting(
+        20, "Failed logins from one client address (any user names) within login_window_s after "
+            "which that address is locked out for login_lockout_s.")
+    login_window_s: int = _setting(
+        600, "Window (seconds) in which failed logins are counted towards a lockout.")
+    login_lockout_s: int = _setting(
+        300, "How long (seconds) a locked-out user name or address is refused; each lockout is "
+             "audited once (hub.login_locked).")
+    anchor_check_s: int = _setting(
+        60, "How often (seconds) the hub process (root) looks for new approvals in the audit "
+            "trail and, when it finds one, writes the chain head to the anchor file.")
+    anchor_max_age_s: int = _setting(
+        86400, "Longest time (seconds) between two audit anchors: an older newest anchor is "
+               "renewed even when nothing was approved.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +234,9 @@ class AirlockSettings:
     max_upload_bytes: int = _setting(
         20_000_000, "Largest total size of the files of one export request.")
     max_files: int = _setting(20, "Most files one export request may carry.")
+    max_audit_event_bytes: int = _setting(
+        4096, "Largest audit event (the JSON body) another process may append through the "
+              "service's POST /api/audit; larger ones are refused.")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from enclave.outputs.ledger import add_members, check_members
 from enclave.outputs.recheck import policy_for, recheck
 from enclave.settings import Settings
 
+
 @dataclass(frozen=True, slots=True)
 class CheckOutcome:
     """What the airlock's own checks found. ``ok`` False: the record could not be reproduced

@@ -65,10 +65,12 @@ def record_event(action: str, subject: str, detail: dict | None = None, *,
     """An audit event from wherever the caller runs (e.g. a release opened by a kernel).
 
     Inside the hub it goes to the airlock's ``POST /api/audit`` with the user's hub token (the
-    airlock records the token's user, never a claimed one); elsewhere it is appended directly as
-    the current OS user. Returns False, with a warning in the log, when the trail cannot be
-    reached: reading data is not blocked by an unavailable trail (the hub's own events behave the
-    same), and the event names releases and tables, never values.
+    airlock records the token's user, never a claimed one, and accepts from a kernel only
+    ``release.read`` about a release of the user's own projects, or events about the user
+    itself); elsewhere it is appended directly as the current OS user. Returns False, with a
+    warning in the log, when the trail cannot be reached or refused the event: reading data is
+    not blocked by an unavailable trail (the hub's own events behave the same), and the event
+    names releases and tables, never values.
     """
     url, token = os.environ.get(URL_ENV), os.environ.get(TOKEN_ENV)
     try:
@@ -82,5 +84,6 @@ def record_event(action: str, subject: str, detail: dict | None = None, *,
                                action=action, subject=subject, detail=detail)
         return True
     except Exception as exc:  # noqa: BLE001  (any failure: the trail is unavailable, say so, go on)
-        log.warning("audit event %s on %s not recorded (%s)", action, subject, type(exc).__name__)
+        why = str(exc) if isinstance(exc, EnclaveError) else type(exc).__name__
+        log.warning("audit event %s on %s not recorded (%s)", action, subject, why)
         return False

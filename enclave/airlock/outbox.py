@@ -1,7 +1,9 @@
 """The outbox: released files with their manifest, written atomically (security-critical).
 
 ``<home>/airlock/outbox/<request>/`` holds the released files and ``manifest.json`` (request,
-checks, votes, file hashes). It is written into a hidden temporary folder, every file and the
+record, checks, file hashes). The requester downloads the manifest, and the review is blind to the
+requester: it names no steward and no vote (those stay in the control database and the audit
+trail, for stewards and admins). It is written into a hidden temporary folder, every file and the
 folder fsynced, then renamed into place, so a crash leaves either nothing or the complete release.
 Revoking moves the folder to ``<home>/airlock/revoked/`` (one rename): it is no longer downloadable,
 but kept as evidence.
@@ -20,6 +22,8 @@ from enclave.release.manifest import fsync_dir
 from enclave.settings import Settings
 
 MANIFEST = "manifest.json"
+#: what the reviewers know and the requester may not: kept out of the outbox manifest
+REVIEW_ONLY = ("votes",)
 
 
 def outbox_dir(settings: Settings) -> Path:
@@ -63,6 +67,18 @@ def manifest_bytes(manifest: dict) -> bytes:
     return json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True).encode("utf-8")
 
 
+def requester_manifest(data: bytes) -> bytes:
+    """A manifest as the requester may see it: ``data`` itself, or, for a manifest written before
+    votes were kept out of the outbox, the same without the reviewers' part."""
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        return data
+    if not isinstance(manifest, dict) or not any(k in manifest for k in REVIEW_ONLY):
+        return data
+    return manifest_bytes({k: v for k, v in manifest.items() if k not in REVIEW_ONLY})
+
+
 def write_outbox(settings: Settings, request_id: str, files: dict[str, bytes],
                  manifest: dict) -> str:
     """Publish a released request; returns the manifest's SHA-256. Idempotent: when a complete
@@ -72,8 +88,9 @@ def write_outbox(settings: Settings, request_id: str, files: dict[str, bytes],
         return hashlib.sha256((target / MANIFEST).read_bytes()).hexdigest()
     for stale in outbox_dir(settings).glob(f".tmp-{request_id}-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    manifest = {**manifest, "files": {n: {"sha256": hashlib.sha256(d).hexdigest(),
-                                          "bytes": len(d)} for n, d in files.items()}}
+    manifest = {k: v for k, v in manifest.items() if k not in REVIEW_ONLY}
+    manifest["files"] = {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)}
+                         for n, d in files.items()}
     data = manifest_bytes(manifest)
     write_files_atomically(target, {**files, MANIFEST: data})
     return hashlib.sha256(data).hexdigest()

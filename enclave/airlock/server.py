@@ -10,8 +10,10 @@ Two ways to know who is calling:
   with ``--tokens``; browsers sign in at ``/login`` with a token. Refused when the hub environment
   is present, so it cannot be switched on in the hub configuration.
 
-Forms are protected by tornado's xsrf cookies (hub mode: JupyterHub's xsrf check); JSON calls that
-carry an ``Authorization`` header are exempt (a browser never adds that header by itself).
+Forms are protected by tornado's xsrf cookies (hub mode: JupyterHub's xsrf check); a call is exempt
+only when its ``Authorization`` token actually authenticates a user (a browser never adds that
+header by itself). A header with a bogus token exempts nothing: a cookie-authenticated form post
+still needs its xsrf token.
 Blocking work (SQLite, the checks' re-run) runs in a small thread pool, one :class:`Airlock` per
 thread.
 """
@@ -22,6 +24,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +34,9 @@ from typing import Any
 import tornado.web
 from tornado.escape import json_encode
 
-from enclave.airlock import pages, store
+from enclave.airlock import egress, pages, store
 from enclave.airlock.exports import Airlock
+from enclave.airlock.outbox import MANIFEST, requester_manifest
 from enclave.airlock.workflow import can_revoke, can_vote, can_withdraw
 from enclave.audit import ACTION, record_event_in, transaction
 from enclave.errors import (
@@ -42,11 +46,21 @@ from enclave.errors import (
     InvalidTransitionError,
     PermissionDeniedError,
 )
+from enclave.model.project import PROJECT_ID
 from enclave.settings import Settings
 
 USER_COOKIE = "enclave-airlock-user"
-#: audit namespaces only the enclave itself writes; POST /api/audit may not use them
-RESERVED_ACTIONS = ("request.", "project.", "role.", "release.", "audit.", "synthetic.")
+#: audit namespaces only the enclave itself writes; POST /api/audit may not use them ...
+RESERVED_ACTIONS = ("request.", "project.", "role.", "release.", "audit.", "synthetic.",
+                    "airlock.", "hub.login")
+#: ... except these, which a kernel writes about itself (a release it opened)
+KERNEL_ACTIONS = ("release.read",)
+#: typed subjects (``kind:…``) the enclave writes; another process may name only releases it can
+#: read and its own user, never another user, request, project or role
+SUBJECT_KINDS = frozenset({"user", "request", "project", "role", "release", "audit", "synthetic",
+                           "output", "ledger"})
+_KIND = re.compile(r"\s*([A-Za-z][\w-]*)\s*:")
+RELEASE_SUBJECT = re.compile(rf"release:(synthetic/)?({PROJECT_ID.pattern})/v[0-9]{{1,6}}")
 _STATUS = {BadInputError: 400, PermissionDeniedError: 403, InvalidTransitionError: 409}
 
 
@@ -139,8 +153,9 @@ class TokenAuth:
     def get_current_user(self):
         header = self.request.headers.get("Authorization", "")
         if header.lower().startswith("token "):
-            self._token_authenticated = True
-            return self.settings["tokens"].get(header[6:].strip())
+            user = self.settings["tokens"].get(header[6:].strip())
+            self._token_authenticated = user is not None
+            return user
         cookie = self.get_signed_cookie(USER_COOKIE, max_age_days=1)
         return cookie.decode() if cookie else None
 
@@ -148,21 +163,45 @@ class TokenAuth:
         return self.prefix + "login"
 
     def check_xsrf_cookie(self) -> None:
-        if self.request.headers.get("Authorization"):
-            return
-        super().check_xsrf_cookie()
+        """Exempt only a call whose token names a user; anything else needs the xsrf token."""
+        if not self.request.headers.get("Authorization"):
+            super().check_xsrf_cookie()
+        elif self.current_user is None or not getattr(self, "_token_authenticated", False):
+            _as_form(super().check_xsrf_cookie)
+
+
+def _as_form(check) -> None:
+    """The xsrf check of a request whose token authenticated nobody; its refusal says so."""
+    try:
+        check()
+    except tornado.web.HTTPError as exc:
+        raise tornado.web.HTTPError(
+            403, "the Authorization token authenticates nobody (unknown or expired), and without "
+                 "one a form post needs its xsrf token") from exc
 
 
 def hub_mixin() -> type:
     """Hub OAuth for browsers, hub tokens for API calls. Tornado checks xsrf before it knows who
-    is calling, so a request carrying an ``Authorization`` header is exempt (a browser never adds
-    one by itself, and a cross-site page cannot without a CORS preflight this service refuses);
-    it is then authenticated by that token alone."""
+    is calling, so a request carrying an ``Authorization`` header is first authenticated with the
+    hub: it is exempt only when the hub vouches for its token (a browser never adds the header by
+    itself, and a cross-site page cannot without a CORS preflight this service refuses). With a
+    token the hub does not know, JupyterHub falls back to the cookie, which needs the xsrf token
+    like any form."""
     from jupyterhub.services.auth import HubOAuthenticated
 
     class HubAuth(HubOAuthenticated):
         def check_xsrf_cookie(self) -> None:
-            if self.request.headers.get("Authorization"):
+            # resolving the user re-enters here (JupyterHub checks xsrf before it accepts the
+            # cookie); that inner call does the plain check
+            if self.request.headers.get("Authorization") and not getattr(
+                    self, "_enclave_resolving", False):
+                self._enclave_resolving = True
+                try:
+                    self.current_user  # noqa: B018  (asks the hub about the token)
+                finally:
+                    self._enclave_resolving = False
+                if not getattr(self, "_token_authenticated", False):
+                    _as_form(super().check_xsrf_cookie)
                 return
             super().check_xsrf_cookie()
 
@@ -261,10 +300,13 @@ class DownloadHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self, request_id: str, name: str) -> None:
         path: Path = await self.act("download", self.user_name, request_id, name)
+        data = path.read_bytes()
+        if path.name == MANIFEST:  # an outbox written before votes were kept out of it
+            data = requester_manifest(data)
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Content-Disposition", f'attachment; filename="{path.name}"')
         self.set_header("X-Content-Type-Options", "nosniff")
-        self.finish(path.read_bytes())
+        self.finish(data)
 
 
 # --- JSON API -------------------------------------------------------------------------------
@@ -324,20 +366,33 @@ class ApiAction(BaseHandler):
 
 
 class ApiAudit(BaseHandler):
-    """Other processes (the hub's lock-down extension, running as the researcher) append audit
-    events here; the actor is the authenticated user, never a claimed one."""
+    """Other processes (the hub's lock-down extension, a kernel opening a release, both running
+    as the researcher) append audit events here; the actor is the authenticated user, never a
+    claimed one. Refused, and the refusal itself recorded: an event over
+    ``airlock.max_audit_event_bytes``, an action of the enclave's own namespaces (but
+    ``release.read``), a subject naming another user, a request, project or role, or a release
+    the caller is not a member of."""
 
     @tornado.web.authenticated
     async def post(self) -> None:
+        user, limit = self.user_name, self.backend.settings.airlock.max_audit_event_bytes
+        if len(self.request.body) > limit:
+            await self._refuse(413, f"the audit event is {len(self.request.body)} bytes; at most "
+                                    f"{limit} are accepted", size=len(self.request.body))
         body = self.json_body()
         action, subject = str(body.get("action", "")), str(body.get("subject", ""))
         detail = body.get("detail") or {}
-        if not ACTION.fullmatch(action) or action.startswith(RESERVED_ACTIONS):
-            raise tornado.web.HTTPError(400, f"audit action '{action[:64]}' is not allowed here")
+        if not ACTION.fullmatch(action) or (action.startswith(RESERVED_ACTIONS)
+                                            and action not in KERNEL_ACTIONS):
+            await self._refuse(400, f"audit action '{action[:64]}' is not allowed here",
+                               action=action[:64])
         if not subject or len(subject) > 200 or not isinstance(detail, dict):
             raise tornado.web.HTTPError(400, "an audit event needs a subject (<= 200 characters) "
                                              "and a JSON object as detail")
-        user = self.user_name
+        actor = await self.backend.call("actor", user)
+        problem = _subject_problem(user, actor.projects, action, subject)
+        if problem:
+            await self._refuse(problem[0], problem[1], action=action, subject=subject)
 
         def append(airlock: Airlock) -> int:
             with transaction(airlock.con):
@@ -348,6 +403,70 @@ class ApiAudit(BaseHandler):
         self.set_status(201)
         self.finish({"seq": seq})
 
+    async def _refuse(self, code: int, message: str, **detail: Any) -> None:
+        user = self.user_name
+
+        def append(airlock: Airlock) -> None:
+            with transaction(airlock.con):
+                record_event_in(airlock.con, actor=user, action="audit.event_refused",
+                                subject=f"user:{user}",
+                                detail={"reason": message, "status": code, **detail})
+
+        await self.backend.run(append)
+        raise tornado.web.HTTPError(code, message.replace("%", "%%"))
+
+
+def _subject_problem(user: str, projects: frozenset[str], action: str,
+                     subject: str) -> tuple[int, str] | None:
+    """Why ``user`` may not write an event about ``subject`` (None: they may). Untyped subjects
+    (routes, files, kernels of the caller's own server) are the caller's own business."""
+    if action in KERNEL_ACTIONS:
+        m = RELEASE_SUBJECT.fullmatch(subject)
+        if not m:
+            return 400, (f"a {action} event is about a release: 'release:<project>/vN' or "
+                         "'release:synthetic/<project>/vN'")
+        if not m.group(1) and m.group(2) not in projects:
+            return 403, f"{user} is not a member of project {m.group(2)}: not their release"
+        return None
+    m = _KIND.match(subject)
+    kind = m.group(1).lower() if m else ""
+    if kind not in SUBJECT_KINDS:
+        return None
+    if kind == "user" and subject.strip() == f"user:{user}":
+        return None
+    what = "another user" if kind == "user" else f"a {kind}"
+    return 403, (f"an audit event about {what} ({subject[:64]}) is written by the enclave only; "
+                 f"an event from {user} may be about user:{user} or a release it read")
+
+
+class ApiEgress(BaseHandler):
+    """The daily egress budget (:mod:`enclave.airlock.egress`): a user server reports the bytes
+    it handed to the browser (``POST {"bytes", "channel"}``: reports only add) and reads the
+    day's total (``GET``); the user is the authenticated one."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        user = self.user_name
+        self.finish(await self.backend.run(
+            lambda a: egress.usage(a.con, self.backend.settings, user)))
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        body, user = self.json_body(), self.user_name
+        try:
+            n, channel = int(body.get("bytes")), str(body.get("channel"))
+            refused = int(body.get("refused") or 0)
+        except (TypeError, ValueError):
+            raise tornado.web.HTTPError(400, "an egress report needs bytes and a channel"
+                                        ) from None
+        try:
+            answer = await self.backend.run(
+                lambda a: egress.add_usage(a.con, self.backend.settings, user, n, channel,
+                                           refused))
+        except ValueError as exc:
+            raise tornado.web.HTTPError(400, str(exc)) from None
+        self.finish(answer)
+
 
 HANDLERS = [
     ("", HomeHandler), ("requests", ListPage), (r"requests/([\w-]+)", RequestPage),
@@ -356,7 +475,7 @@ HANDLERS = [
     (r"requests/([\w-]+)/download/([\w.-]+)", DownloadHandler),
     ("api/requests", ApiRequests), (r"api/requests/([\w-]+)", ApiRequest),
     (r"api/requests/([\w-]+)/(vote|withdraw|revoke|resubmit|comment)", ApiAction),
-    ("api/audit", ApiAudit),
+    ("api/audit", ApiAudit), ("api/egress", ApiEgress),
 ]
 
 

@@ -41,10 +41,27 @@ def hub_serviceenv(obj: _Ctx, force: bool) -> None:
 def hub_sync(obj: _Ctx) -> None:
     """Create the service users and re-apply owners and modes of the zones and releases
     (project groups, 0440 files, the airlock's own folder)."""
+    from enclave.hub.access import reconcile
     from enclave.hub.permissions import apply_release_permissions, ensure_service_users
 
     ensure_service_users(obj.settings)
     apply_release_permissions(obj.settings, echo=click.echo)
+    reconcile(obj.settings, echo=click.echo)
+
+
+@hub.command("watch")
+@click.option("--every", "every", type=float, default=None, metavar="SECONDS",
+              help="Seconds between checks (default: hub.access_check_interval_s).")
+@click.option("--once", is_flag=True, help="Check once and exit.")
+@pass_ctx
+def hub_watch(obj: _Ctx, every: float | None, once: bool) -> None:
+    """Make project groups, running processes and release modes agree with the control database,
+    again and again: removed members, closed or expired projects and disabled users lose access
+    (the hub runs this as its enclave-access service; root only)."""
+    from enclave.hub.access import watch
+
+    watch(obj.settings, every or obj.settings.hub.access_check_interval_s,
+          rounds=1 if once else None, echo=lambda m: click.echo(m, err=True))
 
 
 @hub.command("egress")

@@ -123,6 +123,18 @@ def _lifecycle(obj: _Ctx, project_id: str, action: str, as_user: str | None, *,
         p = change_project(a.con, store, actor, project_id, ProjectAction(action), member=member,
                            reason=reason)
     click.echo(f"project {p.id}: {p.status.value}; members {', '.join(p.members)}")
+    if action in ("remove_member", "close"):
+        _take_access_away(obj)
+
+
+def _take_access_away(obj: _Ctx) -> None:
+    """At once, not at the next check of the hub's access watch (root only; else the watch)."""
+    import os
+
+    if os.geteuid() == 0:
+        from enclave.hub.access import reconcile
+
+        reconcile(obj.settings, echo=click.echo)
 
 
 _as = click.option("--as", "as_user", metavar="USER",
@@ -169,6 +181,7 @@ def project_expire_cmd(obj: _Ctx) -> None:
     with Airlock(obj.settings, projects=store) as a:
         done = expire_projects(a.con, store)
     click.echo(f"expired: {', '.join(done) or 'none'}")
+    _take_access_away(obj)
 
 
 @project.group("member")

@@ -28,16 +28,21 @@ def _serve_default() -> bool:
               help="Create the demo users and serve the hub (default: serve, unless "
                    "ENCLAVE_UP_SERVE=0; without serving, up stops after the release, twin and "
                    "indicators).")
+@click.option("--show-passwords", is_flag=True,
+              help="Also print the demo users' passwords (they go to standard output, and to "
+                   "whatever log keeps it); by default only the root-only file holding them is "
+                   "named.")
 @pass_ctx
 def up(obj: _Ctx, patients: int, hospitals: int, seed: int, data_only: bool,
-       serve: bool | None) -> None:
+       serve: bool | None, show_passwords: bool) -> None:
     """Bring the enclave up on demo data, and serve it.
 
     Generates the demo hospitals (once) and ingests them; then (unless --data-only) records the
     demo project and builds its release, twin and indicators; then (when serving, as root)
     creates the demo users (a researcher, two stewards, a policymaker) with fresh passwords,
-    printed once, and starts the hub on 127.0.0.1:8000 in the background. Safe to run again:
-    done work is kept. 'enclave down' stops everything it started.
+    written to <home>/restricted/demo-credentials.txt (0600, root; its path is printed, the
+    passwords only with --show-passwords), and starts the hub on 127.0.0.1:8000 in the
+    background. Safe to run again: done work is kept. 'enclave down' stops everything it started.
     """
     from enclave.workflows.demo_up import bring_up
 
@@ -50,7 +55,12 @@ def up(obj: _Ctx, patients: int, hospitals: int, seed: int, data_only: bool,
 
         summary.update(build_demo_project(settings, echo=click.echo))
         if serve:
-            summary["users"] = serve_demo(settings, echo=click.echo)
+            from enclave.workflows.enclave_up import credentials_path
+
+            users = serve_demo(settings, echo=click.echo)
+            summary["users"] = {name: u if show_passwords else {"role": u["role"]}
+                                for name, u in users.items()}
+            summary["credentials"] = str(credentials_path(settings))
             summary["hub"] = f"http://{settings.hub.ip}:{settings.hub.port}/"
     click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
 

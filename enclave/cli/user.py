@@ -55,7 +55,25 @@ def user_remove(obj: _Ctx, name: str) -> None:
     if name not in {u.name for u in list_users(obj.settings)}:
         raise click.BadParameter(f"'{name}' is not an enclave user", param_hint="NAME")
     remove_user(name)
+    from enclave.hub import egress
+
+    egress.refresh(obj.settings)
     click.echo(f"removed {name}")
+
+
+@user.command("disable")
+@click.argument("name")
+@pass_ctx
+def user_disable(obj: _Ctx, name: str) -> None:
+    """Lock NAME's login, take every enclave group away and stop their server and kernels
+    (audited; their home stays for the record)."""
+    from enclave.hub.access import disable_user
+    from enclave.hub.permissions import list_users
+
+    if name not in {u.name for u in list_users(obj.settings)}:
+        raise click.BadParameter(f"'{name}' is not an enclave user", param_hint="NAME")
+    removed = disable_user(obj.settings, name)
+    click.echo(f"disabled {name}: login locked, removed from {', '.join(removed) or 'no group'}")
 
 
 @user.command("list")

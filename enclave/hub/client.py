@@ -109,7 +109,9 @@ class UserServer:
                                 headers=headers, **kwargs)
 
     def run(self, code: str, timeout: float = 60) -> dict:
-        """Run ``code`` in a fresh kernel; returns {'stdout', 'error', 'seconds'}."""
+        """Run ``code`` in a fresh kernel; returns {'stdout' (every stream's text), 'stderr' (the
+        stderr texts alone), 'output_bytes' (size of the output messages received), 'error',
+        'seconds'}."""
         r = self.request("POST", "api/kernels", json={"name": "enclave"})
         if r.status_code != 201:
             raise HubClientError(f"kernel start: {r.status_code} {r.text[:300]}")
@@ -131,7 +133,7 @@ class UserServer:
             "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
             "content": {"code": code, "silent": False, "store_history": False,
                         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
-        out, error, done_shell, done_idle = [], None, False, False
+        out, err, size, error, done_shell, done_idle = [], [], 0, None, False, False
         try:
             while not (done_shell and done_idle):
                 raw = await asyncio.wait_for(conn.read_message(), timeout)
@@ -141,8 +143,12 @@ class UserServer:
                 if msg.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
                 kind, content = msg["header"]["msg_type"], msg["content"]
+                if kind in ("stream", "display_data", "execute_result"):
+                    size += len(raw)
                 if kind == "stream":
                     out.append(content["text"])
+                    if content.get("name") == "stderr":
+                        err.append(content["text"])
                 elif kind == "error":
                     error = f"{content['ename']}: {content['evalue']}"
                 elif kind == "execute_reply":
@@ -151,4 +157,5 @@ class UserServer:
                     done_idle = True
         finally:
             conn.close()
-        return {"stdout": "".join(out), "error": error, "seconds": time.perf_counter() - t0}
+        return {"stdout": "".join(out), "stderr": err, "output_bytes": size, "error": error,
+                "seconds": time.perf_counter() - t0}

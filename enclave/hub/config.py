@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,13 @@ def service_specs(settings: Settings, *, airlock: bool, dashboards: list[str] | 
         "command": [py, "-I", "-m", "jupyterhub_idle_culler",
                     f"--timeout={h.idle_timeout_s}", f"--cull-every={h.cull_every_s}"],
     }]
+    # the one service that runs as root: changing Unix groups and stopping other users' processes
+    # needs it; it listens on no port and reads nothing but the control database
+    services.append({
+        "name": "enclave-access", "environment": path,
+        "command": [sys.executable, "-I", "-m", "enclave", "--home", home, "hub", "watch",
+                    "--every", str(h.access_check_interval_s)],
+    })
     if airlock:
         services.append({
             "name": "airlock", "url": f"http://127.0.0.1:{h.airlock_port}", "oauth_no_confirm": True,
@@ -160,11 +168,14 @@ def configure(c: Any, settings: Settings, *, airlock: bool | None = None,
         "ENCLAVE_HOME": str(settings.home),
         "ENCLAVE_AUDIT_URL": f"http://127.0.0.1:{h.airlock_port}/services/airlock/api/audit",
         "ENCLAVE_AIRLOCK_URL": f"http://127.0.0.1:{h.airlock_port}/services/airlock",
+        # the daily egress budget through the browser, and the largest single kernel output
+        "ENCLAVE_EGRESS_BUDGET_BYTES": str(int(h.egress_budget_mb * (1 << 20))),
+        "ENCLAVE_IOPUB_MAX_MESSAGE_BYTES": str(h.iopub_max_message_bytes),
     }
     # the server's own token may also call the airlock (audit events, relayed export requests)
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
                                      "access:services!service=airlock"]
-    c.Spawner.pre_spawn_hook = _prepare_spawn(h.researchers_group, h.project_group_prefix)
+    c.Spawner.pre_spawn_hook = _prepare_spawn(settings)
 
     ops = state / "ops_token"
     if ops.exists():  # the admin's own token (root-only file): status, tests, benchmarks
@@ -172,11 +183,17 @@ def configure(c: Any, settings: Settings, *, airlock: bool | None = None,
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles(settings, services)
     c.JupyterHub.default_url = _landing(settings)
+    from enclave.hub.anchor import schedule_anchors
+
+    schedule_anchors(settings)  # root-side audit anchors; nothing outside the hub's event loop
 
 
-def _prepare_spawn(group: str, project_prefix: str):
+def _prepare_spawn(settings: Settings):
     """Only researchers get a server; one whose Unix groups name exactly one project gets it as
-    ``ENCLAVE_PROJECT`` (the research API's default project)."""
+    ``ENCLAVE_PROJECT`` (the research API's default project); the egress rule is refreshed first,
+    so a researcher added since the last refresh is covered before their server runs."""
+    group, project_prefix = settings.hub.researchers_group, settings.hub.project_group_prefix
+
     def hook(spawner) -> None:
         import grp
         import os
@@ -187,6 +204,9 @@ def _prepare_spawn(group: str, project_prefix: str):
         groups = {grp.getgrgid(g).gr_name for g in os.getgrouplist(name, pw.pw_gid)}
         if group not in groups:
             raise PermissionError(f"{name} is not a researcher: no notebook server")
+        from enclave.hub import egress  # the egress set holds every researcher before they run
+
+        egress.refresh(settings)
         projects = sorted(g[len(project_prefix):] for g in groups if g.startswith(project_prefix))
         if len(projects) == 1:
             spawner.environment = {**spawner.environment, "ENCLAVE_PROJECT": projects[0]}

@@ -1,6 +1,11 @@
 """Network egress of researchers, denied by nftables per Unix uid (second line behind the kernel's
 empty network namespace).
 
+The set of uids follows the researchers group: :func:`refresh` rebuilds it whenever the table is
+installed and membership may have changed — ``enclave user add|grant|disable|remove``, ``enclave
+hub sync``, the hub's access watch, and before every notebook server starts (the hub's pre-spawn
+hook) — so a researcher added at any time is covered before their first process runs.
+
 Kernels already run without a network (:mod:`enclave.hub.kernel`); this rule covers every other
 process a researcher runs, the notebook server included: the only connections their uids may open
 are to the hub API and the airlock on 127.0.0.1 (answers to the proxy's connections pass as
@@ -61,6 +66,22 @@ def apply_egress(settings: Settings) -> str:
     _nft(ruleset(settings, uids))
     return (f"egress denied for {len(uids)} researcher uid(s) "
             f"(nftables table inet {settings.hub.egress_table})")
+
+
+def installed(settings: Settings) -> bool:
+    nft = shutil.which("nft")
+    if not nft:
+        return False
+    proc = subprocess.run([nft, "list", "table", "inet", settings.hub.egress_table],
+                          capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+def refresh(settings: Settings) -> str | None:
+    """Rebuild the rule with the current researchers, if it is installed (else nothing)."""
+    if not installed(settings):
+        return None
+    return apply_egress(settings)
 
 
 def remove_egress(settings: Settings) -> None:

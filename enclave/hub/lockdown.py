@@ -7,6 +7,14 @@ the user:
 - ``/files``, ``/view``, ``/nbconvert`` and ``/api/nbconvert`` (raw download, conversion/export),
   terminals (``/terminals``, ``/api/terminals``; they are also disabled), and the lab extension
   manager (``/lab/api/extensions``: installing packages is the admins' job);
+- kernels other than the enclave's (``enclave``, :mod:`enclave.hub.kernel`): the kernel spec
+  manager knows no other name (jupyter_client would otherwise fall back to ipykernel's own
+  ``python3`` spec, with the host's network), and starting one answers 403;
+- bulk transfer through the browser past the daily egress budget (:mod:`enclave.hub.budget`):
+  file contents read through the contents API and kernel output over the websocket are counted
+  per user and day (the airlock keeps the count and alerts the stewards); past the budget, reads
+  answer 403 and kernel output is replaced by a notice; one kernel output larger than
+  ``ENCLAVE_IOPUB_MAX_MESSAGE_BYTES`` is withheld, and the iopub data rate is limited;
 - uploads: saving a file through the contents API in base64 (how JupyterLab uploads every file),
   any text file larger than ``hub.upload_max_bytes`` and any notebook larger than
   ``hub.notebook_max_bytes``;
@@ -25,15 +33,36 @@ import json
 import logging
 import os
 
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado import web
 from traitlets import Int
 
 from enclave.hub import relay
 from enclave.hub.audit import forward_event
+from enclave.hub.budget import MESSAGE_ENV, EgressMeter
 
 log = logging.getLogger("enclave.hub.lockdown")
+
+#: the only kernel a user server starts (see enclave.hub.kernel and userenv.kernel_spec)
+KERNEL = "enclave"
+#: files the server and its kernels create are the user's alone
+UMASK = 0o077
+#: kernel messages that carry output to the browser (counted against the egress budget)
+OUTPUT_MESSAGES = frozenset({"stream", "display_data", "update_display_data", "execute_result",
+                             "error"})
+_meter: EgressMeter | None = None
+
+
+def meter() -> EgressMeter:
+    """This server's egress meter (one per user server; created on first use)."""
+    global _meter
+    if _meter is None:
+        _meter = EgressMeter.from_env()
+    return _meter
 
 #: Route patterns (relative to the server's base URL) refused outright.
 REFUSED_ROUTES = (
@@ -102,7 +131,68 @@ class EnclaveContentsManager(AsyncLargeFileManager):
         model = await super().get(path, content=content, type=type, format=format, **kwargs)
         if content and model.get("format") == "base64":
             self._refuse("binary download is disabled", path)
+        if content and model.get("content") is not None:
+            body = model["content"]
+            size = len(body.encode() if isinstance(body, str) else json.dumps(body).encode())
+            if not meter().allows(size):
+                audit("hub.egress_refused", path.strip("/") or "/", {"bytes": size,
+                                                                     "channel": "contents"})
+                meter().refused(size, "contents")
+                raise web.HTTPError(403, meter().refusal())
+            meter().add(size, "contents")
         return model
+
+
+class EnclaveKernelSpecManager(KernelSpecManager):
+    """Knows the allowed kernel specs only: ``get_kernel_spec('python3')`` does not fall back to
+    ipykernel's built-in spec (which would run with the host's network)."""
+
+    def get_kernel_spec(self, kernel_name: str):
+        if kernel_name.lower() not in (self.allowed_kernelspecs or {KERNEL}):
+            raise NoSuchKernel(kernel_name)
+        return super().get_kernel_spec(kernel_name)
+
+
+class EnclaveKernelManager(AsyncMappingKernelManager):
+    """Starts the enclave kernel only; any other name is refused (403) and audited."""
+
+    async def start_kernel(self, *args, **kwargs):
+        name = kwargs.get("kernel_name") or self.default_kernel_name
+        if name != KERNEL:
+            audit("hub.kernel_refused", str(name)[:64], {"allowed": KERNEL})
+            raise web.HTTPError(403, f"refused by the enclave: only the '{KERNEL}' kernel "
+                                     "(no network) may run here")
+        return await super().start_kernel(*args, **kwargs)
+
+
+class EnclaveWebsocketConnection(ZMQChannelsWebsocketConnection):
+    """Kernel output to the browser, counted against the egress budget; a single output larger
+    than the per-message limit, or any output past the budget, is replaced by a notice."""
+
+    def _limit_rate(self, channel, msg, msg_list):
+        if super()._limit_rate(channel, msg, msg_list):
+            return True
+        if channel != "iopub":
+            return False
+        msg["header"] = self.get_part("header", msg["header"], msg_list)
+        if msg["header"].get("msg_type") not in OUTPUT_MESSAGES:
+            return False
+        size = sum(len(part) for part in msg_list)
+        limit = int(os.environ.get(MESSAGE_ENV) or 4 << 20)
+        why = None
+        if size > limit:
+            why = (f"refused by the enclave: an output of {size:,} bytes is larger than the "
+                   f"{limit:,} bytes one output may carry to the browser")
+        elif not meter().allows(size):
+            why = meter().refusal()
+            meter().refused(size, "iopub")
+        if why is None:
+            meter().add(size, "iopub")
+            return False
+        audit("hub.egress_refused", str(self.kernel_id), {"bytes": size, "channel": "iopub"})
+        parent = self.get_part("parent_header", msg["parent_header"], msg_list)
+        self.write_stderr(why, parent)
+        return True
 
 
 def _forward_server_events(serverapp) -> None:
@@ -117,6 +207,7 @@ def _forward_server_events(serverapp) -> None:
 
 
 def _load_jupyter_server_extension(serverapp) -> None:
+    os.umask(UMASK)  # the server's files and its kernels' (a 0644 file in /tmp was readable)
     base = serverapp.base_url.rstrip("/")
     handlers = [(f"{base}/{pattern}", RefusedHandler) for pattern in REFUSED_ROUTES]
     serverapp.web_app.add_handlers(".*$", handlers)
@@ -124,6 +215,9 @@ def _load_jupyter_server_extension(serverapp) -> None:
         log.error("enclave lock-down: contents manager is %s, not EnclaveContentsManager",
                   type(serverapp.contents_manager).__name__)
         raise SystemExit("enclave lock-down: the contents manager policy was overridden")
+    if not isinstance(serverapp.kernel_manager, EnclaveKernelManager) or not isinstance(
+            serverapp.kernel_spec_manager, EnclaveKernelSpecManager):
+        raise SystemExit("enclave lock-down: the kernel manager policy was overridden")
     _forward_server_events(serverapp)
     airlock = os.environ.get(relay.AIRLOCK_ENV)
     if airlock:

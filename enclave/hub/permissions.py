@@ -129,6 +129,9 @@ def add_user(settings: Settings, name: str, role: str, *, projects: tuple[str, .
         copy_examples(name)
     for p in projects:
         grant(settings, name, p)
+    from enclave.hub import egress  # a new researcher is in the egress set before they log in
+
+    egress.refresh(settings)
     return password
 
 
@@ -172,6 +175,9 @@ def grant(settings: Settings, name: str, project_id: str) -> None:
     _check_membership(settings, name, (project_id,))
     ensure_group(project_group(settings, project_id))
     _sh(["usermod", "--append", "--groups", project_group(settings, project_id), name])
+    from enclave.hub import egress
+
+    egress.refresh(settings)
 
 
 def ensure_service_users(settings: Settings) -> dict[str, int]:
@@ -287,10 +293,15 @@ def apply_release_permissions(settings: Settings, echo: Callable[[str], None] = 
     readable = []  # groups the airlock joins to re-run outputs on what the researcher read
     if des.exists():
         _set(des, 0o711)
+        usable = _usable_projects(settings)
         for project_dir in sorted(p for p in des.iterdir() if p.is_dir()):
             gid = ensure_group(project_group(settings, project_dir.name))
             _tree(project_dir, gid)
             readable.append(project_group(settings, project_dir.name))
+            if project_dir.name not in usable:  # closed, expired or unknown: root only
+                _set(project_dir, 0o700)
+                echo(f"releases of {project_dir.name}: closed (the project is not active)")
+                continue
             echo(f"releases of {project_dir.name}: group {project_group(settings, project_dir.name)}")
     syn = rel / "synthetic"
     if syn.exists():
@@ -301,6 +312,14 @@ def apply_release_permissions(settings: Settings, echo: Callable[[str], None] = 
         # read the new project's release, so it is restarted (by the hub) with its new groups
         if restart_service_processes(airlock.pw_uid, "airlock serve"):
             echo("the airlock joined new project groups: restarted (the hub starts it again)")
+
+
+def _usable_projects(settings: Settings) -> set[str]:
+    from datetime import date
+
+    from enclave.projects import SqlProjectStore
+
+    return {p.id for p in SqlProjectStore(settings).list() if p.is_usable(date.today())}
 
 
 def _tree(root: Path, gid: int) -> None:

@@ -117,12 +117,16 @@ def server_policy() -> dict:
             "terminals_enabled": False,
             "allow_remote_access": False,
             "contents_manager_class": "enclave.hub.lockdown.EnclaveContentsManager",
+            "kernel_manager_class": "enclave.hub.lockdown.EnclaveKernelManager",
+            "kernel_spec_manager_class": "enclave.hub.lockdown.EnclaveKernelSpecManager",
+            "kernel_websocket_connection_class":
+                "enclave.hub.lockdown.EnclaveWebsocketConnection",
         },
         # no package installs and no calls home from the lab server (egress is denied anyway)
         "LabApp": {"extension_manager": "readonly", "news_url": None,
                    "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
         "KernelSpecManager": {"allowed_kernelspecs": ["enclave"], "ensure_native_kernel": False},
-        "MappingKernelManager": {"cull_idle_timeout": 0},
+        "MappingKernelManager": {"cull_idle_timeout": 0, "default_kernel_name": "enclave"},
         "KernelManager": {"transport": "ipc"},
         "ContentsManager": {"allow_hidden": False},
     }
@@ -135,6 +139,9 @@ def write_policy(env: Path, settings: Settings) -> None:
     policy = server_policy()
     policy["EnclaveContentsManager"] = {"upload_max_bytes": settings.hub.upload_max_bytes,
                                         "notebook_max_bytes": settings.hub.notebook_max_bytes}
+    policy["ZMQChannelsWebsocketConnection"] = {
+        "limit_rate": True, "iopub_data_rate_limit": float(settings.hub.iopub_data_rate_limit),
+        "iopub_msg_rate_limit": 1000.0, "rate_limit_window": 3.0}
     # conf.d files only enable extensions; the policy itself must be the sys-prefix config file
     (etc / "jupyter_server_config.d" / "enclave-lockdown.json").write_text(json.dumps(
         {"ServerApp": {"jpserver_extensions": policy["ServerApp"]["jpserver_extensions"]}}, indent=2))

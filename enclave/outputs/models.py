@@ -25,8 +25,8 @@ import polars as pl
 from enclave.db import frame
 from enclave.disclosure import DisclosurePolicy, check_dof, round_counts
 from enclave.errors import BadInputError
-from enclave.outputs.formula import check_formula
 from enclave.outputs.evaluation import POPULATION, Evaluation, cell_key, make_cell, q, sub
+from enclave.outputs.formula import check_formula
 
 
 def _fit(kind: str, formula: str, data):

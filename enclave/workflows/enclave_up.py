@@ -8,7 +8,8 @@ Stages, each safe to run again (done work is recognised and kept):
    the synthetic twin and the indicator table (each through its own ``enclave`` command, so a
    missing optional part — the ``synthetic`` extra, say — is reported and skipped, not fatal);
 3. (serving only, root) the user and service environments, the service users (airlock,
-   dashboards), the demo users with fresh passwords printed once,
+   dashboards), the demo users with fresh passwords written to a root-only file in the
+   restricted zone (:func:`write_demo_credentials`; never printed unless asked),
    the project approved by a demo steward and activated, release permissions, the egress rule,
    and the hub (with airlock and dashboards) started detached on ``hub.ip:hub.port``.
 
@@ -33,6 +34,34 @@ DEMO_ROLES = (("researcher", "researcher"), ("steward1", "steward"), ("steward2"
 DEMO_TABLES = ("person", "visit_occurrence", "condition_occurrence", "measurement",
                "drug_exposure", "cost", "care_site", "death", "observation_period")
 REPO = Path(__file__).resolve().parents[2]
+CREDENTIALS = "demo-credentials.txt"
+
+
+def credentials_path(settings: Settings) -> Path:
+    """Where ``enclave up`` leaves the demo users' passwords: the restricted zone (root, 0700)."""
+    return settings.restricted_dir / CREDENTIALS
+
+
+def write_demo_credentials(settings: Settings, users: dict[str, dict]) -> Path:
+    """Write ``{name: {"role", "password"}}`` to :func:`credentials_path` (0600, replaced
+    atomically, never world-readable for a moment); returns the path."""
+    from enclave.store import ensure_restricted_zone
+
+    ensure_restricted_zone(settings)
+    path = credentials_path(settings)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    lines = ["# enclave up: the demo users (user role password); root only. Delete it once the",
+             "# passwords are handed over; 'enclave up' writes new ones each time it serves."]
+    lines += [f"{name} {u['role']} {u['password']}" for name, u in users.items()]
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, ("\n".join(lines) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
 
 
 def demo_users(settings: Settings) -> list[tuple[str, str]]:
@@ -117,7 +146,8 @@ def dashboards_command(settings: Settings) -> list[str] | None:
 
 
 def serve_demo(settings: Settings, echo: Callable[[str], None]) -> dict:
-    """Users, permissions, egress rule and the hub (root only). Returns users and their passwords."""
+    """Users, permissions, egress rule and the hub (root only). Returns users and their passwords
+    (also written to :func:`credentials_path`; echoed nowhere)."""
     from enclave.hub import egress, permissions, serve
     from enclave.hub.userenv import build_serviceenv, build_userenv
 
@@ -136,6 +166,8 @@ def serve_demo(settings: Settings, echo: Callable[[str], None]) -> dict:
             projects = (DEMO_PROJECT,) if role == "researcher" else ()
             permissions.add_user(settings, name, role, projects=projects, password=password)
         passwords[name] = {"role": role, "password": password}
+    echo(f"demo users' passwords written to {write_demo_credentials(settings, passwords)} "
+         "(root only)")
     for step in (["project", "approve", DEMO_PROJECT, "--as", demo_users(settings)[1][0]],
                  ["project", "activate", DEMO_PROJECT]):
         proc = _enclave(settings, *step)

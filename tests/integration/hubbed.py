@@ -123,16 +123,11 @@ class Bed:
                 / "release.duckdb")
 
 
-def make_bed(port_base: int, *, researchers: int = 2, patients: int = 600,
-             dashboards_dir: Path | None = None, audit_stub: bool = True,
-             hub_settings: str = "", real_dashboards: bool = False, real_airlock: bool = False,
-             stewards: int = 1, twin: bool = False, extra_settings: str = "") -> Bed:
-    """Build data, users and permissions, and start the hub on ports port_base .. port_base+9.
-
-    ``real_airlock``: the real airlock service runs behind the hub (as its own user) instead of
-    the :class:`AuditStub`, and both projects are approved and active; ``twin``: alpha's release
-    gets its synthetic twin (what the example notebooks read); ``stewards``: how many stewards
-    (``steward``, ``steward2`` ...); ``extra_settings``: more TOML sections of settings.toml."""
+def isolated_home(port_base: int, hub_settings: str = "", extra_settings: str = "") -> tuple[str,
+                                                                                         Path]:
+    """A random name prefix and a fresh enclave home under /tmp (0711) whose settings give every
+    machine-wide name (groups, service users, nftables table, demo users) that prefix and the hub
+    the ports port_base .. port_base+5; ``hub_settings`` goes into [hub], ``extra_settings`` after."""
     prefix = "zz" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4))
     home = Path(tempfile.mkdtemp(prefix=f"enclave-{prefix}-", dir="/tmp"))
     os.chmod(home, 0o711)
@@ -146,6 +141,20 @@ def make_bed(port_base: int, *, researchers: int = 2, patients: int = 600,
         f'egress_table = "{prefix}_egress"\ndemo_user_prefix = "{prefix}-"\n'
         f'airlock_user = "{prefix}-air"\ndashboards_user = "{prefix}-dash"\n'
         + hub_settings + "\n" + extra_settings)
+    return prefix, home
+
+
+def make_bed(port_base: int, *, researchers: int = 2, patients: int = 600,
+             dashboards_dir: Path | None = None, audit_stub: bool = True,
+             hub_settings: str = "", real_dashboards: bool = False, real_airlock: bool = False,
+             stewards: int = 1, twin: bool = False, extra_settings: str = "") -> Bed:
+    """Build data, users and permissions, and start the hub on ports port_base .. port_base+9.
+
+    ``real_airlock``: the real airlock service runs behind the hub (as its own user) instead of
+    the :class:`AuditStub`, and both projects are approved and active; ``twin``: alpha's release
+    gets its synthetic twin (what the example notebooks read); ``stewards``: how many stewards
+    (``steward``, ``steward2`` ...); ``extra_settings``: more TOML sections of settings.toml."""
+    prefix, home = isolated_home(port_base, hub_settings, extra_settings)
     settings = load_settings(home)
     build_userenv(settings, echo=lambda _: None)
     build_serviceenv(settings, echo=lambda _: None)
@@ -181,7 +190,9 @@ def make_bed(port_base: int, *, researchers: int = 2, patients: int = 600,
             role = "researcher" if short.startswith("r") else short.rstrip("0123456789")
             mine = tuple(pid for p, pid in projects.items() if name in members[p])
             permissions.add_user(settings, name, role, projects=mine, password=pw)
-        if real_airlock:  # a steward approves both projects, the admin activates them
+        # a steward approves both projects, the admin activates them (until then their releases
+        # are closed to everyone)
+        if stewards:
             for pid in projects.values():
                 enclave(home, "project", "approve", pid, "--as", users["steward"][0])
                 enclave(home, "project", "activate", pid)

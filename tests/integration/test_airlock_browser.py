@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from enclave.airlock.outbox import outbox_dir
+from enclave.audit import connect, events
 from enclave.settings import load_settings
 from tests.airlock_support import (
     REPO,
@@ -103,4 +104,8 @@ def test_two_stewards_approve_in_the_browser_and_the_researcher_downloads(
     settings = load_settings(home)
     assert consistency_problems(settings) == []
     manifest = json.loads((outbox_dir(settings) / rid / "manifest.json").read_text())
-    assert sorted(v["steward"] for v in manifest["votes"]) == sorted(STEWARDS[:2])
+    assert "votes" not in manifest  # blind to the requester: the votes stay in the trail
+    con = connect(settings)
+    assert sorted(e["actor"] for e in events(con, f"request:{rid}")
+                  if e["action"] == "request.vote") == sorted(STEWARDS[:2])
+    con.close()

@@ -13,7 +13,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,24 +39,15 @@ def _enclave(home: Path, *args: str, timeout: int = 1200) -> subprocess.Complete
 
 @pytest.fixture(scope="module")
 def up():
-    prefix = "zz" + os.urandom(3).hex()[:4].translate(str.maketrans("0123456789", "ghijklmnop"))
-    home = Path(tempfile.mkdtemp(prefix=f"enclave-{prefix}-", dir="/tmp"))
-    os.chmod(home, 0o711)
-    (home / "settings.toml").write_text(
-        "[hub]\n"
-        f"port = {PORTS}\nhub_port = {PORTS + 1}\nproxy_api_port = {PORTS + 2}\n"
-        f"airlock_port = {PORTS + 3}\ndashboards_port = {PORTS + 4}\n"
-        f"dashboards_app_port = {PORTS + 5}\n"
-        f'researchers_group = "{prefix}-res"\nstewards_group = "{prefix}-stw"\n'
-        f'policymakers_group = "{prefix}-pol"\nproject_group_prefix = "{prefix}p-"\n'
-        f'egress_table = "{prefix}_egress"\ndemo_user_prefix = "{prefix}-"\n'
-        f'airlock_user = "{prefix}-air"\ndashboards_user = "{prefix}-dash"\n'
-        # a short idle timeout, so the culler's work is seen within the test
-        f"idle_timeout_s = {IDLE_S}\ncull_every_s = 5\n")
+    # a short idle timeout, so the culler's work is seen within the test
+    prefix, home = hubbed.isolated_home(PORTS, f"idle_timeout_s = {IDLE_S}\ncull_every_s = 5\n")
     bed = hubbed.Bed(load_settings(home), prefix, {}, {})
     proc = _enclave(home, "up", "--patients", "600", "--hospitals", "2", "--seed", "3", "--serve")
     summary = json.loads(proc.stdout[proc.stdout.index("\n{") + 1:]) if proc.returncode == 0 else {}
-    bed.users = {u: (u, v["password"]) for u, v in summary.get("users", {}).items()}
+    creds = home / "restricted" / "demo-credentials.txt"  # up prints its path, not the passwords
+    lines = creds.read_text().splitlines() if creds.exists() else []
+    passwords = {n: pw for n, _, pw in (ln.split() for ln in lines if ln and ln[0] != "#")}
+    bed.users = {u: (u, passwords.get(u, "")) for u in summary.get("users", {})}
     try:
         yield home, proc, summary, bed
     finally:
@@ -82,7 +72,8 @@ def test_up_builds_everything_and_serves(up):
     bed.base = summary["hub"].rstrip("/")
     for name, (_, password) in bed.users.items():
         status, _ = hubbed.login(bed.base, name, password)
-        assert status == 302, name                          # the printed passwords work
+        assert status == 302, name                          # the written passwords work
+        assert password not in proc.stdout
 
 
 def test_status_reports_the_running_hub(up):

@@ -109,7 +109,7 @@ def attacks(bed) -> dict:
         "load": ("sql", "LOAD httpfs", {}),
         "call": ("sql", "CALL pragma_database_list()", {}),
         "export": ("sql", f"EXPORT DATABASE '{marker}-export'", {}),
-        "catalog_databases": ("sql", f"SELECT person_id, database_name AS sex FROM person, "
+        "catalog_databases": ("sql", "SELECT person_id, database_name AS sex FROM person, "
                                      "duckdb_databases()", {}),
         "catalog_settings": ("sql", "SELECT person_id, current_setting('temp_directory') AS sex "
                                     "FROM person", {}),

@@ -202,3 +202,47 @@ def test_bad_submissions_are_refused(tmp_path, files, fragment):
     with pytest.raises(BadInputError, match="justification"):
         a.submit(REQUESTER, record("pass"), FILES, " ")
     assert store.list_requests(a.con) == []
+
+
+def test_a_member_removed_before_the_checks_gets_no_rerun(tmp_path):
+    """Membership is checked again when the airlock runs its checks (e.g. a request recovered
+    after a restart): a requester no longer in the project gets a refusal, and the checks (the
+    re-run) are never called."""
+    from dataclasses import replace
+
+    from enclave.airlock.workflow import RequestStatus
+
+    projects = MemoryProjects(project())
+    called = []
+    a = make_airlock(load_settings(tmp_path / "home"), projects=projects)
+    a.checks = lambda rec, s: called.append(rec) or (_ for _ in ()).throw(AssertionError)
+    # submitted (as a crash would leave it), then the member is removed, then the checks run
+    a.process_checks = lambda rid: None
+    rid = a.submit(REQUESTER, record("pass"), FILES, "paper")["id"]
+    projects.projects["alpha"] = replace(projects.projects["alpha"], members=(MEMBER,))
+    type(a).process_checks(a, rid)
+    req = a.describe(rid, STEWARDS[0])
+    assert req["status"] == RequestStatus.REJECTED.value and called == []
+    assert "not a member of project alpha" in req["decision_reason"]
+    assert req["checks"]["rechecked"] is False
+
+
+def test_a_requester_sees_cells_only_once_approved(tmp_path):
+    """The recomputed evidence stays with the stewards until the output is approved."""
+    from enclave.airlock.checks import CheckOutcome
+    from enclave.airlock.workflow import CheckStatus
+
+    cells = [{"cell": {"sex": "F"}, "statistic": "count", "value": 12, "outcome": "pass"},
+             {"cell": {"sex": "M"}, "statistic": "count", "value": None, "outcome": "fail"}]
+    a = make_airlock(load_settings(tmp_path / "home"))
+    a.checks = lambda rec, s: CheckOutcome(ok=True, status=CheckStatus.FAIL,
+                                           detail={"cells": cells, "reasons": []})
+    rid = a.submit(REQUESTER, record("fail"), {"result.csv": b"sex,count\nF,12\nM,\n"},
+                   "paper")["id"]
+    assert a.describe(rid, REQUESTER)["checks"]["detail"] == {}
+    assert a.describe(rid, STEWARDS[0])["checks"]["detail"]["cells"] == cells
+    a.vote(STEWARDS[0], rid, "approve", "fine")
+    a.vote(STEWARDS[1], rid, "approve", "fine")
+    seen = a.describe(rid, REQUESTER)
+    assert seen["status"] == "released"
+    assert seen["checks"]["detail"]["cells"] == cells[:1]   # the published cell only

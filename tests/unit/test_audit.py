@@ -50,7 +50,8 @@ def test_a_fresh_chain_verifies(settings):
     assert result.ok and result.events == N and result.head != GENESIS
     code, out = _verify_cli(settings)
     assert code == 0 and out == {"ok": True, "events": N, "head": result.head,
-                                 "first_broken": None, "problem": ""}
+                                 "first_broken": None, "problem": "", "anchor": None,
+                                 "note": "no anchor written yet"}
     con = connect(settings)
     evs = events(con)
     con.close()

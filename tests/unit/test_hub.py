@@ -56,11 +56,16 @@ def test_hub_config_carries_the_policy(hub_settings):
     assert c.Spawner.environment["PYTHONNOUSERSITE"] == "1"
     assert c.JupyterHub.ip == "127.0.0.1" and c.JupyterHub.port == 18990
     services = {s["name"]: s for s in c.JupyterHub.services}
-    assert set(services) == {"idle-culler", "airlock", "dashboards", "dashboards-app"}
+    assert set(services) == {"idle-culler", "airlock", "dashboards", "dashboards-app",
+                             "enclave-access"}
     assert "url" not in services["dashboards-app"]          # only reachable through the gate
     assert f"--timeout={h.idle_timeout_s}" in services["idle-culler"]["command"]
     assert f"--cull-every={h.cull_every_s}" in services["idle-culler"]["command"]
-    # no service runs as root, nor from the admin venv (closed to the service users)
+    # the access watch is the one root service: no port, no input, it changes Unix groups
+    access = services.pop("enclave-access")
+    assert "user" not in access and "url" not in access
+    assert access["command"][-4:] == ["hub", "watch", "--every", str(h.access_check_interval_s)]
+    # no other service runs as root, nor from the admin venv (closed to the service users)
     assert {n: s["user"] for n, s in services.items()} == {
         "idle-culler": "nobody", "airlock": "nobody", "dashboards": "daemon",
         "dashboards-app": "daemon"}
@@ -220,7 +225,8 @@ def test_kernel_launcher_refuses_tcp_channels(tmp_path):
 
 
 def test_kernel_launcher_enters_an_empty_network_namespace(tmp_path):
-    """The launcher's re-exec, stopped right before ipykernel would start."""
+    """The launcher's re-exec, stopped right before ipykernel would start: no network but its own
+    loopback, and a /tmp of its own (a file written there is not on the host's /tmp)."""
     if not shutil.which("unshare"):
         pytest.skip("util-linux unshare missing")
     cf = tmp_path / "kernel.json"
@@ -228,16 +234,25 @@ def test_kernel_launcher_enters_an_empty_network_namespace(tmp_path):
     code = ("import sys, socket, enclave.hub.kernel as k\n"
             "sys.modules['ipykernel'] = None\n"  # make the final import fail after the checks
             "try:\n    k.main(sys.argv[1:])\n"
-            "except ImportError:\n    print(sorted(n for _, n in socket.if_nameindex()))\n")
+            "except ImportError:\n    print(sorted(n for _, n in socket.if_nameindex()))\n"
+            "import os\nprint(sorted(os.listdir('/tmp')))\n"
+            f"open('/tmp/{tmp_path.name}-inside', 'w').write('x')\n")
     proc = subprocess.run([sys.executable, "-c", code, "--enclave-netns", "-f", str(cf)],
                           capture_output=True, text=True, timeout=60)
     # invoked with the marker but outside a namespace: refused, never run with the network
     assert proc.returncode == 3 and "still attached" in proc.stderr
-    inner = subprocess.run(["unshare", "--user", "--map-current-user", "--net", "--keep-caps", "--",
+    # without its own mount namespace it refuses: /tmp cannot be made private
+    shared = subprocess.run(["unshare", "--user", "--map-current-user", "--net", "--keep-caps",
+                             "--", sys.executable, "-c", code, "--enclave-netns", "-f", str(cf)],
+                            capture_output=True, text=True, timeout=60)
+    assert shared.returncode == 3 and "private /tmp" in shared.stderr
+    inner = subprocess.run(["unshare", "--user", "--map-current-user", "--net", "--mount",
+                            "--propagation", "private", "--keep-caps", "--",
                             sys.executable, "-c", code, "--enclave-netns", "-f", str(cf)],
                            capture_output=True, text=True, timeout=60)
     assert inner.returncode == 0, inner.stderr
-    assert inner.stdout.strip() == "['lo']"
+    assert inner.stdout.split("\n")[:2] == ["['lo']", "[]"]   # loopback only; an empty /tmp
+    assert not (Path("/tmp") / f"{tmp_path.name}-inside").exists()
 
 
 def test_egress_ruleset_names_each_uid_and_only_the_hub_ports(hub_settings):
@@ -271,6 +286,17 @@ def test_release_permissions_follow_projects_and_zones():
         f'airlock_user = "{prefix}-air"\ndashboards_user = "{prefix}-dash"\n')
     s = load_settings(home)
     try:
+        from tests.airlock_support import cli  # alpha is active; beta has no project record
+
+        cli(home, "project", "create", "--id", "alpha", "--title", "T", "--purpose", "P", "--pi",
+            "alice", "--tier", "desensitized", "--sharing", "enclave", "--expires", "2099-12-31",
+            "--table", "person")
+        cli(home, "airlock", "role", "add", "sam", "steward")
+        cli(home, "project", "approve", "alpha", "--as", "sam")
+        cli(home, "project", "activate", "alpha")
+        closed = s.releases_dir / "desensitized" / "beta" / "v1"
+        closed.mkdir(parents=True)
+        (closed / "release.duckdb").write_bytes(b"x")
         rel = s.releases_dir / "desensitized" / "alpha" / "v1"
         rel.mkdir(parents=True)
         (rel / "release.duckdb").write_bytes(b"x")
@@ -281,7 +307,7 @@ def test_release_permissions_follow_projects_and_zones():
         (s.releases_dir / "indicators" / "v1").mkdir(parents=True)
         s.restricted_dir.mkdir(mode=0o755)
         (s.restricted_dir / "cdm.duckdb").write_bytes(b"x")
-        s.control_path.parent.mkdir()
+        s.control_path.parent.mkdir(exist_ok=True)
         (s.control_path.parent / "outbox").mkdir()      # written by root (the CLI) before
         uids = permissions.ensure_service_users(s)
         permissions.apply_release_permissions(s)
@@ -297,6 +323,8 @@ def test_release_permissions_follow_projects_and_zones():
         assert mode(rel.parent) == "0o750" and group(rel.parent) == f"{prefix}p-alpha"
         assert mode(rel / "release.duckdb") == "0o440" and group(rel / "release.duckdb") == f"{prefix}p-alpha"
         assert mode(rel.parent / ".lock") == "0o600" and group(rel.parent / ".lock") == "root"
+        # a project that is not active (here: not even recorded) has its releases closed
+        assert mode(closed.parent) == "0o700" and group(closed.parent) == "root"
         assert group(syn / "release.duckdb") == f"{prefix}-res" and mode(syn) == "0o750"
         # the dashboards user reads the indicators, through its own group
         indicators = s.releases_dir / "indicators"
