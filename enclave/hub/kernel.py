@@ -82,8 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     if cf is None:
         _refuse("no connection file (-f)")
     with open(cf, encoding="utf-8") as fh:
-        if json.load(fh).get("transport") != "ipc":
-            _refuse("the kernel's channels must use the ipc transport (KernelManager.transport)")
+        info = json.load(fh)
+    if info.get("transport") != "ipc":
+        _refuse("the kernel's channels must use the ipc transport (KernelManager.transport)")
+    sockets = os.path.realpath(info.get("ip") or os.path.splitext(cf)[0] + "-ipc")
+    if sockets.startswith("/tmp/"):  # the kernel's /tmp is its own: the server could not connect
+        _refuse("the kernel's ipc sockets must not be in /tmp, which is private to each kernel "
+                "(use the runtime folder in the user's home)")
     if _MARK in argv:
         argv.remove(_MARK)
         if not isolated():

@@ -56,7 +56,7 @@ os.chdir(os.path.expanduser('~'))
 out = []
 for _ in range({n}):
     km = jupyter_client.KernelManager(kernel_name={name!r}, transport='ipc',
-                                      connection_file=tempfile.mktemp(suffix='.json'))
+                                      connection_file=tempfile.mktemp(suffix='.json', dir=os.getcwd()))
     if {name!r} == 'python3':
         km._kernel_spec = KernelSpec(argv=['{env}/bin/python', '-m', 'ipykernel_launcher', '-f',
                                            '{{connection_file}}'], language='python', display_name='p')

@@ -229,8 +229,15 @@ def test_kernel_launcher_enters_an_empty_network_namespace(tmp_path):
     loopback, and a /tmp of its own (a file written there is not on the host's /tmp)."""
     if not shutil.which("unshare"):
         pytest.skip("util-linux unshare missing")
-    cf = tmp_path / "kernel.json"
-    cf.write_text(json.dumps({"transport": "ipc", "ip": str(tmp_path / "k")}))
+    # sockets in /tmp are refused: the kernel's /tmp is its own, the server could not connect
+    in_tmp = tmp_path / "kernel.json"
+    in_tmp.write_text(json.dumps({"transport": "ipc", "ip": str(tmp_path / "k")}))
+    refused = subprocess.run([sys.executable, "-I", "-m", "enclave.hub.kernel", "-f", str(in_tmp)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 3 and "must not be in /tmp" in refused.stderr
+    runtime = Path(tempfile.mkdtemp(dir="/var/tmp"))  # where a user's runtime folder would be
+    cf = runtime / "kernel.json"
+    cf.write_text(json.dumps({"transport": "ipc", "ip": str(runtime / "k")}))
     code = ("import sys, socket, enclave.hub.kernel as k\n"
             "sys.modules['ipykernel'] = None\n"  # make the final import fail after the checks
             "try:\n    k.main(sys.argv[1:])\n"
@@ -253,6 +260,7 @@ def test_kernel_launcher_enters_an_empty_network_namespace(tmp_path):
     assert inner.returncode == 0, inner.stderr
     assert inner.stdout.split("\n")[:2] == ["['lo']", "[]"]   # loopback only; an empty /tmp
     assert not (Path("/tmp") / f"{tmp_path.name}-inside").exists()
+    shutil.rmtree(runtime)
 
 
 def test_egress_ruleset_names_each_uid_and_only_the_hub_ports(hub_settings):
