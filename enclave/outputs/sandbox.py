@@ -114,6 +114,8 @@ def command(release_db: Path, settings: Settings, limits: SandboxLimits,
            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp",
            "--setenv", "OMP_NUM_THREADS", str(limits.threads),
            "--setenv", "POLARS_MAX_THREADS", str(limits.threads)]
+    # the private /tmp first: code that lives under /tmp (a checkout there) is bound on top of it
+    cmd += ["--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp"]
     for p in binds:
         cmd += ["--ro-bind", str(p), str(p)]
     for link in ROOT_LINKS:
@@ -123,8 +125,7 @@ def command(release_db: Path, settings: Settings, limits: SandboxLimits,
             cmd += ["--ro-bind", link, link]
     cmd += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
             "--ro-bind", str(release_db), SANDBOX_DB,
-            "--proc", "/proc", "--dev", "/dev",
-            "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp", "--remount-ro", "/",
+            "--proc", "/proc", "--dev", "/dev", "--remount-ro", "/",
             "--chdir", "/tmp",
             "--", *(argv or (sys.executable, "-I", "-m", CHILD))]
     return cmd
