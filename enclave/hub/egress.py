@@ -64,6 +64,7 @@ def _nft(script: str) -> None:
 def apply_egress(settings: Settings) -> str:
     uids = researcher_uids(settings)
     _nft(ruleset(settings, uids))
+    _applied[settings.hub.egress_table] = uids
     return (f"egress denied for {len(uids)} researcher uid(s) "
             f"(nftables table inet {settings.hub.egress_table})")
 
@@ -77,9 +78,16 @@ def installed(settings: Settings) -> bool:
     return proc.returncode == 0
 
 
+_applied: dict[str, list[int]] = {}  # table -> the uids this process last wrote into it
+
+
 def refresh(settings: Settings) -> str | None:
-    """Rebuild the rule with the current researchers, if it is installed (else nothing)."""
+    """Rebuild the rule with the current researchers, if it is installed and they changed since
+    this process last wrote it (else nothing)."""
     if not installed(settings):
+        return None
+    uids = researcher_uids(settings)
+    if _applied.get(settings.hub.egress_table) == uids:
         return None
     return apply_egress(settings)
 

@@ -53,7 +53,11 @@ KERNEL = "enclave"
 UMASK = 0o077
 #: kernel messages that carry output to the browser (counted against the egress budget)
 OUTPUT_MESSAGES = frozenset({"stream", "display_data", "update_display_data", "execute_result",
-                             "error"})
+                             "error", "comm_msg"})
+#: replies on the shell channel that can carry data (user_expressions, object inspection,
+#: history): counted, so bulk use reaches the budget and alerts the stewards; passed on, since a
+#: frontend waits for them
+SHELL_DATA = frozenset({"execute_reply", "inspect_reply", "history_reply"})
 _meter: EgressMeter | None = None
 
 
@@ -172,12 +176,17 @@ class EnclaveWebsocketConnection(ZMQChannelsWebsocketConnection):
     def _limit_rate(self, channel, msg, msg_list):
         if super()._limit_rate(channel, msg, msg_list):
             return True
-        if channel != "iopub":
+        if channel not in ("iopub", "shell"):
             return False
         msg["header"] = self.get_part("header", msg["header"], msg_list)
-        if msg["header"].get("msg_type") not in OUTPUT_MESSAGES:
-            return False
+        kind = msg["header"].get("msg_type")
         size = sum(len(part) for part in msg_list)
+        if channel == "shell":
+            if kind in SHELL_DATA:
+                meter().add(size, "iopub")
+            return False
+        if kind not in OUTPUT_MESSAGES:
+            return False
         limit = int(os.environ.get(MESSAGE_ENV) or 4 << 20)
         why = None
         if size > limit:
@@ -206,8 +215,25 @@ def _forward_server_events(serverapp) -> None:
         serverapp.event_logger.add_listener(schema_id=schema_id, listener=listener)
 
 
+def private_tmpdir() -> str:
+    """The server's own temporary folder (0700, in the user's home), as ``TMPDIR``: what the
+    server writes there is not in the shared /tmp (its kernels get a /tmp of their own)."""
+    path = os.path.join(os.path.expanduser("~"), ".enclave", "tmp")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    os.environ["TMPDIR"] = path
+    import tempfile
+
+    tempfile.tempdir = None  # forget a default chosen before
+    return path
+
+
 def _load_jupyter_server_extension(serverapp) -> None:
     os.umask(UMASK)  # the server's files and its kernels' (a 0644 file in /tmp was readable)
+    try:
+        private_tmpdir()
+    except OSError as exc:  # umask 077 still keeps what it writes in /tmp private
+        log.warning("enclave lock-down: no private TMPDIR (%s)", type(exc).__name__)
     base = serverapp.base_url.rstrip("/")
     handlers = [(f"{base}/{pattern}", RefusedHandler) for pattern in REFUSED_ROUTES]
     serverapp.web_app.add_handlers(".*$", handlers)

@@ -92,16 +92,22 @@ def test_bulk_kernel_output_stops_at_the_budget(bed):
     code = ("import time\nfrom enclave.research import workspace\n"
             "rows = workspace().table('person').execute().astype(str).to_csv(index=False)\n"
             "rows = (rows * (1 + 100_000 // max(1, len(rows))))[:100_000]\n"
+            "import sys\n"
             "for i in range(40):\n"
-            "    print(rows)\n"
+            "    print(rows); sys.stdout.flush()\n"
             "    time.sleep(0.05)\n")
     received, notices, _ = _outputs(srv, code)
     assert any("egress budget" in n for n in notices), notices
     assert received <= BUDGET + (600 << 10), received  # the budget, plus one output at most
     time.sleep(6)
     assert len(_alerts(bed, name)) == 1
-    # the count survives the server: a new server starts from the airlock's total, so an output
-    # larger than what is left of the day (less than one 100 kB output) is refused at once
+    # fill the day to within one small output (each print flushed: one message each) ...
+    _, notices, _ = _outputs(srv, "import sys, time\nfor i in range(80):\n"
+                                  "    print('z' * 20_000); sys.stdout.flush(); time.sleep(0.02)")
+    assert any("egress budget" in n for n in notices), notices
+    time.sleep(6)  # the refusal's report reaches the airlock
+    # ... then the count survives the server: a new server starts from the airlock's total, so an
+    # output larger than what is left of the day is refused at once
     bed.hub.stop(name)
-    _, notices, text = _outputs(bed.server("r1"), "print('y' * 150_000)")
+    _, notices, text = _outputs(bed.server("r1"), "print('y' * 50_000)")
     assert "y" * 1000 not in text and any("egress budget" in n for n in notices), notices
