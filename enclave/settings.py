@@ -221,6 +221,11 @@ class HubSettings:
         86400, "Longest time (seconds) between two audit anchors: an older newest anchor is "
                "renewed even when nothing was approved.")
 
+    @property
+    def egress_budget_bytes(self) -> int:
+        """``egress_budget_mb`` in bytes (what the user servers and the airlock compare with)."""
+        return int(self.egress_budget_mb * (1 << 20))
+
 
 @dataclass(frozen=True, slots=True)
 class AirlockSettings:

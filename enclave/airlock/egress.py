@@ -30,10 +30,6 @@ CHANNELS = ("contents", "iopub")
 MAX_REPORT_BYTES = 1 << 30
 
 
-def limit_bytes(settings: Settings) -> int:
-    return int(settings.hub.egress_budget_mb * (1 << 20))
-
-
 def _today() -> str:
     return dt.datetime.now(dt.UTC).date().isoformat()
 
@@ -43,7 +39,7 @@ def usage(con: sqlite3.Connection, settings: Settings, user: str) -> dict:
     con.execute(SCHEMA)
     row = con.execute("SELECT bytes FROM egress_usage WHERE user_name = ? AND day = ?",
                       (user, _today())).fetchone()
-    used, limit = int(row[0]) if row else 0, limit_bytes(settings)
+    used, limit = int(row[0]) if row else 0, settings.hub.egress_budget_bytes
     return {"used": used, "limit": limit, "over": used > limit, "day": _today()}
 
 
@@ -54,7 +50,7 @@ def add_usage(con: sqlite3.Connection, settings: Settings, user: str, n: int,
     addition."""
     if channel not in CHANNELS or not 0 <= n <= MAX_REPORT_BYTES or not 0 <= refused:
         raise ValueError("an egress report names a channel (contents, iopub) and 0 to 1 GiB")
-    day, limit = _today(), limit_bytes(settings)
+    day, limit = _today(), settings.hub.egress_budget_bytes
     con.execute(SCHEMA)
     with transaction(con):
         con.execute("INSERT INTO egress_usage (user_name, day, bytes) VALUES (?, ?, ?) "

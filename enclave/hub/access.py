@@ -94,18 +94,15 @@ def user_processes(user: str) -> list[int]:
 
 def stop_processes(user: str, grace_s: float = 3.0) -> list[int]:
     """SIGTERM every process of ``user``, SIGKILL what is left after ``grace_s``; returns pids."""
-    def pids() -> list[int]:
-        return user_processes(user)
-
-    found = pids()
+    found = user_processes(user)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids():
+        for pid in user_processes(user):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + grace_s
-        while pids() and time.monotonic() < deadline:
+        while user_processes(user) and time.monotonic() < deadline:
             time.sleep(0.1)
     return found
 

@@ -169,7 +169,7 @@ def configure(c: Any, settings: Settings, *, airlock: bool | None = None,
         "ENCLAVE_AUDIT_URL": f"http://127.0.0.1:{h.airlock_port}/services/airlock/api/audit",
         "ENCLAVE_AIRLOCK_URL": f"http://127.0.0.1:{h.airlock_port}/services/airlock",
         # the daily egress budget through the browser, and the largest single kernel output
-        "ENCLAVE_EGRESS_BUDGET_BYTES": str(int(h.egress_budget_mb * (1 << 20))),
+        "ENCLAVE_EGRESS_BUDGET_BYTES": str(h.egress_budget_bytes),
         "ENCLAVE_IOPUB_MAX_MESSAGE_BYTES": str(h.iopub_max_message_bytes),
     }
     # the server's own token may also call the airlock (audit events, relayed export requests)
