@@ -63,8 +63,9 @@ class ReleaseSettings:
 class DisclosureSettings:
     preset: str = _setting(
         "acro",
-        "Disclosure-control preset for checked outputs: acro, opensafely, opensafely-midpoint6 or "
-        "abs (thresholds in docs/disclosure.md).",
+        "Disclosure-control preset for checked outputs: acro, opensafely, opensafely-midpoint6, "
+        "abs or strict (acro's thresholds, class disclosure suppressed instead of reviewed; "
+        "thresholds in docs/disclosure.md).",
     )
     min_patients: int = _setting(-1, "Override: fewest distinct patients per cell (-1 = preset's).")
     min_values: int = _setting(

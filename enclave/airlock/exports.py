@@ -90,17 +90,30 @@ def record_sha256(record: dict) -> str:
 PUBLISHED = frozenset({RequestStatus.APPROVED, RequestStatus.RELEASED})
 
 
-def requester_checks(checks: dict | None, status: RequestStatus) -> dict | None:
+def requester_checks(checks: dict | None, status: RequestStatus,
+                     project: str | None = None) -> dict | None:
     """The airlock's check outcome as a requester may see it: whether it reproduced, the status,
-    the problems and ledger hits (no data), and the re-run's cells only once the output was
-    approved — never recomputed cells of a refused, failed or pending request."""
+    the problems and ledger hits (no data; a hit against another project's output says only that
+    a differencing risk exists), and the re-run's cells only once the output was approved — never
+    recomputed cells of a refused, failed or pending request."""
     if not checks:
         return checks
-    out = {k: checks.get(k) for k in ("ok", "status", "problems", "ledger_hits", "rechecked")}
+    out = {k: checks.get(k) for k in ("ok", "status", "problems", "rechecked")}
+    out["ledger_hits"] = [_requester_hit(h, project) for h in checks.get("ledger_hits") or []]
     detail = checks.get("detail") or {}
     out["detail"] = ({"cells": [c for c in detail.get("cells") or [] if c.get("outcome") != "fail"],
                       "reasons": detail.get("reasons") or []} if status in PUBLISHED else {})
     return out
+
+
+def _requester_hit(hit: dict, project: str | None) -> dict:
+    """A ledger hit as the requester sees it: whole when the earlier output is of their own
+    project, else only which of their cells is at risk (no output, project or difference)."""
+    if not hit.get("earlier_project") or hit.get("earlier_project") == project:
+        return hit
+    return {"kind": "differencing", "new_cell": hit.get("new_cell"), "unit": hit.get("unit"),
+            "message": hit.get("researcher_message") or "differencing: a risk with an earlier "
+            "output exists; the stewards review it"}
 
 
 class Airlock:
@@ -286,13 +299,19 @@ class Airlock:
         return None
 
     def _check_files(self, req: dict, outcome: CheckOutcome) -> CheckOutcome:
-        """The files must publish only what the re-run published (custom files: stewards look)."""
+        """Each file may hold only the re-run's published cells, each at its own key (custom
+        files: stewards look). An outcome without evidence (a check adapter that gives no cells)
+        is flagged; one with cells but no result table (an older check) fails closed."""
         if not outcome.ok or req["kind"] == "custom":
             return outcome
-        cells = outcome.detail.get("cells") if isinstance(outcome.detail, dict) else None
-        if cells is None:
+        detail = outcome.detail if isinstance(outcome.detail, dict) else {}
+        if detail.get("cells") is None:
             return replace(outcome, problems=(*outcome.problems, FILES_UNCOMPARED))
-        problems = unproduced_fields(self._round_files(req), cells)
+        try:
+            problems = unproduced_fields(self._round_files(req), detail.get("result_csv"),
+                                         detail.get("result_keys"))
+        except Exception as exc:  # noqa: BLE001  (anything unexpected fails closed)
+            problems = [f"the files could not be compared with the re-run ({type(exc).__name__})"]
         if problems:
             return replace(outcome, ok=False, status=CheckStatus.FAIL,
                            problems=(*outcome.problems, *problems))
@@ -473,7 +492,7 @@ class Airlock:
         out["status"] = req["status"].value
         out["record"] = req["record"]
         out["checks"] = req["checks"] if reviewer and user != req["requester"] else requester_checks(
-            req["checks"], req["status"])
+            req["checks"], req["status"], req["project"])
         out["files"] = store.files(self.con, request_id, req["round"])
         out["votes_in"] = len(round_votes)
         out["comments"] = store.comments(self.con, request_id)

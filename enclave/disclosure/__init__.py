@@ -20,6 +20,7 @@ from enclave.disclosure.policy import (
     OPENSAFELY,
     OPENSAFELY_MIDPOINT6,
     PRESETS,
+    STRICT,
     DisclosurePolicy,
     Rounding,
     get_preset,
@@ -28,10 +29,12 @@ from enclave.disclosure.policy import (
     presets_table,
 )
 from enclave.disclosure.rules import (
+    SAME_VALUE,
     Outcome,
     Statistic,
     check_cells,
     check_dof,
+    class_outcome,
     residual_dof,
     round_counts,
 )
@@ -48,6 +51,7 @@ __all__ = [
     "OPENSAFELY",
     "OPENSAFELY_MIDPOINT6",
     "PRESETS",
+    "STRICT",
     "CheckedTable",
     "DisclosurePolicy",
     "Outcome",
@@ -57,6 +61,7 @@ __all__ = [
     "check_cells",
     "check_dof",
     "check_table",
+    "class_outcome",
     "compute_evidence",
     "evidence_sql",
     "get_preset",
@@ -82,22 +87,29 @@ class CheckedTable:
 
 def check_table(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
                 groups: Sequence[str], statistic: Statistic | str, policy: DisclosurePolicy,
-                value: str | None = None, sensitive: str | None = None) -> CheckedTable:
+                value: str | None = None, sensitive: str | None = None,
+                label: str | None = None, per_patient: bool = False) -> CheckedTable:
     """Evidence, rules and (for two grouping columns) secondary suppression of one output.
 
     ``cells`` has one row per cell (empty cells included): the grouping columns, ``outcome``,
     ``reasons``, the publishable ``value`` and the cell's ``rows`` (evidence, not for
     publication). For a two-way table the margins are checked too
     (zeros and distinct patients): a failing margin is suppressed as a primary cell, and
-    ``table.suppressed`` says which cells and margins may not be published.
+    ``table.suppressed`` says which cells and margins may not be published. ``label`` names the
+    published statistic in reasons (e.g. ``std``, checked as a mean). ``per_patient``: the
+    relation is one row per cell × patient with that patient's rows and value aggregates (see
+    :func:`enclave.disclosure.evidence.evidence_sql`).
     """
     stat = Statistic(statistic)
     ev = compute_evidence(con, relation, patient, groups, value, sensitive, complete=True,
-                          extremes=stat in (Statistic.MIN, Statistic.MAX))
-    cells = check_cells(ev, stat, policy, groups)
+                          extremes=stat in (Statistic.MIN, Statistic.MAX),
+                          bounds=policy.class_disclosure and stat in SAME_VALUE,
+                          per_patient=per_patient)
+    cells = check_cells(ev, stat, policy, groups, label)
     table = None
     if len(groups) == 2:
-        margins = _uncertain_margins(con, relation, patient, groups[0], groups[1], ev, policy)
+        margins = _uncertain_margins(con, relation, patient, groups[0], groups[1], ev, policy,
+                                     per_patient)
         fails = None if margins is None else margins.filter(
             ((pl.col("patients") == 0) & policy.zeros_disclosive)
             | pl.col("patients").is_between(1, policy.min_patients - 1))
@@ -106,15 +118,16 @@ def check_table(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
 
 
 def _uncertain_margins(con: duckdb.DuckDBPyConnection, relation: str, patient: str, row: str,
-                       col: str, ev: pl.DataFrame, policy: DisclosurePolicy) -> pl.DataFrame | None:
+                       col: str, ev: pl.DataFrame, policy: DisclosurePolicy,
+                       per_patient: bool = False) -> pl.DataFrame | None:
     """Exact margin evidence where the cells cannot vouch for it: a total has at least as many
     patients as its largest cell, so only totals whose cells all fall short are counted."""
     k = policy.min_patients
     short_rows = ev.group_by(row).agg(pl.col("patients").max()).filter(pl.col("patients") < k)
     short_cols = ev.group_by(col).agg(pl.col("patients").max()).filter(pl.col("patients") < k)
     if ev.height == 0 or ev["patients"].max() < k:
-        return margin_evidence(con, relation, patient, row, col)
+        return margin_evidence(con, relation, patient, row, col, per_patient=per_patient)
     if short_rows.height == 0 and short_cols.height == 0:
         return None
     return margin_evidence(con, relation, patient, row, col, short_rows[row].to_list(),
-                           short_cols[col].to_list())
+                           short_cols[col].to_list(), per_patient=per_patient)

@@ -11,7 +11,7 @@ row per cell:
 ``patients``        distinct patients
 ``values``          non-missing values
 ``value_patients``  distinct patients with at least one non-missing value
-``sum``/``mean``    of the value; ``min``/``max`` of the value
+``sum``/``mean``    of the value; ``min``/``max`` of the value (with ``extremes`` or ``bounds``)
 ``top1``/``top2``   the largest / two largest per-patient contributions together (a patient's
                     contribution is the sum of the absolute values of their rows)
 ``abs_total``       sum of all patients' contributions (the dominance denominator)
@@ -70,8 +70,15 @@ def check_roles(patient: str, groups: Sequence[str], value: str | None,
 
 
 def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str | None = None,
-                 sensitive: str | None = None, extremes: bool = True) -> str:
-    """The single statement that computes the evidence (see the module docstring)."""
+                 sensitive: str | None = None, extremes: bool = True,
+                 bounds: bool = False, per_patient: bool = False) -> str:
+    """The single statement that computes the evidence (see the module docstring).
+
+    ``per_patient``: the relation is already one row per cell × patient (what
+    :func:`enclave.outputs.membership.materialize` computes once for the counts, the value
+    statistics and the ledger), ``patient`` its patient column, with that patient's ``_rows`` and,
+    given a value, ``_nv`` (non-missing values), ``_sum``, ``_abs`` (sum of magnitudes),
+    ``_min``, ``_max`` and ``_neg`` (negative values) in the cell; not with a sensitive column."""
     groups = list(groups)
     check_roles(patient, groups, value, sensitive)
     src = relation.strip()
@@ -79,8 +86,10 @@ def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str 
     g = [_q(c) for c in groups]
     gsel = "".join(f"{c}, " for c in g)
     gby = ", ".join(g)
+    if per_patient and sensitive is not None:
+        raise BadInputError("a relation per cell × patient has no sensitive column")
     if value is None and sensitive is None:
-        return _count_evidence_sql(src, _q(patient), g)
+        return _count_evidence_sql(src, _q(patient), g, per_patient)
     v = f"CAST(_r.{_q(value)} AS DOUBLE)" if value else "CAST(NULL AS DOUBLE)"
     s = f"_r.{_q(sensitive)}" if sensitive else "NULL"
     cell_by = f"GROUP BY {gby}" if g else ""
@@ -92,13 +101,43 @@ def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str 
     # them (three fewer aggregates over the largest grouping, about a third of its time)
     spread = ("min(_v) AS _min, max(_v) AS _max, count(*) FILTER (WHERE _v < 0) AS _neg"
               if extremes else "NULL::DOUBLE AS _min, NULL::DOUBLE AS _max, NULL::BIGINT AS _neg")
+    # ``bounds`` alone (the class-disclosure rules of a sum or mean need the cell's min and max):
+    # the cell's sum, min and max need no per-patient stage, so a second aggregation over the
+    # relation, by cell only, computes them and the per-patient stage drops its sum. A min and a
+    # max per cell × patient would add about a third to the statement; the second read costs
+    # about what the per-patient sum did (bench_disclosure: 1M rows, 200 cells).
+    apart = bounds and not extremes and value is not None and not per_patient
+    bnd = f"""
+    bnd AS (
+      SELECT {gsel}sum(_v) AS _sum, min(_v) AS _min, max(_v) AS _max
+      FROM (SELECT {''.join(f'_r.{c}, ' for c in g)}{v} AS _v FROM {src} AS _r) {cell_by}
+    )""" if apart else ""
+    if apart:
+        total = ("b._sum AS sum", 'b._sum / nullif(c."values", 0) AS mean', "b._min AS min",
+                 "b._max AS max")
+    else:
+        total = ("c.sum", "c.mean", "c.min", "c.max")
+    join_bnd = f"LEFT JOIN bnd AS b ON {_same(groups, 'c', 'b')}\n" if apart else ""
+    psum = "NULL::DOUBLE AS _sum" if apart else "sum(_v) AS _sum"
+    csum = ("NULL::DOUBLE AS sum, NULL::DOUBLE AS mean" if apart
+            else "sum(_sum) AS sum, sum(_sum) / nullif(sum(_nv), 0) AS mean")
+    cspread = ("min(_min) AS min, max(_max) AS max, sum(_neg)::BIGINT AS negatives" if extremes
+               else "min(_min) AS min, max(_max) AS max, NULL::BIGINT AS negatives"
+               if bounds and per_patient  # the per-patient table has them: no second scan
+               else "NULL::DOUBLE AS min, NULL::DOUBLE AS max, NULL::BIGINT AS negatives")
     pp = f"""
     pp AS {once}(
-      SELECT {', '.join(pp_keys)}, count(*) AS _rows, count(_v) AS _nv, sum(_v) AS _sum,
+      SELECT {', '.join(pp_keys)}, count(*) AS _rows, count(_v) AS _nv, {psum},
              sum(abs(_v)) AS _abs, {spread}
       FROM (SELECT {''.join(f'_r.{c}, ' for c in g)}_r.{_q(patient)} AS _pid, {v} AS _v,
                    {s} AS _s FROM {src} AS _r)
       GROUP BY {', '.join(pp_keys)}
+    )"""
+    if per_patient:  # the relation is the per-patient stage: nothing to group
+        pp = f"""
+    pp AS NOT MATERIALIZED (
+      SELECT {''.join(f'_r.{c}, ' for c in g)}_r.{_q(patient)} AS _pid, _r._rows, _r._nv,
+             _r._sum, _r._abs, _r._min, _r._max, _r._neg FROM {src} AS _r
     )"""
     if sensitive:
         p = f"""
@@ -121,9 +160,7 @@ def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str 
     cells AS (
       SELECT {gsel}sum(_rows)::BIGINT AS rows, count(*)::BIGINT AS patients,
              sum(_nv)::BIGINT AS "values", count(*) FILTER (WHERE _nv > 0)::BIGINT AS value_patients,
-             sum(_sum) AS sum, sum(_sum) / nullif(sum(_nv), 0) AS mean,
-             min(_min) AS min, max(_max) AS max, max(_abs, 2) AS _top, sum(_abs) AS abs_total,
-             sum(_neg)::BIGINT AS negatives
+             {csum}, {cspread}, max(_abs, 2) AS _top, sum(_abs) AS abs_total
       FROM p {cell_by}
     )"""
     if not extremes:
@@ -143,43 +180,50 @@ def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str 
         # nothing to join: the per-cell statement is the whole evidence
         out = ", ".join(
             [f"c.{c}" for c in g]
-            + ["c.rows", "c.patients", 'c."values"', "c.value_patients", "c.sum", "c.mean", "c.min",
-               "c.max", "coalesce(c._top[1], 0) AS top1",
+            + ["c.rows", "c.patients", 'c."values"', "c.value_patients", *total,
+               "coalesce(c._top[1], 0) AS top1",
                "coalesce(c._top[1], 0) + coalesce(c._top[2], 0) AS top2",
                "coalesce(c.abs_total, 0) AS abs_total", "c.negatives",
                *(f"NULL::BIGINT AS {c}" for c in ("patients_at_min", "patients_at_max",
                                                   "modal_rows", "modal_patients"))]
         )
-        return (f"WITH {pp},{p},{cells}\nSELECT {out} FROM cells AS c\n"
+        return (f"WITH {pp},{p},{cells}{',' if apart else ''}{bnd}\n"
+                f"SELECT {out} FROM cells AS c\n{join_bnd}"
                 + (f"ORDER BY {', '.join(f'c.{c}' for c in g)}" if g else ""))
     out = ", ".join(
         [f"c.{c}" for c in g]
-        + ["c.rows", "c.patients", 'c."values"', "c.value_patients", "c.sum", "c.mean", "c.min",
-           "c.max", "coalesce(c._top[1], 0) AS top1",
+        + ["c.rows", "c.patients", 'c."values"', "c.value_patients", *total,
+           "coalesce(c._top[1], 0) AS top1",
            "coalesce(c._top[1], 0) + coalesce(c._top[2], 0) AS top2",
            "coalesce(c.abs_total, 0) AS abs_total",
            "c.negatives", "e.patients_at_min", "e.patients_at_max", "k.modal_rows",
            "k.modal_patients"]
     )
     return (
-        f"WITH {pp},{p},{cells},{ext},{cls}\n"
+        f"WITH {pp},{p},{cells},{ext},{cls}{',' if apart else ''}{bnd}\n"
         f"SELECT {out} FROM cells AS c\n"
         f"LEFT JOIN ext AS e ON {_same(groups, 'c', 'e')}\n"
-        f"LEFT JOIN cls AS k ON {_same(groups, 'c', 'k')}\n"
+        f"LEFT JOIN cls AS k ON {_same(groups, 'c', 'k')}\n{join_bnd}"
         + (f"ORDER BY {', '.join(f'c.{c}' for c in g)}" if g else "")
     )
 
 
-def _count_evidence_sql(src: str, pid: str, g: list[str]) -> str:
+def _count_evidence_sql(src: str, pid: str, g: list[str], per_patient: bool = False) -> str:
     """The evidence of an output without a value or sensitive column: one aggregation, no
     per-patient stage (nothing is summed per patient). Rows without a patient id count as one
-    patient together, as in the per-patient statement."""
+    patient together, as in the per-patient statement. ``per_patient``: the relation holds one
+    row per cell × patient: rows are the sum of ``_rows``, patients the rows of the cell."""
     gsel = "".join(f"{c}, " for c in g)
+    if per_patient:
+        rows, patients = "sum(_rows)::BIGINT", "count(*)::BIGINT"
+    else:
+        rows = "count(*)::BIGINT"
+        patients = f"(count(DISTINCT {pid}) + (count(*) > count({pid}))::INTEGER)::BIGINT"
     nulls = ", ".join(f"NULL::{t} AS {c}" for c, t in (
         ("sum", "DOUBLE"), ("mean", "DOUBLE"), ("min", "DOUBLE"), ("max", "DOUBLE")))
     return (
-        f"SELECT {gsel}count(*)::BIGINT AS rows,\n"
-        f"       (count(DISTINCT {pid}) + (count(*) > count({pid}))::INTEGER)::BIGINT AS patients,\n"
+        f"SELECT {gsel}{rows} AS rows,\n"
+        f"       {patients} AS patients,\n"
         f'       0::BIGINT AS "values", 0::BIGINT AS value_patients, {nulls},\n'
         "       0.0::DOUBLE AS top1, 0.0::DOUBLE AS top2, 0.0::DOUBLE AS abs_total,\n"
         "       0::BIGINT AS negatives, NULL::BIGINT AS patients_at_min,\n"
@@ -192,17 +236,22 @@ def _count_evidence_sql(src: str, pid: str, g: list[str]) -> str:
 def compute_evidence(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
                      groups: Sequence[str], value: str | None = None,
                      sensitive: str | None = None, complete: bool = False,
-                     extremes: bool = True) -> pl.DataFrame:
+                     extremes: bool = True, bounds: bool = False,
+                     per_patient: bool = False) -> pl.DataFrame:
     """Evidence per cell of ``relation`` grouped by ``groups`` (one DuckDB statement).
 
     ``complete=True`` adds the empty cells of the cross product of the levels seen in each
     grouping column, with zero counts and null statistics. ``extremes=False`` leaves ``min``,
     ``max``, ``negatives`` and ``patients_at_min``/``patients_at_max`` null (outputs without a min
     or max do not need them; the extremes rule treats null as 0 patients, so it fails closed).
-    Without a value or sensitive column the evidence is one aggregation (rows, distinct patients).
+    ``bounds=True`` computes ``min`` and ``max`` without the rest of the extremes evidence (the
+    class-disclosure rules of a sum or mean compare them). Without a value or sensitive column
+    the evidence is one aggregation (rows, distinct patients); ``per_patient``: see
+    :func:`evidence_sql`.
     """
     try:
-        ev = frame(con, evidence_sql(relation, patient, groups, value, sensitive, extremes))
+        ev = frame(con, evidence_sql(relation, patient, groups, value, sensitive, extremes,
+                                     bounds, per_patient))
     except duckdb.Error as exc:
         raise BadInputError(
             f"could not compute disclosure evidence over the given relation: {type(exc).__name__}"
@@ -230,12 +279,14 @@ def complete_cells(ev: pl.DataFrame, groups: Sequence[str]) -> pl.DataFrame:
 
 def margin_evidence(con: duckdb.DuckDBPyConnection, relation: str, patient: str, row: str,
                     col: str, row_levels: Sequence | None = None,
-                    col_levels: Sequence | None = None) -> pl.DataFrame:
+                    col_levels: Sequence | None = None,
+                    per_patient: bool = False) -> pl.DataFrame:
     """Rows and distinct patients of the margins of a two-way table (one statement).
 
     ``level`` is ``row`` (one row per ``row`` level: the row totals), ``column`` or ``total``.
     Given ``row_levels`` and/or ``col_levels``, only those row and column totals are computed (no
-    grand total), from a scan restricted to the rows that reach them.
+    grand total), from a scan restricted to the rows that reach them. ``per_patient``: one row per
+    cell × patient with its ``_rows`` (see :func:`evidence_sql`).
     """
     src = relation.strip()
     src = f"({src})" if " " in src else src
@@ -250,7 +301,8 @@ def margin_evidence(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
     sql = f"""
     SELECT {r}, {c}, CASE GROUPING({r}, {c}) WHEN 1 THEN 'row' WHEN 2 THEN 'column'
                           ELSE 'total' END AS level,
-           count(*)::BIGINT AS rows, count(DISTINCT {pid})::BIGINT AS patients
+           {"sum(_rows)" if per_patient else "count(*)"}::BIGINT AS rows,
+           count(DISTINCT {pid})::BIGINT AS patients
     FROM {src} AS _r {where} GROUP BY GROUPING SETS (({r}), ({c}), ())
     """
     try:

@@ -2,8 +2,8 @@
 
 A :class:`DisclosurePolicy` is data, not code: the rules in :mod:`enclave.disclosure.rules` read
 their thresholds from it, and every checked output records the policy by :func:`policy_hash`.
-Three published rule sets ship as presets (see ``docs/disclosure.md``, generated from
-:func:`presets_table`):
+Three published rule sets and a strict variant ship as presets (see ``docs/disclosure.md``,
+generated from :func:`presets_table`):
 
 * ``acro`` — the defaults of ACRO 1.0 (``default.yaml``): threshold 10, N-K (2, 0.9), p % 0.1,
   residual degrees of freedom 10, zeros disclosive.
@@ -11,6 +11,8 @@ Three published rule sets ship as presets (see ``docs/disclosure.md``, generated
   ``opensafely-midpoint6`` uses midpoint-6 rounding instead.
 * ``abs`` — ABS DataLab output rules: rule of 10 (unweighted contributors), dominance (1, 50) and
   (2, 67) on absolute values.
+* ``strict`` — ``acro``'s thresholds, but class disclosure (a published statistic showing that
+  every contributor of a cell shares one value) is suppressed instead of sent to review.
 
 Where a published rule set says nothing (extremes, quantiles, class disclosure, zeros for ABS), the
 presets choose the cautious reading and say so in ``notes``.
@@ -46,7 +48,8 @@ class DisclosurePolicy:
     p_ratio: float = 0.1  # p % rule; 0 switches it off
     min_dof: int = 10  # residual degrees of freedom of a model
     zeros_disclosive: bool = True  # an empty cell is suppressed
-    class_disclosure: bool = True  # flag cells where every patient shares one sensitive value
+    class_disclosure: bool = True  # flag cells whose statistic shows every patient shares a value
+    class_disclosure_fails: bool = False  # class disclosure is suppressed (fail), not review
     extremes_min_patients: int = 10  # a min/max must be shared by this many patients
     quantile_min_values: int = 10  # a quantile needs this many patients with a value
     rounding: Rounding = Rounding.NONE
@@ -95,8 +98,15 @@ ABS = DisclosurePolicy(
     "choice (ABS publishes no number), the same 10.",
 )
 
+STRICT = replace(
+    ACRO, name="strict", class_disclosure_fails=True,
+    notes="ACRO's thresholds; class disclosure (a statistic showing that every patient of a cell "
+    "shares one value: a 0 % / 100 % proportion, min = max, a std of 0, a quantile at the cell's "
+    "min or max, a crosstab row or histogram with one non-empty cell) is suppressed, not reviewed.",
+)
+
 PRESETS: dict[str, DisclosurePolicy] = {
-    p.name: p for p in (ACRO, OPENSAFELY, OPENSAFELY_MIDPOINT6, ABS)
+    p.name: p for p in (ACRO, OPENSAFELY, OPENSAFELY_MIDPOINT6, ABS, STRICT)
 }
 
 # Settings fields that override a preset's threshold when ≥ 0 (negative = keep the preset's).

@@ -47,8 +47,10 @@ def _null_stats() -> dict[str, ir.Value]:
 
 
 def evidence_expr(t: ir.Table, patient: str, groups: Sequence[str], value: str | None = None,
-                  sensitive: str | None = None, extremes: bool = True) -> ir.Table:
-    """Evidence per cell of ``t`` grouped by ``groups`` (columns as :data:`EVIDENCE_COLUMNS`)."""
+                  sensitive: str | None = None, extremes: bool = True,
+                  bounds: bool = False) -> ir.Table:
+    """Evidence per cell of ``t`` grouped by ``groups`` (columns as :data:`EVIDENCE_COLUMNS`;
+    ``extremes`` and ``bounds`` as in ``compute_evidence``)."""
     groups = list(groups)
     _check(t.columns, patient, groups, value, sensitive)
     i64, f64 = "int64", "float64"
@@ -69,10 +71,13 @@ def evidence_expr(t: ir.Table, patient: str, groups: Sequence[str], value: str |
     base = t.select(*groups, _pid=t[patient], _v=v,
                     **({"_s": t[sensitive]} if sensitive else {}))
     pp_keys = [*groups, "_pid"] + (["_s"] if sensitive else [])
-    # min, max and negatives feed only the extremes rule (null without it, as in the SQL)
-    spread = ({"_min": base._v.min(), "_max": base._v.max(), "_neg": (base._v < 0).sum()}
-              if extremes else {"_min": ibis.null(f64), "_max": ibis.null(f64),
-                                "_neg": ibis.null(i64)})
+    # min, max and negatives feed only the extremes rule (null without it, as in the SQL); min
+    # and max also the class-disclosure rules (``bounds``). The SQL takes those from a second,
+    # cell-level scan; here they ride along in the cell × patient aggregation, one scan (the
+    # relation may be an expensive Spark plan), the same numbers.
+    spread = ({"_min": base._v.min(), "_max": base._v.max()} if extremes or bounds
+              else {"_min": ibis.null(f64), "_max": ibis.null(f64)})
+    spread["_neg"] = (base._v < 0).sum() if extremes else ibis.null(i64)
     pp = base.group_by(pp_keys).aggregate(
         _rows=base.count(), _nv=base._v.count(), _sum=base._v.sum(), _abs=base._v.abs().sum(),
         **spread)
@@ -136,10 +141,11 @@ def evidence_expr(t: ir.Table, patient: str, groups: Sequence[str], value: str |
 
 def evidence_frame(engine, t: ir.Table, patient: str, groups: Sequence[str],
                    value: str | None = None, sensitive: str | None = None,
-                   complete: bool = False, extremes: bool = True) -> pl.DataFrame:
+                   complete: bool = False, extremes: bool = True,
+                   bounds: bool = False) -> pl.DataFrame:
     """:func:`evidence_expr` run on ``engine`` (an :class:`enclave.engine.Engine`), sorted by the
     grouping columns (nulls last); ``complete`` as in ``compute_evidence``."""
-    ev = engine.to_polars(evidence_expr(t, patient, groups, value, sensitive, extremes))
+    ev = engine.to_polars(evidence_expr(t, patient, groups, value, sensitive, extremes, bounds))
     ev = ev.with_columns(pl.col(c).cast(pl.Int64) for c in COUNT_COLUMNS).with_columns(
         pl.col(c).cast(pl.Float64) for c in EVIDENCE_COLUMNS if c not in COUNT_COLUMNS)
     if complete and groups:

@@ -17,7 +17,11 @@ Rules (thresholds from the policy; contributors are distinct patients):
 * extremes — a published min/max must be shared by ``extremes_min_patients`` patients;
 * quantiles — need ``quantile_min_values`` patients with a value;
 * class disclosure — when every patient of a cell shares one value of the sensitive column
-  (its share is 100 %, every other value's 0 %), the cell goes to review;
+  (its share is 100 %, every other value's 0 %), or a sum, mean, std, min or max is over a cell
+  whose values are all the same (min = max: a proportion of 0 or 1, a std of 0), the published
+  statistic shows every patient's value: the cell goes to review, or is suppressed under a
+  policy with ``class_disclosure_fails`` (quantiles, crosstab rows and histograms are checked
+  for the same in :mod:`enclave.outputs.tables`, where their values are computed);
 * degrees of freedom — :func:`residual_dof` / :func:`check_dof` for models.
 """
 
@@ -60,9 +64,19 @@ def _pct(x: pl.Expr) -> pl.Expr:
     return (x * 100).round(1).cast(pl.String)
 
 
-def _rules(policy: DisclosurePolicy, stat: Statistic, has_sensitive: bool
+# statistics whose value shows every patient's value when the cell's min equals its max
+SAME_VALUE = (Statistic.SUM, Statistic.MEAN, Statistic.MIN, Statistic.MAX)
+
+
+def class_outcome(policy: DisclosurePolicy) -> Outcome:
+    """What a class-disclosure hit does under ``policy``: review, or suppression when strict."""
+    return Outcome.SUPPRESS if policy.class_disclosure_fails else Outcome.REVIEW
+
+
+def _rules(policy: DisclosurePolicy, stat: Statistic, has_sensitive: bool, label: str
            ) -> list[tuple[pl.Expr, Outcome, pl.Expr]]:
-    """(fails, outcome, reason) for every rule that applies to ``stat`` under ``policy``."""
+    """(fails, outcome, reason) for every rule that applies to ``stat`` under ``policy``;
+    ``label`` names the published statistic in reasons (``std`` is checked as a mean)."""
     pats, vals = pl.col("patients"), pl.col("value_patients")
     rules: list[tuple[pl.Expr, Outcome, pl.Expr]] = []
     if policy.zeros_disclosive:
@@ -103,9 +117,14 @@ def _rules(policy: DisclosurePolicy, stat: Statistic, has_sensitive: bool
                                 vals, pl.lit(policy.quantile_min_values))))
     if policy.class_disclosure and has_sensitive:
         mp = pl.col("modal_patients")
-        rules.append(((pats > 0) & mp.is_not_null() & (mp >= pats), Outcome.REVIEW,
+        rules.append(((pats > 0) & mp.is_not_null() & (mp >= pats), class_outcome(policy),
                       pl.format("all {} patients in the cell share one value of the sensitive "
                                 "column (100 %, every other value 0 %): class disclosure", pats)))
+    if policy.class_disclosure and stat in SAME_VALUE:
+        rules.append(((vals > 0) & (pl.col("min") == pl.col("max")), class_outcome(policy),
+                      pl.format("all {} patients with a value in the cell have the same value "
+                                "(its minimum equals its maximum), which the {} reveals: class "
+                                "disclosure", vals, pl.lit(label))))
     return rules
 
 
@@ -121,15 +140,21 @@ def round_counts(values: pl.Expr, policy: DisclosurePolicy) -> pl.Expr:
 
 
 def check_cells(evidence: pl.DataFrame, statistic: Statistic | str, policy: DisclosurePolicy,
-                groups: Sequence[str] = ()) -> pl.DataFrame:
-    """Per cell: ``groups``, ``outcome``, ``reasons`` (list of text), ``value`` (null unless ok)."""
+                groups: Sequence[str] = (), label: str | None = None) -> pl.DataFrame:
+    """Per cell: ``groups``, ``outcome``, ``reasons`` (list of text), ``value`` (null unless ok).
+
+    ``label`` names the published statistic in reasons (default: the statistic's own name).
+    The class-disclosure rule of a sum, mean, min or max compares the evidence's ``min`` and
+    ``max``: compute it with ``extremes`` or ``bounds`` (null bounds never match)."""
     stat = Statistic(statistic)
-    missing = [c for c in ("rows", "patients", "value_patients", "abs_total", "top1", "top2")
-               if c not in evidence.columns]
+    needed = ("rows", "patients", "value_patients", "abs_total", "top1", "top2")
+    if policy.class_disclosure and stat in SAME_VALUE:
+        needed += ("min", "max")
+    missing = [c for c in needed if c not in evidence.columns]
     if missing:
         raise BadInputError(f"evidence frame lacks column(s): {', '.join(missing)}")
     has_sensitive = "modal_patients" in evidence.columns and evidence["modal_patients"].null_count() < evidence.height
-    rules = _rules(policy, stat, has_sensitive)
+    rules = _rules(policy, stat, has_sensitive, label or stat.value)
     fails = [r[0].fill_null(False) for r in rules]
     suppress = pl.any_horizontal([f for f, r in zip(fails, rules) if r[1] is Outcome.SUPPRESS] or
                                  [pl.lit(False)])

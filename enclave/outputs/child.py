@@ -4,9 +4,11 @@ It reads ``{"sql", "spec", "disclosure", "members", "memory_limit", "threads"}``
 stdin, opens the one release database the sandbox exposes (:data:`~.sandbox.SANDBOX_DB`)
 read-only with external access, extensions and configuration locked, evaluates the output (which
 validates the SQL first, see :func:`enclave.outputs.evaluation.evaluate`) and answers on stdout:
-one JSON line (``ok``, ``cells``, ``notes``, ``spec``, ``sandbox`` — the identity it ran with —
-and ``members_bytes``), then the member sets of the published cells as an Arrow IPC stream when
-``members`` was asked for. A refusal or failure is ``ok: false`` with an ``error`` that names the
+one JSON line (``ok``, ``cells``, ``notes``, ``spec``, ``result_csv``, ``result_keys``,
+``sandbox`` and ``members_bytes``), then the member sets of the published cells as an Arrow IPC
+stream when ``members`` was asked for. ``result_csv`` is the publishable result table (suppressed
+values empty), ``result_keys`` its key columns (:mod:`enclave.outputs.layout`), ``sandbox`` the
+identity the child ran with. A refusal or failure is ``ok: false`` with an ``error`` that names the
 problem, never a value of the data (DuckDB errors are reported by their kind only).
 """
 
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from enclave.disclosure import policy_from_settings
     from enclave.errors import EnclaveError
     from enclave.outputs.evaluation import evaluate
+    from enclave.outputs.layout import checked_keys
     from enclave.outputs.sandbox import SANDBOX_DB
     from enclave.outputs.sql import locked_config
     from enclave.settings import DisclosureSettings
@@ -64,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             buf = io.BytesIO()
             ev.members().write_ipc_stream(buf)
             blob = buf.getvalue()
+        keys = checked_keys({**payload["spec"], **ev.spec}, ev.result.columns)
         answer({"ok": True, "cells": ev.cells, "notes": ev.notes, "spec": ev.spec,
-                "sandbox": who}, blob)
+                "result_csv": ev.result.write_csv(), "result_keys": keys, "sandbox": who}, blob)
     except EnclaveError as exc:
         answer({"ok": False, "error": str(exc), "sandbox": who})
     except duckdb.Error as exc:  # its messages may quote values: the kind only

@@ -26,10 +26,10 @@ import polars as pl
 
 from enclave.disclosure import DisclosurePolicy
 from enclave.errors import BadInputError
+from enclave.outputs.membership import POPULATION, Membership  # noqa: F401
 
 OUTCOMES = {"ok": "pass", "suppress": "fail", "review": "review"}
 STATUSES = ("pass", "review", "fail")
-POPULATION = "*"  # cell key of an output's whole population in the ledger
 
 
 @dataclass
@@ -40,8 +40,19 @@ class Evaluation:
     result: pl.DataFrame
     cells: list[dict]
     notes: list[str] = field(default_factory=list)
-    members: Callable[[], pl.DataFrame] | None = None  # → (cell_key, person_id)
+    members: Callable[[], pl.DataFrame] | None = None  # → (cell_key, person_id, rows)
     spec: dict = field(default_factory=dict)  # parameters chosen while evaluating (e.g. interval)
+    membership: Membership | None = None  # members and profile where the data are (tables)
+
+    def __post_init__(self) -> None:
+        if self.membership is not None and self.members is None:
+            self.members = self.membership.members
+
+    def close(self) -> None:
+        """Free what the evaluation keeps on its connection (the members table); call it once the
+        ledger is done with the output."""
+        if self.membership is not None:
+            self.membership.close()
 
     @property
     def status(self) -> str:
@@ -146,28 +157,14 @@ def sub(sql: str) -> str:
     return f"({sql.strip()})"
 
 
-def members_frame(con: duckdb.DuckDBPyConnection, sql: str, patient: str,
-                  groups: list[str], published: set[str] | None) -> pl.DataFrame:
-    """(cell_key, person_id) of the published cells of ``groups`` over ``sql``, plus the whole
-    population under :data:`POPULATION`; ``person_id`` is the DuckDB hash of the pseudonym's text
-    (computed next to the data). For the ledger only, never for a record."""
-    from enclave.db import frame  # I/O helper; evaluation stays importable without a database
-
-    cols = ", ".join(q(g) for g in groups)
-    sel = f"{cols}, " if groups else ""
-    data = frame(con, f"SELECT DISTINCT {sel}hash(CAST({q(patient)} AS VARCHAR)) AS person_id "
-                      f"FROM {sub(sql)} AS _r")
-    pop = data.select(pl.lit(POPULATION).alias("cell_key"), "person_id").unique()
-    if not groups:
-        return pop
-    levels = data.select(groups).unique()  # keys are made per cell, not per row
-    levels = levels.with_columns(pl.Series("cell_key", [cell_key(dict(zip(groups, row)))
-                                                        for row in levels.rows()], dtype=pl.String))
-    cells = data.join(levels, on=groups, how="left", nulls_equal=True).select("cell_key",
-                                                                               "person_id")
-    if published is not None:
-        cells = cells.filter(pl.col("cell_key").is_in(list(published)))
-    return pl.concat([pop, cells])
+def group_membership(con: duckdb.DuckDBPyConnection, relation: str, groups: list[str],
+                     published: set[str] | None, rows: bool) -> Membership:
+    """Who is in each published cell of ``groups`` (and the whole population), from
+    ``relation`` (a :func:`~enclave.outputs.membership.materialize` table or a
+    :func:`~enclave.outputs.membership.member_sql` query), for the ledger only, never for a
+    record (see :mod:`enclave.outputs.membership`)."""
+    return Membership(con, relation, list(groups),
+                      lambda values: cell_key(dict(zip(groups, values))), published, rows)
 
 
 def evaluate(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
@@ -178,7 +175,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
     the release's tables, patients from a release ``person_id`` that exist in ``person``), in the
     kernel as in the airlock's sandbox, so a researcher learns at once what the airlock refuses."""
     from enclave.outputs import models, tables
-    from enclave.outputs.sql import check_output_query
+    from enclave.outputs.sql import check_members_exist, check_output_query
 
     kinds = {"crosstab": tables.evaluate_groups, "pivot_table": tables.evaluate_groups,
              "histogram": tables.evaluate_histogram, "ols": models.evaluate_model,
@@ -186,5 +183,14 @@ def evaluate(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
     kind = spec.get("kind")
     if kind not in kinds:
         raise BadInputError(f"unknown output kind '{kind}' (known: {', '.join(kinds)})")
-    check_output_query(con, sql, spec.get("patient"))
-    return kinds[kind](con, sql, spec, policy)
+    # tables check their patients on the table of cell × patient rows they compute anyway
+    tables = kind in ("crosstab", "pivot_table", "histogram")
+    check_output_query(con, sql, spec.get("patient"), patients=not tables)
+    ev = kinds[kind](con, sql, spec, policy)
+    if tables and ev.membership is not None:
+        try:
+            check_members_exist(con, ev.membership.relation)
+        except BaseException:
+            ev.close()
+            raise
+    return ev

@@ -2,13 +2,17 @@
 
 Regression: every coefficient's cell is the whole estimation sample (the rows the formula kept
 after dropping missing values): it needs ``min_patients`` distinct patients, and the model needs
-``min_dof`` residual degrees of freedom.
+``min_dof`` residual degrees of freedom. Every column and factor level of the design matrix needs
+``min_patients`` patients too, else the model fails; a level whose patients all share one outcome
+(class disclosure) sends the model to review (:mod:`enclave.outputs.support`).
 
 Kaplan–Meier, coarsened: durations are rounded up to the end of their reporting interval ``w``
 (``t → max(1, ⌈t / w⌉) · w``) and the estimator is computed on those times, so the curve steps only
 at multiples of ``w``. A reported step needs ``min_patients`` patients at risk and either no event
-or at least ``min_patients`` events. The curve of each group ends at the last step that still has
-``min_patients`` patients at risk (later steps are not reported). Without an explicit interval the
+or at least ``min_patients`` events; a step where every patient at risk has the event (survival
+drops to 0) is class disclosure: review (or fail, as :func:`~.support.class_outcome` says). The
+curve of each group ends at the last step that still has ``min_patients`` patients at risk (later
+steps are not reported). Without an explicit interval the
 smallest one of ``research.survival_intervals`` whose every reported step passes is used (else
 the one with the fewest failing steps). Published counts (at risk, events) are rounded as the
 policy says; the survival estimate is computed from the exact counts.
@@ -27,6 +31,8 @@ from enclave.disclosure import DisclosurePolicy, check_dof, round_counts
 from enclave.errors import BadInputError
 from enclave.outputs.evaluation import POPULATION, Evaluation, cell_key, make_cell, q, sub
 from enclave.outputs.formula import check_formula
+from enclave.outputs.membership import patient_hashes, person_hash
+from enclave.outputs.support import check_model, class_outcome
 
 
 def _fit(kind: str, formula: str, data):
@@ -45,6 +51,10 @@ def _fit(kind: str, formula: str, data):
 
 def evaluate_model(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
                    policy: DisclosurePolicy) -> Evaluation:
+    """Coefficients of the ``ols`` / ``logit`` model ``spec["formula"]`` over the rows of ``sql``,
+    one cell per term, all with the model's one outcome: ``fail`` (values null) when the sample,
+    the degrees of freedom or the support of a design column / factor level falls short, else
+    ``review`` on class disclosure, else ``pass``."""
     patient, formula, kind = spec["patient"], spec["formula"], spec["kind"]
     df = frame(con, f"SELECT * FROM {sub(sql)} AS _r").to_pandas()
     check_formula(formula, df.columns)
@@ -61,7 +71,10 @@ def evaluate_model(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
                        f"least {policy.min_values} are needed")
     _, dof_reasons = check_dof(nobs, k, policy)
     reasons += dof_reasons
-    outcome = "fail" if reasons else "pass"
+    support, classes = check_model(res, sample.to_numpy(), kind, policy)
+    reasons += support
+    outcome = "fail" if reasons else class_outcome(policy) if classes else "pass"
+    reasons += classes
     ci = res.conf_int()
     cells, out = [], []
     for name in res.params.index:
@@ -77,8 +90,8 @@ def evaluate_model(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
         result = result.with_columns(pl.exclude("term").map_batches(
             lambda s: pl.Series([None] * len(s), dtype=pl.Float64), is_elementwise=True))
     notes = [(f"{nobs} observations from {n_pat} patients, {k} parameters, "
-             f"{nobs - k} residual degrees of freedom")] if outcome == "pass" else []
-    pats = pl.Series("person_id", sample.astype(str).unique(), dtype=pl.String)
+             f"{nobs - k} residual degrees of freedom")] if outcome != "fail" else []
+    pats = patient_hashes(con, sample.drop_duplicates().to_frame(patient), patient)
     return Evaluation(result=result, cells=cells, notes=notes,
                       members=lambda: pl.DataFrame({"cell_key": [POPULATION] * len(pats),
                                                     "person_id": pats}))
@@ -91,7 +104,7 @@ def _km_data(con: duckdb.DuckDBPyConnection, sql: str, spec: dict) -> pl.DataFra
     patient, duration, event, group = (spec["patient"], spec["duration"], spec["event"],
                                        spec.get("group"))
     g = f"{q(group)} AS _g" if group else "NULL AS _g"
-    data = frame(con, f"SELECT CAST({q(patient)} AS VARCHAR) AS _pid, "
+    data = frame(con, f"SELECT {person_hash(q(patient))} AS _pid, "
                       f"CAST({q(duration)} AS DOUBLE) AS _t, "
                       f"CAST(coalesce(CAST({q(event)} AS INTEGER), 0) <> 0 AS INTEGER) AS _e, "
                       f"{g} FROM {sub(sql)} AS _r WHERE {q(duration)} IS NOT NULL")
@@ -104,7 +117,8 @@ def _km_data(con: duckdb.DuckDBPyConnection, sql: str, spec: dict) -> pl.DataFra
 
 
 def _km_steps(data: pl.DataFrame, w: float, policy: DisclosurePolicy) -> pl.DataFrame:
-    """One row per group × step (time, at risk, events, survival, outcome, reason)."""
+    """One row per group × step (time, at risk, events, survival, ``reason``: why the step
+    fails, ``flag``: its class disclosure, if the policy checks it)."""
     k = policy.min_patients
     coarse = data.with_columns(
         (pl.max_horizontal((pl.col("_t") / w).ceil(), pl.lit(1.0)) * w).alias("_c"))
@@ -124,12 +138,24 @@ def _km_steps(data: pl.DataFrame, w: float, policy: DisclosurePolicy) -> pl.Data
             reason = None if d == 0 or d >= k else (
                 f"{d} event(s) in this interval; 0 or at least {k} are needed (use a longer "
                 "interval)")
+            flag = None
+            if policy.class_disclosure and d == at_risk:
+                flag = ("every patient at risk has the event in this interval (survival drops "
+                        "to 0): class disclosure")
             out.append({"_g": grp, "time": t, "at_risk": at_risk, "events": d,
-                        "survival": surv, "reason": reason})
+                        "survival": surv, "reason": reason, "flag": flag})
             j += 1
     return pl.DataFrame(out, schema={"_g": data.schema["_g"], "time": pl.Float64,
                                      "at_risk": pl.Int64, "events": pl.Int64,
-                                     "survival": pl.Float64, "reason": pl.String})
+                                     "survival": pl.Float64, "reason": pl.String,
+                                     "flag": pl.String})
+
+
+def _step_outcome(policy: DisclosurePolicy) -> pl.Expr:
+    """Each step's outcome: ``fail`` on a reason, else the class outcome on a flag, else pass."""
+    return (pl.when(pl.col("reason").is_not_null()).then(pl.lit("fail"))
+            .when(pl.col("flag").is_not_null()).then(pl.lit(class_outcome(policy)))
+            .otherwise(pl.lit("pass")))
 
 
 def choose_interval(data: pl.DataFrame, intervals, policy: DisclosurePolicy) -> float:
@@ -137,7 +163,8 @@ def choose_interval(data: pl.DataFrame, intervals, policy: DisclosurePolicy) -> 
     best = None
     for w in intervals:
         steps = _km_steps(data, float(w), policy)
-        fails = steps["reason"].is_not_null().sum() if steps.height else 0
+        fails = (steps.select(_step_outcome(policy) == "fail").to_series().sum()
+                 if steps.height else 0)
         if steps.height and fails == 0:
             return float(w)
         if steps.height and (best is None or fails < best[0]):
@@ -159,14 +186,15 @@ def evaluate_survival(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
         raise BadInputError("the survival interval must be a positive number")
     steps = _km_steps(data, w, policy)
     rounded = steps.with_columns(round_counts(pl.col("at_risk"), policy).alias("at_risk_pub"),
-                                 round_counts(pl.col("events"), policy).alias("events_pub"))
+                                 round_counts(pl.col("events"), policy).alias("events_pub"),
+                                 _step_outcome(policy).alias("outcome"))
     cells, notes = [], []
     gname = group or "group"
     for r in rounded.sort("_g", "time", nulls_last=True).iter_rows(named=True):
-        ok = r["reason"] is None
+        ok = r["outcome"] != "fail"
         cell = ({group: r["_g"]} if group else {}) | {"time": r["time"]}
-        cells.append(make_cell(cell, "survival", r["survival"], "pass" if ok else "fail",
-                               [] if ok else [r["reason"]],
+        cells.append(make_cell(cell, "survival", r["survival"], r["outcome"],
+                               [x for x in (r["reason"], r["flag"]) if x is not None],
                                {"at_risk": r["at_risk_pub"], "events": r["events_pub"]} if ok
                                else {}))
     groups_seen = data["_g"].unique().to_list()
@@ -184,19 +212,30 @@ def evaluate_survival(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
                          f"{policy.min_patients} patients remain at risk")
     notes.insert(0, f"times coarsened to intervals of {w:g} (survival steps only at multiples "
                     "of it)")
-    result = rounded.filter(pl.col("reason").is_null()).select(
+    result = rounded.filter(pl.col("outcome") != "fail").select(
         pl.col("_g").alias(gname), "time", pl.col("at_risk_pub").alias("at_risk"),
         pl.col("events_pub").alias("events"), "survival").sort(gname, "time", nulls_last=True)
     if not group:
         result = result.drop(gname)
 
     def members() -> pl.DataFrame:
+        """The population, each group, and the patients at risk at each published step (so
+        that two curves whose at-risk counts differ by a few patients are a ledger hit)."""
         pop = data.select(pl.lit(POPULATION).alias("cell_key"), pl.col("_pid").alias("person_id"))
-        if not group:
-            return pop
-        keys = [cell_key({group: g}) for g in data["_g"].to_list()]
-        per = data.select(pl.Series("cell_key", keys, dtype=pl.String),
-                          pl.col("_pid").alias("person_id"))
-        return pl.concat([pop, per])
+        published = rounded.filter(pl.col("outcome") != "fail").select("_g", "time")
+        keys = [cell_key(({group: g} if group else {}) | {"time": t})
+                for g, t in published.rows()]
+        published = published.with_columns(pl.Series("cell_key", keys, dtype=pl.String))
+        coarse = data.with_columns(
+            (pl.max_horizontal((pl.col("_t") / w).ceil(), pl.lit(1.0)) * w).alias("_c"))
+        at_risk = coarse.join(published, on="_g", how="inner", nulls_equal=True).filter(
+            pl.col("_c") >= pl.col("time") - 1e-9).select("cell_key",
+                                                          pl.col("_pid").alias("person_id"))
+        parts = [pop, at_risk]
+        if group:
+            keys = [cell_key({group: g}) for g in data["_g"].to_list()]
+            parts.append(data.select(pl.Series("cell_key", keys, dtype=pl.String),
+                                     pl.col("_pid").alias("person_id")))
+        return pl.concat(parts)
 
     return Evaluation(result=result, cells=cells, notes=notes, members=members, spec=chosen)

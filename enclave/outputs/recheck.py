@@ -119,9 +119,12 @@ def recheck(record: Mapping, settings: Settings, *, members: bool = False) -> di
     """Recompute ``record``'s result and evidence in the sandbox and compare.
 
     Returns ``{"output_id", "kind", "verified", "status", "problems", "reasons", "cells",
-    "policy_sha256", "sandbox"}``: ``status`` is ``fail`` whenever ``verified`` is false (refused
-    before running, or the stored result differs from the recomputation), else the recomputed
-    status (``pass`` / ``review`` / ``fail``). ``members=True`` adds ``members`` (a polars frame
+    "policy_sha256", "sandbox", "result_csv", "result_keys"}``: ``status`` is ``fail`` whenever
+    ``verified`` is false (refused before running, or the stored result differs from the
+    recomputation), else the recomputed status (``pass`` / ``review`` / ``fail``);
+    ``result_csv`` is the recomputed publishable result table (suppressed values empty) and
+    ``result_keys`` its key columns, which the airlock compares the submitted files with (both
+    absent when nothing was run). ``members=True`` adds ``members`` (a polars frame
     of ``cell_key, person_id`` for the differencing ledger; never JSON, never shown).
     ``settings`` gives the home and the policy in force.
     """
@@ -162,7 +165,9 @@ def recheck(record: Mapping, settings: Settings, *, members: bool = False) -> di
         problems.append(f"recorded status {record.get('status')}, recomputed {status}")
     result = out | {"verified": not problems, "status": "fail" if problems else status,
                     "problems": problems, "reasons": list(header.get("notes") or []) +
-                    summarize(cells), "cells": cells, "sandbox": sandbox}
+                    summarize(cells), "cells": cells, "sandbox": sandbox,
+                    "result_csv": header.get("result_csv"),
+                    "result_keys": header.get("result_keys")}
     if members:
         result["members"] = frame if frame is not None else pl.DataFrame(
             schema={"cell_key": pl.String, "person_id": pl.UInt64})

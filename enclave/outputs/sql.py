@@ -279,10 +279,31 @@ def check_patients_exist(con: duckdb.DuckDBPyConnection, sql: str, patient: str)
                                "persons of the release's person table")
 
 
-def check_output_query(con: duckdb.DuckDBPyConnection, sql: object, patient: object) -> None:
-    """Every check of this module, on the connection to the release the SQL will run on."""
+def check_members_exist(con: duckdb.DuckDBPyConnection, members: str) -> None:
+    """:func:`check_patients_exist` on an output's per-patient table (see
+    :func:`enclave.outputs.membership.materialize`: ``_person`` is the patient column as it is),
+    which is already one row per cell × patient: no second run of the SQL."""
+    try:
+        [(missing,)] = con.execute(
+            f"SELECT count(*) FROM (SELECT DISTINCT _person FROM {members} WHERE _person IS NOT "
+            f"NULL) AS _a ANTI JOIN {PERSON_TABLE} AS _p ON _p.{PATIENT_SOURCE} = _a._person"
+            ).fetchall()
+    except duckdb.CatalogException:
+        raise UnsafeQueryError("the release has no person table to check the output's "
+                               "patients against") from None
+    if missing:
+        raise UnsafeQueryError(f"{missing} patient(s) of the patient column are not persons of "
+                               "the release's person table")
+
+
+def check_output_query(con: duckdb.DuckDBPyConnection, sql: object, patient: object, *,
+                       patients: bool = True) -> None:
+    """Every check of this module, on the connection to the release the SQL will run on
+    (``patients=False``: the caller checks the patients on its per-patient table instead, with
+    :func:`check_members_exist`)."""
     schema = release_schema(con)
     validate_query(sql, schema)
     check_statement_kind(con, sql)
     check_patient_column(sql, patient, schema)
-    check_patients_exist(con, sql, patient)
+    if patients:
+        check_patients_exist(con, sql, patient)

@@ -10,6 +10,12 @@ where the cell passed. Aggregation functions:
 ``max`` · ``std`` (sample) · ``qNN`` the NN-th percentile (``q25``, ``q75`` …).
 
 ``std`` is checked as a mean (minimum values, dominance); ``median`` and ``qNN`` as quantiles.
+
+Class disclosure (a published statistic showing that every contributor of a cell shares one
+value) goes to review, or is suppressed under ``class_disclosure_fails``: a sum, mean, std, min or
+max over a cell whose min equals its max (in :mod:`enclave.disclosure.rules`), and here, where the
+values are computed, a quantile equal to its cell's min or max, a crosstab row whose patients all
+fall in one column and a histogram whose values all fall in one bin.
 """
 
 from __future__ import annotations
@@ -22,16 +28,19 @@ import duckdb
 import polars as pl
 
 from enclave.db import frame
-from enclave.disclosure import DisclosurePolicy, Statistic, check_table
+from enclave.disclosure import DisclosurePolicy, Outcome, Statistic, check_table, class_outcome
+from enclave.disclosure.evidence import check_roles
 from enclave.errors import BadInputError
 from enclave.outputs.evaluation import (
     OUTCOMES,
     Evaluation,
+    cell_key,
+    group_membership,
     make_cell,
-    members_frame,
     q,
     sub,
 )
+from enclave.outputs.membership import Membership, materialize, owned_by
 
 SIMPLE = {"count": Statistic.COUNT, "patients": Statistic.PATIENTS, "sum": Statistic.SUM,
           "mean": Statistic.MEAN, "min": Statistic.MIN, "max": Statistic.MAX}
@@ -54,31 +63,60 @@ def parse_aggfunc(agg: str) -> tuple[Statistic, str | None]:
 
 def _extra_values(con: duckdb.DuckDBPyConnection, sql: str, groups: list[str], value: str,
                   expr: str) -> pl.DataFrame:
+    """The statistic ``expr`` per cell (``_extra``) with the cell's min and max (``_lo``,
+    ``_hi``: the quantile rule compares them), in one grouped statement."""
     g = ", ".join(q(c) for c in groups)
-    agg = expr.replace("_v", f"CAST({q(value)} AS DOUBLE)")
-    return frame(con, f"SELECT {g}, {agg} AS _extra FROM {sub(sql)} AS _r GROUP BY {g}")
+    v = f"CAST({q(value)} AS DOUBLE)"
+    return frame(con, f"SELECT {g}, {expr.replace('_v', v)} AS _extra, min({v}) AS _lo, "
+                      f"max({v}) AS _hi FROM {sub(sql)} AS _r GROUP BY {g}")
 
 
-def _row_class_disclosure(index: str, columns: str, cells: pl.DataFrame) -> pl.DataFrame:
+def flag_class(cells: pl.DataFrame, hit: pl.Expr, reason: pl.Expr,
+               policy: DisclosurePolicy) -> pl.DataFrame:
+    """Class disclosure found by a table rule: the hit cells get ``reason``; those that were
+    ``ok`` go to review, or under ``class_disclosure_fails`` are suppressed (value withheld).
+    Suppressed cells keep their outcome."""
+    to = class_outcome(policy)
+    changes = pl.col("_hit") & (pl.col("outcome") == Outcome.OK.value)
+    return cells.with_columns(hit.fill_null(False).alias("_hit")).with_columns(
+        pl.when(changes).then(pl.lit(to.value)).otherwise("outcome").alias("outcome"),
+        pl.when("_hit").then(pl.col("reasons").list.concat(pl.concat_list(reason)))
+        .otherwise("reasons").alias("reasons"),
+        pl.when(changes & (to is Outcome.SUPPRESS)).then(None).otherwise("value").alias("value"),
+    ).drop("_hit")
+
+
+def _row_class_disclosure(index: str, columns: str, cells: pl.DataFrame,
+                          policy: DisclosurePolicy) -> pl.DataFrame:
     """A crosstab row whose patients all fall in one column level discloses that level for every
-    member of the row (the 100 % / 0 % case): its non-empty cell goes to review. ``cells`` is the
+    member of the row (the 100 % / 0 % case): its non-empty cell is flagged. ``cells`` is the
     complete grid with each cell's ``rows``, so a row with one non-empty cell is such a row."""
     if cells[columns].n_unique() < 2:
         return cells
-    filled = cells.filter(pl.col("rows") > 0)
-    single = filled.group_by(index).agg(pl.len().alias("_n")).filter(pl.col("_n") == 1)
-    flagged_cells = filled.join(single.select(index), on=index, how="semi", nulls_equal=True)
-    out = cells.join(flagged_cells.select(index, columns, pl.lit(True).alias("_single")),
-                     on=[index, columns], how="left", nulls_equal=True)
-    flagged = pl.col("_single").fill_null(False)
-    hit = flagged & (pl.col("outcome") == "ok")
+    filled = pl.col("rows") > 0
     reason = pl.lit(f"every patient of this {index} falls in one {columns} value (100 %, the other "
                     "values 0 %): class disclosure")
-    return out.with_columns(
-        pl.when(hit).then(pl.lit("review")).otherwise("outcome").alias("outcome"),
-        pl.when(flagged).then(pl.col("reasons").list.concat(pl.concat_list(reason)))
-        .otherwise("reasons").alias("reasons"),
-    ).drop("_single")
+    return flag_class(cells, filled & (filled.sum().over(index) == 1), reason, policy)
+
+
+def _quantile_class_disclosure(agg: str, cells: pl.DataFrame,
+                               policy: DisclosurePolicy) -> pl.DataFrame:
+    """A quantile equal to its cell's minimum (maximum) publishes the value that every row at or
+    below (above) it shares: flagged. ``cells`` holds the quantile (``_extra``) and the cell's
+    min and max (``_lo``, ``_hi``)."""
+    at_lo, at_hi = pl.col("_extra") == pl.col("_lo"), pl.col("_extra") == pl.col("_hi")
+    reason = (
+        pl.when(at_lo & at_hi)
+        .then(pl.format(f"the {agg} equals the cell's minimum and maximum (over {{}} rows): every "
+                        "row has the value it publishes; class disclosure", pl.col("rows")))
+        .when(at_lo)
+        .then(pl.format(f"the {agg} equals the cell's minimum (over {{}} rows): it publishes the "
+                        f"value that every row at or below the {agg} shares; class disclosure",
+                        pl.col("rows")))
+        .otherwise(pl.format(f"the {agg} equals the cell's maximum (over {{}} rows): it publishes "
+                             f"the value that every row at or above the {agg} shares; class "
+                             "disclosure", pl.col("rows"))))
+    return flag_class(cells, at_lo | at_hi, reason, policy)
 
 
 def evaluate_groups(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
@@ -89,24 +127,48 @@ def evaluate_groups(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
     aggfuncs = list(spec["aggfuncs"])
     if not 1 <= len(groups) <= 2:
         raise BadInputError("a table needs one or two grouping columns")
+    for agg in aggfuncs:
+        stat, _ = parse_aggfunc(agg)
+        if value is None and stat not in (Statistic.COUNT, Statistic.PATIENTS):
+            raise BadInputError(f"aggfunc '{agg}' needs a values column")
+    check_roles(patient, groups, value, sensitive)
+    # one row per cell × patient with their rows, computed once: the counts' evidence and
+    # margins and the ledger's profile and member sets all read it
+    members = materialize(con, sql, patient, groups, value if sensitive is None else None)
+    return owned_by(con, members, lambda m: _evaluate_groups(con, sql, spec, policy, m))
+
+
+def _evaluate_groups(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
+                     policy: DisclosurePolicy, members: str) -> Evaluation:
+    groups, patient = list(spec["groups"]), spec["patient"]
+    value, sensitive = spec.get("value"), spec.get("sensitive")
+    aggfuncs = list(spec["aggfuncs"])
     cells: list[dict] = []
     long = []
     for agg in aggfuncs:
         stat, expr = parse_aggfunc(agg)
-        if value is None and stat not in (Statistic.COUNT, Statistic.PATIENTS):
-            raise BadInputError(f"aggfunc '{agg}' needs a values column")
-        checked = check_table(con, sql, patient, groups, stat, policy,
-                              value=value if stat not in (Statistic.COUNT, Statistic.PATIENTS)
-                              else None, sensitive=sensitive)
+        if sensitive is None:  # from the per-patient table, one aggregation per statistic
+            checked = check_table(con, members, "_person", groups, stat, policy, label=agg,
+                                  value=value if stat not in (Statistic.COUNT,
+                                                              Statistic.PATIENTS) else None,
+                                  per_patient=True)
+        else:
+            checked = check_table(con, sql, patient, groups, stat, policy,
+                                  value=value if stat not in (Statistic.COUNT,
+                                                              Statistic.PATIENTS) else None,
+                                  sensitive=sensitive, label=agg)
         c = checked.cells
         if expr is not None:
             extra = _extra_values(con, sql, groups, value, expr)
-            c = c.join(extra, on=groups, how="left", nulls_equal=True).with_columns(
+            c = c.join(extra, on=groups, how="left", nulls_equal=True)
+            if policy.class_disclosure and stat is Statistic.QUANTILE:
+                c = _quantile_class_disclosure(agg, c, policy)
+            c = c.with_columns(
                 pl.when(pl.col("outcome") == "suppress").then(None).otherwise("_extra")
-                .alias("value")).drop("_extra")
+                .alias("value")).drop("_extra", "_lo", "_hi")
         if spec["kind"] == "crosstab" and len(groups) == 2 and policy.class_disclosure and \
                 stat in (Statistic.COUNT, Statistic.PATIENTS):
-            c = _row_class_disclosure(groups[0], groups[1], c)
+            c = _row_class_disclosure(groups[0], groups[1], c, policy)
         for row in c.iter_rows(named=True):
             cells.append(make_cell({g: row[g] for g in groups}, agg, row["value"],
                                    OUTCOMES[row["outcome"]], row["reasons"]))
@@ -126,8 +188,8 @@ def evaluate_groups(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
     if all(a in ("count", "patients") for a in aggfuncs):
         result = result.with_columns(pl.exclude(groups).cast(pl.Int64))
     published = {_key(c_) for c_ in cells if c_["outcome"] != "fail"}
-    return Evaluation(result=result, cells=cells,
-                      members=lambda: members_frame(con, sql, patient, groups, published))
+    return Evaluation(result=result, cells=cells, membership=group_membership(
+        con, members, groups, published, rows="count" in aggfuncs))
 
 
 def _key(cell: dict) -> str:
@@ -174,9 +236,22 @@ def evaluate_histogram(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
     patient, value, edges = spec["patient"], spec["value"], [float(e) for e in spec["edges"]]
     if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
         raise BadInputError("histogram edges must be at least two increasing numbers")
-    rel = binned_sql(sql, patient, value, edges)
-    checked = check_table(con, rel, patient, ["bin"], Statistic.COUNT, policy)
-    seen = {r["bin"]: r for r in checked.cells.iter_rows(named=True)}
+    members = materialize(con, binned_sql(sql, patient, value, edges), patient, ["bin"])
+    return owned_by(con, members, lambda m: _evaluate_histogram(con, spec, policy, edges, m))
+
+
+def _evaluate_histogram(con: duckdb.DuckDBPyConnection, spec: dict, policy: DisclosurePolicy,
+                        edges: list[float], members: str) -> Evaluation:
+    checked = check_table(con, members, "_person", ["bin"], Statistic.COUNT, policy,
+                          per_patient=True)
+    binned = checked.cells
+    # every value in one bin (of several, or of edges derived from the data): class disclosure
+    if policy.class_disclosure and (len(edges) > 2 or not spec.get("range_given")):
+        filled = pl.col("rows") > 0
+        binned = flag_class(binned, filled & (filled.sum() == 1), pl.format(
+            "all {} rows fall in this one bin (every other bin is empty), so every patient's "
+            "value lies in its range: class disclosure", pl.col("rows")), policy)
+    seen = {r["bin"]: r for r in binned.iter_rows(named=True)}
     cells, rows = [], []
     empty = ["cell is empty; empty cells are disclosive under this policy"]
     for i in range(len(edges) - 1):
@@ -193,19 +268,11 @@ def evaluate_histogram(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
                                         "upper": pl.Float64, "count": pl.Int64})
     published = {_key(c) for c in cells if c["outcome"] != "fail"}
 
-    def members() -> pl.DataFrame:
-        data = frame(con, f"SELECT DISTINCT bin, hash(CAST({q(patient)} AS VARCHAR)) AS person_id "
-                          f"FROM ({rel})")
-        from enclave.outputs.evaluation import POPULATION, cell_key
+    def key(values: tuple) -> str:
+        b = values[0]
+        return cell_key({"bin": b, "lower": edges[b], "upper": edges[b + 1]})
 
-        keys = pl.DataFrame({"bin": list(range(len(edges) - 1)), "cell_key": [
-            cell_key({"bin": b, "lower": edges[b], "upper": edges[b + 1]})
-            for b in range(len(edges) - 1)]}, schema_overrides={"bin": data.schema["bin"]})
-        cells_ = data.join(keys, on="bin").select("cell_key", "person_id").filter(
-            pl.col("cell_key").is_in(list(published)))
-        pop = data.select(pl.lit(POPULATION).alias("cell_key"), "person_id").unique()
-        return pl.concat([pop, cells_])
-
+    membership = Membership(con, members, ["bin"], key, published, rows=True)
     notes = [] if spec.get("range_given") else [
         "bin edges were widened to round numbers so that no edge is a data minimum or maximum"]
-    return Evaluation(result=result, cells=cells, notes=notes, members=members)
+    return Evaluation(result=result, cells=cells, notes=notes, membership=membership)

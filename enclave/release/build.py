@@ -44,6 +44,7 @@ from enclave.model.catalog import IdentifierRole, ValueKind, catalog, check_clas
 from enclave.model.omop import cdm_columns
 from enclave.model.project import Project, Tier
 from enclave.projects import SqlProjectStore
+from enclave.release.identity import write_identity_map
 from enclave.release.keys import date_shifts, project_key, pseudonyms
 from enclave.release.manifest import (
     MANIFEST,
@@ -389,6 +390,9 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
                                    "bytes": (build_dir / RELEASE_DB).stat().st_size}},
         }
         write_manifest(build_dir / MANIFEST, manifest)
+        # the airlock's ledger compares this release's outputs with every other project's
+        write_identity_map(settings, manifest["release"],
+                           builder.pseudo_map("person", kept["person_id"].cast(pl.Int64)))
         publish_dir(build_dir, project_dir, version)
     audit.record_event(settings, actor=getpass.getuser(), action="release.build",
                        subject=f"release:{manifest['release']}", detail={"files": manifest["files"]})

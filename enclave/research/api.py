@@ -12,6 +12,7 @@ import builtins
 import datetime as dt
 import getpass
 import hashlib
+import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
@@ -70,12 +71,28 @@ def user_dir(settings: Settings) -> Path:
     return Path(settings.research.user_dir).expanduser()
 
 
+class _Clock:
+    """Seconds spent in each step of making an output (``Output.timings``; not recorded)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._t
+        self._t = now
+
+
 def _make(kind: str, expr, spec: dict) -> Output:
+    clock = _Clock()
     con = _backend(expr)
     ref, settings = con._enclave_release, _settings(con)
     policy = policy_from_settings(settings.disclosure)
     sql = ibis.to_sql(expr, dialect="duckdb")
+    clock.lap("compile")
     ev = evaluate(con.con, sql, spec, policy)
+    clock.lap("evaluate")
     spec = spec | ev.spec
     record = {
         "format": RECORD_FORMAT,
@@ -101,15 +118,49 @@ def _make(kind: str, expr, spec: dict) -> Output:
     if ev.members is not None:
         path = user_dir(settings) / "ledger.duckdb"
         try:
-            members = ev.members()
-            hits = ledger.check_and_add_members(path, record, members, policy.min_patients)
+            hits = ledger.check_and_add_output(path, record, ev, policy.min_patients,
+                                               _recompute(con, ref, settings, policy))
             record["ledger_hits"] = [h.as_dict() for h in hits]
         except Exception as exc:  # noqa: BLE001 - local feedback only; the airlock's ledger rules
             record["reasons"] = record["reasons"] + [
                 (f"the local differencing ledger could not be consulted ({type(exc).__name__}); "
                 "the airlock checks its own")]
+        clock.lap("ledger")
+    ev.close()
     record["record_sha256"] = record_hash(record)
-    return Output(record, ev.result, settings=settings)
+    out = Output(record, ev.result, settings=settings)
+    clock.lap("record")
+    out.timings = clock.laps
+    return out
+
+
+def _recompute(con, ref, settings: Settings, policy):
+    """The members of earlier outputs, recomputed from their recipes (release, SQL, spec) when
+    the local ledger needs their exact patient sets: on this workspace's connection when the
+    release is the same, else on that release opened read-only."""
+    import duckdb
+    import polars as pl
+
+    from enclave.outputs.recheck import record_release_dir
+    from enclave.release.manifest import RELEASE_DB
+
+    def members(recipes: list[dict]) -> pl.DataFrame:
+        parts = []
+        for r in recipes:
+            same = r.get("release") == ref.name
+            db = con.con if same else duckdb.connect(
+                str(record_release_dir(r, settings) / RELEASE_DB), read_only=True)
+            try:
+                ev = evaluate(db, r["sql"], r["spec"], policy)
+                m = ev.members()
+                ev.close()
+            finally:
+                if not same:
+                    db.close()
+            parts.append(m.with_columns(pl.lit(r["output_id"]).alias("output_id")))
+        return pl.concat(parts, how="diagonal_relaxed")
+
+    return members
 
 
 def crosstab(t, index: str, columns: str, values: str | None = None, aggfunc: str = "count", *,

@@ -29,6 +29,8 @@ class Output:
         self.result = result
         self._files = files
         self.settings = settings  # of the workspace it was made in (home, user folder, policy)
+        #: seconds spent making it, per step (compile, evaluate, ledger, record); not recorded
+        self.timings: dict[str, float] = {}
 
     @property
     def output_id(self) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.benchmarks.bench_research import make_home  # noqa: E402
+from tests.benchmarks.bench_research import make_home
 
 
 def unsandboxed(release_db, payload, settings):

@@ -100,7 +100,7 @@ def test_a_tampered_record_is_rejected_by_the_airlock(enclave):
     out["files"][name] = data.replace(b"20", b"21", 1)
     code, req = svc.submit(REQUESTER, out)
     assert code == 201 and req["status"] == "rejected", req
-    assert "did not publish" in req["decision_reason"]
+    assert "a value other than the re-run's" in req["decision_reason"]
 
 
 def test_small_cells_and_ledger_hits_need_two_stewards(enclave):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.airlock.checks import ledger_path
+from enclave.airlock.checks import ledger_path, store_ledger_path
 from enclave.airlock.exports import Airlock
 from enclave.audit import airlock_dir
 from enclave.hub import serve
@@ -187,14 +187,18 @@ def airlock_files(bed) -> set[str]:
 def ledger_outputs(bed, project: str) -> set[str]:
     import duckdb
 
-    path = ledger_path(bed.settings, project)
-    if not path.exists():
-        return set()
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return {r[0] for r in con.execute("SELECT output_id FROM outputs").fetchall()}
-    finally:
-        con.close()
+    found = set()
+    for path in (ledger_path(bed.settings, project), store_ledger_path(bed.settings)):
+        if not path.exists():
+            continue
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            found |= {r[0] for r in con.execute(
+                "SELECT output_id FROM outputs WHERE coalesce(project, ?) = ?",
+                [project, project]).fetchall()}
+        finally:
+            con.close()
+    return found
 
 
 @pytest.fixture(scope="module")

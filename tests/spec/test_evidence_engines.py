@@ -66,6 +66,29 @@ def test_second_largest_contribution_on_ties_and_rows_without_a_patient(engine):
         ("A", 10, 20, 24), ("B", 17, 23, 25), ("C", 3, 3, 3), ("D", 7, 14, 14)]
 
 
+def test_bounds_give_min_and_max_without_the_rest_of_the_extremes_evidence(engine):
+    """``bounds`` (the class-disclosure rules of a sum or mean) computes the cell's min and max
+    over every row, rows without a patient included, and nothing else of the extremes."""
+    t = engine.put("spec_bounds", text_table("""
+        patient | dept | value
+        1       | A    | 0
+        1       | A    | 0
+        2       | A    | 0
+        3       | B    | 1
+        4       | B    | 0
+        5       | B    |
+                | B    | 7
+        6       | C    |
+    """))
+    ev = evidence_frame(engine, t, "patient", ["dept"], "value", extremes=False, bounds=True)
+    assert ev.select("dept", "min", "max").rows() == [("A", 0, 0), ("B", 0, 7), ("C", None, None)]
+    assert ev["negatives"].null_count() == ev["patients_at_min"].null_count() == 3
+    plain = evidence_frame(engine, t, "patient", ["dept"], "value", extremes=False)
+    assert plain["min"].null_count() == plain["max"].null_count() == 3
+    full = evidence_frame(engine, t, "patient", ["dept"], "value")
+    assert full.select("min", "max").equals(ev.select("min", "max"))
+
+
 def test_count_evidence_counts_rows_without_a_patient_as_one_patient(engine):
     t = engine.put("spec_count", text_table("""
         patient | dept
@@ -121,6 +144,9 @@ CASES = [
     {"groups": ["a"], "value": "v", "sensitive": "s"},
     {"groups": ["b"], "value": "v", "extremes": False},
     {"groups": [], "value": "v", "sensitive": "s"},
+    {"groups": ["a", "b"], "value": "v", "extremes": False, "bounds": True},
+    {"groups": ["a"], "value": "v", "sensitive": "s", "extremes": False, "bounds": True},
+    {"groups": [], "value": "v", "extremes": False, "bounds": True},
 ]
 
 
@@ -149,9 +175,11 @@ def test_the_duckdb_statement_and_the_ibis_expression_agree(engines, seed):
         done = case.pop("complete", False)
         sql = compute_evidence(con, "t", "pid", case["groups"], case.get("value"),
                                case.get("sensitive"), complete=done,
-                               extremes=case.get("extremes", True))
+                               extremes=case.get("extremes", True),
+                               bounds=case.get("bounds", False))
         ours = evidence_frame(e, t, "pid", case["groups"], case.get("value"),
                               case.get("sensitive"), complete=done,
-                              extremes=case.get("extremes", True))
+                              extremes=case.get("extremes", True),
+                              bounds=case.get("bounds", False))
         assert_same_rows(sql, ours, case["groups"], rel_tol=1e-12)
     con.close()

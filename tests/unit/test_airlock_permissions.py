@@ -235,8 +235,9 @@ def test_a_requester_sees_cells_only_once_approved(tmp_path):
     cells = [{"cell": {"sex": "F"}, "statistic": "count", "value": 12, "outcome": "pass"},
              {"cell": {"sex": "M"}, "statistic": "count", "value": None, "outcome": "fail"}]
     a = make_airlock(load_settings(tmp_path / "home"))
-    a.checks = lambda rec, s: CheckOutcome(ok=True, status=CheckStatus.FAIL,
-                                           detail={"cells": cells, "reasons": []})
+    a.checks = lambda rec, s: CheckOutcome(ok=True, status=CheckStatus.FAIL, detail={
+        "cells": cells, "reasons": [], "result_csv": "sex,count\nF,12\nM,\n",
+        "result_keys": ["sex"]})
     rid = a.submit(REQUESTER, record("fail"), {"result.csv": b"sex,count\nF,12\nM,\n"},
                    "paper")["id"]
     assert a.describe(rid, REQUESTER)["checks"]["detail"] == {}

@@ -22,6 +22,7 @@ from enclave.disclosure import (
     OPENSAFELY,
     OPENSAFELY_MIDPOINT6,
     PRESETS,
+    STRICT,
     Outcome,
     check_cells,
     check_dof,
@@ -176,7 +177,7 @@ def test_one_patient_with_many_rows_dominates(con):
 
 
 def test_spread_contributions_pass_nk(con):
-    (cell,) = check(con, "patient | dept | value\n" + ten_patients([10] * 10), "sum")
+    (cell,) = check(con, "patient | dept | value\n" + ten_patients([9, 11] * 5), "sum")
     assert (cell["outcome"], cell["value"]) == ("ok", 100)
 
 
@@ -222,6 +223,171 @@ def test_group_where_all_share_a_diagnosis_is_flagged(con):
     assert a["reasons"] == [("all 10 patients in the cell share one value of the sensitive column "
                             "(100 %, every other value 0 %): class disclosure")]
     assert b["outcome"] == "ok"
+
+
+# --- class disclosure of a statistic: every value of the cell the same -------------------------
+SAME = ("all 10 patients with a value in the cell have the same value (its minimum equals its "
+        "maximum), which the {} reveals: class disclosure")
+
+
+def test_a_proportion_of_nobody_or_everybody_is_class_disclosure(con):
+    rows = "\n".join([ten_patients([0] * 10, "A"), ten_patients([1] * 10, "B", 11),
+                      ten_patients([0, 1] * 5, "C", 21)])
+    a, b, c = check(con, f"patient | dept | value\n{rows}", "mean")
+    assert (a["outcome"], a["value"], a["reasons"]) == ("review", 0.0, [SAME.format("mean")])
+    assert (b["outcome"], b["value"], b["reasons"]) == ("review", 1.0, [SAME.format("mean")])
+    assert (c["outcome"], c["value"], c["reasons"]) == ("ok", 0.5, [])
+
+
+def test_a_sum_min_max_or_std_of_one_shared_value_is_flagged(con):
+    text = "patient | dept | value\n" + ten_patients([7] * 10)
+    for stat in ("sum", "min", "max"):
+        (cell,) = check(con, text, stat)
+        assert (cell["outcome"], cell["reasons"]) == ("review", [SAME.format(stat)]), stat
+    # a std is checked as a mean; its label names it (a std of 0 is the same min = max)
+    ev = compute_evidence(con, "t", "patient", ["dept"], "value", extremes=False, bounds=True)
+    (cell,) = check_cells(ev, "mean", ACRO, ["dept"], label="std").to_dicts()
+    assert (cell["outcome"], cell["reasons"]) == ("review", [SAME.format("std")])
+    # one different value anywhere in the cell and nothing is flagged
+    (cell,) = check(con, "patient | dept | value\n" + ten_patients([7] * 9 + [8]), "sum")
+    assert cell["outcome"] == "ok"
+
+
+def test_strict_suppresses_class_disclosure_and_the_switch_turns_it_off(con):
+    text = "patient | dept | value\n" + ten_patients([0] * 10)
+    (cell,) = check(con, text, "mean", policy=STRICT)
+    assert (cell["outcome"], cell["value"], cell["reasons"]) == (
+        "suppress", None, [SAME.format("mean")])
+    off = replace(ACRO, name="off", class_disclosure=False)
+    (cell,) = check(con, text, "mean", policy=off)
+    assert (cell["outcome"], cell["value"], cell["reasons"]) == ("ok", 0.0, [])
+    (cell,) = check(con, text, "mean", policy=replace(STRICT, class_disclosure=False))
+    assert cell["outcome"] == "ok"
+    # the sensitive-column rule follows the same switch
+    rows = "\n".join(f"{i} | A | 1 | I10" for i in range(1, 11))
+    (cell,) = check(con, f"patient | dept | value | dx\n{rows}", "count", policy=STRICT,
+                    sensitive="dx")
+    assert (cell["outcome"], cell["value"]) == ("suppress", None)
+    assert "class disclosure" in cell["reasons"][0]
+
+
+def test_class_disclosure_changes_only_cells_that_are_otherwise_ok(con):
+    # (A, F): 3 patients, all 0; (C, F): 10 patients without a value; (B, M): 10 patients, all 1;
+    # (A, M), (B, F), (C, M): empty
+    rows = ([f"{i} | A | F | 0" for i in range(1, 4)] + [f"{i} | C | F | " for i in range(4, 14)]
+            + [f"{i} | B | M | 1" for i in range(14, 24)])
+    table(con, "patient | dept | sex | value\n" + "\n".join(rows))
+    ev = compute_evidence(con, "t", "patient", ["dept", "sex"], "value", extremes=False,
+                          bounds=True, complete=True)
+    out = {(r["dept"], r["sex"]): r for r in check_cells(ev, "mean", ACRO,
+                                                         ["dept", "sex"]).to_dicts()}
+    small = out[("A", "F")]  # stays suppressed; the class reason is added
+    assert small["outcome"] == "suppress" and small["reasons"][0].startswith("cell has 3 patients")
+    assert small["reasons"][-1] == SAME.replace("10", "3").format("mean")
+    assert out[("B", "F")]["reasons"] == [
+        "cell is empty; empty cells are disclosive under this policy"]
+    assert out[("C", "F")]["outcome"] == "suppress"
+    assert not any("class disclosure" in r for r in out[("C", "F")]["reasons"])
+    assert (out[("B", "M")]["outcome"], out[("B", "M")]["value"]) == ("review", 1.0)
+    lenient = replace(ACRO, name="lenient", zeros_disclosive=False, class_disclosure_fails=True)
+    out = {(r["dept"], r["sex"]): r for r in check_cells(ev, "mean", lenient,
+                                                         ["dept", "sex"]).to_dicts()}
+    assert (out[("B", "F")]["outcome"], out[("B", "F")]["reasons"]) == ("ok", [])
+    assert out[("B", "M")]["outcome"] == "suppress"
+
+
+def test_the_rule_needs_bounds_and_check_table_computes_them(con):
+    table(con, "patient | dept | value\n" + ten_patients([1] * 10))
+    ev = compute_evidence(con, "t", "patient", ["dept"], "value", extremes=False)
+    assert ev["min"].to_list() == [None]  # neither extremes nor bounds: no min, no max
+    with pytest.raises(BadInputError, match="min, max"):
+        check_cells(ev.drop("min", "max"), "mean", ACRO, ["dept"])
+    (cell,) = check_table(con, "t", "patient", ["dept"], "mean", ACRO,
+                          value="value").cells.to_dicts()
+    assert (cell["outcome"], cell["reasons"]) == ("review", [SAME.format("mean")])
+    # bounds alone: min and max, not the patients at them nor the negatives
+    ev = compute_evidence(con, "t", "patient", ["dept"], "value", extremes=False, bounds=True)
+    assert ev.select("min", "max", "negatives", "patients_at_min").row(0) == (1, 1, None, None)
+
+
+# --- class disclosure in tables: quantiles, crosstab rows, histograms --------------------------
+def evaluate(con, spec: dict, policy=ACRO, where: str = "") -> dict:
+    from enclave.outputs.tables import evaluate_groups, evaluate_histogram
+
+    kind = evaluate_histogram if spec["kind"] == "histogram" else evaluate_groups
+    ev = kind(con, f"SELECT * FROM t {where}", {"patient": "patient", **spec}, policy)
+    return {(tuple(c["cell"].values()), c["statistic"]): c for c in ev.cells} | {"_": ev}
+
+
+def test_a_quantile_at_the_cell_minimum_or_maximum_is_flagged(con):
+    # A: 6 of 10 values are the minimum 1; B: 6 of 10 the maximum 9; C: spread out
+    table(con, "patient | dept | value\n" + "\n".join([
+        ten_patients([1] * 6 + [2, 3, 4, 5], "A"), ten_patients([1, 2, 3, 4] + [9] * 6, "B", 11),
+        ten_patients(list(range(1, 11)), "C", 21)]))
+    out = evaluate(con, {"kind": "pivot_table", "groups": ["dept"], "value": "value",
+                         "aggfuncs": ["median", "q10", "q90", "mean"]})
+    a, b = out[(("A",), "median")], out[(("B",), "median")]
+    assert (a["outcome"], a["value"]) == ("review", 1.0)
+    assert a["reasons"] == [("the median equals the cell's minimum (over 10 rows): it publishes "
+                            "the value that every row at or below the median shares; class "
+                            "disclosure")]
+    assert b["outcome"] == "review" and "the median equals the cell's maximum" in b["reasons"][0]
+    assert out[(("A",), "q10")]["outcome"] == "review"
+    assert out[(("C",), "q90")]["outcome"] == out[(("C",), "median")]["outcome"] == "pass"
+    # C's q10 (1.9) is not its minimum (1); its mean is fine; A's mean is no min = max
+    assert out[(("C",), "q10")]["outcome"] == out[(("A",), "mean")]["outcome"] == "pass"
+    strict = evaluate(con, {"kind": "pivot_table", "groups": ["dept"], "value": "value",
+                            "aggfuncs": ["median"]}, STRICT)
+    assert (strict[(("A",), "median")]["outcome"], strict[(("A",), "median")]["value"]) == (
+        "fail", None)
+    assert strict["_"].result["median"].to_list() == [None, None, 5.5]
+
+
+def test_a_std_of_zero_is_flagged_with_its_name(con):
+    table(con, "patient | dept | value\n" + ten_patients([4] * 10))
+    out = evaluate(con, {"kind": "pivot_table", "groups": ["dept"], "value": "value",
+                         "aggfuncs": ["std"]})
+    cell = out[(("A",), "std")]
+    assert (cell["outcome"], cell["value"], cell["reasons"]) == ("review", 0.0,
+                                                                 [SAME.format("std")])
+
+
+def test_a_crosstab_row_in_one_column_follows_the_strict_switch(con):
+    rows = [f"{i} | {'N' if i <= 12 else 'S'} | {'E11' if i <= 22 else 'I10'}" for i in range(1, 33)]
+    table(con, "patient | region | dx\n" + "\n".join(rows))
+    spec = {"kind": "crosstab", "groups": ["region", "dx"], "value": None, "aggfuncs": ["count"]}
+    lenient = replace(ACRO, name="lenient", zeros_disclosive=False)
+    cell = evaluate(con, spec, lenient)[(("N", "E11"), "count")]
+    assert (cell["outcome"], cell["value"]) == ("review", 12)
+    assert cell["reasons"] == [("every patient of this region falls in one dx value (100 %, the "
+                               "other values 0 %): class disclosure")]
+    cell = evaluate(con, spec, replace(lenient, class_disclosure_fails=True))[(("N", "E11"),
+                                                                              "count")]
+    assert (cell["outcome"], cell["value"]) == ("fail", None)
+    assert evaluate(con, spec, lenient)[(("S", "I10"), "count")]["outcome"] == "pass"
+
+
+def test_a_histogram_with_one_non_empty_bin_is_flagged(con):
+    table(con, "patient | dept | value\n" + ten_patients([3, 4, 5, 6, 7] * 2)
+          + "\n" + ten_patients([13, 14, 15, 16, 17] * 2, "B", 11))
+    spec = {"kind": "histogram", "value": "value", "edges": [0, 10, 20], "range_given": True}
+    out = evaluate(con, spec, where="WHERE dept = 'A'")
+    cell = out[((0, 0.0, 10.0), "count")]
+    assert (cell["outcome"], cell["value"]) == ("review", 10)
+    assert cell["reasons"] == [("all 10 rows fall in this one bin (every other bin is empty), so "
+                               "every patient's value lies in its range: class disclosure")]
+    out = evaluate(con, spec, STRICT, where="WHERE dept = 'A'")
+    assert out[((0, 0.0, 10.0), "count")]["outcome"] == "fail"
+    assert out["_"].result["count"].to_list() == [None, None]
+    # two non-empty bins: no class disclosure; one bin of edges the researcher chose: a count
+    both = evaluate(con, spec)
+    assert [c["outcome"] for c in both["_"].cells] == ["pass", "pass"]
+    one = evaluate(con, {**spec, "edges": [0, 10]}, where="WHERE dept = 'A'")
+    assert one[((0, 0.0, 10.0), "count")]["outcome"] == "pass"
+    # one bin of edges derived from the data (range not given) is flagged
+    auto = evaluate(con, {**spec, "edges": [0, 10], "range_given": False},
+                    where="WHERE dept = 'A'")
+    assert auto[((0, 0.0, 10.0), "count")]["outcome"] == "review"
 
 
 # --- extremes and quantiles -------------------------------------------------------------------
@@ -312,6 +478,17 @@ def test_presets_carry_the_published_numbers():
         get_preset("nope")
 
 
+def test_the_strict_preset_is_acro_with_class_disclosure_suppressed(tmp_path):
+    assert PRESETS["strict"] is STRICT and STRICT.class_disclosure_fails
+    assert not any(p.class_disclosure_fails for p in PRESETS.values() if p is not STRICT)
+    assert replace(STRICT, name="acro", notes=ACRO.notes, class_disclosure_fails=False) == ACRO
+    assert "suppressed" in STRICT.notes
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "settings.toml").write_text("[disclosure]\npreset = 'strict'\n")
+    assert policy_from_settings(load_settings(home).disclosure) == STRICT
+
+
 def test_policy_from_settings_applies_overrides(tmp_path):
     home = tmp_path / "h"
     home.mkdir()
@@ -375,7 +552,7 @@ def test_disclosure_doc_table_is_generated_from_code():
 
 
 def test_extremes_rule_fails_closed_without_extremes_evidence(con):
-    table(con, "patient | dept | value\n" + ten_patients([7] * 10))
+    table(con, "patient | dept | value\n" + ten_patients([7] * 10 + [3]))
     ev = compute_evidence(con, "t", "patient", ["dept"], "value", extremes=False)
     assert ev["patients_at_max"].to_list() == [None]
     (cell,) = check_cells(ev, "max", ACRO, ["dept"]).to_dicts()
@@ -418,4 +595,15 @@ def test_evidence_matches_a_plain_polars_computation(data):
     got = ev.select(list(expect[0])).with_columns(
         pl.col("patients_at_min", "patients_at_max").fill_null(0)).to_dicts()
     assert got == expect
+    # bounds alone (a sum or mean's class-disclosure rule): the same sum, min and max, from the
+    # statement's second, cell-level read of the relation
+    bounds = compute_evidence(con, "t", "patient", ["dept"], "value", "dx", extremes=False,
+                              bounds=True).sort("dept")
+    plain = rows.group_by("dept").agg(pl.col("value").min().alias("min"),
+                                      pl.col("value").max().alias("max")).sort("dept")
+    assert bounds.select("min", "max").rows() == plain.select("min", "max").rows()
+    assert bounds.select("rows", "patients", "values", "top2").rows() == ev.select(
+        "rows", "patients", "values", "top2").rows()
+    for b, e in zip(bounds["sum"], ev["sum"], strict=True):  # integers: exact in any order
+        assert b == e
     con.close()

@@ -23,7 +23,7 @@ from enclave.model.project import (
     merge_allowed,
     parse_table_spec,
 )
-from enclave.projects import SqlProjectStore, ProjectStore, create_project, validate_project
+from enclave.projects import ProjectStore, SqlProjectStore, create_project, validate_project
 from enclave.settings import load_settings
 from tests.conftest import REPO
 

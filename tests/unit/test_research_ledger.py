@@ -8,9 +8,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from enclave.research import crosstab, ledger_add, ledger_check, pivot_table, workspace
 from enclave.outputs.evaluation import POPULATION
 from enclave.outputs.ledger import LedgerStore, find_hits, pairs_from_sets
+from enclave.research import crosstab, ledger_add, ledger_check, pivot_table, workspace
 from tests.unit.test_research_api import make_release, pid
 
 
@@ -98,14 +98,19 @@ def test_two_crosstabs_whose_populations_differ_by_one_patient_are_flagged(ws, u
     # a cohort 20 patients smaller is not a differencing risk
     third = crosstab(t.filter(t.region != "N"), "region", "sex")
     assert not [h for h in third.ledger_hits if h["kind"] == "nested populations"]
-    # the local ledger is the user's own file; its pseudonyms never reach a record
+    # the local ledger is the user's own file: profiles and recipes of all three outputs, no
+    # patient set (those are recomputed when a pair survives the profiles)
     path = user_home / ".enclave" / "ledger.duckdb"
+    from enclave.outputs.ledger import release
+
+    release()  # the kernel keeps its ledger attached for a few seconds after a burst
     con = duckdb.connect(str(path), read_only=True)
     try:
-        n = con.execute("SELECT count(DISTINCT output_id) FROM members").fetchall()[0][0]
+        n = con.execute("SELECT count(DISTINCT output_id) FROM cells").fetchall()[0][0]
+        stored = con.execute("SELECT count(*) FROM members").fetchall()[0][0]
     finally:
         con.close()
-    assert n == 3
+    assert (n, stored) == (3, 0)
     # (the researcher's own filter names the pseudonym in the SQL; nothing else does)
     assert pid(7) not in str({k: v for k, v in second.record.items() if k != "sql"})
 
@@ -141,3 +146,115 @@ def test_airlock_api_recomputes_members_from_the_record(ws, tmp_path):
     assert any(h["kind"] == "nested populations" and h["earlier_output"] == r1["output_id"]
                for h in hits)
     assert all(pid(i) not in str(h) for h in hits for i in range(200) if i != 3)
+
+
+def test_the_profile_where_the_data_are_equals_the_profile_of_the_exact_sets(ws):
+    """The kernel's profile (one aggregation in the release) and the airlock's (from the
+    fetched member sets) are the same numbers, rows included."""
+    from enclave.outputs.membership import members_profile, normalize_members
+
+    t = ws.table("person")
+    out = crosstab(t, "region", "sex")
+    con = ws.backend().con
+    from enclave.disclosure import ACRO
+    from enclave.outputs.evaluation import evaluate
+
+    ev = evaluate(con, out.record["sql"], out.record["spec"], ACRO)
+    fast = ev.membership.profile().sort("cell_key")
+    mem = duckdb.connect()
+    normalize_members(mem, ev.members(), "_m")
+    exact = members_profile(mem, "_m").sort("cell_key")
+    assert fast.equals(exact)
+    assert fast.filter(pl.col("cell_key") == POPULATION)["rows"][0] == 72
+    # unpublished cells (W, F: 2 patients) are not profiled; the population is
+    assert '{"region":"W","sex":"F"}' not in fast["cell_key"].to_list()
+
+
+def test_row_multisets_nested_by_a_few_rows_are_hits(tmp_path):
+    """Same patients, one row fewer: no patient difference, a row difference of 1."""
+    store = LedgerStore(tmp_path / "ledger.duckdb")
+    people = [f"p{i}" for i in range(30)]
+    old = pl.DataFrame({"cell_key": [POPULATION] * 30, "person_id": people,
+                        "rows": [3] * 30})
+    assert store.add("s", "o1", "histogram", "t1", "a/v1", ["bin"], old)
+    new = old.with_columns(pl.when(pl.col("person_id") == "p4").then(2).otherwise(3)
+                           .alias("rows"))
+    hits = find_hits(store.pairs("s", "n1", new, 10), 10)
+    assert [(h.kind, h.unit, h.difference, h.earlier_output) for h in hits] == [
+        ("row difference", "rows", 1, "o1")]
+    assert "1 row(s)" in hits[0].message
+    # one row fewer of one patient and one more of another: not nested, no hit
+    moved = new.with_columns(pl.when(pl.col("person_id") == "p5").then(4).otherwise("rows")
+                             .alias("rows"))
+    assert find_hits(store.pairs("s", "n2", moved, 10), 10) == []
+    # outputs that publish no row counts are compared on patients only
+    no_rows = old.drop("rows")
+    assert find_hits(store.pairs("s", "n3", no_rows, 10), 10) == []
+
+
+def test_an_old_ledger_file_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE outputs (output_id VARCHAR PRIMARY KEY, scope VARCHAR, kind VARCHAR,"
+                " created_at VARCHAR, release VARCHAR, groups VARCHAR)").fetchall()
+    con.execute("CREATE TABLE cells (output_id VARCHAR, cell_key VARCHAR, patients BIGINT, "
+                "sketch INTEGER[])").fetchall()
+    con.execute("CREATE TABLE members (output_id VARCHAR, cell_key VARCHAR, person UBIGINT)"
+                ).fetchall()
+    con.close()
+    members = pl.DataFrame({"cell_key": [POPULATION] * 20, "person_id": [f"p{i}" for i in range(20)]})
+    # an output recorded by the old code: its cell has a sketch and no partial sums
+    store = LedgerStore(tmp_path / "new.duckdb")
+    store.add("s", "o0", "crosstab", "t", "a/v1", [], members)
+    con = duckdb.connect(str(path))
+    con.execute(f"ATTACH '{tmp_path / 'new.duckdb'}' AS n").fetchall()
+    con.execute("INSERT INTO outputs SELECT output_id, scope, kind, created_at, release, groups "
+                "FROM n.outputs").fetchall()
+    con.execute("INSERT INTO cells SELECT output_id, cell_key, patients, sketch FROM n.cells"
+                ).fetchall()
+    con.execute("INSERT INTO members SELECT output_id, cell_key, person FROM n.members").fetchall()
+    con.close()
+    store = LedgerStore(path)
+    assert [h.earlier_output for h in find_hits(store.pairs("s", "x", members.head(18), 10), 10)
+            ] == ["o0"]
+    assert store.add("s", "o1", "crosstab", "t", "a/v1", [], members, project="alpha")
+    hits = find_hits(store.pairs("s", "o2", members.head(19), 10), 10)
+    assert [h.difference for h in hits] == [1, 1]
+    assert store.outputs("s")["project"].to_list() == [None, "alpha"]
+
+
+def test_the_requester_sees_no_other_project_in_a_hit():
+    from enclave.airlock.exports import requester_checks
+    from enclave.airlock.workflow import RequestStatus
+    from enclave.outputs.ledger import Hit
+
+    theirs = Hit("nested populations", "o-alpha-1", POPULATION, POPULATION, 1,
+                 earlier_project="alpha").as_dict()
+    own = Hit("cell difference", "o-beta-1", '{"sex":"F"}', '{"sex":"F"}', 2,
+              earlier_project="beta").as_dict()
+    seen = requester_checks({"ok": True, "status": "pass", "problems": [], "rechecked": True,
+                             "ledger_hits": [theirs, own], "detail": {}},
+                            RequestStatus.IN_REVIEW, "beta")
+    redacted, kept = seen["ledger_hits"]
+    assert "alpha" not in str(redacted) and "o-alpha-1" not in str(redacted)
+    assert redacted["kind"] == "differencing" and "stewards" in redacted["message"]
+    assert kept == own  # an earlier output of the requester's own project is named
+
+
+def test_survival_curves_whose_at_risk_counts_differ_by_a_few_patients_are_hits(tmp_path):
+    """Intervals of 30 and 31 days: at day 60 (resp. 62) the patients at risk differ by those
+    whose follow-up ended in (30, 31] days — here 3 patients."""
+    from enclave.research import survival
+
+    days = [5 + (i * 7) % 200 for i in range(150)] + [31, 31, 31]
+    person = pl.DataFrame({"person_id": [pid(i) for i in range(len(days))], "days": days,
+                           "event": [False] * len(days)})  # no events: every step passes
+    person = person.filter(~pl.col("days").is_between(30.5, 31.5) | (pl.col("person_id") >= pid(150)))
+    make_release(tmp_path / "home", {"person": person})
+    t = workspace(tmp_path / "home").table("person")
+    first = survival(t, "days", "event", interval=30)
+    second = survival(t, "days", "event", interval=31)
+    hits = [h for h in second.ledger_hits if h["earlier_output"] == first.output_id
+            and h["kind"] == "cell difference"]
+    assert any(h["difference"] == 3 and '"time":62.0' in h["new_cell"] and
+               '"time":60.0' in h["earlier_cell"] for h in hits), second.ledger_hits
