@@ -122,7 +122,8 @@ def test_table_one(home, user_home, monkeypatch):
     record = check_request(summary, user_home, home)
     assert record["kind"] == "crosstab" and record["status"] == "pass"
     assert record["ledger_hits"] and all(  # hits name outputs and cells, never patients
-        set(h) == {"kind", "earlier_output", "new_cell", "earlier_cell", "difference", "message"}
+        set(h) == {"kind", "unit", "earlier_output", "earlier_project", "new_cell",
+                   "earlier_cell", "difference", "message", "researcher_message"}
         for h in record["ledger_hits"])
     # outputs render as HTML with their status in the notebook
     html = [o["data"]["text/html"] for c in cells if c.cell_type == "code"
