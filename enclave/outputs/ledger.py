@@ -73,8 +73,6 @@ SCHEMA = (
     + " WHERE p0 IS NULL",
 )
 FEATURE_COLUMNS = ", ".join(f"{u}{n}" for u in "pr" for n in range(len(PARTS)))
-#: the profile of a new output (with its partial sums) as the temporary table ``_np``
-NEW_PROFILE = "CREATE OR REPLACE TEMP TABLE _np AS SELECT * FROM _np_raw"
 PAIR_SCHEMA = {"new_cell": pl.String, "old_output": pl.String, "old_project": pl.String,
                "old_cell": pl.String, "unit": pl.String, "new_size": pl.Int64,
                "old_size": pl.Int64, "overlap": pl.Int64}
@@ -312,6 +310,15 @@ class _Attached:
         cls.path = cls.alias = None
 
 
+def _load_profile(con: duckdb.DuckDBPyConnection, profile: pl.DataFrame) -> None:
+    """The new output's profile (with its partial sums) as the temporary table ``_np``."""
+    con.register("_np_raw", profile.select(*PROFILE_SCHEMA).to_arrow())
+    try:
+        run(con, "CREATE OR REPLACE TEMP TABLE _np AS SELECT * FROM _np_raw")
+    finally:
+        con.unregister("_np_raw")
+
+
 def _sql_text(path: Path) -> str:
     return str(path).replace("'", "''")
 
@@ -358,9 +365,7 @@ class LedgerStore:
             if members is not None:
                 normalize_members(con, members, "_new")
                 profile = members_profile(con, "_new")
-            con.register("_np_raw", profile.select(*PROFILE_SCHEMA).to_arrow())
-            run(con, NEW_PROFILE)
-            con.unregister("_np_raw")
+            _load_profile(con, profile)
             # the threshold is written into the statement (an int): with a parameter there the
             # range join cannot be planned as one and compares every pair
             run(con, "CREATE OR REPLACE TEMP TABLE _cand AS "
@@ -430,9 +435,7 @@ class LedgerStore:
         as it is)."""
         with self._session() as con:
             normalize_members(con, members, "_new")
-            con.register("_np_raw", members_profile(con, "_new").to_arrow())
-            run(con, NEW_PROFILE)
-            con.unregister("_np_raw")
+            _load_profile(con, members_profile(con, "_new"))
             return self._add(con, Entry(output_id, scope, kind, created_at, release, project,
                                         groups), True)
 

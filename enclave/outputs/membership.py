@@ -15,7 +15,8 @@ data). Two things are drawn from the relation:
   a pair survives the profiles (the researcher's kernel) or for the airlock's authoritative ledger.
 
 Outputs computed in Python (models, survival curves) give their members as a frame instead
-(:func:`frame_membership`); the profile is then computed from it by the same SQL.
+(``Evaluation.members``); the ledger computes their profile from it by the same SQL
+(:func:`members_profile`).
 """
 
 from __future__ import annotations
@@ -246,9 +247,3 @@ def members_profile(con: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame:
     no_rows = scalar(con, f"SELECT count(*) FILTER (WHERE rows IS NULL) > 0 FROM {name}")
     out = data.drop("_pop").select(*PROFILE_SCHEMA).cast(PROFILE_SCHEMA)
     return _no_rows(out) if no_rows else out
-
-
-def frame_membership(members: pl.DataFrame) -> Callable[[], pl.DataFrame]:
-    """The members callable of an output computed in Python (no rows published)."""
-    return lambda: members.select("cell_key", "person_id").with_columns(
-        pl.lit(None, pl.Int64).alias("rows"))

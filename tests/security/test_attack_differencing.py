@@ -8,6 +8,7 @@ API in their own home (their own local ledger), and submits them to ``enclave ai
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -170,7 +171,7 @@ def test_two_histograms_a_hair_apart_are_a_row_difference(store, monkeypatch):
     # a cut below the largest values such that the rows above it (1 to 9) belong to patients
     # who keep other rows below it: the patient sets stay equal, the row counts do not
     values = sorted(days["day"].unique(), reverse=True)
-    for upper, lower in zip(values, values[1:]):
+    for upper, lower in itertools.pairwise(values):
         gone = days[days["day"] > lower]
         kept = set(days[days["day"] <= lower]["person_id"])
         if len(gone) >= 10:
