@@ -47,3 +47,11 @@ class StoreError(EnclaveError):
     """The store is missing, locked or inconsistent."""
 
     exit_code = 6
+
+
+class NothingLoadedError(EnclaveError):
+    """An ingest ran but loaded nothing from a file or folder (wrong encoding, dialect or
+    pattern, an empty or binary file); what it did is recorded, and the message names the
+    likely cause. ``enclave ingest --allow-empty`` accepts such a run."""
+
+    exit_code = 7

@@ -15,7 +15,7 @@ import duckdb
 from enclave import db
 from enclave.errors import StoreError
 from enclave.model.bookkeeping import BOOKKEEPING_DDL
-from enclave.model.omop import CDM_TABLES, create_table_sql
+from enclave.model.omop import CDM_TABLES, VOCABULARY_TABLES, cdm_columns, create_table_sql
 from enclave.model.vocab import shipped_concepts
 from enclave.settings import Settings
 
@@ -31,7 +31,9 @@ def ensure_restricted_zone(settings: Settings) -> Path:
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
-    for table in CDM_TABLES:
+    """Every table the store holds, created where missing (so an older store gains new tables on
+    its next write open): the CDM tables, the vocabulary tables and the bookkeeping."""
+    for table in CDM_TABLES + VOCABULARY_TABLES:
         db.run(con, create_table_sql(table))
     for ddl in BOOKKEEPING_DDL:
         db.run(con, ddl)
@@ -63,17 +65,41 @@ def open_store(settings: Settings, *, read_only: bool = False) -> Iterator[duckd
 
 
 def store_stats(con: duckdb.DuckDBPyConnection) -> dict:
-    """Row counts of every CDM and bookkeeping table, and the number of distinct persons."""
+    """Row counts of every CDM and bookkeeping table, the number of distinct persons, rejects by
+    reason and loaded rows by warning."""
     tables = {}
-    for table in CDM_TABLES + ("etl_file", "etl_lineage", "etl_reject", "site_registry"):
-        tables[table] = db.scalar(con, f"SELECT count(*) FROM {table}")
+    present = {r[0] for r in db.rows(con, "SELECT table_name FROM information_schema.tables")}
+    for table in CDM_TABLES + ("etl_file", "etl_lineage", "etl_reject", "etl_warning", "site_registry"):
+        if table in present:  # a store written before a table existed gains it on the next ingest
+            tables[table] = db.scalar(con, f"SELECT count(*) FROM {table}")
     persons = db.scalar(con, "SELECT count(*) FROM person")
     rejects = dict(
         db.rows(con, 
             "SELECT reason, count(*) FROM etl_reject GROUP BY reason ORDER BY reason"
         )
     )
-    return {"tables": tables, "persons": persons, "rejects_by_reason": rejects}
+    warnings = dict(db.rows(con, "SELECT warning, count(*) FROM etl_warning GROUP BY warning "
+                                 "ORDER BY warning")) if "etl_warning" in present else {}
+    return {"tables": tables, "persons": persons, "rejects_by_reason": rejects,
+            "loaded_with_warnings": warnings}
+
+
+def concept_reference_checks() -> tuple[tuple[str, str], ...]:
+    """One check per CDM table with concept columns (every column whose foreign key is
+    ``concept`` in the CDM model): the number of its non-zero concept ids absent from ``concept``,
+    one per (row, column). 0 ("no matching concept") and NULL are not violations."""
+    checks = []
+    for table, cols in cdm_columns().items():
+        names = [c.name for c in cols if c.fk_table == "concept"]
+        if not names:
+            continue
+        checks.append((
+            f"{table} concept ids absent from concept ({', '.join(names)})",
+            (f"SELECT count(*) FROM (SELECT unnest([{', '.join(names)}]) AS concept_id FROM {table}) u "
+             "WHERE u.concept_id <> 0 AND NOT EXISTS "
+             "(SELECT 1 FROM concept c WHERE c.concept_id = u.concept_id)"),
+        ))
+    return tuple(checks)
 
 
 #: (description, query returning a count of violations)
@@ -99,7 +125,7 @@ INTEGRITY_CHECKS: tuple[tuple[str, str], ...] = (
      "SELECT count(*) FROM condition_occurrence c ANTI JOIN person p USING (person_id)"),
     ("files whose counts do not balance",
      "SELECT count(*) FROM etl_file WHERE read <> loaded + rejected + merged_duplicates"),
-)
+) + concept_reference_checks()
 
 
 def store_check(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

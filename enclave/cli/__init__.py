@@ -20,6 +20,7 @@ from enclave.cli import (  # noqa: F401  (registers the commands)
     store,
     up,
     user,
+    vocab,
 )
 from enclave.cli._main import cli, main
 

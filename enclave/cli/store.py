@@ -18,7 +18,7 @@ def store() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_ctx
 def store_stats_cmd(obj: _Ctx, as_json: bool) -> None:
-    """Row counts per table, the person count and rejects by reason."""
+    """Row counts per table, the person count, rejects by reason and warnings."""
     from enclave.store import open_store, store_stats
 
     with open_store(obj.settings, read_only=True) as con:
@@ -33,6 +33,10 @@ def store_stats_cmd(obj: _Ctx, as_json: bool) -> None:
         click.echo("rejects by reason:")
         for r, n in stats["rejects_by_reason"].items():
             click.echo(f"  {r:24s} {n:>12,}")
+    if stats["loaded_with_warnings"]:
+        click.echo("loaded rows counted under a warning:")
+        for w, n in stats["loaded_with_warnings"].items():
+            click.echo(f"  {w:24s} {n:>12,}")
 
 
 @store.command("check")

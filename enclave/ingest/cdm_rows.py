@@ -65,7 +65,9 @@ def _projection(kind: str, t: ir.Table) -> dict[str, ir.Value]:
             range_low=t.range_low, range_high=t.range_high,
             visit_occurrence_id=t.visit_occurrence_id, measurement_source_value=t.code,
             measurement_source_concept_id=t.source_concept_id,
-            unit_source_value=_text(t.unit, 50), value_source_value=_text(t.value_text, 50))
+            # the value and unit as the source gave them, before conversion
+            unit_source_value=_text(t.unit, 50),
+            value_source_value=_text(t.value_text.coalesce(t.value.cast("string")), 50))
     if kind == "procedure":
         return dict(
             procedure_concept_id=t.target_concept_id, procedure_date=t.date,

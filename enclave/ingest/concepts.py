@@ -1,12 +1,25 @@
-"""Mapping source codes to OMOP concepts (vectorized; reads the store's vocabulary once per batch).
+"""Mapping source codes to OMOP concepts (vectorized; one vocabulary query per batch and kind).
 
-- Standard vocabularies (SNOMED, LOINC, RxNorm, CVX): looked up by (vocabulary, code) in ``concept``.
-- ICD-10 clinical version 2.0 and WHO ICD-10: reduced to the WHO code, mapped to a standard SNOMED
-  concept by ``icd10_to_standard.csv``; the verbatim code gets a *local* source concept id above
-  2,000,000,000, recorded in ``concept`` and ``source_to_concept_map``.
-- LOCAL hospital codes: translated first by the site mapping's ``[codes.<kind>]`` table
-  (``LOCALCODE = "LOINC:2345-7"``); untranslated local codes get a local source concept and target 0.
-- Anything unmapped gets concept 0; the verbatim code always stays in ``*_source_value``.
+A row's ``code_system`` is its declared vocabulary, spelled as OMOP's ``vocabulary_id``
+(``SNOMED``, ``ICD10CM``, ``NDC`` ...), or ``ICD10CN`` / ``LOCAL``:
+
+- LOCAL hospital codes are translated first by the site mapping's ``[codes.<kind>]`` table
+  (``LOCALCODE = "LOINC:2345-7"``).
+- Every code is then looked up by (vocabulary, code) in the store's ``concept`` table (the shipped
+  subset, an OMOP export's CONCEPT.csv, or a whole Athena download loaded by ``enclave vocab
+  load``): that concept is the row's *source* concept, and its standard concept is itself when
+  standard, else the target of its ``Maps to`` relationship
+  (:data:`enclave.ingest.vocabulary.MAPS_TO_SQL`).
+- ICD-10 (clinical version 2.0, WHO, or CM) not found there is reduced to the WHO code and mapped
+  to a standard SNOMED concept by the shipped ``icd10_to_standard.csv``.
+- A code the vocabulary does not hold gets a *local* source concept (id above 2,000,000,000, in
+  ``concept`` and ``source_to_concept_map``) recording its vocabulary and code, and standard
+  concept 0 (counted under the warning ``unmapped_code``); ``enclave vocab remap`` gives such rows
+  their concepts once the vocabulary is loaded. The verbatim code always stays in
+  ``*_source_value``.
+
+Only a code that is syntactically impossible in a vocabulary whose syntax is known
+(:data:`CODE_PATTERNS`) is rejected (``invalid_code``); other vocabularies are not checked.
 """
 
 from __future__ import annotations
@@ -20,9 +33,14 @@ from enclave import db
 from enclave.codes import icd10
 from enclave.db import insert_frame
 from enclave.ingest.staging import CodeSystem, RejectReason
+from enclave.ingest.vocabulary import standard_targets
 from enclave.model.vocab import icd10_standard
 
 LOCAL_CONCEPT_BASE = 2_000_000_000
+#: a declared vocabulary the loader has no syntax for must still look like a vocabulary_id
+VOCABULARY_ID_SHAPE = r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,19}$"
+#: ICD-10 flavours the shipped WHO → SNOMED table can map when the store's vocabulary cannot
+ICD10_SYSTEMS = (CodeSystem.ICD10_CN, CodeSystem.ICD10, CodeSystem.ICD10_CM)
 
 #: syntax of each code system (a code that fails it is ``invalid_code``)
 CODE_PATTERNS: dict[str, str] = {
@@ -31,14 +49,10 @@ CODE_PATTERNS: dict[str, str] = {
     CodeSystem.RXNORM: r"^[0-9]{1,10}$",
     CodeSystem.CVX: r"^[0-9]{1,3}$",
     CodeSystem.ICD9_CM_PROC: r"^[0-9]{2}(\.[0-9x]{1,4})?$",
+    CodeSystem.ICD10_CM: r"^[A-Z][0-9][0-9A-Z](\.?[0-9A-Z]{1,4})?$",
+    CodeSystem.ICD9_CM: r"^([0-9]{3}|V[0-9]{2}|E[0-9]{3})(\.?[0-9]{1,2})?$",
+    CodeSystem.NDC: r"^([0-9]{10,11}|[0-9]{4,5}-[0-9]{3,4}-[0-9]{1,2})$",
     CodeSystem.LOCAL: r"^\S.{0,49}$",
-}
-#: vocabulary_id in ``concept`` for each standard system
-VOCABULARY_ID = {
-    CodeSystem.LOINC: "LOINC",
-    CodeSystem.SNOMED: "SNOMED",
-    CodeSystem.RXNORM: "RxNorm",
-    CodeSystem.CVX: "CVX",
 }
 DOMAIN_OF_KIND = {
     "condition": "Condition",
@@ -68,11 +82,6 @@ class ConceptMapper:
         self.con = con
         self.site = site
         self.options = options
-        self.standard = db.frame(con, 
-            "SELECT vocabulary_id, concept_code, concept_id FROM concept "
-            "WHERE concept_id < ? AND concept_id > 0",
-            [LOCAL_CONCEPT_BASE],
-        ).with_columns(pl.col("concept_id").cast(pl.Int64))
         self.local = db.frame(con, 
             "SELECT vocabulary_id, concept_code, concept_id FROM concept WHERE concept_id > ?",
             [LOCAL_CONCEPT_BASE],
@@ -85,19 +94,49 @@ class ConceptMapper:
         )
         self.new_local: list[pl.DataFrame] = []
 
+    def ucum_units(self) -> pl.DataFrame:
+        """``concept_code``, ``concept_id`` of the UCUM units in the store's vocabulary."""
+        return db.frame(self.con, 
+            "SELECT concept_code, concept_id FROM concept WHERE vocabulary_id = 'UCUM' "
+            "AND concept_id > 0 AND concept_id < ?", [LOCAL_CONCEPT_BASE],
+        ).with_columns(pl.col("concept_id").cast(pl.Int64))
+
+    def vocabulary_lookup(self, pairs: pl.DataFrame, kind: str) -> pl.DataFrame:
+        """``std_system``, ``std_code``, ``_src_id`` (the vocabulary's concept of the code) and
+        ``_std_id`` (its standard concept, by ``MAPS_TO_SQL``) of the distinct ``pairs`` the
+        store's vocabulary holds (a valid concept first, then the smallest id)."""
+        con = self.con
+        con.register("_map_pairs", db.arrow(pairs.select("std_system", "std_code").unique()))
+        try:
+            found = db.frame(con, """
+                SELECT p.std_system, p.std_code, c.concept_id AS _src_id
+                FROM _map_pairs p JOIN concept c
+                  ON c.vocabulary_id = p.std_system AND c.concept_code = p.std_code
+                WHERE c.concept_id > 0 AND c.concept_id < ?
+                QUALIFY row_number() OVER (PARTITION BY p.std_system, p.std_code
+                                           ORDER BY c.invalid_reason IS NOT NULL, c.concept_id) = 1
+            """, [LOCAL_CONCEPT_BASE])
+        finally:
+            con.unregister("_map_pairs")
+        found = found.with_columns(pl.col("_src_id").cast(pl.Int64))
+        targets = standard_targets(con, found["_src_id"], DOMAIN_OF_KIND.get(kind, "Observation"))
+        return found.join(
+            targets.select(pl.col("source_concept_id").cast(pl.Int64).alias("_src_id"),
+                           pl.col("target_concept_id").cast(pl.Int64).alias("_std_id")),
+            on="_src_id", how="left")
+
     # -- validation ------------------------------------------------------------------------
     def code_checks(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """The distinct (code_system, code) pairs of ``frame`` that fail: an unknown code system,
+        """The distinct (code_system, code) pairs of ``frame`` that fail: a code system that is no vocabulary id,
         a code longer than the CDM allows, or a code that fails its system's syntax, with the
         reason (``_why``) and the column to name (``_why_column``).
 
         Judged once per distinct pair (a few hundred regex evaluations instead of one per row);
         :func:`enclave.ingest.transforms.check_events` joins the result back to the rows."""
-        known = [str(s) for s in CodeSystem]
         pairs = frame.select("code_system", "code").unique()
         system = pl.col("code_system")
         code = pl.col("code").str.strip_chars()
-        valid = pl.lit(False)
+        valid = pl.lit(True)  # a vocabulary without a known syntax is not checked
         for s in CodeSystem:
             if s in (CodeSystem.ICD10_CN,):
                 ok = icd10.is_valid_clinical(code)
@@ -106,7 +145,7 @@ class ConceptMapper:
             else:
                 ok = code.str.contains(CODE_PATTERNS[s])
             valid = pl.when(system == str(s)).then(ok).otherwise(valid)
-        bad_system = ~system.is_in(known)
+        bad_system = ~system.str.contains(VOCABULARY_ID_SHAPE)
         too_long = pl.col("code").str.len_chars() > 50
         return pairs.with_columns(
             pl.when(bad_system).then(pl.lit(str(RejectReason.INVALID_CODE)))
@@ -140,20 +179,13 @@ class ConceptMapper:
         else:
             f = f.with_columns(pl.col("code_system").alias("std_system"), pl.col("_code").alias("std_code"))
 
-        # standard vocabularies
-        std = self.standard.rename(
-            {"vocabulary_id": "_vocab", "concept_code": "std_code", "concept_id": "_std_id"}
-        )
+        # the store's vocabulary: source concept, and its standard concept
+        f = f.join(self.vocabulary_lookup(f, kind), on=["std_system", "std_code"], how="left")
+        # ICD-10 the vocabulary does not hold: WHO code → standard concept (shipped table)
+        unfound = pl.col("_src_id").is_null()
+        is_icd = pl.col("std_system").is_in([str(s) for s in ICD10_SYSTEMS])
         f = f.with_columns(
-            pl.col("std_system").replace_strict(
-                {str(k): v for k, v in VOCABULARY_ID.items()}, default=None, return_dtype=pl.Utf8
-            ).alias("_vocab")
-        ).join(std, on=["_vocab", "std_code"], how="left")
-
-        # ICD-10 (clinical or WHO): WHO code → standard concept
-        is_icd = pl.col("std_system").is_in([str(CodeSystem.ICD10_CN), str(CodeSystem.ICD10)])
-        f = f.with_columns(
-            pl.when(is_icd).then(icd10.to_who(pl.col("std_code"))).otherwise(None).alias("who")
+            pl.when(is_icd & unfound).then(icd10.to_who(pl.col("std_code"))).otherwise(None).alias("who")
         )
         icd = icd10_standard()
         f = f.join(icd, on="who", how="left").join(
@@ -162,18 +194,22 @@ class ConceptMapper:
             right_on="_cat",
             how="left",
         )
-        # local source concepts for ICD codes and untranslated LOCAL codes
-        needs_local = is_icd | (pl.col("std_system") == str(CodeSystem.LOCAL))
+        # a local source concept records the vocabulary and code of every code it does not hold
+        is_local = pl.col("std_system") == str(CodeSystem.LOCAL)
         f = f.with_columns(
-            pl.when(is_icd).then(pl.col("std_system"))
-            .when(needs_local).then(pl.lit("LOCAL")).otherwise(None).alias("_lvocab"),
-            pl.when(is_icd).then(pl.col("std_code").str.to_uppercase().str.replace_all("X", "x"))
-            .when(needs_local).then(pl.lit(self.site + ":") + pl.col("std_code"))
-            .otherwise(None).alias("_lcode"),
+            pl.when(~unfound).then(None).when(is_local).then(pl.lit("LOCAL"))
+            .otherwise(pl.col("std_system")).alias("_lvocab"),
+            pl.when(~unfound).then(None)
+            # the Chinese clinical version writes its extension marker as a lower-case x
+            .when(pl.col("std_system") == str(CodeSystem.ICD10_CN))
+            .then(pl.col("std_code").str.to_uppercase().str.replace_all("X", "x"))
+            .when(is_icd).then(pl.col("std_code").str.to_uppercase())
+            .when(is_local).then(pl.lit(self.site + ":") + pl.col("std_code"))
+            .otherwise(pl.col("std_code")).alias("_lcode"),
         )
         f = self._assign_local(f, kind)
         target = pl.coalesce(pl.col("_std_id"), pl.col("icd_target"), pl.col("_cat_target"), pl.lit(0))
-        source = pl.coalesce(pl.col("_local_id"), pl.col("_std_id"), pl.lit(0))
+        source = pl.coalesce(pl.col("_src_id"), pl.col("_local_id"), pl.lit(0))
         return f.select(
             "code_system", "code", "std_system", "std_code",
             target.cast(pl.Int64).alias("_target"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import duckdb
 import ibis.expr.types as ir
@@ -29,48 +28,30 @@ from enclave.ingest import cdm_rows, linkage, transforms
 from enclave.ingest.cdm_rows import EHR, YUAN
 from enclave.ingest.concepts import ConceptMapper
 from enclave.ingest.derived import EVENT_DATES, observation_periods
+from enclave.ingest.files import move_reference_lineage, plan_files, skipped_rows
 from enclave.ingest.mapping import SiteMapping
-from enclave.ingest.staging import VISIT_TYPES, RejectReason, StagedBatch, required_columns
+from enclave.ingest.reports import OUTCOME_SCHEMA, FileReport, file_reports
+from enclave.ingest.staging import (
+    VISIT_TYPES,
+    LoadWarning,
+    RejectReason,
+    StagedBatch,
+    required_columns,
+)
 
 GENDER = {"M": 8507, "F": 8532}
 VISIT_CONCEPT = {"inpatient": 9201, "outpatient": 9202, "emergency": 9203}
 EVENT_ORDER = ("condition", "drug", "measurement", "procedure", "observation", "note", "death")
-BOOK = ["_fid", "_row", "_reject", "_reject_column", "_dup"]
+BOOK = ["_fid", "_row", "_reject", "_reject_column", "_dup", "_warning", "_warning_column"]
+#: identifiers longer than this are rejected (``value_too_long``): no hospital id is that long
+ID_LIMIT = 255
+#: columns a row is rejected for when longer than the CDM column they go to (``value_too_long``)
+CODE_LIMITS = {"unit": 50, "route": 50, "dose_unit": 50, "cause_code": 50}
+#: free text cut to its CDM column, counted under ``value_truncated`` (per kind)
+TEXT_LIMITS = {"measurement": {"value_text": 50}, "observation": {"value_text": 60},
+               "note": {"title": 250}, "visit": {"department": 50}}
 #: compiled ingest statements by step and shape (see BatchLoader._compiled)
 _COMPILED: dict[tuple, tuple[str, pl.Schema]] = {}
-
-
-@dataclass(slots=True)
-class FileReport:
-    """Counts for one source file. Invariant: read == loaded + rejected + merged_duplicates."""
-
-    file: str
-    site: str
-    dialect: str
-    source_records: int = 0
-    read: int = 0
-    loaded: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    merged_duplicates: int = 0
-    already_ingested: bool = False
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-    def as_dict(self) -> dict:
-        return {
-            "file": self.file,
-            "site": self.site,
-            "dialect": self.dialect,
-            "source_records": self.source_records,
-            "read": self.read,
-            "loaded": self.loaded,
-            "rejected": dict(sorted(self.rejected.items())),
-            "rejected_total": self.rejected_total,
-            "merged_duplicates": self.merged_duplicates,
-            "already_ingested": self.already_ingested,
-        }
 
 
 # --- small vectorized helpers ------------------------------------------------------------------
@@ -87,6 +68,28 @@ def _require(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
     for col in required_columns(kind):
         frame = _reject_where(frame, pl.col(col).is_null(), RejectReason.MISSING_REQUIRED, col)
     return frame
+
+
+def _limits(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """Reject identifiers and codes longer than their column allows; warn on cut free text."""
+    for col in frame.columns:
+        if col.endswith("_id") and frame.schema[col] == pl.Utf8:
+            frame = _reject_where(frame, pl.col(col).str.len_bytes() > ID_LIMIT,
+                                  RejectReason.VALUE_TOO_LONG, col)
+    for col, limit in CODE_LIMITS.items():
+        if col in frame.columns:
+            frame = _reject_where(frame, pl.col(col).str.len_chars() > limit, RejectReason.VALUE_TOO_LONG, col)
+    for col, limit in TEXT_LIMITS.get(kind, {}).items():
+        frame = _warn_where(frame, pl.col(col).str.len_chars() > limit, LoadWarning.VALUE_TRUNCATED, col)
+    return frame
+
+
+def _warn_where(frame: pl.DataFrame, cond: pl.Expr, warning: LoadWarning, column: str) -> pl.DataFrame:
+    hit = pl.col("_reject").is_null() & ~pl.col("_dup") & pl.col("_warning").is_null() & cond.fill_null(False)
+    return frame.with_columns(
+        pl.when(hit).then(pl.lit(str(warning))).otherwise(pl.col("_warning")).alias("_warning"),
+        pl.when(hit).then(pl.lit(column)).otherwise(pl.col("_warning_column")).alias("_warning_column"),
+    )
 
 
 def _dedupe(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -106,6 +109,20 @@ def _dedupe(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         (pl.col("_dup") | pl.int_range(pl.len(), dtype=pl.UInt32).is_in(later.implode())).alias("_dup"))
 
 
+def _warn_unmapped(f: pl.DataFrame, code_map: pl.DataFrame) -> pl.DataFrame:
+    """Count the rows whose code has no standard concept (and that carry none of their own)
+    under ``unmapped_code``."""
+    unmapped = code_map.filter(pl.col("_target") == 0).select("code_system", "code")
+    if unmapped.height == 0:
+        return f
+    hit = f.select("code_system", "code").join(
+        unmapped.with_columns(pl.lit(True).alias("_u")), on=["code_system", "code"], how="left",
+        maintain_order="left")["_u"].fill_null(False)
+    if "concept_id" in f.columns:
+        hit = hit & (f["concept_id"].fill_null(0) == 0)
+    return _warn_where(f, pl.lit(hit), LoadWarning.UNMAPPED_CODE, "code")
+
+
 def _content_columns(frame: pl.DataFrame) -> list[str]:
     return [c for c in frame.columns if not c.startswith("_")]
 
@@ -119,8 +136,10 @@ def _next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
 
 
 class BatchLoader:
-    def __init__(self, con: duckdb.DuckDBPyConnection, key: bytes, mapping: SiteMapping):
+    def __init__(self, con: duckdb.DuckDBPyConnection, key: bytes, mapping: SiteMapping, *,
+                 redo: bool = False):
         self.con = con
+        self.redo = redo
         self.key = key
         self.mapping = mapping
         self.site = mapping.site_id
@@ -135,23 +154,23 @@ class BatchLoader:
     def load(self, batch: StagedBatch, file_sha: dict[str, str]) -> list[FileReport]:
         con = self.con
         self._register_site()
-        known = self._known_files(file_sha)
+        staged_files = sorted({f for fr in batch.frames.values() for f in fr["_file"].unique().to_list()})
+        order = list(dict.fromkeys([*file_sha, *batch.read_counts, *staged_files]))
+        self.plan = plan = plan_files(con, self.site, order, file_sha, redo=self.redo)
+        self.touched_persons.append(pl.Series(plan.touched_persons, dtype=pl.Int64))
         frames = {}
         skipped: dict[str, int] = {}
         for kind, frame in batch.frames.items():
-            frame = frame.with_columns(pl.lit(False).alias("_dup"))
-            if known:
-                done = frame.filter(pl.col("_file").is_in(list(known)))
-                for f, n in done.group_by("_file").len().iter_rows():
-                    skipped[f] = skipped.get(f, 0) + n
-                frame = frame.filter(~pl.col("_file").is_in(list(known)))
+            frame = frame.with_columns(pl.lit(False).alias("_dup"), pl.lit(None, pl.Utf8).alias("_warning"),
+                                       pl.lit(None, pl.Utf8).alias("_warning_column"))
+            frame, counts = skipped_rows(frame, plan.skipped)
+            for f, n in counts.items():
+                skipped[f] = skipped.get(f, 0) + n
             if kind != "unparsed":
-                frame = _require(frame, kind)
+                frame = _limits(_require(frame, kind), kind)
             frames[kind] = frame
-        staged_files = {f for fr in frames.values() for f in fr["_file"].unique().to_list()}
-        new_files = [f for f in dict.fromkeys([*file_sha, *batch.read_counts, *sorted(staged_files)])
-                     if f not in known]
-        self._register_files(new_files, file_sha, batch)
+        self._register_files([f for f in order if f not in plan.skipped], file_sha, batch)
+        move_reference_lineage(con, plan, self.file_ids)
         # from here on a file is its small integer id: cheaper than repeating its path per row
         frames = {
             kind: frame.with_columns(
@@ -193,11 +212,12 @@ class BatchLoader:
         for kind, frame in frames.items():
             self.outcomes.append(
                 frame.select(
-                    "_fid", "_row", pl.lit(kind).alias("kind"), "_reject", "_reject_column", "_dup"
+                    "_fid", "_row", pl.lit(kind).alias("kind"), "_reject", "_reject_column", "_dup",
+                    "_warning", "_warning_column",
                 )
             )
         self._refresh_observation_periods()
-        return self._finish(batch, file_sha, known, skipped)
+        return self._finish(batch, file_sha, skipped)
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def _register_site(self) -> None:
@@ -220,15 +240,6 @@ class BatchLoader:
             [self.site, m.name, m.dialect, m.encoding, ",".join(sorted((m.options.get("codes") or {}).keys())),
              m.source, m.sha256, self.site_care_site, self.now],
         )
-
-    def _known_files(self, file_sha: dict[str, str]) -> set[str]:
-        if not file_sha:
-            return set()
-        rows = db.rows(self.con, 
-            "SELECT sha256 FROM etl_file WHERE site_id = ?", [self.site]
-        )
-        seen = {r[0] for r in rows}
-        return {f for f, sha in file_sha.items() if sha in seen}
 
     def _register_files(self, files: list[str], file_sha: dict[str, str], batch: StagedBatch) -> None:
         next_id = _next_id(self.con, "etl_file", "file_id")
@@ -525,7 +536,9 @@ class BatchLoader:
         if has_code:
             # the distinct codes of the pending rows, in first use (they number new concepts)
             pairs = f.filter(live).select("code_system", "code").unique(maintain_order=True)
-            code_map = eng.put("_ingest_code_map", self.mapper.code_map(pairs, kind))
+            mapped = self.mapper.code_map(pairs, kind)
+            code_map = eng.put("_ingest_code_map", mapped)
+            f = _warn_unmapped(f, mapped)
         if kind == "measurement":  # a unit may still quarantine a row: fetch that first
             rows, ucum = eng.put("_ingest_rows", f), self.ucum_view()
             f = self._merge(f, ("units", shape), lambda: transforms.convert_units(
@@ -592,9 +605,7 @@ class BatchLoader:
 
     def ucum_view(self):
         """The UCUM units of the store's vocabulary (after this batch's concepts are loaded)."""
-        units = self.mapper.standard.filter(pl.col("vocabulary_id") == "UCUM").select(
-            "concept_code", "concept_id")
-        return self.engine.put("_ingest_ucum", units)
+        return self.engine.put("_ingest_ucum", self.mapper.ucum_units())
 
     # --- derived tables ------------------------------------------------------------------------
     def _refresh_observation_periods(self) -> None:
@@ -617,50 +628,32 @@ class BatchLoader:
         con.unregister("_touched")
 
     # --- reports -------------------------------------------------------------------------------
-    def _finish(self, batch: StagedBatch, file_sha: dict[str, str], known: set[str],
+    def _finish(self, batch: StagedBatch, file_sha: dict[str, str],
                 skipped: dict[str, int]) -> list[FileReport]:
-        outcomes = pl.concat(self.outcomes) if self.outcomes else pl.DataFrame(
-            schema={"_fid": pl.Int32, "_row": pl.Int64, "kind": pl.Utf8, "_reject": pl.Utf8,
-                    "_reject_column": pl.Utf8, "_dup": pl.Boolean})
+        outcomes = pl.concat(self.outcomes) if self.outcomes else pl.DataFrame(schema=OUTCOME_SCHEMA)
         rejects = outcomes.filter(pl.col("_reject").is_not_null())
         insert_frame(self.con, "etl_reject", rejects.select(
             pl.col("_fid").alias("file_id"), pl.col("_row").alias("source_row"), "kind", pl.col("_reject").alias("reason"),
             pl.col("_reject_column").alias("column_name"), pl.lit(self.now).alias("rejected_at")))
+        insert_frame(self.con, "etl_warning", outcomes.filter(
+            pl.col("_reject").is_null() & ~pl.col("_dup") & pl.col("_warning").is_not_null()).select(
+            pl.col("_fid").alias("file_id"), pl.col("_row").alias("source_row"), "kind",
+            pl.col("_warning").alias("warning"), pl.col("_warning_column").alias("column_name")))
         if self.lineage:
             lin = pl.concat(self.lineage, how="vertical_relaxed")
             insert_frame(self.con, "etl_lineage", lin.select("table_name", "row_id", "file_id", "source_row"))
-        reports: dict[str, FileReport] = {}
-        files = list(dict.fromkeys(list(file_sha) + list(batch.read_counts)))
-        for f in files:
-            reports[f] = FileReport(file=f, site=self.site, dialect=self.mapping.dialect,
-                                    source_records=batch.read_counts.get(f, 0),
-                                    already_ingested=f in known)
-        names = {i: f for f, i in self.file_ids.items()}
-        summary = outcomes.group_by("_fid").agg(
-            pl.len().alias("read"),
-            (pl.col("_reject").is_null() & ~pl.col("_dup")).sum().alias("loaded"),
-            (pl.col("_reject").is_null() & pl.col("_dup")).sum().alias("dups"),
-        )
-        for fid, read, loaded, dups in summary.iter_rows():
-            f = names[fid]
-            r = reports.setdefault(f, FileReport(file=f, site=self.site, dialect=self.mapping.dialect))
-            r.read, r.loaded, r.merged_duplicates = read, loaded, dups
-        for fid, reason, n in rejects.group_by("_fid", "_reject").len().iter_rows():
-            reports[names[fid]].rejected[reason] = n
-        for f, n in skipped.items():
-            r = reports[f]
-            r.read += n
-            r.merged_duplicates += n
-        for r in reports.values():
+        reports = file_reports(outcomes, self.file_ids, self.plan, skipped, batch.read_counts,
+                               list(dict.fromkeys(list(file_sha) + list(batch.read_counts))),
+                               site=self.site, dialect=self.mapping.dialect)
+        for r in reports:
             if r.file in self.file_ids:
                 db.run(self.con, 
                     "UPDATE etl_file SET read = ?, loaded = ?, rejected = ?, merged_duplicates = ? "
                     "WHERE file_id = ?",
                     [r.read, r.loaded, r.rejected_total, r.merged_duplicates, self.file_ids[r.file]],
                 )
-            assert r.read == r.loaded + r.rejected_total + r.merged_duplicates, r.file
         self._write_cdm_source()
-        return list(reports.values())
+        return reports
 
     def _write_cdm_source(self) -> None:
         if db.scalar(self.con, "SELECT count(*) FROM cdm_source"):
@@ -674,11 +667,13 @@ class BatchLoader:
 
 
 def load_batch(con: duckdb.DuckDBPyConnection, key: bytes, mapping: SiteMapping, batch: StagedBatch,
-               file_sha: dict[str, str]) -> list[FileReport]:
-    """Load one batch in one transaction; on any error the store is rolled back and the error raised."""
+               file_sha: dict[str, str], *, redo: bool = False) -> list[FileReport]:
+    """Load one batch in one transaction; on any error the store is rolled back and the error raised.
+    ``redo``: forget the batch's files that earlier runs loaded rows from, and load them afresh
+    (:mod:`enclave.ingest.files`)."""
     db.run(con, "BEGIN TRANSACTION")
     try:
-        loader = BatchLoader(con, key, mapping)
+        loader = BatchLoader(con, key, mapping, redo=redo)
         try:
             reports = loader.load(batch, file_sha)
         finally:

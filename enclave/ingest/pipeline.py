@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from enclave.crypto import file_sha256
 from enclave.errors import BadInputError
+from enclave.ingest import diagnose
 from enclave.ingest.adapters import get_adapter
 from enclave.ingest.linkage import load_or_create_key
-from enclave.ingest.loader import FileReport, load_batch
+from enclave.ingest.loader import load_batch
 from enclave.ingest.mapping import SiteMapping, resolve_mapping
+from enclave.ingest.reports import FileReport
 from enclave.settings import Settings
 from enclave.store import open_store
 
 
-def ingest_path(
+@dataclass(frozen=True, slots=True)
+class IngestRun:
+    """One run: a report per source file, and a warning per file (or folder) that gave nothing."""
+
+    reports: list[FileReport]
+    warnings: list[str]
+
+
+def ingest_path(settings: Settings, path: Path, site: str, **options) -> list[FileReport]:
+    """Ingest one extract (a file or a folder) of one site. Returns one report per source file."""
+    return ingest(settings, path, site, **options).reports
+
+
+def ingest(
     settings: Settings,
     path: Path,
     site: str,
@@ -24,8 +40,10 @@ def ingest_path(
     mapping_file: Path | None = None,
     dialect: str | None = None,
     progress: bool | None = None,
-) -> list[FileReport]:
-    """Ingest one extract (a file or a folder) of one site. Returns one report per source file."""
+    redo: bool = False,
+) -> IngestRun:
+    """Ingest one extract (a file or a folder) of one site, in one transaction. ``redo``: forget
+    what earlier runs loaded from these files first (:mod:`enclave.ingest.files`)."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"no such file or folder: {path}")
@@ -44,10 +62,10 @@ def ingest_path(
     steps.advance("hashed")
     with open_store(settings) as con:
         key = load_or_create_key(settings.keys_dir)
-        reports = load_batch(con, key, mapping, batch, file_sha)
+        reports = load_batch(con, key, mapping, batch, file_sha, redo=redo)
     steps.advance("loaded")
     steps.close()
-    return reports
+    return IngestRun(reports, diagnose.warnings(reports, path, mapping))
 
 
 class _Steps:

@@ -53,11 +53,28 @@ class RejectReason(StrEnum):
     UNKNOWN_VISIT = "unknown_visit"  # references a visit not in this site's extract/store
     VALUE_TOO_LONG = "value_too_long"  # longer than the CDM column allows
     UNSUPPORTED_RECORD = "unsupported_record"  # a record type the enclave does not store
+    REPEATED_HEADER = "repeated_header"  # a data row holding the column names (an empty table's export)
+
+
+class LoadWarning(StrEnum):
+    """Why a *loaded* row is counted under a warning (``etl_warning``): it is kept, with what
+    the source gave, but something about it is incomplete. Stable string values."""
+
+    UNKNOWN_VISIT = "unknown_visit"  # its visit is not in the extract or the store: visit left NULL
+    UNMAPPED_CODE = "unmapped_code"  # its code has no standard concept in the store: concept 0
+    VALUE_TRUNCATED = "value_truncated"  # a free-text value longer than its CDM column was cut
 
 
 class CodeSystem(StrEnum):
+    """Code systems whose syntax the loader knows. ``code_system`` may also be any other OMOP
+    ``vocabulary_id`` (``CPT4``, ``HCPCS`` ...): such codes are looked up in the store's
+    vocabulary without a syntax check (see :mod:`enclave.ingest.concepts`)."""
+
     ICD10_CN = "ICD10CN"  # ICD-10 national clinical version 2.0 (E11.900, I10.x00x002)
     ICD10 = "ICD10"  # WHO ICD-10 (E11.9, I10)
+    ICD10_CM = "ICD10CM"  # ICD-10-CM, the US clinical modification (K92.2, S72.001A)
+    ICD9_CM = "ICD9CM"  # ICD-9-CM diagnoses (250.00, V45.81, E849.0)
+    NDC = "NDC"  # US National Drug Code (10 or 11 digits, or with dashes)
     ICD9_CM_PROC = "ICD9Proc"  # ICD-9-CM-3 procedure codes (Chinese clinical version)
     SNOMED = "SNOMED"
     LOINC = "LOINC"
@@ -110,6 +127,7 @@ KINDS: dict[str, dict[str, pl.DataType]] = {
         "end_date": pl.Date,
         "primary": pl.Boolean,
         "concept_id": pl.Int64,  # only when the source already carries OMOP concept ids
+        "source_concept_id": pl.Int64,  # likewise: the source's own *_source_concept_id
     },
     "drug": {
         "site_patient_id*": pl.Utf8,
@@ -125,6 +143,7 @@ KINDS: dict[str, dict[str, pl.DataType]] = {
         "route": pl.Utf8,
         "cost": pl.Float64,  # CNY
         "concept_id": pl.Int64,
+        "source_concept_id": pl.Int64,
     },
     "measurement": {
         "site_patient_id*": pl.Utf8,
@@ -141,6 +160,7 @@ KINDS: dict[str, dict[str, pl.DataType]] = {
         "range_high": pl.Float64,
         "cost": pl.Float64,
         "concept_id": pl.Int64,
+        "source_concept_id": pl.Int64,
     },
     "procedure": {
         "site_patient_id*": pl.Utf8,
@@ -151,6 +171,7 @@ KINDS: dict[str, dict[str, pl.DataType]] = {
         "date*": pl.Date,
         "cost": pl.Float64,
         "concept_id": pl.Int64,
+        "source_concept_id": pl.Int64,
     },
     "observation": {
         "site_patient_id*": pl.Utf8,
@@ -163,6 +184,7 @@ KINDS: dict[str, dict[str, pl.DataType]] = {
         "value_text": pl.Utf8,
         "unit": pl.Utf8,
         "concept_id": pl.Int64,
+        "source_concept_id": pl.Int64,
     },
     "note": {
         "site_patient_id*": pl.Utf8,

@@ -4,7 +4,8 @@ A staged batch of clinical events (conditions, drugs, measurements, procedures, 
 notes, deaths) goes through the same steps on every engine:
 
 1. :func:`check_events` — resolve each row's patient and visit, then quarantine rows that reference
-   an unknown patient or visit, end before they start, or carry an invalid code; then merge exact
+   an unknown patient, end before they start, or carry an invalid code (a row whose visit is
+   unknown keeps its place, without a visit, under the warning ``unknown_visit``); then merge exact
    duplicates (the first row of each group in file order is kept) and, for deaths, second deaths of
    a person;
 2. :func:`map_concepts` — the standard and source concept of each row's code;
@@ -18,8 +19,9 @@ connection. ``tests/spec/test_ingest_engines.py`` holds DuckDB and Spark to the 
 
 Bookkeeping follows the staging contract (:mod:`enclave.ingest.staging`): ``_reject`` /
 ``_reject_column`` hold the first reason a row failed (a later check never overwrites it),
-``_dup`` marks a merged duplicate, and ``_i`` is the row's position in the batch (the order that
-decides which of several duplicates is kept).
+``_dup`` marks a merged duplicate, ``_warning`` / ``_warning_column`` the first warning a loaded
+row is counted under (:class:`enclave.ingest.staging.LoadWarning`), and ``_i`` is the row's
+position in the batch (the order that decides which of several duplicates is kept).
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from collections.abc import Mapping, Sequence
 import ibis
 import ibis.expr.types as ir
 
-from enclave.ingest.staging import RejectReason
+from enclave.ingest.staging import LoadWarning, RejectReason
 
 #: staged columns a transform may change (the others it only reads, or adds)
-CHANGED = ("_reject", "_reject_column", "_dup", "range_low", "range_high")
+CHANGED = ("_reject", "_reject_column", "_dup", "_warning", "_warning_column", "range_low",
+           "range_high")
 #: columns of the code checks table (one row per distinct invalid (code_system, code) pair)
 CODE_CHECK_COLUMNS = ("code_system", "code", "_why", "_why_column")
 #: columns of the code map table (one row per distinct pending (code_system, code) pair)
@@ -53,6 +56,14 @@ def reject_if(t: ir.Table, cond: ir.BooleanValue, reason: RejectReason | ir.Stri
     col = ibis.literal(column) if isinstance(column, str) else column
     return t.mutate(_reject=ibis.ifelse(hit, why, t._reject),
                     _reject_column=ibis.ifelse(hit, col, t._reject_column))
+
+
+def warn_if(t: ir.Table, cond: ir.BooleanValue, warning: LoadWarning, column: str) -> ir.Table:
+    """Count the pending rows where ``cond`` holds under ``warning`` (they stay loadable), naming
+    ``column``; a row keeps the first warning it got."""
+    hit = _pending(t) & t._warning.isnull() & cond.fill_null(False)
+    return t.mutate(_warning=ibis.ifelse(hit, ibis.literal(str(warning)), t._warning),
+                    _warning_column=ibis.ifelse(hit, ibis.literal(column), t._warning_column))
 
 
 def later_rows(t: ir.Table, keys: Sequence[str]) -> ir.Table:
@@ -95,14 +106,16 @@ def check_events(rows: ir.Table, patients: ir.Table, visits: ir.Table | None = N
                  code_checks: ir.Table | None = None,
                  known_deaths: ir.Table | None = None) -> ir.Table:
     """``rows`` with ``person_id`` (and ``visit_occurrence_id`` where the kind has visits), rows
-    quarantined for unknown patient / unknown visit / date order / invalid code, and duplicates
-    merged.
+    quarantined for unknown patient / date order / invalid code, rows of an unknown visit warned
+    (``unknown_visit``, visit NULL), and duplicates merged.
 
     ``patients``: ``site_patient_id``, ``person_id`` of the site; ``visits``: ``site_visit_id``,
     ``visit_occurrence_id``; ``code_checks``: :data:`CODE_CHECK_COLUMNS`; ``known_deaths``:
     ``person_id`` of the persons the store already has a death for (deaths only: a second death of
     a person, in the batch or against the store, is merged)."""
     own = rows.columns
+    if "_warning" not in own:
+        rows = rows.mutate(_warning=ibis.null("string"), _warning_column=ibis.null("string"))
     # Every check below is a function of the content columns, so identical rows pass or fail
     # together: the repeated rows can be found on the staged rows, before the joins (a group
     # that fails is rejected whole, and a rejected row is never merged).
@@ -116,8 +129,9 @@ def check_events(rows: ir.Table, patients: ir.Table, visits: ir.Table | None = N
         v = visits.select(_sv=visits.site_visit_id,
                           visit_occurrence_id=visits.visit_occurrence_id.cast("int64"))
         t = t.left_join(v, t.site_visit_id == v._sv).drop("_sv")
-        t = reject_if(t, t.site_visit_id.notnull() & t.visit_occurrence_id.isnull(),
-                      RejectReason.UNKNOWN_VISIT, "site_visit_id")
+        # an event is a fact without its visit: loaded with no visit, counted under a warning
+        t = warn_if(t, t.site_visit_id.notnull() & t.visit_occurrence_id.isnull(),
+                    LoadWarning.UNKNOWN_VISIT, "site_visit_id")
     if "end_date" in own and "start_date" in own:
         t = reject_if(t, t.end_date < t.start_date, RejectReason.DATE_ORDER, "end_date")
     if code_checks is not None:
@@ -135,14 +149,20 @@ def check_events(rows: ir.Table, patients: ir.Table, visits: ir.Table | None = N
 def map_concepts(rows: ir.Table, code_map: ir.Table) -> ir.Table:
     """``rows`` with ``std_system``, ``std_code``, ``source_concept_id`` and
     ``target_concept_id`` from ``code_map`` (:data:`CODE_MAP_COLUMNS`); a concept id the source
-    already carries (``concept_id``) wins over the mapped one."""
+    already carries (``concept_id``, ``source_concept_id``; 0 counts as none) wins over the
+    mapped one."""
     m = code_map.select(_cs=code_map.code_system, _cc=code_map.code,
                         std_system=code_map.std_system, std_code=code_map.std_code,
                         _target=code_map._target.cast("int64"),
-                        source_concept_id=code_map.source_concept_id.cast("int64"))
+                        _source=code_map.source_concept_id.cast("int64"))
     t = rows.left_join(m, (rows.code_system == m._cs) & (rows.code == m._cc)).drop("_cs", "_cc")
-    staged = t.concept_id.cast("int64") if "concept_id" in rows.columns else ibis.null("int64")
-    return t.mutate(target_concept_id=staged.coalesce(t._target)).drop("_target")
+
+    def given(col: str) -> ir.IntegerValue:  # a concept id the source carries (0 = none)
+        return t[col].cast("int64").nullif(0) if col in rows.columns else ibis.null("int64")
+
+    return t.mutate(target_concept_id=given("concept_id").coalesce(t._target),
+                    source_concept_id=given("source_concept_id").coalesce(t._source)
+                    ).drop("_target", "_source")
 
 
 def unit_spelling(unit: ir.StringValue, synonyms: Mapping[str, str]) -> ir.StringValue:

@@ -5,6 +5,8 @@
                  with ``read = loaded + rejected + merged_duplicates``
 ``etl_lineage``  source file and record number of every loaded CDM row
 ``etl_reject``   every quarantined source row: reason and column, never its contents
+``etl_warning``  every loaded row counted under a warning (a visit not found, a code without a
+                 standard concept, a value cut to its CDM column): warning and column
 ``site_registry`` each hospital's dialect
 ``identity.*``   the person index: link keys and raw identifiers. Restricted zone only: no release,
                  export or log ever reads this schema. Its keys (person_id, link_key,
@@ -54,6 +56,13 @@ BOOKKEEPING_DDL: tuple[str, ...] = (
   reason VARCHAR NOT NULL,
   column_name VARCHAR,
   rejected_at TIMESTAMP NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS etl_warning (
+  file_id INTEGER NOT NULL,
+  source_row BIGINT NOT NULL,
+  kind VARCHAR NOT NULL,
+  warning VARCHAR NOT NULL,
+  column_name VARCHAR
 )""",
     "CREATE SCHEMA IF NOT EXISTS identity",
     """CREATE TABLE IF NOT EXISTS identity.person_index (

@@ -112,7 +112,7 @@ CHECKED = [
     (0, 101, 501, None, None, False),
     (1, 101, 501, None, None, True),  # exact duplicate of row 0: merged
     (2, None, None, "unknown_patient", "site_patient_id", False),
-    (3, 102, None, "unknown_visit", "site_visit_id", False),
+    (3, 102, None, None, None, False),  # an unknown visit: loaded without it, under a warning
     (4, 102, None, "date_order", "end_date", False),
     (5, 102, None, "invalid_code", "code", False),
     (6, 102, None, "invalid_code", "code_system", False),
@@ -145,6 +145,9 @@ def test_check_events_quarantines_in_order_and_merges_duplicates(engine):
     got = engine.to_polars(_check(engine)).sort("_i")
     assert got.select("_i", "person_id", "visit_occurrence_id", "_reject", "_reject_column",
                       "_dup").rows() == CHECKED
+    warned = got.filter(pl.col("_warning").is_not_null())
+    assert warned.select("_i", "_warning", "_warning_column").rows() == [
+        (3, "unknown_visit", "site_visit_id")]
 
 
 def test_check_events_merges_a_second_death_of_a_person(engine):

@@ -6,7 +6,9 @@ import base64
 import datetime as dt
 import json
 import tempfile
+import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -62,13 +64,18 @@ def test_fixture_bundles_stage_and_every_entry_is_counted():
     assert f["provider"].height == types["Practitioner"]
     assert f["drug"].height == types["Immunization"] + types["MedicationRequest"]
     stored = {"Patient", "Encounter", "Condition", "Procedure", "Organization", "Practitioner",
-              "Immunization", "MedicationRequest", "Observation"}
+              "Immunization", "MedicationRequest", "Observation", "AllergyIntolerance"}
     unsupported = sum(n for t, n in types.items() if t not in stored)
     assert f["unparsed"].height == unsupported
     assert set(f["unparsed"]["_reject"]) == {"unsupported_record"}
-    # every Observation lands in measurement or observation (blood pressure gives one per component)
+    # every Observation (and AllergyIntolerance) lands in measurement or observation (blood pressure
+    # gives one per component); these bundles happen to hold no AllergyIntolerance
     obs_rows = pl.concat([f["measurement"].select(BOOK), f["observation"].select(BOOK)])
-    assert obs_rows.unique(["_file", "_row"]).height == types["Observation"]
+    assert obs_rows.unique(["_file", "_row"]).height == types["Observation"] + types["AllergyIntolerance"]
+    # coding.system decides: SNOMED conditions/procedures, LOINC observations, CVX vaccines
+    assert set(f["condition"]["code_system"]) == set(f["procedure"]["code_system"]) == {"SNOMED"}
+    assert set(f["measurement"]["code_system"]) == {"LOINC"}
+    assert set(f["drug"]["code_system"]) == {"CVX"}
 
 
 def test_fixture_values_match_the_json():
@@ -146,6 +153,133 @@ def test_ndjson_maps_fields_and_rejects_bad_lines(tmp_path):
     unparsed = dict(batch.frames["unparsed"].select("_row", "_reject").iter_rows())
     assert unparsed == {3: "malformed_row", 4: "malformed_row", 6: "unsupported_record", 7: "malformed_row"}
     assert batch.frames["note"]["text"][0] == "主诉：头痛"
+
+
+# -- code systems and allergies ---------------------------------------------------------------------
+
+
+def _coded(rtype: str, n: int, codings: list[dict], **extra) -> str:
+    field = {"Immunization": "vaccineCode", "MedicationRequest": "medicationCodeableConcept"}.get(rtype, "code")
+    patient = "patient" if rtype in ("Immunization", "AllergyIntolerance") else "subject"
+    date = {"Condition": "onsetDateTime", "Immunization": "occurrenceDateTime",
+            "MedicationRequest": "authoredOn", "Procedure": "performedDateTime"}.get(rtype, "effectiveDateTime")
+    resource = {"resourceType": rtype, "id": f"r{n}", patient: {"reference": "Patient/p1"},
+                field: {"coding": codings, "text": f"text {n}"}, date: "2020-03-01", **extra}
+    return json.dumps(resource)
+
+
+def test_coding_system_decides_the_code_system(tmp_path):
+    snomed = {"system": "http://snomed.info/sct", "code": "44054006"}
+    icd10cm = {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "E11.9"}
+    lines = [
+        _coded("Condition", 1, [icd10cm]),
+        _coded("Condition", 2, [{"system": "http://hl7.org/fhir/sid/icd-9-cm", "code": "250.00"}]),
+        _coded("Condition", 3, [{"system": "http://hospital.example/dx", "code": "DX1"}]),
+        _coded("Condition", 4, [{"code": "DX2"}]),
+        # a codeless coding is never chosen; a mappable system beats an earlier unmappable one
+        _coded("Condition", 5, [{"system": "http://snomed.info/sct"}, {"system": "http://x.example/y", "code": "Y1"},
+                                {"system": "http://hl7.org/fhir/sid/icd-9-cm", "code": "250.00"}, icd10cm, snomed]),
+        _coded("Condition", 6, [{"system": "urn:oid:2.16.840.1.113883.6.96", "code": "44054006"}]),
+        _coded("MedicationRequest", 7, [{"system": "http://hl7.org/fhir/sid/ndc", "code": "0169-4132-12"},
+                                        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "860975"}]),
+        _coded("MedicationRequest", 8, [{"system": "http://hl7.org/fhir/sid/ndc", "code": "0169-4132-12"}]),
+        _coded("Immunization", 9, [{"system": "http://hl7.org/fhir/sid/ndc", "code": "49281-0418-10"},
+                                   {"system": "http://hl7.org/fhir/sid/cvx", "code": "140"}]),
+        _coded("Procedure", 10, [{"system": "http://www.ama-assn.org/go/cpt", "code": "99213"}]),
+        _coded("Observation", 11, [{"system": "http://loinc.org", "code": "2345-7"}],
+               valueQuantity={"value": 5.1, "unit": "mmol/L", "system": "http://unitsofmeasure.org"}),
+        _coded("Observation", 12, [{"system": "http://hospital.example/lab", "code": "GLU01"}],
+               valueQuantity={"value": 5.1, "unit": "mmol/L"}),
+    ]
+    path = _write(tmp_path, "coded.ndjson", lines)
+    profile = builtin_profile("fhir")
+    systems = {**profile.options["code_systems"], "http://hospital.example/lab": "LOCAL"}
+    batch = stage(path, replace(profile, options={**profile.options, "code_systems": systems}))
+    assert_all_counted(batch)
+    staged = pl.concat([batch.frames[k].select("_row", "code_system", "code", "description")
+                        for k in ("condition", "drug", "procedure", "measurement")]).sort("_row")
+    assert staged.select("code_system", "code").rows() == [
+        ("ICD10CM", "E11.9"), ("ICD9CM", "250.00"), ("LOCAL", "DX1"), ("LOCAL", "DX2"),
+        ("ICD10CM", "E11.9"), ("SNOMED", "44054006"), ("RxNorm", "860975"), ("NDC", "0169-4132-12"),
+        ("CVX", "140"), ("CPT4", "99213"), ("LOINC", "2345-7"), ("LOCAL", "GLU01"),
+    ]
+    assert staged["description"][0] == "text 1"
+
+
+def synthea_allergy(n: int, patient_url: str, **extra) -> dict:
+    """An AllergyIntolerance as Synthea's FHIR R4 exporter writes it."""
+    return {
+        "fullUrl": f"urn:uuid:allergy-{n}",
+        "resource": {
+            "resourceType": "AllergyIntolerance", "id": f"allergy-{n}",
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                                           "code": "active"}]},
+            "verificationStatus": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+                "code": "confirmed"}]},
+            "type": "allergy", "category": ["food"], "criticality": "low",
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "300913006",
+                                 "display": "Shellfish (substance)"}], "text": "Shellfish (substance)"},
+            "patient": {"reference": patient_url},
+            "recordedDate": "1990-01-01T00:00:00-05:00",
+            **extra,
+        },
+        "request": {"method": "POST", "url": "AllergyIntolerance"},
+    }
+
+
+def test_allergy_intolerance_is_staged_as_an_observation(tmp_path):
+    patient = {"fullUrl": "urn:uuid:pat-1", "resource": {"resourceType": "Patient", "id": "pat-1",
+                                                          "gender": "female", "birthDate": "1980-01-01"}}
+    encounter = {"fullUrl": "urn:uuid:enc-1", "resource": {
+        "resourceType": "Encounter", "id": "enc-1", "class": {"code": "AMB"},
+        "subject": {"reference": "urn:uuid:pat-1"}, "period": {"start": "2001-05-06T10:00:00Z"}}}
+    penicillin = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "7980",
+                              "display": "Penicillin G"}]}
+    entries = [
+        patient, encounter,
+        synthea_allergy(1, "urn:uuid:pat-1"),
+        # no code: the reaction's substance; onset wins over recordedDate; encounter is optional
+        synthea_allergy(2, "urn:uuid:pat-1", code={"text": "penicillin"}, encounter={"reference": "urn:uuid:enc-1"},
+                        onsetDateTime="2001-05-06", reaction=[{"substance": penicillin}]),
+        synthea_allergy(3, "urn:uuid:pat-1", recordedDate="1990-02-30"),
+        synthea_allergy(4, "Patient/pat-1", code={"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm",
+                                                                "code": "Z88.0"}]}),
+    ]
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}), "utf-8")
+    batch = stage(path, builtin_profile("fhir"))
+    assert_all_counted(batch)
+    assert "unparsed" not in batch.frames
+    obs = batch.frames["observation"].sort("_row")
+    assert obs["_row"].to_list() == [3, 4, 5, 6]
+    assert set(obs["site_patient_id"]) == {"pat-1"}
+    assert obs["site_visit_id"].to_list() == [None, "enc-1", None, None]
+    assert obs.select("code_system", "code").rows() == [
+        ("SNOMED", "300913006"), ("RxNorm", "7980"), ("SNOMED", "300913006"), ("ICD10CM", "Z88.0")]
+    assert obs["value_text"].to_list()[:2] == ["Shellfish (substance)", "Penicillin G"]
+    assert obs["date"].to_list()[:2] == [dt.date(1990, 1, 1), dt.date(2001, 5, 6)]
+    assert obs.select("_reject", "_reject_column").row(2) == ("invalid_date", "effectiveDateTime")
+
+
+def test_a_ten_megabyte_patient_id_stages_quickly(tmp_path):
+    big = "9" * 10_000_000
+    lines = [json.dumps({"resourceType": "Patient", "id": big, "gender": "male"}),
+             json.dumps({"resourceType": "Encounter", "id": "e1", "class": {"code": "AMB"},
+                         "subject": {"reference": "Patient/" + big}, "period": {"start": "2020-01-01"}})]
+    small = _write(tmp_path, "small.ndjson", [line.replace(big, "p1") for line in lines])
+    path = _write(tmp_path, "big.ndjson", lines)
+    stage(small, builtin_profile("fhir"))  # warm up
+    started = time.perf_counter()
+    stage(small, builtin_profile("fhir"))
+    baseline = time.perf_counter() - started
+    started = time.perf_counter()
+    batch = stage(path, builtin_profile("fhir"))
+    # linear work is a few tenths of a second; anything quadratic in the field length takes minutes
+    assert time.perf_counter() - started - baseline < 3.0
+    # staged verbatim: the loader rejects it as value_too_long
+    assert batch.frames["person"]["site_patient_id"].str.len_bytes().to_list() == [len(big)]
+    assert batch.frames["visit"]["site_patient_id"].str.len_bytes().to_list() == [len(big)]
 
 
 # -- demo writer round trip -------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -119,6 +121,78 @@ def test_inline_messages_escapes_unsupported_and_broken(tmp_path):
     assert (o["code_system"], o["value_text"]) == ("LOCAL", "正常")
     rejects = dict(batch.frames["unparsed"].select("_row", "_reject").iter_rows())
     assert rejects == {2: "unsupported_record", 4: "malformed_row", 5: "missing_required"}
+
+
+def test_coding_system_names_and_alternate_identifiers(tmp_path):
+    msgs = [
+        "MSH|^~\\&|LIS|H1|ENCLAVE|E|20230105||ORU^R01|1|P|2.5",
+        "PID|1||P1^^^H1^MR",
+        "OBR|1|||CBC|||20230105",
+        # the test code only as the alternate identifier (OBX-3.4 with its system in OBX-3.6)
+        "OBX|1|NM|^^^2345-7^Glucose^LN||5.1|mmol/L",
+        "OBX|2|NM|^Glucose^^GLU01^^99LAB||5.1|mmol/L",
+        # a local code with a LOINC alternate: the code the enclave can map wins
+        "OBX|3|NM|GLU01^Glucose^L^2345-7^Glucose^LN||5.1|mmol/L",
+        "OBX|4|NM|2345-7^Glucose^LN^GLU01^Glucose^L||5.1|mmol/L",
+        "OBX|5|ST|1234^Note^99zzz||text",
+        "OBX|6|ST|44054006^Diabetes^SNM||text",
+        "OBX|7|ST|^^^^^||text",
+        "MSH|^~\\&|HIS|H1|ENCLAVE|E|20230105||ADT^A08|2|P|2.5",
+        "PID|1||P1^^^H1^MR",
+        "PV1|1|O|||||||||||||||||V1|||||||||||||||||||||||||20230105",
+        "DG1|1||E11.9^Type 2 diabetes^I10C||20230105",
+        "DG1|2||E11.9^Type 2 diabetes^I10||20230105",
+        "DG1|3||44054006^Diabetes^SCT||20230105",
+        "DG1|4||^^^E11.9^Type 2 diabetes^I10C||20230105",
+        "DG1|5||X99^Something^HOSPDX||20230105",
+        "DG1|6||X98^Something||20230105",
+        "PR1|1||99213^Office visit^C4||20230105",
+    ]
+    path = tmp_path / "c.hl7"
+    path.write_bytes(("\r".join(msgs) + "\r").encode("utf-8"))
+    batch = stage(path, builtin_profile("hl7v2"))
+    assert_all_counted(batch)
+    obx = pl.concat([batch.frames["measurement"].select("code_system", "code", "description"),
+                     batch.frames["observation"].select("code_system", "code", "description")])
+    assert obx.rows() == [
+        ("LOINC", "2345-7", "Glucose"), ("LOCAL", "GLU01", "Glucose"), ("LOINC", "2345-7", "Glucose"),
+        ("LOINC", "2345-7", "Glucose"), ("LOCAL", "1234", "Note"), ("SNOMED", "44054006", "Diabetes"),
+        (None, None, None),
+    ]
+    assert batch.frames["measurement"]["_reject"].null_count() == 4
+    dx = batch.frames["condition"].sort("code")
+    assert batch.frames["condition"].select("code_system", "code").rows() == [
+        ("ICD10CM", "E11.9"), ("ICD10", "E11.9"), ("SNOMED", "44054006"), ("ICD10CM", "E11.9"),
+        ("LOCAL", "X99"), ("LOCAL", "X98"),
+    ]
+    assert dx.height == 6
+    assert batch.frames["procedure"].select("code_system", "code").rows() == [("CPT4", "99213")]
+    # a site's default for diagnoses without a coding system
+    profile = builtin_profile("hl7v2")
+    batch = stage(path, replace(profile, options={**profile.options, "diagnosis_default_system": "ICD10CN"}))
+    assert batch.frames["condition"]["code_system"].to_list()[-1] == "ICD10CN"
+
+
+def test_a_ten_megabyte_patient_identifier_stages_quickly(tmp_path):
+    big = "9" * 10_000_000
+    msgs = ["MSH|^~\\&|HIS|H1|ENCLAVE|E|20230105||ADT^A04|1|P|2.5",
+            f"PID|1||{big}^^^H1^MR||Doe^John||19800506|M",
+            "PV1|1|O|||||||||||||||||V1|||||||||||||||||||||||||20230105"]
+    small = tmp_path / "small.hl7"
+    small.write_bytes("\r".join(msgs).replace(big, "P1").encode("utf-8"))
+    path = tmp_path / "big.hl7"
+    path.write_bytes("\r".join(msgs).encode("utf-8"))
+    stage(small, builtin_profile("hl7v2"))  # warm up
+    started = time.perf_counter()
+    stage(small, builtin_profile("hl7v2"))
+    baseline = time.perf_counter() - started
+    started = time.perf_counter()
+    batch = stage(path, builtin_profile("hl7v2"))
+    # linear work is a few tenths of a second; anything quadratic in the field length takes minutes
+    assert time.perf_counter() - started - baseline < 3.0
+    # staged verbatim: the loader rejects it as value_too_long
+    assert batch.frames["person"]["site_patient_id"].str.len_bytes().to_list() == [len(big)]
+    assert batch.frames["visit"]["site_patient_id"].str.len_bytes().to_list() == [len(big)]
 
 
 def test_writer_round_trip_gives_back_the_frames(tmp_path):

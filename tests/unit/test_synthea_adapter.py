@@ -61,6 +61,12 @@ def test_kinds_and_counts_match_the_fixture():
     )
     assert f["drug"].height == drugs
     assert set(f["drug"]["code_system"].unique()) == {"RxNorm", "CVX"}
+    # this export predates the SYSTEM column of conditions/procedures: the files' defaults apply
+    assert set(f["condition"]["code_system"]) == set(f["procedure"]["code_system"]) == {"SNOMED"}
+    allergy = f["observation"].filter(pl.col("_file").str.ends_with("allergies.csv"))
+    systems = [r["SYSTEM"] for r in csv_records(FIXTURE / "allergies.csv")]
+    assert allergy.sort("_row")["code_system"].to_list() == [
+        {"SNOMED-CT": "SNOMED", "RxNorm": "RxNorm"}[s] for s in systems]
     assert f["care_site"].height == len(csv_records(FIXTURE / "organizations.csv"))
     assert f["provider"].height == len(csv_records(FIXTURE / "providers.csv"))
     # the clean fixture has no rejects at all
@@ -127,6 +133,49 @@ def test_bad_values_are_flagged_not_dropped(tmp_path):
     ]
     unparsed = batch.frames["unparsed"]
     assert unparsed.select("_row", "_reject").rows() == [(3, "malformed_row")]
+
+
+def test_system_column_decides_the_code_system(tmp_path):
+    """Synthea 3 writes SYSTEM in conditions/procedures/allergies; the file default is a fallback."""
+    (tmp_path / "conditions.csv").write_text(
+        "START,STOP,PATIENT,ENCOUNTER,SYSTEM,CODE,DESCRIPTION\n"
+        "2020-01-01,,p1,e1,SNOMED-CT,44054006,Diabetes\n"
+        "2020-01-01,,p1,e1,ICD-10,E11.9,Type 2 diabetes\n"
+        "2020-01-01,,p1,e1,ICD-10-CM,I10,Hypertension\n"
+        "2020-01-01,,p1,e1,http://snomed.info/sct,38341003,Hypertension\n"
+        "2020-01-01,,p1,e1,,59621000,Essential hypertension\n"
+        "2020-01-01,,p1,e1,Unknown,X1,Something\n"
+        "2020-01-01,,p1,e1,icd10cm,E78.5,Hyperlipidemia\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "procedures.csv").write_text(
+        "START,STOP,PATIENT,ENCOUNTER,SYSTEM,CODE,DESCRIPTION,BASE_COST,REASONCODE,REASONDESCRIPTION\n"
+        "2020-01-01T00:00:00Z,,p1,e1,SNOMED-CT,430193006,Medication reconciliation,100.0,,\n"
+        "2020-01-01T00:00:00Z,,p1,e1,CPT,99213,Office visit,100.0,,\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "allergies.csv").write_text(
+        "START,STOP,PATIENT,ENCOUNTER,CODE,SYSTEM,DESCRIPTION,TYPE,CATEGORY\n"
+        "2020-01-01,,p1,e1,7980,RxNorm,Penicillin G,allergy,medication\n"
+        "2020-01-01,,p1,e1,X9,Unknown,Something,allergy,food\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "medications.csv").write_text(
+        "START,STOP,PATIENT,PAYER,ENCOUNTER,CODE,DESCRIPTION,BASE_COST,PAYER_COVERAGE,DISPENSES,TOTALCOST,"
+        "REASONCODE,REASONDESCRIPTION\n2020-01-01T00:00:00Z,,p1,x,e1,860975,Metformin,1,0,1,1,,\n",
+        encoding="utf-8",
+    )
+    batch = stage(tmp_path, MAPPING)
+    f = batch.frames
+    assert f["condition"].sort("_row").select("code_system", "code").rows() == [
+        ("SNOMED", "44054006"), ("ICD10CM", "E11.9"), ("ICD10CM", "I10"), ("SNOMED", "38341003"),
+        ("SNOMED", "59621000"), ("LOCAL", "X1"), ("ICD10CM", "E78.5"),
+    ]
+    assert f["procedure"].sort("_row")["code_system"].to_list() == ["SNOMED", "CPT4"]
+    assert f["observation"].sort("_row")["code_system"].to_list() == ["RxNorm", "LOCAL"]
+    assert f["drug"]["code_system"].to_list() == ["RxNorm"]
+    for frame in f.values():
+        assert frame["_reject"].null_count() == frame.height
 
 
 # --- corruption (Hypothesis) ---------------------------------------------------------------------

@@ -7,9 +7,20 @@ resource counts as one record; a file that is not valid JSON at all is one ``mal
 
 Resources → kinds: Patient→person, Encounter→visit, Condition→condition, Observation→measurement
 (``valueQuantity`` or quantity components; one row per component) or observation (anything else, or
-a category in :data:`OBSERVATION_CATEGORIES`), MedicationRequest→drug, Immunization→drug (CVX),
-Procedure→procedure, DocumentReference→note (base64 attachment), Organization→care_site,
+a category in :data:`OBSERVATION_CATEGORIES`), MedicationRequest→drug, Immunization→drug
+(``vaccineCode``), Procedure→procedure, AllergyIntolerance→observation (as the FHIR-to-OMOP IG's
+AllergyMap and the Synthea CSV path: the allergy/substance ``code``, or the first
+``reaction.substance`` without one; date = ``onset``, else ``recordedDate``; ``value_text`` = the
+code's display), DocumentReference→note (base64 attachment), Organization→care_site,
 Practitioner→provider. Every other resource type → ``unparsed``/``unsupported_record``.
+
+Code systems: ``coding.system`` decides the staged ``code_system`` of every coded resource, as an
+OMOP vocabulary id (:data:`enclave.ingest.adapters.code_systems.FHIR_URIS` and their OIDs: SNOMED,
+LOINC, RxNorm, CVX, ICD10CM, ICD10, ICD9CM, ICD10PCS, NDC, CPT4, HCPCS, UCUM, ICD10CN, ICD9Proc).
+Of a CodeableConcept's codings that carry a code, the first whose system the enclave maps to
+standard concepts (:data:`~enclave.ingest.adapters.code_systems.MAPPABLE`) wins, then the first of
+another named system, then the first of any system, staged as ``LOCAL`` (so is a coding without a
+system).
 
 References resolve through the bundle's ``fullUrl`` (``urn:uuid:…``) or relative form
 (``Patient/123``, history suffix dropped). Times keep the source wall clock (the offset is dropped).
@@ -21,8 +32,9 @@ Options (``SiteMapping.options``; all optional):
 ``insurance_system``       identifier system of the medical insurance number
 ``mrn_type``               identifier type code of the MRN (default ``"MR"``); used when Patient.id
                            is absent
-``[code_systems]``         coding system URI → ``CodeSystem`` value (merged over
-                           :data:`DEFAULT_CODE_SYSTEMS`); codings with other systems are not chosen
+``[code_systems]``         coding system URI → vocabulary id (merged over
+                           :data:`DEFAULT_CODE_SYSTEMS` and the OIDs); e.g. the hospital's own
+                           system URI → ``LOCAL``
 ``[visit_classes]``        Encounter.class code → visit type (merged over :data:`VISIT_CLASSES`)
 ``[extensions]``           overrides of the extension URLs in :data:`EXTENSIONS`
 """
@@ -39,6 +51,7 @@ from typing import Any
 
 import polars as pl
 
+from enclave.ingest.adapters.code_systems import FHIR_URI_ALIASES, FHIR_URIS, MAPPABLE
 from enclave.ingest.mapping import SiteMapping
 from enclave.ingest.normalize import (
     ISO_DATE,
@@ -51,18 +64,9 @@ from enclave.ingest.normalize import (
 from enclave.ingest.staging import CodeSystem, RejectReason, StagedBatch, column_names
 
 RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
-ICD10CN_SYSTEM = "urn:oid:2.16.156.10011.2.3.3.11"
-ICD9PROC_CN_SYSTEM = "urn:oid:2.16.156.10011.2.3.3.12"
 
-DEFAULT_CODE_SYSTEMS: dict[str, str] = {
-    "http://snomed.info/sct": CodeSystem.SNOMED,
-    "http://loinc.org": CodeSystem.LOINC,
-    "http://www.nlm.nih.gov/research/umls/rxnorm": CodeSystem.RXNORM,
-    "http://hl7.org/fhir/sid/cvx": CodeSystem.CVX,
-    "http://hl7.org/fhir/sid/icd-10": CodeSystem.ICD10,
-    ICD10CN_SYSTEM: CodeSystem.ICD10_CN,
-    ICD9PROC_CN_SYSTEM: CodeSystem.ICD9_CM_PROC,
-}
+#: coding system URI → vocabulary id, one preferred URI per vocabulary
+DEFAULT_CODE_SYSTEMS: dict[str, str] = FHIR_URIS
 
 VISIT_CLASSES: dict[str, str] = {
     "AMB": "outpatient", "VR": "outpatient", "HH": "outpatient", "OBSENC": "outpatient",
@@ -90,7 +94,7 @@ EXTENSIONS: dict[str, str] = {
 
 SUPPORTED = (
     "Patient", "Encounter", "Condition", "Observation", "MedicationRequest", "Immunization",
-    "Procedure", "DocumentReference", "Organization", "Practitioner",
+    "Procedure", "AllergyIntolerance", "DocumentReference", "Organization", "Practitioner",
 )
 
 _FHIR_DT = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$"
@@ -252,7 +256,8 @@ class _Extractor:
         self.resident_system = options.get("resident_id_system", RESIDENT_ID_SYSTEM)
         self.insurance_system = options.get("insurance_system")
         self.mrn_type = options.get("mrn_type", "MR")
-        self.systems = {**DEFAULT_CODE_SYSTEMS, **(options.get("code_systems") or {})}
+        self.systems = {**DEFAULT_CODE_SYSTEMS, **FHIR_URI_ALIASES,
+                        **{str(k): str(v) for k, v in (options.get("code_systems") or {}).items()}}
         self.ext = {**EXTENSIONS, **(options.get("extensions") or {})}
         self.refs: dict[str, str] = {}
 
@@ -273,18 +278,26 @@ class _Extractor:
         return parts[-1] if parts and not r.startswith("#") else None
 
     def coding(self, cc: Any) -> dict[str, str | None]:
-        """The first coding whose system is configured (code_system, code, description)."""
-        codings = [c for c in _list(_get(cc, "coding")) if isinstance(c, dict)]
-        for c in codings:
+        """The coding to stage (code_system, code, description); see the module docstring."""
+        chosen: tuple[int, str, dict] | None = None
+        for c in _list(_get(cc, "coding")):
+            if not isinstance(c, dict) or _str(c.get("code")) is None:
+                continue
             system = _str(c.get("system"))
-            if system in self.systems:
-                return {
-                    "code_system": str(self.systems[system]),
-                    "code": _str(c.get("code")),
-                    "description": _first_str(c.get("display"), _get(cc, "text")),
-                }
-        first = codings[0] if codings else {}
-        return {"code_system": None, "code": _str(first.get("code")), "description": _concept_text(cc)}
+            vocab = self.systems.get(system) if system is not None else None
+            rank = 0 if vocab in MAPPABLE else 1 if vocab is not None else 2
+            if chosen is None or rank < chosen[0]:
+                chosen = (rank, vocab or CodeSystem.LOCAL.value, c)
+            if rank == 0:
+                break
+        if chosen is None:
+            return {"code_system": None, "code": None, "description": _concept_text(cc)}
+        _, vocab, c = chosen
+        return {
+            "code_system": vocab,
+            "code": _str(c.get("code")),
+            "description": _first_str(c.get("display"), _get(cc, "text")),
+        }
 
     # resources ---------------------------------------------------------------------------
     def patient(self, r: dict) -> list[tuple[str, dict]]:
@@ -431,6 +444,20 @@ class _Extractor:
         }
         return [("procedure", values)]
 
+    def allergy_intolerance(self, r: dict) -> list[tuple[str, dict]]:
+        coded = self.coding(r.get("code"))
+        if coded["code"] is None:
+            substance = self.coding(_get(r, "reaction", 0, "substance"))
+            coded = substance if substance["code"] is not None else coded
+        values = {
+            **self._clinical(r, "patient"),
+            **coded,
+            "effectiveDateTime": _first_str(r.get("onsetDateTime"), _get(r, "onsetPeriod", "start"),
+                                            r.get("recordedDate")),
+        }
+        values["value_text"] = values["description"]
+        return [("observation", values)]
+
     def document_reference(self, r: dict) -> list[tuple[str, dict]]:
         values = {
             "site_patient_id": self.ref(r.get("subject")),
@@ -474,7 +501,7 @@ class _Extractor:
             "Patient": self.patient, "Encounter": self.encounter, "Condition": self.condition,
             "Observation": self.observation, "MedicationRequest": self.medication_request,
             "Immunization": self.immunization, "Procedure": self.procedure,
-            "DocumentReference": self.document_reference, "Organization": self.organization,
+            "AllergyIntolerance": self.allergy_intolerance, "DocumentReference": self.document_reference, "Organization": self.organization,
             "Practitioner": self.practitioner,
         }[resource["resourceType"]]
         return handler(resource)
@@ -486,7 +513,7 @@ class _Extractor:
 
 def _records(data: bytes, name: str, encoding: str) -> tuple[list[tuple[int, Any]], bool]:
     """(record number, parsed JSON or an exception marker) per record; True when a bundle."""
-    if name.endswith(".ndjson") or name.endswith(".jsonl"):
+    if name.endswith((".ndjson", ".jsonl")):
         lines = data.split(b"\n")
         while lines and not lines[-1].strip():
             lines.pop()

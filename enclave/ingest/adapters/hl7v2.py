@@ -16,6 +16,18 @@ that carries nothing but identifiers (PID-3), and a PV1 without patient class an
 give their identifiers to the segments after them; they are staged themselves only when the message
 has no other data row. A stored message without any data segment → ``missing_required`` (``PID``).
 
+Code systems: the coded fields read (DG1-3, PR1-3, OBX-3; CE/CWE) stage their declared coding
+system as an OMOP vocabulary id: component 3 names the system of the identifier in component 1.
+When component 1 is empty, or its system is not one the enclave maps to standard concepts
+(:data:`~enclave.ingest.adapters.code_systems.MAPPABLE`) but the alternate's is, the alternate
+identifier (component 4) is staged with its alternate coding system (component 6) and text
+(component 5, else component 2). Names follow HL7 table 0396
+(:data:`enclave.ingest.adapters.code_systems.HL7_NAMES`): ``LN`` → LOINC, ``SCT``/``SNM`` → SNOMED,
+``I10`` → ICD10 (WHO), ``I10C`` → ICD10CM, ``I10P`` → ICD10PCS, ``I9C`` → ICD9CM, ``RXNORM``,
+``CVX``, ``NDC``, ``C4`` → CPT4, ``I10CN`` → ICD10CN, ``I9CCN`` → ICD9Proc, OMOP spellings as
+themselves. A local system (``L``, ``99zzz``) or any name not known → LOCAL; a code without a
+coding system → LOCAL (DG1/PR1: ``diagnosis_default_system`` when set).
+
 Options (``SiteMapping.options``; all optional):
 
 ``patterns``                 file globs when PATH is a folder (default ``["*.hl7", "*.txt", "*.er7"]``)
@@ -24,10 +36,10 @@ Options (``SiteMapping.options``; all optional):
 ``insurance_types``          PID-3 identifier type codes of the insurance number (default ``["HC"]``)
 ``mrn_type``                 identifier type code of the MRN (default ``"MR"``); without one the first
                              identifier that is neither a resident ID nor an insurance number is used
-``diagnosis_default_system`` code system for DG1-3 without a coding system (default none)
-``[code_systems]``           coding system name (CE.3) → ``CodeSystem`` value, merged over
-                             :data:`DEFAULT_CODE_SYSTEMS`; OBX codes of other systems are ``LOCAL``,
-                             DG1/PR1 codes of other systems keep the system name verbatim
+``diagnosis_default_system`` vocabulary id for DG1-3/PR1-3 codes without a coding system
+                             (default none: ``LOCAL``)
+``[code_systems]``           coding system name (CE.3/CE.6) → vocabulary id, merged over
+                             :data:`DEFAULT_CODE_SYSTEMS`
 ``[patient_classes]``        PV1-2 → visit type, merged over :data:`PATIENT_CLASSES`
 ``[sex_codes]``              PID-8 → M/F/U, replacing :data:`HL7_SEX` (table 0001)
 """
@@ -41,18 +53,14 @@ from typing import Any
 
 import polars as pl
 
+from enclave.ingest.adapters.code_systems import HL7_NAMES, MAPPABLE
 from enclave.ingest.adapters.fhir import Rows, finish, source_files, stage_rows
 from enclave.ingest.mapping import SiteMapping
 from enclave.ingest.normalize import D8, parse_date, parse_datetime, parse_number, parse_sex
 from enclave.ingest.staging import CodeSystem, RejectReason, StagedBatch
 
-DEFAULT_CODE_SYSTEMS: dict[str, str] = {
-    "LN": CodeSystem.LOINC, "LOINC": CodeSystem.LOINC,
-    "I10": CodeSystem.ICD10, "ICD10": CodeSystem.ICD10,
-    "I10CN": CodeSystem.ICD10_CN, "ICD10CN": CodeSystem.ICD10_CN,
-    "SCT": CodeSystem.SNOMED, "RXNORM": CodeSystem.RXNORM, "CVX": CodeSystem.CVX,
-    "I9CCN": CodeSystem.ICD9_CM_PROC,
-}
+#: coding system name (upper-case) → vocabulary id
+DEFAULT_CODE_SYSTEMS: dict[str, str] = HL7_NAMES
 PATIENT_CLASSES = {"I": "inpatient", "O": "outpatient", "E": "emergency"}
 HL7_SEX = {"M": "M", "F": "F", "U": "U", "O": "U", "A": "U", "N": "U"}
 ENVELOPE = ("FHS", "BHS", "BTS", "FTS")
@@ -155,19 +163,24 @@ class _Message:
         self.insurance_types = set(options.get("insurance_types", ["HC"]))
         self.mrn_type = options.get("mrn_type", "MR")
         self.systems = {**DEFAULT_CODE_SYSTEMS,
-                        **{str(k).upper(): v for k, v in (options.get("code_systems") or {}).items()}}
+                        **{str(k).upper(): str(v) for k, v in (options.get("code_systems") or {}).items()}}
         self.default_dx = options.get("diagnosis_default_system")
 
-    def code(self, seg: _Segment, n: int, *, local_default: bool) -> dict[str, str | None]:
+    def code(self, seg: _Segment, n: int, *, default: str | None = None) -> dict[str, str | None]:
+        """A CE/CWE field as (code_system, code, description); see "Code systems" above."""
         parts = seg.comps(n)
-        code, text, system = _comp(seg, parts, 0), _comp(seg, parts, 1), _comp(seg, parts, 2)
-        if system and system.upper() in self.systems:
-            mapped: str | None = str(self.systems[system.upper()])
-        elif local_default:
-            mapped = str(CodeSystem.LOCAL)
-        else:
-            mapped = system or self.default_dx
-        return {"code_system": mapped if code else None, "code": code, "description": text}
+        triplets = [(_comp(seg, parts, i), _comp(seg, parts, i + 1), _comp(seg, parts, i + 2))
+                    for i in (0, 3)]
+        coded = [(code, text, self._system(system, default)) for code, text, system in triplets if code]
+        if not coded:
+            return {"code_system": None, "code": None, "description": triplets[0][1] or triplets[1][1]}
+        code, text, system = next((c for c in coded if c[2] in MAPPABLE), coded[0])
+        return {"code_system": system, "code": code, "description": text or triplets[0][1]}
+
+    def _system(self, name: str | None, default: str | None) -> str:
+        if name is None:
+            return default or str(CodeSystem.LOCAL)
+        return self.systems.get(name.upper(), str(CodeSystem.LOCAL))
 
     def pid(self, seg: _Segment) -> tuple[dict, bool]:
         resident = insurance = mrn = other = None
@@ -230,7 +243,7 @@ class _Message:
         priority = seg.get(15)
         return {
             "site_patient_id": ctx["patient"], "site_visit_id": ctx["visit"],
-            **self.code(seg, 3, local_default=False),
+            **self.code(seg, 3, default=self.default_dx),
             "DG1-5": seg.get(5) or ctx["admit"],
             "primary": None if priority is None else priority == "1",
         }
@@ -238,7 +251,7 @@ class _Message:
     def pr1(self, seg: _Segment, ctx: dict) -> dict:
         return {
             "site_patient_id": ctx["patient"], "site_visit_id": ctx["visit"],
-            **self.code(seg, 3, local_default=False),
+            **self.code(seg, 3, default=self.default_dx),
             "PR1-5": seg.get(5) or ctx["admit"],
         }
 
@@ -246,7 +259,7 @@ class _Message:
         vtype = (seg.get(2) or "").upper()
         values = {
             "site_patient_id": ctx["patient"], "site_visit_id": ctx["visit"],
-            **self.code(seg, 3, local_default=True),
+            **self.code(seg, 3),
             "unit": seg.get(6),
             "OBX-7": seg.get(7),
             "OBX-14": seg.get(14) or ctx["observed"],

@@ -11,11 +11,15 @@ Every other file (derived tables such as eras and OBSERVATION_PERIOD, which the 
 vocabulary tables other than CONCEPT; tables the enclave does not store) has each record staged as
 ``unparsed`` with ``_reject = unsupported_record`` and ``_reject_column`` = the table name.
 
-Codes: the verbatim ``*_source_value`` is the code; its system comes from the vocabulary of the
-row's ``*_source_concept_id`` when the export's CONCEPT.csv lists it (SNOMED, LOINC, RxNorm, CVX),
-else from the table's default (condition/procedure/death SNOMED, drug RxNorm, measurement LOINC,
-observation LOINC when the code looks like one, else SNOMED). ``*_concept_id`` is kept as
-``concept_id``. Dates may be ISO (``2019-01-05``), ``YYYYMMDD`` or ISO datetimes.
+Codes: the verbatim ``*_source_value`` is the code; its system is the vocabulary of the row's
+``*_source_concept_id`` when the export's CONCEPT.csv lists it (any vocabulary: ICD10CM, NDC,
+SNOMED ...), else the table's default (condition/procedure/death SNOMED, drug RxNorm, measurement
+LOINC, observation LOINC when the code looks like one, else SNOMED). ``*_concept_id`` and
+``*_source_concept_id`` are kept as ``concept_id`` and ``source_concept_id`` (0 means none). Dates
+may be ISO (``2019-01-05``), ``YYYYMMDD`` or ISO datetimes.
+
+An export tool that writes an empty table as its header plus one data row holding the column
+names (DuckDB's ``COPY`` does) yields one rejected row for that table, counted like any other.
 
 Unit of counting: one data record (line) of a file.
 """
@@ -23,6 +27,7 @@ Unit of counting: one data record (line) of a file.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -40,6 +45,7 @@ from enclave.ingest.normalize import (
     parse_sex,
 )
 from enclave.ingest.staging import CodeSystem, RejectReason, StagedBatch
+from enclave.model.omop import table_columns
 
 DATE_FORMATS = (ISO_DATE, D8, "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d")
@@ -55,14 +61,9 @@ VISIT_CONCEPTS: dict[str, str] = {
 #: gender_concept_id → sex (8551 = unknown, 0 = no matching concept).
 GENDER_CONCEPTS: dict[str, str] = {"8507": "M", "8532": "F", "8551": "U", "0": "U"}
 
-#: OMOP vocabulary_id → code system of the staging contract.
-VOCABULARIES: dict[str, str] = {
-    "SNOMED": CodeSystem.SNOMED.value,
-    "LOINC": CodeSystem.LOINC.value,
-    "RxNorm": CodeSystem.RXNORM.value,
-    "RxNorm Extension": CodeSystem.RXNORM.value,
-    "CVX": CodeSystem.CVX.value,
-}
+#: vocabulary_ids that name no code system (the row's own default applies instead)
+NO_CODE_SYSTEM = ("None", "Metadata", "Type Concept", "Domain", "Vocabulary", "Concept Class",
+                  "Relationship", "Visit", "Gender", "Race", "Ethnicity")
 
 _LOINC_SHAPE = r"^\d{1,7}-\d$"
 _FAR_FUTURE = dt.date(9999, 12, 31)  # concept validity ends (2099-12-31) are legitimate
@@ -92,9 +93,29 @@ def stage(path: Path, mapping: SiteMapping) -> StagedBatch:
                                                column=name, which="all"))
             continue
         batch.add("unparsed", reject_frame(table, label, RejectReason.MALFORMED_ROW))
+        table, headers = _without_header_rows(table, name)
+        if headers.height:
+            batch.add("unparsed", headers.with_columns(
+                pl.lit(label).alias("_file"), pl.lit(str(RejectReason.REPEATED_HEADER)).alias("_reject"),
+                pl.lit(None, pl.Utf8).alias("_reject_column")))
         kind, frame = handler(table, vocab)
         batch.add(kind, frame.with_columns(pl.lit(label).alias("_file")))
     return batch
+
+
+def _without_header_rows(table: DelimitedTable, name: str) -> tuple[DelimitedTable, pl.DataFrame]:
+    """``table`` without the data rows that hold the CDM table's column names, and their
+    ``_row`` numbers (an exporter's way of writing an empty table)."""
+    names = {c.name.casefold() for c in table_columns(name.lower())}
+    values = [c for c, t in table.rows.schema.items() if t == pl.Utf8 and not c.startswith("_")]
+    if not names or not values:
+        return table, table.rows.select("_row").clear()
+    is_header = pl.all_horizontal(
+        pl.col(c).str.strip_chars().str.to_lowercase().is_in(list(names)).fill_null(False) for c in values)
+    headers = table.rows.filter(is_header)
+    if headers.height == 0:
+        return table, headers.select("_row")
+    return replace(table, rows=table.rows.filter(~is_header)), headers.select("_row")
 
 
 def _table_name(file: Path) -> str:
@@ -108,9 +129,8 @@ def _source_vocabulary(concepts: DelimitedTable | None) -> pl.DataFrame:
     return (
         concepts.rows.select(
             clean_text(concepts.col("concept_id")).alias("_cid"),
-            clean_text(concepts.col("vocabulary_id"))
-            .replace_strict(VOCABULARIES, default=None, return_dtype=pl.Utf8)
-            .alias("_vocab_system"),
+            pl.when(~clean_text(concepts.col("vocabulary_id")).is_in(NO_CODE_SYSTEM))
+            .then(clean_text(concepts.col("vocabulary_id"))).alias("_vocab_system"),
         )
         .drop_nulls()
         .unique("_cid", keep="first")
@@ -148,6 +168,7 @@ def _coded(
         .with_columns(
             pl.coalesce(pl.col("_vocab_system"), default).alias("code_system"),
             _int(pl.col("raw_concept")).alias("concept_id"),
+            _int(pl.col("_cid")).alias("source_concept_id"),
         )
         .drop("_cid", "_vocab_system")
     )

@@ -11,16 +11,24 @@ patients.csv       person         Id; FIRST+LAST → name; ADDRESS, CITY, STATE 
                                   column and are *not* staged
 encounters.csv     visit          ENCOUNTERCLASS → visit_type; cost = TOTAL_CLAIM_COST,
                                   paid_by_patient = TOTAL_CLAIM_COST − PAYER_COVERAGE
-conditions.csv     condition      SNOMED
+conditions.csv     condition      SNOMED unless SYSTEM says otherwise
 medications.csv    drug           RxNorm; DISPENSES → quantity, TOTALCOST → cost
 immunizations.csv  drug           CVX
-observations.csv   measurement    TYPE = numeric; other types → observation (value_text)
-procedures.csv     procedure      SNOMED
-allergies.csv      observation    SYSTEM (SNOMED-CT / RxNorm); value_text = DESCRIPTION
+observations.csv   measurement    TYPE = numeric; other types → observation (value_text);
+                                  LOINC-shaped codes LOINC, other codes LOCAL
+procedures.csv     procedure      SNOMED unless SYSTEM says otherwise
+allergies.csv      observation    SNOMED unless SYSTEM says otherwise; value_text = DESCRIPTION
 organizations.csv  care_site
 providers.csv      provider
 anything else      unparsed       every record rejected as ``unsupported_record``
 =================  =============  =========================================================
+
+Code systems: the system in the table above is only the file's default. Any clinical file with a
+``SYSTEM`` column (Synthea 3 writes one in conditions.csv, procedures.csv and allergies.csv) is read
+row by row: ``SNOMED-CT`` → SNOMED, ``ICD-10``/``ICD-10-CM`` → ICD10CM (Synthea is a US generator),
+``RxNorm``, ``LOINC``, ``CVX``, FHIR system URIs and OMOP spellings as in
+:data:`enclave.ingest.adapters.code_systems.SYNTHEA_NAMES`; a name it does not know (allergies.csv
+writes ``Unknown``) → LOCAL; an empty ``SYSTEM`` → the default.
 
 Unit of counting: one data record (line) of a file. Column names are matched case-insensitively;
 a missing optional column stages as null, a missing required one is left to the loader.
@@ -33,6 +41,7 @@ from pathlib import Path
 import polars as pl
 
 from enclave.ingest.adapters._delimited import DelimitedTable, read_delimited, reject_frame
+from enclave.ingest.adapters.code_systems import SYNTHEA_NAMES
 from enclave.ingest.concepts import CODE_PATTERNS
 from enclave.ingest.mapping import SiteMapping
 from enclave.ingest.normalize import (
@@ -63,13 +72,6 @@ ENCOUNTER_CLASSES: dict[str, str] = {
     "snf": "inpatient",
     "hospice": "inpatient",
     "emergency": "emergency",
-}
-
-#: allergies.csv SYSTEM → code system
-ALLERGY_SYSTEMS: dict[str, str] = {
-    "SNOMED-CT": CodeSystem.SNOMED.value,
-    "SNOMED": CodeSystem.SNOMED.value,
-    "RXNORM": CodeSystem.RXNORM.value,
 }
 
 SKIPPED_FILES = ("site.toml",)
@@ -192,16 +194,29 @@ def _encounters(t: DelimitedTable):
     ]).drop("_cover")
 
 
+def _system(t: DelimitedTable, default: str | pl.Expr) -> pl.Expr:
+    """The row's ``SYSTEM`` as a vocabulary id (unknown names → LOCAL); ``default`` where empty/absent."""
+    declared = clean_text(t.col("SYSTEM"))
+    named = declared.str.to_uppercase().replace_strict(
+        SYNTHEA_NAMES, default=CodeSystem.LOCAL.value, return_dtype=pl.Utf8
+    )
+    fallback = default if isinstance(default, pl.Expr) else pl.lit(default)
+    return pl.when(declared.is_null()).then(fallback).otherwise(named)
+
+
 def _event(
     t: DelimitedTable, system: str | pl.Expr, start: str, stop: str | None = None,
     **extra: pl.Expr,
 ):
-    """Common columns of condition/drug/procedure-like files (plus ``extra`` raw columns)."""
+    """Common columns of condition/drug/procedure-like files (plus ``extra`` raw columns).
+
+    ``system`` is the file's default code system; a ``SYSTEM`` column overrides it row by row.
+    """
     cols = dict(
         **extra,
         site_patient_id=clean_text(t.col("PATIENT")),
         site_visit_id=clean_text(t.col("ENCOUNTER")),
-        code_system=system if isinstance(system, pl.Expr) else pl.lit(system),
+        code_system=_system(t, system),
         code=clean_text(t.col("CODE")),
         description=clean_text(t.col("DESCRIPTION")),
         raw_start=t.col(start),
@@ -285,12 +300,7 @@ def _observations(t: DelimitedTable):
 
 
 def _allergies(t: DelimitedTable):
-    system = (
-        clean_text(t.col("SYSTEM")).str.to_uppercase()
-        .replace_strict(ALLERGY_SYSTEMS, default=None, return_dtype=pl.Utf8)
-        .fill_null(pl.lit(CodeSystem.SNOMED.value))
-    )
-    frame = _event(t, system, "START").with_columns(
+    frame = _event(t, CodeSystem.SNOMED.value, "START").with_columns(
         pl.col("_start").alias("date"), pl.col("description").alias("value_text")
     ).drop("_start")
     yield "observation", _finish(frame, [("raw_start", "date", _DATE)])
