@@ -272,6 +272,11 @@ class ResearchSettings:
     sandbox_max_answer_mb: int = _setting(
         512, "Largest answer (cells and the ledger's patient sets) the sandbox may send back "
         "(MiB).")
+    codelist_max_codes: int = _setting(
+        100_000, "Most codes one researcher code list (ws.codelist) may hold; the airlock "
+        "refuses a record whose code list is longer.")
+    codelist_max_code_chars: int = _setting(
+        64, "Longest text code (characters) a researcher code list may hold.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,9 +382,14 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
     return replace(obj, **changes)
 
 
+def resolve_home(home: str | Path | None = None) -> Path:
+    """The absolute enclave home: ``home``, else ``$ENCLAVE_HOME``, else the default."""
+    return Path(home or os.environ.get("ENCLAVE_HOME") or DEFAULT_HOME).expanduser().resolve()
+
+
 def load_settings(home: str | Path | None = None) -> Settings:
     """Settings for the enclave rooted at ``home`` (or ``$ENCLAVE_HOME``, or the default)."""
-    root = Path(home or os.environ.get("ENCLAVE_HOME") or DEFAULT_HOME).expanduser().resolve()
+    root = resolve_home(home)
     settings = Settings(home=root)
     file = root / "settings.toml"
     if file.exists():

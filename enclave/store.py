@@ -37,8 +37,14 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         db.run(con, create_table_sql(table))
     for ddl in BOOKKEEPING_DDL:
         db.run(con, ddl)
-    if db.scalar(con, "SELECT count(*) FROM concept") == 0:
-        db.insert_frame(con, "concept", shipped_concepts())
+    # the shipped subset, and any concept a newer version of it added to an older store
+    shipped = shipped_concepts()
+    con.register("_shipped", db.arrow(shipped))
+    try:
+        db.run(con, f"INSERT INTO concept SELECT {', '.join(shipped.columns)} FROM _shipped "
+                    "WHERE concept_id NOT IN (SELECT concept_id FROM concept)")
+    finally:
+        con.unregister("_shipped")
 
 
 @contextmanager

@@ -233,7 +233,11 @@ def airlock_serve(obj: _Ctx, port: int | None, bind: str, tokens_file: Path | No
     import asyncio
 
     from enclave.airlock.server import load_tokens, serve
+    from enclave.hub.preflight import check_own_reach
+    from enclave.settings import resolve_home
 
+    # run by the hub as its own user: a folder it cannot pass is named before loading settings
+    check_own_reach(resolve_home(obj.home), "the airlock service")
     settings = obj.settings
     tokens = load_tokens(tokens_file) if tokens_file else None
     try:

@@ -43,11 +43,18 @@ def up(obj: _Ctx, patients: int, hospitals: int, seed: int, data_only: bool,
     written to <home>/restricted/demo-credentials.txt (0600, root; its path is printed, the
     passwords only with --show-passwords), and starts the hub on 127.0.0.1:8000 in the
     background. Safe to run again: done work is kept. 'enclave down' stops everything it started.
+    A serving run first checks (in milliseconds) that root runs it and that the service users and
+    researchers can pass through every folder on the way to what they need, and refuses with the
+    folder that blocks and the fix before doing anything.
     """
-    from enclave.workflows.demo_up import bring_up
-
     settings = obj.settings
     serve = _serve_default() if serve is None else serve
+    if serve and not data_only:  # before any work: can the services and researchers get in?
+        from enclave.workflows.enclave_up import check_can_serve
+
+        check_can_serve(settings)
+    from enclave.workflows.demo_up import bring_up  # (seconds of imports: after the check)
+
     summary = bring_up(settings, patients=patients, hospitals=hospitals, seed=seed,
                        echo=click.echo)
     if not data_only:

@@ -98,7 +98,14 @@ def _load_run(settings: Settings) -> dict:
 
 def start_hub(settings: Settings, *, dashboards: list[str] | None = None,
               airlock: bool | None = None, wait_s: float = 60.0) -> int:
-    """Start the hub detached; returns its pid once it answers (refused when one already runs)."""
+    """Start the hub detached; returns its pid once it answers (refused when one already runs,
+    or when a service user or researcher cannot reach what it needs: :mod:`.preflight`)."""
+    from enclave.hub import preflight
+    from enclave.hub.config import _airlock_available
+
+    preflight.check_hub(settings, planned=False,
+                        airlock=_airlock_available() if airlock is None else airlock,
+                        dashboards=bool(dashboards), researchers=preflight.researchers(settings))
     run = _load_run(settings)
     if run.get("pid") and _alive(run["pid"]):
         raise ConfigurationError(f"the hub of {settings.home} already runs (pid {run['pid']}); "

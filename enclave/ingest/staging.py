@@ -50,7 +50,7 @@ class RejectReason(StrEnum):
     INVALID_NUMBER = "invalid_number"  # unparseable or impossible numeric value
     UNKNOWN_UNIT = "unknown_unit"  # a unit the analyte cannot be converted from
     UNKNOWN_PATIENT = "unknown_patient"  # references a patient not in this site's extract/store
-    UNKNOWN_VISIT = "unknown_visit"  # references a visit not in this site's extract/store
+    UNKNOWN_VISIT = "unknown_visit"  # no longer a reject (see LoadWarning); kept for older stores
     VALUE_TOO_LONG = "value_too_long"  # longer than the CDM column allows
     UNSUPPORTED_RECORD = "unsupported_record"  # a record type the enclave does not store
     REPEATED_HEADER = "repeated_header"  # a data row holding the column names (an empty table's export)

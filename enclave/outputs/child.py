@@ -1,9 +1,12 @@
 """``python -m enclave.outputs.child``: the program the sandbox runs (see :mod:`.sandbox`).
 
-It reads ``{"sql", "spec", "disclosure", "members", "memory_limit", "threads"}`` as JSON on
-stdin, opens the one release database the sandbox exposes (:data:`~.sandbox.SANDBOX_DB`)
-read-only with external access, extensions and configuration locked, evaluates the output (which
-validates the SQL first, see :func:`enclave.outputs.evaluation.evaluate`) and answers on stdout:
+It reads ``{"sql", "spec", "disclosure", "codelists", "codelist_limits", "members",
+"memory_limit", "threads"}`` as JSON on stdin, opens the one release database the sandbox exposes
+(:data:`~.sandbox.SANDBOX_DB`) read-only with external access, extensions and configuration
+locked, creates the record's code lists as temporary tables from the payload (checked again:
+:func:`enclave.outputs.codelists.from_record`, no name of a release table), evaluates the output
+(which validates the SQL first, see :func:`enclave.outputs.evaluation.evaluate`) and answers on
+stdout:
 one JSON line (``ok``, ``cells``, ``notes``, ``spec``, ``result_csv``, ``result_keys``,
 ``sandbox`` and ``members_bytes``), then the member sets of the published cells as an Arrow IPC
 stream when ``members`` was asked for. ``result_csv`` is the publishable result table (suppressed
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from enclave.disclosure import policy_from_settings
     from enclave.errors import EnclaveError
+    from enclave.outputs import codelists
     from enclave.outputs.evaluation import evaluate
     from enclave.outputs.layout import checked_keys
     from enclave.outputs.sandbox import SANDBOX_DB
@@ -49,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         payload = json.loads(sys.stdin.buffer.read())
         policy = policy_from_settings(DisclosureSettings(**payload["disclosure"]))
+        limits = codelists.CodeListLimits(**payload.get("codelist_limits") or {
+            "max_codes": 0, "max_code_chars": 0})
         database = (argv or [SANDBOX_DB])[0]
         con = duckdb.connect(database, read_only=True, config=locked_config(
             payload.get("memory_limit"), payload.get("threads")))
@@ -61,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                 "sandbox": who})
         return 0
     try:
-        ev = evaluate(con, payload["sql"], payload["spec"], policy)
+        lists = codelists.from_record(payload.get("codelists"), limits)
+        codelists.create(con, lists)
+        ev = evaluate(con, payload["sql"], payload["spec"], policy, lists)
         blob = b""
         if payload.get("members") and ev.members is not None:
             buf = io.BytesIO()

@@ -17,7 +17,7 @@ import datetime as dt
 import decimal
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ import polars as pl
 
 from enclave.disclosure import DisclosurePolicy
 from enclave.errors import BadInputError
+from enclave.outputs.codelists import CodeList
 from enclave.outputs.membership import POPULATION, Membership  # noqa: F401
 
 OUTCOMES = {"ok": "pass", "suppress": "fail", "review": "review"}
@@ -168,12 +169,14 @@ def group_membership(con: duckdb.DuckDBPyConnection, relation: str, groups: list
 
 
 def evaluate(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
-             policy: DisclosurePolicy) -> Evaluation:
+             policy: DisclosurePolicy, codelists: Sequence[CodeList] = ()) -> Evaluation:
     """Result and per-cell outcomes of the output ``spec`` over the rows of ``sql``.
 
     The SQL is validated first (:func:`enclave.outputs.sql.check_output_query`: one SELECT over
-    the release's tables, patients from a release ``person_id`` that exist in ``person``), in the
-    kernel as in the airlock's sandbox, so a researcher learns at once what the airlock refuses."""
+    the release's tables and the output's ``codelists``, patients from a release ``person_id``
+    that exist in ``person``), in the kernel as in the airlock's sandbox, so a researcher learns
+    at once what the airlock refuses. The code lists must already be tables of ``con``
+    (:func:`enclave.outputs.codelists.create`)."""
     from enclave.outputs import models, tables
     from enclave.outputs.sql import check_members_exist, check_output_query
 
@@ -185,7 +188,8 @@ def evaluate(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
         raise BadInputError(f"unknown output kind '{kind}' (known: {', '.join(kinds)})")
     # tables check their patients on the table of cell × patient rows they compute anyway
     tables = kind in ("crosstab", "pivot_table", "histogram")
-    check_output_query(con, sql, spec.get("patient"), patients=not tables)
+    check_output_query(con, sql, spec.get("patient"), patients=not tables,
+                       codelists={c.name: c.schema for c in codelists})
     ev = kinds[kind](con, sql, spec, policy)
     if tables and ev.membership is not None:
         try:

@@ -18,9 +18,10 @@ sketches must allow nesting); the few pairs left are decided exactly on the pati
 * the **airlock** keeps every output's members (keyed by store identity, see
   :func:`enclave.airlock.checks.run_checks`: one ledger for every project of the store) and
   joins them (:meth:`LedgerStore.check_and_add` with ``members``);
-* the **researcher's kernel** keeps profiles and each output's recipe (release, SQL, spec) only,
-  and recomputes an earlier output's members when a pair survives (:func:`check_and_add_output`),
-  so a new output costs one aggregation where the data are, not a copy of its patient sets.
+* the **researcher's kernel** keeps profiles and each output's recipe (release, SQL, code lists,
+  spec) only, and recomputes an earlier output's members when a pair survives
+  (:func:`check_and_add_output`), so a new output costs one aggregation where the data are, not a
+  copy of its patient sets.
 
 Pure logic (:func:`find_hits`, :func:`pairs_from_sets`) is separate from storage
 (:class:`LedgerStore`, a DuckDB file whose path is a parameter). Hits carry output ids, projects,
@@ -230,7 +231,7 @@ class Entry:
     release: str
     project: str | None
     groups: list[str]
-    recipe: dict | None = None  # release, project, tier, sql, spec: to recompute the members
+    recipe: dict | None = None  # release, project, tier, sql, codelists, spec: to recompute
 
     @classmethod
     def of(cls, record: Mapping, scope: str, *, recipe: bool = False) -> Entry:
@@ -238,7 +239,8 @@ class Entry:
         return cls(str(record["output_id"]), scope, str(record.get("kind")),
                    str(record.get("created_at")), str(record.get("release") or ""),
                    record.get("project"), list(spec.get("groups") or []),
-                   {k: record.get(k) for k in ("release", "project", "tier", "sql", "spec")}
+                   {k: record.get(k) for k in ("release", "project", "tier", "sql",
+                                               "codelists", "spec")}
                    if recipe else None)
 
 

@@ -10,12 +10,16 @@ the record, naming the problem, before anything runs:
    (``<project>/vN`` or ``synthetic/<project>/vN``; no path, no ``..``), under the enclave home;
 4. the release's manifest must hash to the recorded manifest hash, and ``release.duckdb`` to the
    recorded (and listed) database hash;
-5. its SQL must be one SELECT without forbidden constructs (:mod:`enclave.outputs.sql`).
+5. its SQL must be one SELECT without forbidden constructs (:mod:`enclave.outputs.sql`);
+6. its code lists (``codelists``: name, column ``code``, type, values; nothing else, never a
+   file) must be well formed, within ``research.codelist_max_codes``, and named like no release
+   table of any project (:mod:`enclave.outputs.codelists`).
 
 Only then is the SQL run — in the sandbox (:mod:`enclave.outputs.sandbox`), which sees that one
-release database and nothing else, validates the SQL again against the release's tables and
-checks where the patient column comes from — and every recomputed cell is compared with the
-recorded one. Any difference fails the output.
+release database and nothing else, creates the record's code lists from the record, validates the
+SQL again against the release's tables and those code lists (and no other name) and checks where
+the patient column comes from — and every recomputed cell is compared with the recorded one. Any
+difference fails the output.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import polars as pl
 from enclave.crypto import file_sha256
 from enclave.disclosure import DisclosurePolicy, policy_from_settings, policy_hash
 from enclave.errors import EnclaveError
+from enclave.outputs.codelists import CodeListError, CodeListLimits, from_record
 from enclave.outputs.evaluation import compare_cells, status_of, summarize
 from enclave.outputs.record import record_hash
 from enclave.outputs.sandbox import run_in_sandbox
@@ -144,14 +149,17 @@ def recheck(record: Mapping, settings: Settings, *, members: bool = False) -> di
         if not isinstance(record.get("spec"), Mapping):
             raise RecordRefused("the record carries no output spec")
         validate_query(record.get("sql"))
-    except (RecordRefused, UnsafeQueryError) as exc:
+        limits = CodeListLimits.from_settings(settings)
+        codelists = [c.as_record() for c in from_record(record.get("codelists"), limits)]
+    except (RecordRefused, UnsafeQueryError, CodeListError) as exc:
         return refused(record if isinstance(record, Mapping) else {}, str(exc))
     except OSError as exc:
         return refused(record, f"the release could not be read ({type(exc).__name__})")
     try:
         header, frame = run_in_sandbox(db, {
-            "sql": record["sql"], "spec": dict(record["spec"]),
-            "disclosure": asdict(settings.disclosure), "members": members}, settings)
+            "sql": record["sql"], "spec": dict(record["spec"]), "codelists": codelists,
+            "codelist_limits": limits.as_dict(), "disclosure": asdict(settings.disclosure),
+            "members": members}, settings)
     except EnclaveError as exc:
         return refused(record, str(exc))
     sandbox = header.get("sandbox", {})

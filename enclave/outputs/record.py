@@ -2,9 +2,11 @@
 
 A record is a JSON object: ``format``, ``output_id``, ``kind``, ``created_at``, ``user``,
 ``project``, ``tier``, ``release`` (by name) with ``release_sha256`` and ``manifest_sha256``,
-``sql`` (what ibis compiled), ``spec``, ``policy`` with ``policy_sha256``, ``cells``, ``status``,
-``reasons``, ``ledger_hits`` and ``record_sha256`` over all of it. It holds no patient-level
-values; nothing in it is trusted by the airlock (see :mod:`enclave.outputs.recheck`).
+``sql`` (what ibis compiled), ``codelists`` (the researcher's code lists the SQL reads, each
+``{"name", "column", "type", "values"}``: see :mod:`enclave.outputs.codelists`), ``spec``,
+``policy`` with ``policy_sha256``, ``cells``, ``status``, ``reasons``, ``ledger_hits`` and
+``record_sha256`` over all of it. It holds no patient-level values; nothing in it is trusted by
+the airlock (see :mod:`enclave.outputs.recheck`).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ anywhere trusted, :func:`validate_query` parses it with sqlglot (DuckDB dialect)
 
 * exactly one statement, and that a query (``SELECT`` with CTEs, joins, set operations, window
   functions, subqueries);
-* table references that are tables of the record's own release (or CTEs of the query itself) —
-  no catalog or schema qualifier, no table function, no file path;
+* table references that are tables of the record's own release, the record's own code lists
+  (:mod:`enclave.outputs.codelists`) or CTEs of the query itself — no catalog or schema
+  qualifier, no table function, no file path;
 * no function that reads files or other databases, reveals the catalog or the settings, or runs
   SQL text (:data:`FORBIDDEN_FUNCTIONS`, :data:`FORBIDDEN_PREFIXES`), and no statement node
   (``ATTACH``, ``COPY``, ``PRAGMA``, ``SET``, ``INSTALL``, ``LOAD``, ``CALL``, ``EXPORT`` …)
@@ -185,7 +186,7 @@ def _check_table(node: exp.Table, allowed: set[str] | None, ctes: set[str]) -> N
                                "tables are allowed")
     if allowed is not None and name not in allowed:
         raise UnsafeQueryError(f"the SQL reads table '{inner.name}', which is not a table of "
-                               "the record's release")
+                               "the record's release (nor one of the record's code lists)")
 
 
 def check_statement_kind(con: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -220,16 +221,20 @@ def _unaliased(node: exp.Expression) -> exp.Expression:
 
 
 def check_patient_column(sql: str, patient: object,
-                         schema: Mapping[str, Mapping[str, str]]) -> None:
+                         schema: Mapping[str, Mapping[str, str]],
+                         codelists: Mapping[str, Mapping[str, str]] | None = None) -> None:
     """Refuse unless output column ``patient`` of ``sql`` is a release table's ``person_id``,
-    carried through unchanged (renames allowed) along every path of the query."""
+    carried through unchanged (renames allowed) along every path of the query. ``codelists``:
+    the record's code lists (``{name: {column: type}}``), which the SQL may read but which are
+    never a source of patients."""
     from sqlglot.lineage import lineage
 
     if not isinstance(patient, str) or not patient:
         raise UnsafeQueryError("the output names no patient column")
+    tracing = {t: dict(c) for t, c in (codelists or {}).items()}
+    tracing |= {t: dict(c) for t, c in schema.items()}
     try:
-        root = lineage(patient, sql, schema={t: dict(c) for t, c in schema.items()},
-                       dialect="duckdb")
+        root = lineage(patient, sql, schema=tracing, dialect="duckdb")
     except (SqlglotError, KeyError, ValueError, AttributeError, TypeError, RecursionError):
         raise UnsafeQueryError(f"the origin of the patient column '{patient}' cannot be traced "
                                "through the SQL; it must be a release table's person_id column "
@@ -297,13 +302,21 @@ def check_members_exist(con: duckdb.DuckDBPyConnection, members: str) -> None:
 
 
 def check_output_query(con: duckdb.DuckDBPyConnection, sql: object, patient: object, *,
-                       patients: bool = True) -> None:
+                       patients: bool = True,
+                       codelists: Mapping[str, Mapping[str, str]] | None = None) -> None:
     """Every check of this module, on the connection to the release the SQL will run on
     (``patients=False``: the caller checks the patients on its per-patient table instead, with
-    :func:`check_members_exist`)."""
+    :func:`check_members_exist`). ``codelists``: the record's code lists (``{name: {column:
+    type}}``, created on ``con`` by :func:`enclave.outputs.codelists.create`), the only tables
+    besides the release's that the SQL may read; none may have a release table's name."""
     schema = release_schema(con)
-    validate_query(sql, schema)
+    extra = {str(k).lower(): dict(v) for k, v in (codelists or {}).items()}
+    shadowed = sorted(set(extra) & {t.lower() for t in schema})
+    if shadowed:
+        raise UnsafeQueryError(f"the code list '{shadowed[0]}' has the name of a table of the "
+                               "release; a code list may not stand in for a release table")
+    validate_query(sql, [*schema, *extra])
     check_statement_kind(con, sql)
-    check_patient_column(sql, patient, schema)
+    check_patient_column(sql, patient, schema, extra)
     if patients:
         check_patients_exist(con, sql, patient)

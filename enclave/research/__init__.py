@@ -5,10 +5,12 @@
 >>> out = crosstab(ws.table("person"), "region", "sex")          # doctest: +SKIP
 >>> out.status, out.reasons                                      # doctest: +SKIP
 >>> export(out, justification="Table 1 of the paper")            # doctest: +SKIP
+>>> dm = ws.codelist("diabetes", ["E10", "E11"])                 # doctest: +SKIP
 
 Every output is checked for disclosure from the SQL its ibis expression compiles to, records that
-SQL with the release and policy hashes (``out.record``), and is compared with the user's earlier
-outputs in a local differencing ledger. This package is a thin client: the checking itself (SQL
+SQL with the release and policy hashes and the code lists it reads (``ws.codelist``: name and
+codes, ``out.record["codelists"]``), and is compared with the user's earlier outputs in a local
+differencing ledger. This package is a thin client: the checking itself (SQL
 validation, evaluation, rules, ledger, the sandboxed re-check the airlock runs) lives in the
 trusted package :mod:`enclave.outputs`, which never imports this one. ``recheck(record)`` re-runs
 a record exactly as the airlock will.

@@ -2,8 +2,8 @@
 
 Every function compiles its ibis expression to SQL (``ibis.to_sql(expr, dialect="duckdb")``),
 evaluates the output from that SQL and a small spec (:func:`enclave.outputs.evaluation.evaluate`,
-the same code the recheck runs), writes the record (SQL, release and policy hashes, cells, record
-hash) and checks it against the user's local differencing ledger.
+the same code the recheck runs), writes the record (SQL, the code lists it reads, release and
+policy hashes, cells, record hash) and checks it against the user's local differencing ledger.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from enclave.db import rows as db_rows
 from enclave.disclosure import policy_from_settings, policy_hash
 from enclave.errors import BadInputError
 from enclave.outputs import ledger
+from enclave.outputs.codelists import CodeListLimits, create, from_record, referenced
 from enclave.outputs.evaluation import evaluate, q, status_of
 from enclave.outputs.record import RECORD_FORMAT, policy_dict, record_hash
 from enclave.outputs.tables import nice_edges, parse_aggfunc
@@ -90,8 +91,10 @@ def _make(kind: str, expr, spec: dict) -> Output:
     ref, settings = con._enclave_release, _settings(con)
     policy = policy_from_settings(settings.disclosure)
     sql = ibis.to_sql(expr, dialect="duckdb")
+    mine = getattr(con, "_enclave_codelists", None)
+    lists = referenced(sql, mine.values()) if mine else ()  # the code lists the output reads
     clock.lap("compile")
-    ev = evaluate(con.con, sql, spec, policy)
+    ev = evaluate(con.con, sql, spec, policy, lists)
     clock.lap("evaluate")
     spec = spec | ev.spec
     record = {
@@ -106,6 +109,7 @@ def _make(kind: str, expr, spec: dict) -> Output:
         "release_sha256": ref.release_sha256,
         "manifest_sha256": ref.manifest_sha256,
         "sql": sql,
+        "codelists": [c.as_record() for c in lists],
         "spec": spec,
         "policy": policy_dict(policy),
         "policy_sha256": policy_hash(policy),
@@ -135,9 +139,10 @@ def _make(kind: str, expr, spec: dict) -> Output:
 
 
 def _recompute(con, ref, settings: Settings, policy):
-    """The members of earlier outputs, recomputed from their recipes (release, SQL, spec) when
-    the local ledger needs their exact patient sets: on this workspace's connection when the
-    release is the same, else on that release opened read-only."""
+    """The members of earlier outputs, recomputed from their recipes (release, SQL, code lists,
+    spec) when the local ledger needs their exact patient sets: on this workspace's connection
+    when the release is the same (a cursor of it, with the recipe's own code lists, when it has
+    any: the workspace's may have changed since), else on that release opened read-only."""
     import duckdb
     import polars as pl
 
@@ -147,15 +152,17 @@ def _recompute(con, ref, settings: Settings, policy):
     def members(recipes: list[dict]) -> pl.DataFrame:
         parts = []
         for r in recipes:
+            lists = from_record(r.get("codelists"), CodeListLimits.from_settings(settings))
             same = r.get("release") == ref.name
-            db = con.con if same else duckdb.connect(
+            db = (con.con.cursor() if lists else con.con) if same else duckdb.connect(
                 str(record_release_dir(r, settings) / RELEASE_DB), read_only=True)
             try:
-                ev = evaluate(db, r["sql"], r["spec"], policy)
+                create(db, lists)
+                ev = evaluate(db, r["sql"], r["spec"], policy, lists)
                 m = ev.members()
                 ev.close()
             finally:
-                if not same:
+                if db is not con.con:
                     db.close()
             parts.append(m.with_columns(pl.lit(r["output_id"]).alias("output_id")))
         return pl.concat(parts, how="diagonal_relaxed")
@@ -268,7 +275,7 @@ def custom(path: str | Path, *, ws=None, description: str = "") -> Output:
         "tier": ref.tier if ref else None, "release": ref.name if ref else None,
         "release_sha256": ref.release_sha256 if ref else None,
         "manifest_sha256": ref.manifest_sha256 if ref else None,
-        "sql": None, "spec": {"kind": "custom", "file": p.name, "bytes": len(data),
+        "sql": None, "codelists": [], "spec": {"kind": "custom", "file": p.name, "bytes": len(data),
                               "sha256": hashlib.sha256(data).hexdigest(),
                               "description": description},
         "policy": policy_dict(policy), "policy_sha256": policy_hash(policy),

@@ -105,6 +105,7 @@ class Workspace:
 
     ``table(name)`` opens the chosen release read-only; without an explicit release that is the
     project's newest desensitized release the user can read, else its newest synthetic twin.
+    ``codelist(name, codes)`` adds a small table of the researcher's own codes beside it.
     """
 
     settings: Settings
@@ -153,6 +154,7 @@ class Workspace:
                          settings=self.settings)
             con._enclave_release = ref  # how the checked outputs find the release of a table
             con._enclave_settings = self.settings
+            con._enclave_codelists = {}  # name → CodeList: what an output's record carries
             self._backends[ref.name] = con
         return self._backends[ref.name]
 
@@ -164,6 +166,35 @@ class Workspace:
             raise BadInputError(f"release {self.current().name} has no table '{name}' "
                                 f"(tables: {', '.join(sorted(names))})")
         return con.table(name)
+
+    def codelist(self, name: str, codes):
+        """A code list of your own: the table ``name``, one column ``code``, beside the current
+        release's tables, to join in ibis expressions and in SQL (``ws.backend().sql(...)``).
+
+        ``codes`` is a list of text codes or of integer codes (a pandas or polars Series works;
+        repeats are kept once; at most ``research.codelist_max_codes``, text codes at most
+        ``research.codelist_max_code_chars`` characters). ``name`` is a lower-case identifier
+        (a letter, then letters, digits or ``_``) that is not a release table's name, of this
+        project or of any other (no OMOP CDM or vocabulary table). Calling it again with the same
+        name replaces the list. Returns the ibis table:
+
+        >>> dm = ws.codelist("diabetes", ["E10", "E11", "E13"])                   # doctest: +SKIP
+        >>> c, p = ws.table("condition_occurrence"), ws.table("person")            # doctest: +SKIP
+        >>> cases = c.filter(c.condition_source_value.isin(dm.code))               # doctest: +SKIP
+        >>> crosstab(cases.join(p, "person_id"), "region", "condition_source_value",
+        ...          aggfunc="patients")                                          # doctest: +SKIP
+
+        Every output whose SQL reads a code list carries its name and codes in its record
+        (``out.record["codelists"]``); the airlock's re-check creates it from there in its
+        sandbox before it re-runs the output's SQL, never from a file.
+        """
+        from enclave.outputs.codelists import CodeList, CodeListLimits, create
+
+        codelist = CodeList.of(name, codes, CodeListLimits.from_settings(self.settings))
+        con = self.backend()
+        create(con.con, [codelist])  # refuses a name of one of this release's tables
+        con._enclave_codelists[codelist.name] = codelist
+        return con.table(codelist.name)
 
     def close(self) -> None:
         for con in self._backends.values():

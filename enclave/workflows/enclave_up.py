@@ -145,6 +145,22 @@ def dashboards_command(settings: Settings) -> list[str] | None:
             "--server.baseUrlPath=services/dashboards", "--browser.gatherUsageStats=false"]
 
 
+def check_can_serve(settings: Settings) -> None:
+    """What a serving ``enclave up`` checks before any work: the service users and researchers
+    (the demo researcher, who may not exist yet, and every existing one) can pass through every
+    folder on the way to what they need (:mod:`enclave.hub.preflight`), and root runs it."""
+    from enclave.hub import permissions, preflight
+    from enclave.hub.config import _airlock_available
+
+    names = [n for n, role in demo_users(settings) if role == "researcher"]
+    preflight.check_hub(settings, planned=True, airlock=_airlock_available(),
+                        dashboards=dashboards_command(settings) is not None,
+                        researchers=names + preflight.researchers(settings))
+    if os.geteuid() != 0:
+        raise permissions.PermissionDeniedError(
+            "serving the hub creates Unix users: run 'enclave up' as root (or use --no-serve)")
+
+
 def serve_demo(settings: Settings, echo: Callable[[str], None]) -> dict:
     """Users, permissions, egress rule and the hub (root only). Returns users and their passwords
     (also written to :func:`credentials_path`; echoed nowhere)."""
