@@ -23,15 +23,12 @@ import polars as pl
 
 from enclave import db
 from enclave.errors import BadInputError
+from enclave.ingest.cdm_rows import COST_DOMAINS, TARGETS
 
 #: event tables → (id column, cost domain or None); the rows ``--redo`` removes by lineage
+#: (the loader's own targets; deaths, keyed by person, are removed apart)
 EVENT_TABLES: dict[str, tuple[str, str | None]] = {
-    "condition_occurrence": ("condition_occurrence_id", None),
-    "drug_exposure": ("drug_exposure_id", "Drug"),
-    "measurement": ("measurement_id", "Measurement"),
-    "procedure_occurrence": ("procedure_occurrence_id", "Procedure"),
-    "observation": ("observation_id", None),
-    "note": ("note_id", None),
+    table: (id_col, COST_DOMAINS.get(kind)) for kind, (table, id_col) in TARGETS.items() if id_col
 }
 
 
