@@ -262,9 +262,9 @@ def public_reason(ev: pl.DataFrame, stat: Statistic, policy: DisclosurePolicy) -
     from enclave.disclosure.rules import MAGNITUDES
 
     pats = pl.col("patients")
-    expr = pl.when(pats == 0).then(pl.lit(
-        "no people in this cell; empty cells are withheld under this policy"
-        if policy.zeros_disclosive else None))
+    # an empty cell withheld says what a small one says: a reason of its own would tell the
+    # reader which withheld cells are zero (a cell shown as 0 is not withheld: no reason)
+    expr = pl.when((pats == 0) & pl.lit(not policy.zeros_disclosive)).then(pl.lit(None, pl.Utf8))
     expr = expr.when(pats < policy.min_patients).then(
         pl.lit(f"fewer than {policy.min_patients} people"))
     if stat in MAGNITUDES:
@@ -278,8 +278,7 @@ def public_reason(ev: pl.DataFrame, stat: Statistic, policy: DisclosurePolicy) -
 
 #: every reason a published cell can carry (a test checks the table holds no other text)
 def public_reasons(policy: DisclosurePolicy) -> set[str]:
-    return {"no people in this cell; empty cells are withheld under this policy",
-            f"fewer than {policy.min_patients} people",
+    return {f"fewer than {policy.min_patients} people",
             f"fewer than {policy.min_values} people with a value",
             "a few people would dominate the value (dominance rule)",
             "withheld by the disclosure rules", SECONDARY_REASON}
