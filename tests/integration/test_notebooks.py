@@ -115,11 +115,14 @@ def test_table_one(home, user_home, monkeypatch):
     summary, cells = run_notebook("01_table_one.ipynb", home, user_home, monkeypatch)
     st = summary["statuses"]
     assert st["ages"] == "fail"  # ten-year bands × sex: the oldest band is too small
-    # every cell of the broad table passes, but 80+ minus the first table's 80-89 isolates the
-    # suppressed 90-99 patients: the local differencing ledger flags it, naming the first table
+    # every cell of the broad table passes, but 80+ minus the first table's bands from 80 to 89
+    # isolates the suppressed patients of 90 and over: the local differencing ledger flags it, naming the first table
     assert st["ages_broad"] == "review" and summary["broad_hits"] == [summary["ages_id"]]
     assert st["bmi"] in ("pass", "review", "fail")
     record = check_request(summary, user_home, home)
+    # the broad groups are built from the release's bands, whatever their width: all four present
+    groups = {c["cell"]["age_group"] for c in record["cells"]} - {"All"}
+    assert groups == {"<40", "40-59", "60-79", "80+"}, groups
     assert record["kind"] == "crosstab" and record["status"] == "pass"
     assert record["ledger_hits"] and all(  # hits name outputs and cells, never patients
         set(h) == {"kind", "unit", "earlier_output", "earlier_project", "new_cell",
@@ -146,7 +149,11 @@ def test_readmission_logit(home, user_home, monkeypatch):
     assert st["model"] == "pass" and st["tiny"] == "fail" and st["rates"] == "pass"
     record = check_request(summary, user_home, home)
     assert record["kind"] == "logit"
-    assert {c["cell"]["term"] for c in record["cells"]} >= {"Intercept", "inpatient"}
+    terms = {c["cell"]["term"] for c in record["cells"]}
+    assert terms >= {"Intercept", "inpatient"}
+    # the age groups come from the release's bands, whatever their width: both contrasts estimated
+    assert {t for t in terms if "age_group" in t} == {"C(age_group)[T.b 40-59]",
+                                                      "C(age_group)[T.c 60+]"}
 
 
 def test_survival_curve(home, user_home, monkeypatch):
