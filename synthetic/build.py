@@ -89,10 +89,11 @@ def _fit_frames(con, links, tables: list[str], settings: SynthSettings) -> dict[
     frames = {}
     for link in links:
         cols = [c for c in _columns(con, "rel", link.table) if c not in _never_modelled(link.table)]
+        # in key order: the twin depends on the release's content, not on its rows' storage order
         frames[link.table] = db.frame(con, f"SELECT {', '.join(cols)} FROM train.{link.table} "
-                                           "SEMI JOIN _fit USING (person_id)")
+                                           f"SEMI JOIN _fit USING (person_id) ORDER BY {link.key}")
     if "cost" in tables:
-        frames["cost"] = db.frame(con, "SELECT * FROM train.cost")
+        frames["cost"] = db.frame(con, "SELECT * FROM train.cost ORDER BY cost_id")
     return frames
 
 
@@ -291,9 +292,10 @@ def _evaluate(con, out_path: Path, chain: ChainModel, links, synth: SynthSetting
     db.run(con, f"CREATE TEMP TABLE _eval_s AS SELECT person_id FROM syn.person "
                 f"ORDER BY hash(person_id, {synth.seed} + 3) LIMIT {n}")
     for link in links:
-        real[link.table] = db.frame(con, f"SELECT * FROM train.{link.table} SEMI JOIN _eval_r USING (person_id)")
-        fake[link.table] = db.frame(con, f"SELECT * FROM syn.{link.table} SEMI JOIN _eval_s USING (person_id)")
-        fitted[link.table] = db.frame(con, f"SELECT * FROM train.{link.table} SEMI JOIN _fit USING (person_id)")
+        order = f"ORDER BY {link.key}"
+        real[link.table] = db.frame(con, f"SELECT * FROM train.{link.table} SEMI JOIN _eval_r USING (person_id) {order}")
+        fake[link.table] = db.frame(con, f"SELECT * FROM syn.{link.table} SEMI JOIN _eval_s USING (person_id) {order}")
+        fitted[link.table] = db.frame(con, f"SELECT * FROM train.{link.table} SEMI JOIN _fit USING (person_id) {order}")
     t0 = time.perf_counter()
     quality, diagnostic = fidelity(real, fake, fitted, links, synth)
     t1 = time.perf_counter()
