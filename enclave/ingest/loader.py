@@ -33,6 +33,8 @@ from enclave.ingest.files import move_reference_lineage, plan_files, skipped_row
 from enclave.ingest.mapping import SiteMapping
 from enclave.ingest.reports import OUTCOME_SCHEMA, FileReport, file_reports
 from enclave.ingest.staging import (
+    EVENT_ORDER,
+    REFERENCE_ORDER,
     VISIT_TYPES,
     LoadWarning,
     RejectReason,
@@ -42,7 +44,6 @@ from enclave.ingest.staging import (
 
 GENDER = {"M": 8507, "F": 8532}
 VISIT_CONCEPT = {"inpatient": 9201, "outpatient": 9202, "emergency": 9203}
-EVENT_ORDER = ("condition", "drug", "measurement", "procedure", "observation", "note", "death")
 BOOK = ["_fid", "_row", "_reject", "_reject_column", "_dup", "_warning", "_warning_column"]
 #: identifiers longer than this are rejected (``value_too_long``): no hospital id is that long
 ID_LIMIT = 255
@@ -181,30 +182,17 @@ class BatchLoader:
     def load(self, batch: StagedBatch, file_sha: dict[str, str]) -> list[FileReport]:
         con = self.con
         self._register_site()
+        # a kind still being read (StagedBatch.pending) is waited for only when it is loaded;
+        # its files are in read_counts already
         staged_files = sorted({f for fr in batch.frames.values() for f in fr["_file"].unique().to_list()})
         order = list(dict.fromkeys([*file_sha, *batch.read_counts, *staged_files]))
         self.plan = plan = plan_files(con, self.site, order, file_sha, redo=self.redo)
         self.touched_persons.append(pl.Series(plan.touched_persons, dtype=pl.Int64))
-        frames = {}
-        skipped: dict[str, int] = {}
-        for kind, frame in batch.frames.items():
-            frame = frame.with_columns(pl.lit(False).alias("_dup"), pl.lit(None, pl.Utf8).alias("_warning"),
-                                       pl.lit(None, pl.Utf8).alias("_warning_column"))
-            frame, counts = skipped_rows(frame, plan.skipped)
-            for f, n in counts.items():
-                skipped[f] = skipped.get(f, 0) + n
-            if kind != "unparsed":
-                frame = _limits(_require(frame, kind), kind)
-            frames[kind] = frame
         self._register_files([f for f in order if f not in plan.skipped], file_sha, batch)
         move_reference_lineage(con, plan, self.file_ids)
-        # from here on a file is its small integer id: cheaper than repeating its path per row
-        frames = {
-            kind: frame.with_columns(
-                pl.col("_file").replace_strict(self.file_ids, return_dtype=pl.Int32).alias("_fid")
-            ).drop("_file")
-            for kind, frame in frames.items()
-        }
+        skipped: dict[str, int] = {}
+        frames = {kind: self._prepare(kind, frame, skipped) for kind in REFERENCE_ORDER
+                  if (frame := batch.ready(kind)) is not None}
 
         self.mapper = ConceptMapper(con, self.site, self.mapping.options)
         if "concept" in frames:
@@ -233,8 +221,12 @@ class BatchLoader:
         self.visits_view = eng.put("_ingest_visits", self.visit_map)
         self.conversions_view = eng.put("_ingest_conversions", unit_codes.conversion_table())
         for kind in EVENT_ORDER:
-            if kind in frames:
-                frames[kind] = self._load_events(kind, frames[kind])
+            if (frame := batch.ready(kind)) is not None:
+                frames[kind] = self._load_events(kind, self._prepare(kind, frame, skipped))
+        batch.complete()  # what no step loads (malformed lines): counted in the reports
+        for kind in batch.kinds():
+            if kind not in frames:
+                frames[kind] = self._prepare(kind, batch.frames[kind], skipped)
         self.mapper.write_new_concepts()
         for kind, frame in frames.items():
             self.outcomes.append(
@@ -245,6 +237,21 @@ class BatchLoader:
             )
         self._refresh_observation_periods()
         return self._finish(batch, file_sha, skipped)
+
+    def _prepare(self, kind: str, frame: pl.DataFrame, skipped: dict[str, int]) -> pl.DataFrame:
+        """A staged frame as the steps take it: rows of skipped files dropped (counted in
+        ``skipped``), missing required values and over-long values rejected, bookkeeping columns
+        added, and each row's file as its small integer id (cheaper than its path per row)."""
+        frame = frame.with_columns(pl.lit(False).alias("_dup"), pl.lit(None, pl.Utf8).alias("_warning"),
+                                   pl.lit(None, pl.Utf8).alias("_warning_column"))
+        frame, counts = skipped_rows(frame, self.plan.skipped)
+        for f, n in counts.items():
+            skipped[f] = skipped.get(f, 0) + n
+        if kind != "unparsed":
+            frame = _limits(_require(frame, kind), kind)
+        return frame.with_columns(
+            pl.col("_file").replace_strict(self.file_ids, return_dtype=pl.Int32).alias("_fid")
+        ).drop("_file")
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def _register_site(self) -> None:

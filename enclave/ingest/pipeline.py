@@ -50,13 +50,13 @@ def ingest(
     mapping: SiteMapping = resolve_mapping(path, site, mapping_file=mapping_file, dialect=dialect)
     show = settings.ingest.progress if progress is None else progress
     show = show and sys.stderr.isatty()
-    stage = get_adapter(mapping.dialect)
+    stage = get_adapter(mapping.dialect, background=True)
     steps = _Steps(show, total=3, desc=f"ingest {site}")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps staging (hashlib frees the GIL)
         hashes = pool.submit(lambda: {str(f): file_sha256(f) for f in files})
-        batch = stage(path, mapping)
-        steps.advance("staged")
+        batch = stage(path, mapping)  # a background adapter reads on while the loader starts
+        steps.advance("reading")
         known = hashes.result()
     file_sha = {f: known.get(f) or file_sha256(Path(f)) for f in batch.read_counts if Path(f).is_file()}
     steps.advance("hashed")

@@ -30,6 +30,7 @@ touches them and they never leave the restricted zone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -236,6 +237,14 @@ def required_columns(kind: str) -> list[str]:
     return [c.rstrip("*") for c in KINDS[kind] if c.endswith("*")]
 
 
+#: The order a batch's kinds are loaded in: what later kinds refer to (concepts, care sites,
+#: providers, patients, visits) first, then the events. Adapters that read in the background read
+#: in this order, so that the loader can start while the last kinds are still being read.
+REFERENCE_ORDER = ("concept", "care_site", "provider", "person", "visit")
+EVENT_ORDER = ("condition", "drug", "measurement", "procedure", "observation", "note", "death")
+LOAD_ORDER = REFERENCE_ORDER + EVENT_ORDER
+
+
 def kind_schema(kind: str) -> dict[str, pl.DataType]:
     schema = {c.rstrip("*"): t for c, t in KINDS[kind].items()}
     schema.update(_BOOK)
@@ -273,6 +282,27 @@ class StagedBatch:
     #: (e.g. an HL7 message with PID + PV1 + OBX counts once per message line that the adapter
     #: treats as a record — adapters document their unit of counting).
     read_counts: dict[str, int] = field(default_factory=dict)
+    #: kinds an adapter is still reading in the background, each with the call that waits for its
+    #: files and adds their frames, malformed lines and counts here (see :meth:`ready`); their
+    #: files are already keys of ``read_counts`` (with 0), so the batch's file list is complete
+    pending: dict[str, Callable[[], None]] = field(default_factory=dict)
+
+    def ready(self, kind: str) -> pl.DataFrame | None:
+        """The frame of ``kind``, waiting for it first if it is still being read (a read's error
+        is raised here)."""
+        fill = self.pending.pop(kind, None)
+        if fill is not None:
+            fill()
+        return self.frames.get(kind)
+
+    def complete(self) -> None:
+        """Wait for every pending kind: afterwards ``frames`` and ``read_counts`` are final."""
+        for kind in list(self.pending):
+            self.ready(kind)
+
+    def kinds(self) -> list[str]:
+        """Every kind the batch has or will have (read or pending)."""
+        return list(dict.fromkeys([*self.frames, *self.pending]))
 
     def add(self, kind: str, frame: pl.DataFrame) -> None:
         frame = conform(kind, frame)

@@ -10,6 +10,7 @@ line is staged (as data or as an unparsed reject).
 from __future__ import annotations
 
 import random
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -227,3 +228,27 @@ def test_corrupted_lines_are_never_lost(small_sites, tmp_path_factory, dialect, 
     key = str(target / file)
     assert batch.read_counts[key] == physical
     assert _rows_by_file(batch).get(key, set()) == set(range(1, physical + 1))
+
+
+def test_a_background_read_gives_the_same_batch_once_complete(staged, tmp_path):
+    """``background=True`` returns at once with every kind pending; waiting for a kind gives that
+    kind's frame, and the complete batch equals the one read in the foreground."""
+    pop, spec, _result, mapping, batch = staged
+    site_dir = tmp_path / spec.site_id
+    shutil.copytree(Path(mapping.source).parent, site_dir)
+    mapping = load_mapping_file(site_dir / SITE_FILE)
+    later = get_adapter(mapping.dialect, background=True)(site_dir, mapping)
+    if mapping.dialect != "csv":  # only the csv dialect reads in the background
+        assert not later.pending
+        return
+    assert set(later.pending) == set(batch.frames) - {"unparsed"} and not later.frames
+    assert sorted(later.read_counts) == sorted(str(site_dir / Path(f).name) for f in batch.read_counts)
+    assert later.ready("visit").height == batch.frames["visit"].height
+    later.complete()
+    assert not later.pending and set(later.frames) == set(batch.frames)
+    for kind, frame in batch.frames.items():  # malformed lines come in the order kinds finished
+        def same(f: pl.DataFrame) -> pl.DataFrame:
+            f = f.with_columns(pl.col("_file").str.replace(".*/", ""))
+            return f.sort("_file", "_row", maintain_order=True) if kind == "unparsed" else f
+        assert same(later.frames[kind]).equals(same(frame)), kind
+    assert sorted(later.read_counts.values()) == sorted(batch.read_counts.values())

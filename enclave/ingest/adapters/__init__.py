@@ -5,6 +5,10 @@ An adapter is a function ``stage(path: Path, mapping: SiteMapping) -> StagedBatc
 folders pick their files by the patterns in the mapping. Adapters do no I/O other than reading the
 source, never write the store, and never print or log field contents.
 
+An adapter in ``BACKGROUND`` also takes ``background=True``: it then returns at once with its kinds
+pending (:meth:`StagedBatch.ready` waits for one), still reading, so that the loader can start on
+the patients while the events are read. Without it, every adapter returns a complete batch.
+
 ``ADAPTERS`` maps dialect names (the ``dialect`` key of a site mapping) to ``module:function``; modules
 are imported lazily so that one dialect's dependencies never slow another's ingest.
 """
@@ -12,6 +16,7 @@ are imported lazily so that one dialect's dependencies never slow another's inge
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from importlib import import_module
 
 from enclave.errors import ConfigurationError
@@ -24,9 +29,12 @@ ADAPTERS: dict[str, str] = {
     "synthea": "enclave.ingest.adapters.synthea:stage",
     "omop": "enclave.ingest.adapters.omop_csv:stage",
 }
+BACKGROUND = frozenset({"csv"})
 
 
-def get_adapter(dialect: str) -> Callable:
+def get_adapter(dialect: str, *, background: bool = False) -> Callable:
+    """The dialect's ``stage`` function; ``background``: one that returns with its kinds still
+    being read where the dialect can (``BACKGROUND``), a complete batch otherwise."""
     try:
         target = ADAPTERS[dialect]
     except KeyError:
@@ -34,4 +42,5 @@ def get_adapter(dialect: str) -> Callable:
             f"unknown dialect '{dialect}' (known: {', '.join(sorted(ADAPTERS))})"
         ) from None
     module, func = target.split(":")
-    return getattr(import_module(module), func)
+    stage = getattr(import_module(module), func)
+    return partial(stage, background=True) if background and dialect in BACKGROUND else stage

@@ -52,7 +52,7 @@ import polars as pl
 from enclave.errors import BadInputError, ConfigurationError
 from enclave.ingest import normalize as nz
 from enclave.ingest.mapping import SiteMapping
-from enclave.ingest.staging import KINDS, RejectReason, StagedBatch, kind_schema
+from enclave.ingest.staging import KINDS, LOAD_ORDER, RejectReason, StagedBatch, kind_schema
 
 SRC = "__src__"  # prefix of raw source columns while a frame is being mapped
 ROW = "_row"
@@ -75,32 +75,38 @@ class Table:
     count: int
 
 
-def stage(path: Path, mapping: SiteMapping) -> StagedBatch:
+def stage(path: Path, mapping: SiteMapping, *, background: bool = False) -> StagedBatch:
+    """Read the site's files, two at a time and in the loader's order (:data:`LOAD_ORDER`); iconv
+    runs in its own process and polars releases the GIL, so the two reads overlap. ``background``:
+    return at once, every kind pending (:meth:`StagedBatch.ready` waits for one), so that loading
+    the patients overlaps reading the events; otherwise return the complete batch."""
     files = mapping.options.get("files")
     if not isinstance(files, dict) or not files:
         raise ConfigurationError(f"{mapping.source}: the csv dialect needs [files.<kind>] tables")
     jobs = [(file, kind, spec) for kind, spec in files.items()
             for file in find_files(path, kind, spec, mapping.source)]
-    # two files at a time: iconv runs in its own process and polars releases the GIL, so the
-    # transcoding of one file overlaps the parsing of another; largest first, so that neither
-    # worker is left with a big file while the other idles
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        started = {i: pool.submit(read_file, *jobs[i], mapping)
-                   for i in sorted(range(len(jobs)), key=lambda i: -_size(jobs[i][0]))}
-        staged = [started[i].result() for i in range(len(jobs))]
+    rank = {kind: i for i, kind in enumerate(LOAD_ORDER)}
     batch = StagedBatch(site=mapping.site_id)
-    for (file, kind, _), (frame, table) in zip(jobs, staged, strict=True):
-        add_with_file(batch, kind, frame, file)
-        add_unparsed(batch, file, table.bad_rows)
-        batch.read_counts[str(file)] = batch.read_counts.get(str(file), 0) + table.count
+    for file, _, _ in jobs:  # every file known now, in the mapping's order
+        batch.read_counts.setdefault(str(file), 0)
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stage")
+    started = {i: pool.submit(read_file, *jobs[i], mapping)
+               for i in sorted(range(len(jobs)), key=lambda i: rank.get(jobs[i][1], len(rank)))}
+    pool.shutdown(wait=False)  # the submitted reads run on; nothing more is submitted
+
+    def fill(kind: str) -> None:
+        for i, (file, k, _) in enumerate(jobs):
+            if k == kind:
+                frame, table = started[i].result()
+                add_with_file(batch, kind, frame, file)
+                add_unparsed(batch, file, table.bad_rows)
+                batch.read_counts[str(file)] += table.count
+
+    for kind in dict.fromkeys(kind for _, kind, _ in jobs):
+        batch.pending[kind] = lambda kind=kind: fill(kind)
+    if not background:
+        batch.complete()
     return batch
-
-
-def _size(file: Path) -> int:
-    try:
-        return file.stat().st_size
-    except OSError:
-        return 0  # read_file reports it
 
 
 def find_files(path: Path, kind: str, spec: dict, source: str) -> list[Path]:
