@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import duckdb
 import ibis.expr.types as ir
+import numpy as np
 import polars as pl
 
 from enclave import db
@@ -71,16 +72,23 @@ def _require(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
 
 
 def _limits(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
-    """Reject identifiers and codes longer than their column allows; warn on cut free text."""
-    for col in frame.columns:
-        if col.endswith("_id") and frame.schema[col] == pl.Utf8:
-            frame = _reject_where(frame, pl.col(col).str.len_bytes() > ID_LIMIT,
-                                  RejectReason.VALUE_TOO_LONG, col)
-    for col, limit in CODE_LIMITS.items():
-        if col in frame.columns:
-            frame = _reject_where(frame, pl.col(col).str.len_chars() > limit, RejectReason.VALUE_TOO_LONG, col)
-    for col, limit in TEXT_LIMITS.get(kind, {}).items():
-        frame = _warn_where(frame, pl.col(col).str.len_chars() > limit, LoadWarning.VALUE_TRUNCATED, col)
+    """Reject identifiers and codes longer than their column allows; warn on cut free text.
+    The longest value of each column is found in one pass; only a column over its limit (rare)
+    is checked row by row."""
+    limits = {c: (ID_LIMIT, True) for c, t in frame.schema.items() if c.endswith("_id") and t == pl.Utf8}
+    limits |= {c: (n, False) for c, n in CODE_LIMITS.items() if c in frame.columns}
+    texts = {c: n for c, n in TEXT_LIMITS.get(kind, {}).items() if c in frame.columns}
+    measure = [pl.col(c).str.len_bytes().max().alias(c) for c in {*limits, *texts}]
+    if not measure or frame.height == 0:
+        return frame
+    longest = frame.select(measure).row(0, named=True)
+    for col, (limit, in_bytes) in limits.items():
+        if (longest[col] or 0) > limit:  # bytes ≥ characters: below the limit in bytes is below it
+            length = pl.col(col).str.len_bytes() if in_bytes else pl.col(col).str.len_chars()
+            frame = _reject_where(frame, length > limit, RejectReason.VALUE_TOO_LONG, col)
+    for col, limit in texts.items():
+        if (longest[col] or 0) > limit:
+            frame = _warn_where(frame, pl.col(col).str.len_chars() > limit, LoadWarning.VALUE_TRUNCATED, col)
     return frame
 
 
@@ -133,6 +141,25 @@ def _ok(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
     return int(db.scalar(con, f"SELECT coalesce(max({column}), 0) + 1 FROM {table}"))
+
+
+def _in_row_order(got: pl.DataFrame) -> pl.DataFrame:
+    """``got`` without ``_i``, its rows in ``_i`` order: ``_i`` numbers the batch's rows 0 … n−1,
+    so one scatter of the positions lines them up (a sort costs twice as much on millions of
+    rows). Raises if ``_i`` is not each row number once."""
+    order = np.full(got.height, -1, dtype=np.int64)
+    order[got["_i"].to_numpy()] = np.arange(got.height)
+    if got.height and order.min() < 0:
+        raise RuntimeError("an ingest transform returned a row twice")
+    return got.drop("_i")[order]
+
+
+def _unless_everyone(con: duckdb.DuckDBPyConnection, touched: pl.DataFrame, persons: ir.Table):
+    """``persons`` (the touched persons as an engine table), or ``None`` where the batch touched
+    every person of the store (a first load): the observation periods then need no semi join,
+    which costs more than the aggregate itself on millions of events."""
+    everyone = touched.height == db.scalar(con, "SELECT count(*) FROM person")
+    return None if everyone else persons
 
 
 class BatchLoader:
@@ -535,7 +562,8 @@ class BatchLoader:
         live = pl.col("_reject").is_null() & ~pl.col("_dup")
         if has_code:
             # the distinct codes of the pending rows, in first use (they number new concepts)
-            pairs = f.filter(live).select("code_system", "code").unique(maintain_order=True)
+            pairs = (f.lazy().filter(live).select("code_system", "code")
+                     .unique(maintain_order=True).collect())
             mapped = self.mapper.code_map(pairs, kind)
             code_map = eng.put("_ingest_code_map", mapped)
             f = _warn_unmapped(f, mapped)
@@ -545,7 +573,7 @@ class BatchLoader:
                 transforms.map_concepts(rows, code_map), self.conversions_view, ucum,
                 unit_codes.UNIT_SYNONYMS).drop("std_system", "std_code", "_dup"))
             has_code = False  # mapped already
-        pending = f.filter(live)
+        pending = f.lazy().filter(live).select("person_id").collect()  # not every column
         if pending.height:
             table, id_col = cdm_rows.TARGETS[kind]
             # ids in batch order from the table's next id: the store's sequence is the loader's
@@ -560,15 +588,15 @@ class BatchLoader:
             shape = (kind, tuple((c, str(t)) for c, t in f.schema.items()))
             rows = eng.put("_ingest_rows", f)
 
-            def done():
+            def done(mapped: bool = True):  # costs and lineage need no concepts: no join
                 t = rows.filter(rows._id.notnull())
-                return transforms.map_concepts(t, code_map) if has_code else t
+                return transforms.map_concepts(t, code_map) if has_code and mapped else t
 
             self._insert(table, ("rows", shape), lambda: cdm_rows.event_rows(kind, done()))
             if costed:
-                self._insert("cost", ("cost", shape), lambda: cdm_rows.cost_rows(kind, done()))
+                self._insert("cost", ("cost", shape), lambda: cdm_rows.cost_rows(kind, done(False)))
             self._insert("etl_lineage", ("lineage", shape),
-                         lambda: cdm_rows.lineage_rows(kind, done()))
+                         lambda: cdm_rows.lineage_rows(kind, done(False)))
             self.touched_persons.append(pending["person_id"])
         return f.select(BOOK)
 
@@ -592,10 +620,10 @@ class BatchLoader:
                 c not in f.columns or c in transforms.CHANGED)])
 
         sql, schema = self._compiled(key, narrow)
-        got = pl.from_arrow(self.con.sql(sql).to_arrow_table()).cast(dict(schema)).sort("_i")
+        got = pl.from_arrow(self.con.sql(sql).to_arrow_table()).cast(dict(schema))
         if got.height != f.height:
             raise RuntimeError(f"an ingest transform returned {got.height} rows for {f.height}")
-        return f.with_columns(got.drop("_i"))
+        return f.with_columns(_in_row_order(got))
 
     def _insert(self, table: str, key: tuple, build: Callable[[], ir.Table]) -> None:
         """INSERT the rows of ``build()`` on the store's connection (they stay there)."""
@@ -611,14 +639,15 @@ class BatchLoader:
     def _refresh_observation_periods(self) -> None:
         if not self.touched_persons:
             return
-        touched = pl.concat(self.touched_persons).unique().to_frame("person_id")
+        # person ids as the store keeps them (INTEGER): a join on them needs no cast
+        touched = pl.concat(self.touched_persons).unique().cast(pl.Int32).to_frame("person_id")
         con = self.con
         con.register("_touched", db.arrow(touched))
         db.run(con, "DELETE FROM observation_period WHERE person_id IN (SELECT person_id FROM _touched)")
         start = _next_id(con, "observation_period", "observation_period_id")
         engine = self.engine
         periods = observation_periods({t: engine.table(t) for t, _ in EVENT_DATES},
-                                      engine.table("_touched"))
+                                      _unless_everyone(con, touched, engine.table("_touched")))
         db.run(con, f"""
             INSERT INTO observation_period
             SELECT {start} + row_number() OVER (ORDER BY person_id) - 1, person_id,

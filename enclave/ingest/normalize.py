@@ -118,10 +118,17 @@ def parse_number(col: pl.Expr) -> pl.Expr:
     """Decimal numbers; thousands separators (, and ，) tolerated."""
 
     def parse(values: pl.Series) -> pl.Series:
-        s = _clean(values)
+        values = values.cast(pl.Utf8)
+        # most values are plain numbers: cast them as they are, then strip and de-comma only the
+        # few that did not parse (a plain number is unchanged by both, so the result is the same)
+        out = values.cast(pl.Float64, strict=False)
+        retry = (out.is_null() & values.is_not_null()).arg_true()
+        if retry.len() == 0:
+            return out
+        s = _clean(values.gather(retry))
         if s.str.contains("[,，]").any():
             s = s.str.replace_all("[,，]", "")
-        return s.cast(pl.Float64, strict=False)
+        return out.scatter(retry, s.cast(pl.Float64, strict=False))
 
     return col.map_batches(parse, return_dtype=pl.Float64, is_elementwise=True)
 
@@ -134,6 +141,10 @@ def flag_failures(
 
     ``checks`` holds ``(raw_column, parsed_column, reason)``. The first failing check of a row wins;
     rows that already carry a reject keep it.
+
+    A failure needs a null parsed value beside a non-null raw one: those rows (usually none or a
+    handful) are found with cheap null masks, and only they are judged (raw text stripped, reasons
+    chosen) and written back.
     """
     if "_reject" not in frame.columns:
         frame = frame.with_columns(
@@ -142,18 +153,33 @@ def flag_failures(
     checks = list(checks)
     if not checks:
         return frame
-    # one boolean column per check, then one flat when/then chain (a nested chain that re-reads
-    # the previous reason grows exponentially with the number of checks)
+    # a column is named only beside a reason
+    frame = frame.with_columns(
+        pl.col("_reject").cast(pl.Utf8),
+        pl.when(pl.col("_reject").is_not_null()).then(pl.col("_reject_column").cast(pl.Utf8))
+        .alias("_reject_column"),
+    )
+    suspect = pl.any_horizontal(
+        [pl.col(parsed).is_null() & pl.col(raw).is_not_null() for raw, parsed, _ in checks]
+    )
+    rows = frame.select(pl.arg_where(suspect)).to_series()
+    if rows.len() == 0:
+        return frame
+    sub = frame[rows]
+    # one boolean column per check, then flat coalesces (a nested chain that re-reads the
+    # previous reason grows exponentially with the number of checks)
     failed = [
-        (clean_text(pl.col(raw)).is_not_null() & pl.col(parsed).is_null()).alias(f"__fail{i}")
-        for i, (raw, parsed, _) in enumerate(checks)
+        clean_text(pl.col(raw)).is_not_null() & pl.col(parsed).is_null() for raw, parsed, _ in checks
     ]
-    frame = frame.with_columns(failed)
-    reason = pl.when(pl.col("_reject").is_not_null()).then(pl.col("_reject"))
-    column = pl.when(pl.col("_reject").is_not_null()).then(pl.col("_reject_column"))
-    for i, (raw, _, why) in enumerate(checks):
-        reason = reason.when(pl.col(f"__fail{i}")).then(pl.lit(str(why)))
-        column = column.when(pl.col(f"__fail{i}")).then(pl.lit(raw))
+    reject = pl.col("_reject")
+    reason = pl.coalesce(
+        reject, *[pl.when(f).then(pl.lit(str(why))) for f, (_, _, why) in zip(failed, checks)]
+    )
+    column = pl.when(reject.is_not_null()).then(pl.col("_reject_column")).otherwise(
+        pl.coalesce(*[pl.when(f).then(pl.lit(raw)) for f, (raw, _, _) in zip(failed, checks)])
+    )
+    judged = sub.select(reason.alias("_reject"), column.alias("_reject_column"))
     return frame.with_columns(
-        reason.otherwise(None).alias("_reject"), column.otherwise(None).alias("_reject_column")
-    ).drop([f"__fail{i}" for i in range(len(checks))])
+        frame["_reject"].scatter(rows, judged["_reject"]),
+        frame["_reject_column"].scatter(rows, judged["_reject_column"]),
+    )

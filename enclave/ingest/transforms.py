@@ -72,8 +72,9 @@ def later_rows(t: ir.Table, keys: Sequence[str]) -> ir.Table:
 
     Exact, and cheap when duplicates are rare: the rows are first bucketed by one hash of their
     keys (equal keys hash alike, so a row alone in its bucket repeats nothing), and only the rows
-    of shared buckets are grouped by the keys themselves. A hash aggregate and joins with small
-    build sides on both engines: no sort, no window, and no wide grouping of every row."""
+    of shared buckets are partitioned by the keys themselves. One hash aggregate over every row
+    and joins with small build sides on both engines: no sort, and the only window runs over the
+    few rows of shared buckets."""
     live = t.filter(_pending(t))
     # + 0.0 turns -0.0 into 0.0, which a GROUP BY counts as equal but a hash might not
     key = ibis.struct({k: live[k] + 0.0 if live[k].type().is_floating() else live[k]
@@ -82,8 +83,10 @@ def later_rows(t: ir.Table, keys: Sequence[str]) -> ir.Table:
     shared = hashed.group_by("_h").aggregate(_n=hashed.count()).filter(lambda b: b._n > 1)
     cand = hashed.join(shared, "_h").select("_i")
     rows = live.join(cand, "_i")
-    first = rows.group_by([rows[k] for k in keys]).aggregate(_first=rows._i.min())
-    later = cand.anti_join(first, cand._i == first._first)
+    # the first row of each key group (null equals null, as in a GROUP BY) by a window over the
+    # candidates only: ``cand`` is read once, not again by an anti join with the groups
+    rows = rows.mutate(_first=rows._i.min().over(group_by=[rows[k] for k in keys]))
+    later = rows.filter(rows._i != rows._first)
     return later.select(_later=later._i)
 
 
@@ -179,7 +182,11 @@ def convert_units(rows: ir.Table, conversions: ir.Table, ucum: ir.Table,
     of a known analyte; ``ucum``: ``concept_code``, ``concept_id`` of the UCUM units the store
     knows. A pending row of a known analyte whose unit is given but not accepted is quarantined
     (``unknown_unit``); other rows keep their value (factor 1)."""
-    t = rows.mutate(_unit=unit_spelling(rows.unit, synonyms))
+    # spelled once per distinct unit and joined back: trimming and lower-casing every row's unit
+    # costs about a microsecond each, and a batch has millions of rows but a handful of units
+    units = rows.select(_u=rows.unit).distinct()
+    units = units.mutate(_unit=unit_spelling(units._u, synonyms))
+    t = rows.left_join(units, rows.unit == units._u).drop("_u")
     conv = conversions.select(_loinc=conversions.loinc, _cu=conversions.unit,
                               _factor=conversions.factor.cast("float64"),
                               _unit_cid=conversions.unit_concept_id.cast("int64"))
