@@ -4,12 +4,16 @@ Paths, limits and thresholds live here, never as literals elsewhere. Every setti
 text (``docs/settings.md`` is generated from these, and a test fails when one is undocumented).
 
 Resolution order: defaults < ``<home>/settings.toml`` < environment (``ENCLAVE_HOME`` only) <
-explicit ``--home`` on the command line.
+explicit ``--home`` on the command line. The machine-wide names of ``[hub]`` (Unix users and
+groups, the nftables table, the ports) default to those of the home's instance
+(:func:`instance_names`), so two homes never share them; the file's own values win.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -18,6 +22,16 @@ from typing import Any
 from enclave.errors import ConfigurationError
 
 DEFAULT_HOME = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "enclave"
+#: the instance whose machine-wide names are the [hub] defaults below (the default home's)
+DEFAULT_INSTANCE = "enclave"
+#: an instance name: short enough that "<instance>-policymakers" is a valid group name (32)
+INSTANCE_NAME = re.compile(r"[a-z](?:[a-z0-9]|-(?=[a-z0-9])){0,14}")
+#: derived port blocks: PORT_BLOCKS blocks of PORT_BLOCK_SIZE ports from PORT_BLOCK_START, below
+#: Linux's ephemeral ports (32768-60999)
+PORT_BLOCK_START, PORT_BLOCK_SIZE, PORT_BLOCKS = 20000, 10, 1000
+#: the machine-wide ownership registry (root, one JSON file per enclave home); $ENCLAVE_REGISTRY
+#: moves it (the tests keep theirs per run)
+DEFAULT_REGISTRY = Path("/var/lib/enclave/instances")
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -147,6 +161,13 @@ class SynthSettings:
 class HubSettings:
     """The locked-down JupyterHub (package ``enclave.hub``): where it listens, who may log in."""
 
+    instance: str = _setting(
+        "", "Name of this enclave on the machine (lower-case letters, digits, '-'; at most 15): "
+            "the Unix users and groups, the nftables table and the ports of [hub] derive from "
+            "it, so two enclave homes never share them (the defaults shown here are those of "
+            "instance 'enclave'). Empty = derived from the home: 'enclave' for the default home, "
+            "else '<folder name>-<6 hex of the home's path>'. A name set explicitly in [hub] "
+            "always wins (docs/hub.md, 'Several enclaves on one machine').")
     ip: str = _setting("127.0.0.1", "Address the hub's public proxy listens on.")
     port: int = _setting(8000, "Port of the hub's public proxy (what researchers open).")
     hub_port: int = _setting(8081, "Port of the hub's own API (behind the proxy).")
@@ -387,11 +408,78 @@ def resolve_home(home: str | Path | None = None) -> Path:
     return Path(home or os.environ.get("ENCLAVE_HOME") or DEFAULT_HOME).expanduser().resolve()
 
 
+def registry_dir() -> Path:
+    """The machine-wide ownership registry of enclave homes (:mod:`enclave.hub.registry`):
+    ``$ENCLAVE_REGISTRY``, else /var/lib/enclave/instances. Machine-wide on purpose, so it is
+    not a per-home setting: two homes must look into the same one."""
+    return Path(os.environ.get("ENCLAVE_REGISTRY") or DEFAULT_REGISTRY)
+
+
+def is_default_home(home: Path) -> bool:
+    """The default home: this user's, or the same layout of any other user (services running as
+    their own users must derive the same names for the root's default home)."""
+    return home == DEFAULT_HOME.expanduser().resolve() or home.parts[-3:] == (
+        ".local", "share", "enclave")
+
+
+def derive_instance(home: Path) -> str:
+    """The instance of a home without ``hub.instance``: ``enclave`` for the default home, else the
+    home folder's name (letters and digits, at most 8) and 6 hex of the SHA-256 of its path."""
+    if is_default_home(home):
+        return DEFAULT_INSTANCE
+    slug = re.sub(r"[^a-z0-9]", "", home.name.lower())[:8]
+    if not slug[:1].isalpha():
+        slug = ("e" + slug)[:8]
+    return f"{slug}-{hashlib.sha256(str(home).encode()).hexdigest()[:6]}"
+
+
+#: the [hub] settings naming something machine-wide, each derived from the instance
+MACHINE_WIDE = ("researchers_group", "stewards_group", "policymakers_group",
+                "project_group_prefix", "egress_table", "demo_user_prefix", "airlock_user",
+                "dashboards_user", "port", "hub_port", "proxy_api_port", "airlock_port",
+                "dashboards_port", "dashboards_app_port")
+
+
+def instance_names(instance: str) -> dict[str, Any]:
+    """The machine-wide names of an instance (the :data:`MACHINE_WIDE` settings): the [hub]
+    defaults for ``enclave``; for any other, the names carry the instance, the project group
+    prefix a short tag of it (``p<6 hex>-``: a group name holds 32 characters, a project id 24),
+    and the ports are the block the tag picks (:data:`PORT_BLOCK_START` ...)."""
+    if instance == DEFAULT_INSTANCE:
+        defaults = HubSettings()
+        return {name: getattr(defaults, name) for name in MACHINE_WIDE}
+    tag = hashlib.sha256(instance.encode()).hexdigest()[:6]
+    base = PORT_BLOCK_START + PORT_BLOCK_SIZE * (int(tag, 16) % PORT_BLOCKS)
+    return {
+        "researchers_group": f"{instance}-researchers", "stewards_group": f"{instance}-stewards",
+        "policymakers_group": f"{instance}-policymakers", "project_group_prefix": f"p{tag}-",
+        "egress_table": instance.replace("-", "_") + "_egress",
+        "demo_user_prefix": f"{instance}-", "airlock_user": f"{instance}-airlock",
+        "dashboards_user": f"{instance}-dash",
+        "port": base, "hub_port": base + 1, "proxy_api_port": base + 2, "airlock_port": base + 3,
+        "dashboards_port": base + 4, "dashboards_app_port": base + 5,
+    }
+
+
+def _with_instance(settings: Settings, explicit: set[str], where: str) -> Settings:
+    """Fill ``hub.instance`` and the machine-wide names ``explicit`` (the [hub] keys of the
+    settings file) does not set."""
+    instance = settings.hub.instance or derive_instance(settings.home)
+    if not INSTANCE_NAME.fullmatch(instance):
+        raise ConfigurationError(
+            f"{where}: hub.instance '{instance}' is not an instance name (a lower-case letter, "
+            "then up to 14 lower-case letters, digits or single '-', not ending with '-')")
+    derived = {k: v for k, v in instance_names(instance).items() if k not in explicit}
+    return replace(settings, hub=replace(settings.hub, instance=instance, **derived))
+
+
 def load_settings(home: str | Path | None = None) -> Settings:
-    """Settings for the enclave rooted at ``home`` (or ``$ENCLAVE_HOME``, or the default)."""
+    """Settings for the enclave rooted at ``home`` (or ``$ENCLAVE_HOME``, or the default), with
+    the machine-wide names of its instance (:func:`instance_names`) where the file sets none."""
     root = resolve_home(home)
     settings = Settings(home=root)
     file = root / "settings.toml"
+    explicit: set[str] = set()
     if file.exists():
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -399,7 +487,9 @@ def load_settings(home: str | Path | None = None) -> Settings:
             raise ConfigurationError(f"{file}: not valid TOML ({exc})") from None
         data.pop("home", None)
         settings = _merge(settings, data, str(file))
-    return settings
+        if isinstance(data.get("hub"), dict):
+            explicit = set(data["hub"])
+    return _with_instance(settings, explicit, str(file))
 
 
 def iter_settings(obj: Any = None, prefix: str = "") -> list[tuple[str, Any, str]]:

@@ -26,7 +26,8 @@ pass_ctx = click.make_pass_decorator(_Ctx)
     # not readable=True: the service users only traverse the home (0711), never list it
     type=click.Path(file_okay=False, readable=False, path_type=str),
     envvar="ENCLAVE_HOME",
-    help="The enclave's data root (default: $ENCLAVE_HOME or ~/.local/share/enclave).",
+    help="The enclave's data root (default: $ENCLAVE_HOME or ~/.local/share/enclave); its Unix "
+         "users, groups, nftables table and ports derive from it too ('enclave status').",
 )
 @click.version_option(package_name="emr-enclave")
 @click.pass_context

@@ -40,7 +40,8 @@ def hub_serviceenv(obj: _Ctx, force: bool) -> None:
 @pass_ctx
 def hub_sync(obj: _Ctx) -> None:
     """Create the service users and re-apply owners and modes of the zones and releases
-    (project groups, 0440 files, the airlock's own folder)."""
+    (project groups, 0440 files, the airlock's own folder); refused when another enclave home
+    owns these users or groups."""
     from enclave.hub.access import reconcile
     from enclave.hub.permissions import apply_release_permissions, ensure_service_users
 
@@ -68,9 +69,12 @@ def hub_watch(obj: _Ctx, every: float | None, once: bool) -> None:
 @click.option("--remove", is_flag=True, help="Remove the enclave's nftables table.")
 @pass_ctx
 def hub_egress(obj: _Ctx, remove: bool) -> None:
-    """Install (or remove) the nftables rule denying researchers' network egress."""
+    """Install (or remove) the nftables rule denying researchers' network egress (table
+    hub.egress_table; refused when another enclave home owns it)."""
+    from enclave.hub import registry
     from enclave.hub.egress import apply_egress, remove_egress
 
+    registry.claim(obj.settings)  # refused when another enclave home owns the table
     if remove:
         remove_egress(obj.settings)
         click.echo("egress rules removed")

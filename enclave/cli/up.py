@@ -41,18 +41,24 @@ def up(obj: _Ctx, patients: int, hospitals: int, seed: int, data_only: bool,
     demo project and builds its release, twin and indicators; then (when serving, as root)
     creates the demo users (a researcher, two stewards, a policymaker) with fresh passwords,
     written to <home>/restricted/demo-credentials.txt (0600, root; its path is printed, the
-    passwords only with --show-passwords), and starts the hub on 127.0.0.1:8000 in the
-    background. Safe to run again: done work is kept. 'enclave down' stops everything it started.
-    A serving run first checks (in milliseconds) that root runs it and that the service users and
-    researchers can pass through every folder on the way to what they need, and refuses with the
-    folder that blocks and the fix before doing anything.
+    passwords only with --show-passwords), and starts the hub in the background on its port
+    (the URL is printed). Safe to run again: done work is kept. 'enclave down' stops everything
+    it started. A serving run first checks (in milliseconds) that root runs it and that the
+    service users and researchers can pass through every folder on the way to what they need,
+    and refuses with the folder that blocks and the fix before doing anything.
+
+    The users, groups, nftables table and ports are the home's own: named after its instance
+    (hub.instance, else derived from the home; the default home keeps demo-researcher ... and
+    port 8000; 'enclave status' shows them). A serving run refuses, before any work, users,
+    groups, a table or ports that another existing enclave home owns, or a port another program
+    listens on, naming it, that home and the fix.
     """
     settings = obj.settings
     serve = _serve_default() if serve is None else serve
     if serve and not data_only:  # before any work: can the services and researchers get in?
         from enclave.workflows.enclave_up import check_can_serve
 
-        check_can_serve(settings)
+        check_can_serve(settings, echo=click.echo)
     from enclave.workflows.demo_up import bring_up  # (seconds of imports: after the check)
 
     summary = bring_up(settings, patients=patients, hospitals=hospitals, seed=seed,
@@ -86,10 +92,14 @@ def down(obj: _Ctx) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_ctx
 def status(obj: _Ctx, as_json: bool) -> None:
-    """What runs: the hub, its URL and its processes."""
+    """What runs (the hub, its URL and its processes), and the enclave's instance: the Unix
+    users and groups, nftables table and ports it uses on this machine, whether the machine-wide
+    registry records them for this home, and any other enclave home sharing one."""
+    from enclave.hub import registry
     from enclave.hub.serve import status as hub_status
 
     st = hub_status(obj.settings)
+    st["instance"] = registry.summary(obj.settings)
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return
@@ -99,3 +109,16 @@ def status(obj: _Ctx, as_json: bool) -> None:
                    f"{'' if h['responding'] else ' — not answering'}; log {st['log']}")
     else:
         click.echo(f"hub not running ({st['home']})")
+    i = st["instance"]
+    click.echo(
+        f"instance {i['instance']}: demo users {i['demo_user_prefix']}*, service users "
+        f"{i['airlock_user']} and {i['dashboards_user']}, groups {i['researchers_group']}, "
+        f"{i['stewards_group']}, {i['policymakers_group']} and {i['project_group_prefix']}<project>, "
+        f"nftables table inet {i['egress_table']}, ports {i['port']} (hub), {i['hub_port']}, "
+        f"{i['proxy_api_port']}, {i['airlock_port']}, {i['dashboards_port']}, "
+        f"{i['dashboards_app_port']}; "
+        + ("recorded as this home's" if i["registered"] else "not recorded yet (a serving "
+           "'enclave up' records them)") + f" in {i['registry']}")
+    for other in i["shared_with"]:
+        click.echo(f"  shared with the enclave at {other['home']} (instance {other['instance']}): "
+                   f"{', '.join(other['names'])}")

@@ -55,8 +55,9 @@ def user_remove(obj: _Ctx, name: str) -> None:
     if name not in {u.name for u in list_users(obj.settings)}:
         raise click.BadParameter(f"'{name}' is not an enclave user", param_hint="NAME")
     remove_user(name)
-    from enclave.hub import egress
+    from enclave.hub import egress, registry
 
+    registry.release(obj.settings.home, users=[name])  # the name is free for any home again
     egress.refresh(obj.settings)
     click.echo(f"removed {name}")
 

@@ -116,10 +116,13 @@ def add_user(settings: Settings, name: str, role: str, *, projects: tuple[str, .
     if projects and role != "researcher":
         raise BadInputError("only researchers join projects")
     _check_membership(settings, name, projects)
-    for g in role_groups(settings).values():
-        ensure_group(g)
     if user_exists(name):
         raise BadInputError(f"user '{name}' already exists (use 'enclave user grant' to add projects)")
+    from enclave.hub import registry  # another enclave home's user or groups are not ours
+
+    registry.claim(settings, users=[name])
+    for g in role_groups(settings).values():
+        ensure_group(g)
     _sh(["useradd", "--create-home", "-K", "HOME_MODE=0700", "--shell", "/usr/sbin/nologin",
          "--groups", role_groups(settings)[role], name])
     os.chmod(pwd.getpwnam(name).pw_dir, 0o700)
@@ -182,7 +185,11 @@ def grant(settings: Settings, name: str, project_id: str) -> None:
 
 def ensure_service_users(settings: Settings) -> dict[str, int]:
     """Create the airlock and dashboards system users (no login shell, no password, own group,
-    0700 home under /var/lib) when missing; returns their uids."""
+    0700 home under /var/lib) when missing; returns their uids. Refused when another enclave
+    home owns them (:mod:`enclave.hub.registry`)."""
+    from enclave.hub import registry
+
+    registry.claim(settings)
     out = {}
     for name in (settings.hub.airlock_user, settings.hub.dashboards_user):
         if not user_exists(name):

@@ -99,20 +99,26 @@ def _load_run(settings: Settings) -> dict:
 def start_hub(settings: Settings, *, dashboards: list[str] | None = None,
               airlock: bool | None = None, wait_s: float = 60.0) -> int:
     """Start the hub detached; returns its pid once it answers (refused when one already runs,
-    or when a service user or researcher cannot reach what it needs: :mod:`.preflight`)."""
-    from enclave.hub import preflight
+    when a service user or researcher cannot reach what it needs: :mod:`.preflight`, when
+    another enclave home owns its names or another program listens on its ports:
+    :mod:`.registry`)."""
+    from enclave.hub import preflight, registry
     from enclave.hub.config import _airlock_available
 
-    preflight.check_hub(settings, planned=False,
-                        airlock=_airlock_available() if airlock is None else airlock,
+    airlock = _airlock_available() if airlock is None else airlock
+    preflight.check_hub(settings, planned=False, airlock=airlock,
                         dashboards=bool(dashboards), researchers=preflight.researchers(settings))
     run = _load_run(settings)
     if run.get("pid") and _alive(run["pid"]):
         raise ConfigurationError(f"the hub of {settings.home} already runs (pid {run['pid']}); "
                                  "'enclave down' stops it")
-    for port in (settings.hub.port, settings.hub.hub_port, settings.hub.proxy_api_port):
-        if port_open(port):
-            raise ConfigurationError(f"port {port} is taken: stop what uses it or change [hub] ports")
+    registry.claim(settings, write=False)
+    # the ports the hub and the services it starts listen on (an airlock or dashboards run
+    # elsewhere, as by the tests' stand-ins, is not the hub's to check)
+    registry.check_ports_free(settings, ["port", "hub_port", "proxy_api_port"]
+                              + (["airlock_port"] if airlock else [])
+                              + (["dashboards_port", "dashboards_app_port"] if dashboards else []))
+    registry.claim(settings)
     cfg = write_hub_config(settings, dashboards=dashboards, airlock=airlock)
     log = open(hub_dir(settings) / "hub.log", "ab")
     jupyterhub = Path(sys.executable).with_name("jupyterhub")

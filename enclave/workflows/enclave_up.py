@@ -145,11 +145,13 @@ def dashboards_command(settings: Settings) -> list[str] | None:
             "--server.baseUrlPath=services/dashboards", "--browser.gatherUsageStats=false"]
 
 
-def check_can_serve(settings: Settings) -> None:
+def check_can_serve(settings: Settings, echo: Callable[[str], None] = lambda _: None) -> None:
     """What a serving ``enclave up`` checks before any work: the service users and researchers
     (the demo researcher, who may not exist yet, and every existing one) can pass through every
-    folder on the way to what they need (:mod:`enclave.hub.preflight`), and root runs it."""
-    from enclave.hub import permissions, preflight
+    folder on the way to what they need (:mod:`enclave.hub.preflight`), root runs it, no other
+    program listens on its ports, and no other enclave home owns its users, groups, nftables
+    table or ports — which it then claims (:mod:`enclave.hub.registry`)."""
+    from enclave.hub import permissions, preflight, registry
     from enclave.hub.config import _airlock_available
 
     names = [n for n, role in demo_users(settings) if role == "researcher"]
@@ -159,6 +161,10 @@ def check_can_serve(settings: Settings) -> None:
     if os.geteuid() != 0:
         raise permissions.PermissionDeniedError(
             "serving the hub creates Unix users: run 'enclave up' as root (or use --no-serve)")
+    users = [n for n, _ in demo_users(settings)]
+    registry.claim(settings, users=users, write=False)  # another home's names: named as such
+    registry.check_ports_free(settings)
+    registry.claim(settings, users=users, echo=echo)
 
 
 def serve_demo(settings: Settings, echo: Callable[[str], None]) -> dict:

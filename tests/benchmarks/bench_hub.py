@@ -101,7 +101,7 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench_hub needs root (real Unix users)")
     t = time.perf_counter()
-    bed = hubbed.make_bed(18400, researchers=max(2, args.researchers), real_airlock=True,
+    bed = hubbed.make_bed(hubbed.port_block(), researchers=max(2, args.researchers), real_airlock=True,
                           hub_settings="spawn_timeout_s = 300\n")
     print(f"setup (data, {len(bed.users)} users, hub start): {time.perf_counter() - t:.1f} s")
     try:

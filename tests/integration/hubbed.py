@@ -1,9 +1,11 @@
 """A real enclave with a real hub for the hub tests and the hub benchmark (root only).
 
 Everything it creates is named with a random prefix — Unix users, role groups (through the
-settings), project ids and groups — so runs do not collide with each other or with a demo on the
+settings), project ids and groups, the nftables table — and listens on a block of ports found free
+for this run (:func:`port_block`), so runs do not collide with each other or with a demo on the
 same machine, and ``teardown`` removes exactly what it made: the hub and every process below it,
-the users with their homes, the groups, the enclave home.
+the users with their homes, the groups, the nftables table, the home's record in the registry of
+machine-wide names (a per-run one: ``tests/conftest.py``), the enclave home.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import grp
 import http.server
 import json
 import os
+import random
 import secrets
 import shutil
+import socket
 import string
 import subprocess
 import sys
@@ -22,7 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enclave.hub import permissions, serve
+from enclave.hub import permissions, registry, serve
 from enclave.hub.client import Hub, UserServer, login
 from enclave.hub.config import service_python
 from enclave.hub.userenv import build_serviceenv, build_userenv
@@ -45,6 +49,34 @@ def chromium():
         b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+#: where the test beds' port blocks lie: below the blocks derived for enclave instances (20000+)
+#: and Linux's ephemeral ports (32768+)
+PORT_RANGE = (11000, 20000)
+_handed_out: set[int] = set()
+
+
+def port_free(port: int) -> bool:
+    """Nothing listens on (or holds) 127.0.0.1:``port`` now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def port_block(size: int = 10) -> int:
+    """The first port of a random block of ``size`` ports that are free now and were not handed
+    out before in this run (each test module takes one at import, instead of a fixed base)."""
+    rng = random.SystemRandom()
+    for _ in range(500):
+        base = rng.randrange(PORT_RANGE[0], PORT_RANGE[1] - size, 10)
+        if base not in _handed_out and all(port_free(p) for p in range(base, base + size)):
+            _handed_out.add(base)
+            return base
+    raise RuntimeError(f"no {size} free ports in a row between {PORT_RANGE[0]} and {PORT_RANGE[1]}")
 
 
 def enclave(home: Path, *args: str) -> str:
@@ -123,12 +155,19 @@ class Bed:
                 / "release.duckdb")
 
 
-def isolated_home(port_base: int, hub_settings: str = "", extra_settings: str = "") -> tuple[str,
-                                                                                         Path]:
+def new_prefix() -> str:
+    """A random prefix for the names a test run makes (``zz`` and four letters)."""
+    return "zz" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4))
+
+
+def isolated_home(port_base: int | None = None, hub_settings: str = "",
+                  extra_settings: str = "", prefix: str | None = None) -> tuple[str, Path]:
     """A random name prefix and a fresh enclave home under /tmp (0711) whose settings give every
     machine-wide name (groups, service users, nftables table, demo users) that prefix and the hub
-    the ports port_base .. port_base+5; ``hub_settings`` goes into [hub], ``extra_settings`` after."""
-    prefix = "zz" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4))
+    the ports port_base .. port_base+5 (None: a free block, :func:`port_block`); ``hub_settings``
+    goes into [hub], ``extra_settings`` after; ``prefix``: the run's (else a new one)."""
+    port_base = port_block() if port_base is None else port_base
+    prefix = prefix or new_prefix()
     home = Path(tempfile.mkdtemp(prefix=f"enclave-{prefix}-", dir="/tmp"))
     os.chmod(home, 0o711)
     (home / "settings.toml").write_text(
@@ -144,17 +183,19 @@ def isolated_home(port_base: int, hub_settings: str = "", extra_settings: str = 
     return prefix, home
 
 
-def make_bed(port_base: int, *, researchers: int = 2, patients: int = 600,
+def make_bed(port_base: int | None = None, *, researchers: int = 2, patients: int = 600,
              dashboards_dir: Path | None = None, audit_stub: bool = True,
              hub_settings: str = "", real_dashboards: bool = False, real_airlock: bool = False,
-             stewards: int = 1, twin: bool = False, extra_settings: str = "") -> Bed:
-    """Build data, users and permissions, and start the hub on ports port_base .. port_base+9.
+             stewards: int = 1, twin: bool = False, extra_settings: str = "",
+             prefix: str | None = None) -> Bed:
+    """Build data, users and permissions, and start the hub on ports port_base .. port_base+9
+    (None: a free block, :func:`port_block`).
 
     ``real_airlock``: the real airlock service runs behind the hub (as its own user) instead of
     the :class:`AuditStub`, and both projects are approved and active; ``twin``: alpha's release
     gets its synthetic twin (what the example notebooks read); ``stewards``: how many stewards
     (``steward``, ``steward2`` ...); ``extra_settings``: more TOML sections of settings.toml."""
-    prefix, home = isolated_home(port_base, hub_settings, extra_settings)
+    prefix, home = isolated_home(port_base, hub_settings, extra_settings, prefix)
     settings = load_settings(home)
     build_userenv(settings, echo=lambda _: None)
     build_serviceenv(settings, echo=lambda _: None)
@@ -246,4 +287,5 @@ def teardown(bed: Bed) -> None:
     groups = [g.gr_name for g in grp.getgrall() if g.gr_name.startswith(bed.prefix)]
     for g in groups:
         subprocess.run(["groupdel", g], capture_output=True)
+    registry.release(bed.settings.home)
     shutil.rmtree(bed.settings.home, ignore_errors=True)

@@ -1,6 +1,6 @@
 """Issue 7 acceptance: a real JupyterHub, real PAM logins, real Unix users and real kernels.
 
-One hub for the module (ports 18100-18109). Researcher r0 is in project alpha, r1 in beta; a
+One hub for the module (a free block of ports). Researcher r0 is in project alpha, r1 in beta; a
 steward, a policymaker and an outsider (a Unix user in no enclave group) complete the cast. The
 airlock's place (its port) is taken by a local stub listener that records what the hub side
 forwards (audit events, relayed airlock calls); the dashboards' place by a static page behind the
@@ -28,7 +28,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="a real hub with real Unix users needs root"),
 ]
 
-PORTS = 18100
+PORTS = hubbed.port_block()
 
 
 @pytest.fixture(scope="module")

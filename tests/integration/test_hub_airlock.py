@@ -1,4 +1,4 @@
-"""Issues 6 and 7 end to end with the REAL airlock behind the hub (ports 18700-18709; root only).
+"""Issues 6 and 7 end to end with the REAL airlock behind the hub (a free block of ports; root only).
 
 The airlock runs as a hub-managed service under its own system user, from the service
 environment. A researcher logs in on the hub page in Chromium, opens an example notebook from
@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium"),
 ]
 
-PORTS = 18700
+PORTS = hubbed.port_block()
 NOTEBOOK = "02_diabetes_prevalence.ipynb"
 ARTIFACTS = hubbed.ARTIFACTS
 # the twin of a 600-patient release (what the notebooks read): a small evaluation sample and a

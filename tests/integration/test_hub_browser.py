@@ -4,7 +4,7 @@ the no-network kernel and shows its result, and the lab offers no download, expo
 open-from-URL entries; a policymaker sees the Streamlit dashboards (HTTP and websocket through
 the hub-OAuth gate) and a researcher is refused there. Screenshots go to test-artifacts/hub/.
 
-Ports 18300-18309; needs root and /usr/bin/chromium (Playwright's Python package, no browser
+A free block of ports; needs root and /usr/bin/chromium (Playwright's Python package, no browser
 download).
 """
 
@@ -31,7 +31,7 @@ ARTIFACTS = hubbed.ARTIFACTS
 
 @pytest.fixture(scope="module")
 def bed():
-    b = hubbed.make_bed(18300, researchers=2, real_dashboards=True)
+    b = hubbed.make_bed(hubbed.port_block(), researchers=2, real_dashboards=True)
     yield b
     hubbed.teardown(b)
 

@@ -1,4 +1,4 @@
-"""``enclave up --serve`` / ``status`` / ``down`` on a fresh home, end to end (root; ports 18500+).
+"""``enclave up --serve`` / ``status`` / ``down`` on a fresh home, end to end (root; a free block of ports).
 
 Demo users, groups, project group and nftables table are named with a random prefix (settings), so
 this runs beside a live demo on the same machine without touching it.
@@ -28,7 +28,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="enclave up --serve creates Unix users: root only"),
 ]
 
-PORTS = 18500
+PORTS = hubbed.port_block()
 IDLE_S = 20
 
 

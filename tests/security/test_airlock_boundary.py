@@ -1,4 +1,4 @@
-"""Issue 15: the airlock's trust boundary, attacked from a real kernel (ports 18900-18909; root).
+"""Issue 15: the airlock's trust boundary, attacked from a real kernel (a free block of ports; root).
 
 A real enclave with the real airlock service behind a real hub, researchers of two projects
 (``r0`` on alpha, ``r1`` on beta). ``r1`` runs every attack in their own kernel, as a notebook
@@ -32,7 +32,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="a real hub with real Unix users needs root"),
 ]
 
-PORTS = 18900
+PORTS = hubbed.port_block()
 #: what stays put whatever a researcher submits (requests and their audit events may be added)
 CONTROL_TABLES = ("project", "project_member", "role")
 

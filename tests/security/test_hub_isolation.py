@@ -1,5 +1,5 @@
 """Issue 16 (items 1 and 2): kernels, users and projects stay in their lanes, and access ends when
-it should — against a real hub with real Unix users and real kernels (ports 19000-19009; root).
+it should — against a real hub with real Unix users and real kernels (a free block of ports; root).
 
 ``r0`` and ``r2`` work on alpha, ``r1`` on beta. The hub's access watch checks every 5 s here.
 Each test tries to cross a boundary and asserts the refusal and that nothing crossed.
@@ -29,7 +29,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="a real hub with real Unix users needs root"),
 ]
 
-PORTS = 19000
+PORTS = hubbed.port_block()
 WITHIN_S = 60
 NFT = Path("/usr/sbin/nft").exists()
 

@@ -1,5 +1,5 @@
-"""Issue 16, items 5 and 6, on a real hub brought up by ``enclave up --serve`` (ports 19100-19105;
-root): the demo credentials ``up`` hands out, the throttling of password guesses, and the xsrf
+"""Issue 16, items 5 and 6, on a real hub brought up by ``enclave up --serve`` (a free block of
+ports; root): the demo credentials ``up`` hands out, the throttling of password guesses, and the xsrf
 check of a logged-in steward's form in the airlock behind the hub.
 
 Real PAM logins of real Unix users (the demo users, named with a random prefix) through the real
@@ -38,7 +38,7 @@ pytestmark = [
                        reason="enclave up --serve creates Unix users: root only"),
 ]
 
-PORTS = 19100
+PORTS = hubbed.port_block()
 FAILURES_USER, FAILURES_ADDRESS, LOCKOUT_S = 4, 12, 20
 HUB_LOGIN_COOKIE = "jupyterhub-hub-login"
 
