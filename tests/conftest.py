@@ -31,3 +31,27 @@ def pytest_sessionfinish(session, exitstatus):
 def settings(tmp_path):
     """An isolated enclave home per test."""
     return load_settings(tmp_path / "enclave-home")
+
+
+#: Tests that use what the machine has only once (Unix users and groups, the nftables table,
+#: ports, the shared /opt environments, a hub): run one after another on one xdist worker.
+MACHINE_WIDE = ("tests/integration/", "tests/security/", "tests/unit/test_hub.py",
+                "tests/unit/test_preflight.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """The default run's xdist scheduler (pyproject's addopts: ``-n 2``): whole groups go to one
+    worker — the machine-wide tests form one group, the two-engine spec tests another (one Spark
+    session), every other module its own (its fixtures are built once). xdist's own
+    ``--dist loadgroup`` does not group under pytest 9 (it renames node ids in a way pytest 9 no
+    longer reads)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Grouped(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path.startswith(MACHINE_WIDE):
+                return "machine"
+            return "spark" if path.startswith("tests/spec/") else path
+
+    return Grouped(config, log)
