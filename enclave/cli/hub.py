@@ -18,7 +18,8 @@ def hub() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even when the cached environment matches.")
 @pass_ctx
 def hub_userenv(obj: _Ctx, force: bool) -> None:
-    """Build (or reuse) the user environment the notebook servers and kernels run from."""
+    """Build (or reuse) the user environment the notebook servers and kernels run from: exactly
+    requirements/userenv.lock, rebuilt when the lock changed or the environment left it."""
     from enclave.hub.userenv import build_userenv
 
     env = build_userenv(obj.settings, force=force, echo=click.echo)
@@ -29,7 +30,8 @@ def hub_userenv(obj: _Ctx, force: bool) -> None:
 @click.option("--force", is_flag=True, help="Rebuild even when the cached environment matches.")
 @pass_ctx
 def hub_serviceenv(obj: _Ctx, force: bool) -> None:
-    """Build (or reuse) the environment the hub services (airlock, dashboards, culler) run from."""
+    """Build (or reuse) the environment the hub services (airlock, dashboards, culler) run from:
+    exactly requirements/serviceenv.lock, rebuilt when the lock changed or the environment left it."""
     from enclave.hub.userenv import build_serviceenv
 
     env = build_serviceenv(obj.settings, force=force, echo=click.echo)

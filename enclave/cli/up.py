@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import click
 
@@ -92,14 +93,19 @@ def down(obj: _Ctx) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_ctx
 def status(obj: _Ctx, as_json: bool) -> None:
-    """What runs (the hub, its URL and its processes), and the enclave's instance: the Unix
-    users and groups, nftables table and ports it uses on this machine, whether the machine-wide
-    registry records them for this home, and any other enclave home sharing one."""
+    """What runs (the hub, its URL and its processes); the enclave's instance: the Unix users and
+    groups, nftables table and ports it uses on this machine, whether the machine-wide registry
+    records them for this home, and any other enclave home sharing one; and whether each Python
+    environment (this one, the user and the service environment) holds exactly its lock in
+    requirements/."""
+    from enclave.envlock import LOCKS, check_environment, environments
     from enclave.hub import registry
     from enclave.hub.serve import status as hub_status
 
     st = hub_status(obj.settings)
     st["instance"] = registry.summary(obj.settings)
+    st["environments"] = {name: check_environment(env, LOCKS[name].path)
+                          for name, env in environments(obj.settings).items()}
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return
@@ -122,3 +128,20 @@ def status(obj: _Ctx, as_json: bool) -> None:
     for other in i["shared_with"]:
         click.echo(f"  shared with the enclave at {other['home']} (instance {other['instance']}): "
                    f"{', '.join(other['names'])}")
+    for name, env in st["environments"].items():
+        click.echo(f"environment {name} ({env['path']}): {_describe_env(name, env)}")
+
+
+def _describe_env(name: str, env: dict) -> str:
+    """One line on an environment of ``check_environment``: matches, differs (how, and the fix),
+    not built, or why it could not be checked."""
+    from enclave.envlock import REPO, diff_of
+
+    fix = "bash .ci/install" if name == "admin" else f"enclave hub {name}"
+    if not env["built"]:
+        return f"not built ({fix})"
+    if "error" in env:
+        return env["error"]
+    lock, diff = Path(env["lock"]), diff_of(env)
+    text = diff.describe(str(lock.relative_to(REPO) if lock.is_relative_to(REPO) else lock))
+    return text if diff.matches else f"{text}; to install exactly the lock: {fix}"

@@ -6,14 +6,18 @@ is built from the system Python in a world-readable, root-owned path (users can 
 it), with JupyterLab, the single-user server of the same JupyterHub version as the hub, the enclave
 package (research API + the lock-down extension) and the analysis libraries.
 
-Building takes minutes, so it is cached in two layers, each keyed by a hash recorded in the
-environment: the third-party requirements, then the enclave package itself (reinstalled, without
-dependencies, whenever its sources change). The JupyterLab plugin lock-down and the server policy
-are written at sys-prefix level, where ``disable_user_config`` leaves users no way to override them.
+Its third-party packages are exactly those of its lock, ``requirements/userenv.lock`` (see
+:mod:`enclave.envlock`; DuckDB, polars, ibis, pandas, pyarrow and JupyterHub in the admin lock's
+versions). Building takes minutes, so it is cached in two layers, each keyed by a hash recorded in
+the environment: the lock (and the system Python), then the enclave package itself (reinstalled,
+without dependencies, whenever its sources change). The JupyterLab plugin lock-down and the server
+policy are written at sys-prefix level, where ``disable_user_config`` leaves users no way to
+override them.
 
 The service environment (``hub.serviceenv_dir``) is built the same way for the hub services, which
 run as their own system users and cannot enter /root either: the airlock (and its re-runs), the
-dashboards (Streamlit) and the idle culler. It has no JupyterLab and no kernel.
+dashboards (Streamlit) and the idle culler. It has no JupyterLab and no kernel; its lock is
+``requirements/serviceenv.lock``.
 """
 
 from __future__ import annotations
@@ -24,40 +28,14 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from enclave.envlock import LOCKS, compare, installed, read_lock, sync
 from enclave.errors import ConfigurationError
 from enclave.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 STAMP = "enclave-userenv.json"
-
-#: Packages whose versions must match the admin side: files written by DuckDB / the hub protocol.
-_PINNED_FROM_ADMIN = ("duckdb", "polars", "ibis-framework", "pandas", "pyarrow", "jupyterhub")
-
-_UNPINNED = (
-    "jupyterlab>=4.4,<5",
-    "ipykernel>=6.29",
-    "statsmodels>=0.14",
-    "matplotlib>=3.8",
-    "numpy>=1.26",
-    "click>=8.1",
-    "tqdm>=4.66",
-    "pyyaml>=6",
-)
-
-
-def requirements() -> list[str]:
-    """Third-party requirements of the user environment, pinned to the admin side where it matters."""
-    reqs = []
-    for name in _PINNED_FROM_ADMIN:
-        try:
-            extra = "[duckdb]" if name == "ibis-framework" else ""
-            reqs.append(f"{name}{extra}=={version(name)}")
-        except PackageNotFoundError:
-            reqs.append(name)
-    return reqs + list(_UNPINNED)
 
 
 def _hash(items: list[str]) -> str:
@@ -82,7 +60,7 @@ def _stamp(env: Path) -> dict:
 
 
 def _run(cmd: list[str], echo: Callable[[str], None]) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ConfigurationError(
             f"building the user environment failed at: {' '.join(cmd[:4])} ...\n{proc.stderr[-3000:]}")
@@ -178,35 +156,33 @@ def kernel_spec(env: Path) -> dict:
     }
 
 
-def _build(env: Path, reqs: list[str], settings: Settings, *, force: bool,
+def _build(env: Path, lock: Path, settings: Settings, *, force: bool,
            echo: Callable[[str], None]) -> dict:
-    """Create or reuse a venv at ``env`` from the system Python with ``reqs``, then (re)install
-    the enclave package when its sources changed; returns the stamp to write when done."""
-    req_hash, src_hash = _hash(reqs + [settings.hub.system_python]), source_hash()
-    stamp = _stamp(env)
-    if force or stamp.get("requirements") != req_hash or not (env / "bin" / "python").exists():
-        echo(f"building the Python environment {env} (a few minutes) ...")
+    """Create or reuse a venv at ``env`` from the system Python holding exactly ``lock`` (rebuilt
+    when the lock changed, or when the environment no longer holds it), then (re)install the
+    enclave package when its sources changed; returns the stamp to write when done."""
+    req_hash = _hash([lock.read_text(), settings.hub.system_python])
+    src_hash, stamp, python = source_hash(), _stamp(env), env / "bin" / "python"
+    stale = force or stamp.get("requirements") != req_hash or not python.exists()
+    if not stale and not (diff := compare(installed(python), read_lock(lock))).matches:
+        echo(f"{env} {diff.describe(lock.name)}: rebuilding it")
+        stale = True
+    if stale:
+        echo(f"building the Python environment {env} from {lock.name} (a few minutes) ...")
         if env.exists():
             shutil.rmtree(env)
         env.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(env.parent, os.stat(env.parent).st_mode | 0o755)
         _run([settings.hub.system_python, "-m", "venv", str(env)], echo)
-        pip = [str(env / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        _run(pip + ["--upgrade", "pip"], echo)
-        _run(pip + reqs, echo)
+        sync(python, lock, echo=echo)
         stamp = {"requirements": req_hash}
     else:
-        echo(f"Python environment {env}: requirements up to date")
+        echo(f"Python environment {env}: matches {lock.name} (built before)")
     if force or stamp.get("enclave") != src_hash:
         echo(f"installing the enclave package into {env} ...")
-        _run([str(env / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
+        _run([str(python), "-m", "pip", "install", "-q", "--no-deps",
               "--disable-pip-version-check", "--force-reinstall", str(REPO)], echo)
         stamp["enclave"] = src_hash
-    if list(env.glob("lib/python3*/site-packages/rfc3987_syntax")):
-        # jsonschema imports it optionally, and it compiles a grammar at import: 1-3 s of every
-        # server start (measured: server init 3.5 s -> 2.2 s without it)
-        _run([str(env / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", "rfc3987-syntax"],
-             echo)
     return stamp
 
 
@@ -220,24 +196,11 @@ def build_userenv(settings: Settings, *, env: Path | None = None, force: bool = 
                   echo: Callable[[str], None] = print) -> Path:
     """Build (or reuse) the user environment; returns its path. Needs root for a path under /opt."""
     env = Path(env or settings.hub.userenv_dir)
-    stamp = _build(env, requirements(), settings, force=force, echo=echo)
+    stamp = _build(env, LOCKS["userenv"].path, settings, force=force, echo=echo)
     write_policy(env, settings)
     _run([str(env / "bin" / "jupyter"), "labextension", "lock", "--level=sys_prefix",
           *lab_policy()["lockedExtensions"]], echo)
     return _finish(env, stamp)
-
-
-def service_requirements() -> list[str]:
-    """The service environment: what the airlock (tornado, hub OAuth, the research package for its
-    re-runs), the dashboards (Streamlit) and the idle culler import; no JupyterLab, no kernel."""
-    reqs = []
-    for name in (*_PINNED_FROM_ADMIN, "streamlit", "jupyterhub-idle-culler"):
-        try:
-            extra = "[duckdb]" if name == "ibis-framework" else ""
-            reqs.append(f"{name}{extra}=={version(name)}")
-        except PackageNotFoundError:
-            reqs.append(name)
-    return reqs + [r for r in _UNPINNED if not r.startswith(("jupyterlab", "ipykernel"))]
 
 
 def build_serviceenv(settings: Settings, *, env: Path | None = None, force: bool = False,
@@ -245,4 +208,5 @@ def build_serviceenv(settings: Settings, *, env: Path | None = None, force: bool
     """Build (or reuse) the service environment the hub services run from as their own users
     (the admin venv under /root is closed to them). Needs root for a path under /opt."""
     env = Path(env or settings.hub.serviceenv_dir)
-    return _finish(env, _build(env, service_requirements(), settings, force=force, echo=echo))
+    return _finish(env, _build(env, LOCKS["serviceenv"].path, settings, force=force,
+                               echo=echo))

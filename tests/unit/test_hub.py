@@ -131,24 +131,6 @@ def test_server_policy_allows_one_kernel_and_no_terminals():
     assert spec["argv"][:4] == ["/opt/x/bin/python", "-I", "-m", "enclave.hub.kernel"]
 
 
-def test_user_environment_pins_what_must_match_the_admin_side():
-    from importlib.metadata import version
-
-    reqs = userenv.requirements()
-    assert f"duckdb=={version('duckdb')}" in reqs
-    assert f"jupyterhub=={version('jupyterhub')}" in reqs
-    assert any(r.startswith("jupyterlab") for r in reqs)
-
-
-def test_service_environment_has_the_services_and_no_lab():
-    from importlib.metadata import version
-
-    reqs = userenv.service_requirements()
-    for name in ("duckdb", "jupyterhub", "streamlit", "jupyterhub-idle-culler"):
-        assert f"{name}=={version(name)}" in reqs, name
-    assert not any(r.startswith(("jupyterlab", "ipykernel")) for r in reqs)
-
-
 @pytest.fixture
 def stub():
     with __import__("socket").socket() as s:
