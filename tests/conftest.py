@@ -27,6 +27,25 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(_OWN_REGISTRY, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _process_state():
+    """Put back what code under test may change for its whole process: the umask and the temp
+    folder (the lock-down server extension sets umask 077 and a private TMPDIR, as it must in a
+    user server; in a test worker, every later test would write private files)."""
+    import tempfile
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    tmpdir, default = os.environ.get("TMPDIR"), tempfile.tempdir
+    yield
+    os.umask(umask)
+    if tmpdir is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = tmpdir
+    tempfile.tempdir = default
+
+
 @pytest.fixture
 def settings(tmp_path):
     """An isolated enclave home per test."""
@@ -36,7 +55,7 @@ def settings(tmp_path):
 #: Tests that use what the machine has only once (Unix users and groups, the nftables table,
 #: ports, the shared /opt environments, a hub): run one after another on one xdist worker.
 MACHINE_WIDE = ("tests/integration/", "tests/security/", "tests/unit/test_hub.py",
-                "tests/unit/test_preflight.py")
+                "tests/unit/test_preflight.py", "tests/unit/test_instances.py")
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -49,14 +52,16 @@ def bed(tmp_path_factory):
         person_id=pl.col("person_id").str.replace("pz", "pb")), "measurement": pl.DataFrame({
             "person_id": [pid(i).replace("pz", "pb") for i in range(N)],
             "value": [float(i) for i in range(N)]})}, project="beta")
-    secret = root / "codes.csv"
+    # a short path (a code is at most 64 characters): the attacks below hand it over as a code
+    secret = Path(tempfile.mkdtemp(prefix="cl-", dir="/tmp")) / "codes.csv"
     secret.write_text(f"code\n{SECRET}\n")
     ws = workspace(home, project="alpha")
     dm = ws.codelist("diabetes", ["E10", "E11"])
     c = ws.table("condition_occurrence")
     honest = crosstab(c.filter(c.condition_source_value.isin(dm.code)).join(
         ws.table("person"), "person_id"), "condition_source_value", "sex")
-    return {"ws": ws, "settings": load_settings(home), "honest": honest, "secret": secret}
+    yield {"ws": ws, "settings": load_settings(home), "honest": honest, "secret": secret}
+    shutil.rmtree(secret.parent, ignore_errors=True)
 
 
 def forged(bed, *, sql: str | None = None, codelists=None, **fields) -> dict:

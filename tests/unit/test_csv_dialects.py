@@ -233,7 +233,7 @@ def test_corrupted_lines_are_never_lost(small_sites, tmp_path_factory, dialect, 
 def test_a_background_read_gives_the_same_batch_once_complete(staged, tmp_path):
     """``background=True`` returns at once with every kind pending; waiting for a kind gives that
     kind's frame, and the complete batch equals the one read in the foreground."""
-    pop, spec, _result, mapping, batch = staged
+    _pop, spec, _result, mapping, batch = staged
     site_dir = tmp_path / spec.site_id
     shutil.copytree(Path(mapping.source).parent, site_dir)
     mapping = load_mapping_file(site_dir / SITE_FILE)
@@ -246,9 +246,10 @@ def test_a_background_read_gives_the_same_batch_once_complete(staged, tmp_path):
     assert later.ready("visit").height == batch.frames["visit"].height
     later.complete()
     assert not later.pending and set(later.frames) == set(batch.frames)
-    for kind, frame in batch.frames.items():  # malformed lines come in the order kinds finished
-        def same(f: pl.DataFrame) -> pl.DataFrame:
-            f = f.with_columns(pl.col("_file").str.replace(".*/", ""))
-            return f.sort("_file", "_row", maintain_order=True) if kind == "unparsed" else f
-        assert same(later.frames[kind]).equals(same(frame)), kind
+    def same(f: pl.DataFrame, kind: str) -> pl.DataFrame:  # malformed lines: in the order kinds finished
+        f = f.with_columns(pl.col("_file").str.replace(".*/", ""))
+        return f.sort("_file", "_row", maintain_order=True) if kind == "unparsed" else f
+
+    for kind, frame in batch.frames.items():
+        assert same(later.frames[kind], kind).equals(same(frame, kind)), kind
     assert sorted(later.read_counts.values()) == sorted(batch.read_counts.values())

@@ -193,6 +193,7 @@ def test_up_refuses_another_homes_names_before_doing_anything(tmp_path, reg):
     os.chmod(home, 0o711)
     try:
         (home / "settings.toml").write_text(f'[hub]\ndemo_user_prefix = "{first.hub.demo_user_prefix}"\n')
+        os.chmod(home / "settings.toml", 0o644)  # readable by the services, whatever the umask
         proc = run_enclave(home, "up", "--patients", "50", "--hospitals", "1", "--serve",
                            check=False)
         assert proc.returncode == 2, proc.stderr[-2000:]
