@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from enclave.errors import ConfigurationError
@@ -61,8 +61,7 @@ class Claim:
 
     def merged(self, other: Claim) -> Claim:
         """This claim, keeping the users ``other`` (this home's earlier record) held."""
-        return Claim(self.home, self.instance, tuple(sorted({*self.users, *other.users})),
-                     self.groups, self.group_prefixes, self.tables, self.ports)
+        return replace(self, users=tuple(sorted({*self.users, *other.users})))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
@@ -116,25 +115,29 @@ def record_path(home: str | Path, directory: Path | None = None) -> Path:
     return (directory or registry_dir()) / f"{digest}.json"
 
 
-def records(directory: Path | None = None) -> list[Claim]:
-    """Every readable record (a garbled file is skipped: it claims nothing)."""
-    folder = directory or registry_dir()
-    out = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            out.append(Claim.from_json(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
-            continue
-    return out
-
-
-def record_of(settings: Settings) -> Claim | None:
-    """This home's record, if it has one."""
-    path = record_path(settings.home)
+def _read(path: Path) -> Claim | None:
+    """The record in ``path``; ``None`` when missing or garbled (it claims nothing)."""
     try:
         return Claim.from_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def _each(folder: Path) -> Iterator[tuple[Path, Claim]]:
+    """Every readable record of ``folder`` with its file."""
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if (record := _read(path)) is not None:
+            yield path, record
+
+
+def records(directory: Path | None = None) -> list[Claim]:
+    """Every readable record (a garbled file is skipped: it claims nothing)."""
+    return [record for _, record in _each(directory or registry_dir())]
+
+
+def record_of(settings: Settings) -> Claim | None:
+    """This home's record, if it has one."""
+    return _read(record_path(settings.home))
 
 
 @contextmanager
@@ -167,12 +170,8 @@ def _others(settings: Settings, mine: Claim, folder: Path) -> tuple[list, list]:
     (record, its file, the shared names), split by whether that home still exists."""
     blocking, stale = [], []
     own = record_path(settings.home, folder)
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for path, other in _each(folder):
         if path == own:
-            continue
-        try:
-            other = Claim.from_json(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, TypeError):
             continue
         shared = overlap(mine, other)
         if shared:
@@ -200,10 +199,7 @@ def claim(settings: Settings, users: Iterable[str] = (),
             echo(f"took over {', '.join(describe(*x) for x in shared)} from the enclave at "
                  f"{other.home} (instance {other.instance}), which no longer exists")
         own = record_path(settings.home, folder)
-        try:
-            earlier = Claim.from_json(own.read_text(encoding="utf-8"))
-        except (OSError, ValueError, TypeError):
-            earlier = None
+        earlier = _read(own)
         record = mine.merged(earlier) if earlier is not None else mine
         if record != earlier:
             _write(own, record)
@@ -257,14 +253,10 @@ def release(home: str | Path, users: Iterable[str] | None = None) -> None:
         if users is None:
             own.unlink(missing_ok=True)
             return
-        try:
-            record = Claim.from_json(own.read_text(encoding="utf-8"))
-        except (OSError, ValueError, TypeError):
+        if (record := _read(own)) is None:
             return
         gone = set(users)
-        _write(own, Claim(record.home, record.instance,
-                          tuple(u for u in record.users if u not in gone), record.groups,
-                          record.group_prefixes, record.tables, record.ports))
+        _write(own, replace(record, users=tuple(u for u in record.users if u not in gone)))
 
 
 def check_ports_free(settings: Settings, names: Iterable[str] = PORT_SETTINGS) -> None:

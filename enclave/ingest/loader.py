@@ -224,9 +224,9 @@ class BatchLoader:
             if (frame := batch.ready(kind)) is not None:
                 frames[kind] = self._load_events(kind, self._prepare(kind, frame, skipped))
         batch.complete()  # what no step loads (malformed lines): counted in the reports
-        for kind in batch.kinds():
+        for kind, frame in batch.frames.items():
             if kind not in frames:
-                frames[kind] = self._prepare(kind, batch.frames[kind], skipped)
+                frames[kind] = self._prepare(kind, frame, skipped)
         self.mapper.write_new_concepts()
         for kind, frame in frames.items():
             self.outcomes.append(

@@ -300,10 +300,6 @@ class StagedBatch:
         for kind in list(self.pending):
             self.ready(kind)
 
-    def kinds(self) -> list[str]:
-        """Every kind the batch has or will have (read or pending)."""
-        return list(dict.fromkeys([*self.frames, *self.pending]))
-
     def add(self, kind: str, frame: pl.DataFrame) -> None:
         frame = conform(kind, frame)
         if kind in self.frames:
