@@ -47,6 +47,7 @@ from enclave.airlock.workflow import (
     CheckStatus,
     RequestStatus,
     Vote,
+    can_vote,
     check_download,
     check_queue,
     check_resubmit,
@@ -503,17 +504,33 @@ class Airlock:
                         if reviewer and revealed else [])
         return out
 
-    def list(self, user: str, *, status: str | None = None, queue: bool = False) -> list[dict]:
-        """``queue``: every request (stewards and admins); else the user's own requests."""
-        if queue:
-            check_queue(self.actor(user))
-            rows = store.list_requests(self.con, status=status)
+    def list(self, user: str, *, status: str | None = None, queue: bool = False,
+             project: str | None = None, needs_my_vote: bool = False) -> list[dict]:
+        """``queue``: every request (stewards and admins); else the user's own requests.
+        ``status`` / ``project`` filter; ``needs_my_vote``: only those the user may vote on now
+        (in review, not theirs, no vote of theirs in the current round).
+
+        Each row: id, project, requester, status, round, kind, tier (the record's: ``synthetic``
+        or ``desensitized``), justification, required, created_at,
+        updated_at, and ``needs_my_vote``."""
+        actor = self.actor(user)
+        if queue or needs_my_vote:
+            check_queue(actor)
+            rows = store.list_requests(self.con, status=status, project=project)
         else:
-            rows = store.list_requests(self.con, status=status, requester=user)
-        return [{"id": r["id"], "project": r["project"], "requester": r["requester"],
-                 "status": r["status"].value, "round": r["round"], "kind": r["kind"],
-                 "required": r["required"], "created_at": r["created_at"],
-                 "updated_at": r["updated_at"]} for r in rows]
+            rows = store.list_requests(self.con, status=status, project=project, requester=user)
+        out = []
+        for r in rows:
+            mine = (actor.is_steward and r["status"] == RequestStatus.IN_REVIEW
+                    and can_vote(actor, store.view(self.con, r)))
+            if needs_my_vote and not mine:
+                continue
+            out.append({"id": r["id"], "project": r["project"], "requester": r["requester"],
+                        "status": r["status"].value, "round": r["round"], "kind": r["kind"],
+                        "tier": str(r["record"].get("tier") or ""), "justification": r["justification"],
+                        "required": r["required"], "created_at": r["created_at"],
+                        "updated_at": r["updated_at"], "needs_my_vote": bool(mine)})
+        return out
 
     def read_round_file(self, user: str, request_id: str, name: str) -> bytes:
         """A submitted (not yet released) file, for the review page: stewards only."""

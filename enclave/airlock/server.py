@@ -28,6 +28,7 @@ import re
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from tornado.escape import json_encode
 from enclave.airlock import egress, pages, store
 from enclave.airlock.exports import Airlock
 from enclave.airlock.outbox import MANIFEST, requester_manifest
-from enclave.airlock.workflow import can_revoke, can_vote, can_withdraw
+from enclave.airlock.workflow import RequestStatus, can_revoke, can_vote, can_withdraw
 from enclave.audit import ACTION, record_event_in, transaction
 from enclave.errors import (
     BadInputError,
@@ -110,7 +111,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def get_template_namespace(self) -> dict:
         ns = super().get_template_namespace()
-        ns.update(prefix=self.prefix, json_encode=json_encode, enumerate=enumerate,
+        ns.update(prefix=self.prefix, json_encode=json_encode, enumerate=enumerate, len=len,
+                  hub=os.environ.get("JUPYTERHUB_BASE_URL", "/"),
                   user=self.current_user and self.user_name,
                   is_steward=getattr(self, "_is_steward", False))
         return ns
@@ -230,49 +232,102 @@ def _audit_login(airlock: Airlock, user: str) -> None:
 
 
 class HomeHandler(BaseHandler):
+    """The airlock's front door sends each role where it works: stewards to the requests that
+    wait for their vote, everyone else to their own requests."""
+
     @tornado.web.authenticated
-    def get(self) -> None:
-        self.redirect(self.prefix + "requests")
+    async def get(self) -> None:
+        actor = await self.backend.call("actor", self.user_name)
+        self.redirect(self.prefix + ("requests?queue=1&needs_my_vote=1" if actor.is_steward
+                                     else "requests"))
 
 
 class ListPage(BaseHandler):
+    """A requester's own requests, or (``queue=1``, stewards and admins) every request, with
+    filters (state, project, needs my vote) and sorting by any column (``sort=col``/``-col``)."""
+
     @tornado.web.authenticated
     async def get(self) -> None:
+        user = self.user_name
         queue = bool(self.get_argument("queue", ""))
-        actor = await self.backend.call("actor", self.user_name)
+        mine = bool(self.get_argument("needs_my_vote", "")) and queue
+        status = self.get_argument("status", "") or None
+        project = self.get_argument("project", "") or None
+        sort = self.get_argument("sort", "-created_at")
+        actor = await self.backend.call("actor", user)
         self._is_steward = actor.is_steward
-        rows = await self.act("list", self.user_name, queue=queue,
-                              status=self.get_argument("status", None))
-        self.render("list.html", title="requests", rows=rows,
-                    heading="Review queue" if queue else "My export requests")
+        if status is not None and status not in {s.value for s in RequestStatus}:
+            raise tornado.web.HTTPError(400, f"unknown state '{status[:40]}' (one of: "
+                                        + ", ".join(s.value for s in RequestStatus) + ")")
+        rows = await self.act("list", user, queue=queue, status=status, project=project,
+                              needs_my_vote=mine)
+        projects = sorted({r["project"] for r in await self.act("list", user, queue=queue)})
+        args = {k: v for k, v in (("queue", "1" if queue else ""), ("status", status or ""),
+                                  ("project", project or ""),
+                                  ("needs_my_vote", "1" if mine else "")) if v}
+
+        def sort_link(key: str) -> str:
+            order = f"-{key}" if sort == key else key
+            return self.prefix + "requests?" + urlencode({**args, "sort": order})
+
+        heading = ("Requests waiting for your vote" if mine else "Review queue" if queue
+                   else "My export requests")
+        empty = ("Nothing waits for your vote." if mine else "No requests match." if queue
+                 else "You have not asked to export anything yet: call export(output, "
+                      "justification=...) in a notebook.")
+        self.render("list.html", title="requests", rows=pages.sort_rows(rows, sort),
+                    heading=heading, queue=queue, states=[s.value for s in RequestStatus],
+                    projects=projects, f_status=status, f_project=project, f_mine=mine,
+                    sort=sort, sort_link=sort_link, columns=pages.COLUMNS, empty=empty)
 
 
 class RequestPage(BaseHandler):
     @tornado.web.authenticated
     async def get(self, request_id: str) -> None:
-        user = self.user_name
-        req = await self.act("describe", request_id, user)
-        actor = await self.backend.call("actor", user)
-        self._is_steward = actor.is_steward
-        previews = []
-        if actor.is_steward or user == req["requester"]:
-            for meta in req["files"]:
-                data = await self.act("read_round_file", user, request_id, meta["name"])
-                previews.append(pages.preview(meta["name"], data, meta))
-        view = await self.backend.run(lambda a: store.view(a.con, store.get_request(
-            a.con, request_id)))
-        cols, cells, source = pages.cell_table(req)
-        self.render("request.html", title=request_id, req=req, previews=previews,
-                    cell_cols=cols, cells=cells, evidence_source=source, can_vote=can_vote(actor, view),
-                    can_revoke=can_revoke(actor, view), can_withdraw=can_withdraw(actor, view))
+        await show_request(self, request_id)
+
+
+async def show_request(self: BaseHandler, request_id: str, form_error: str | None = None,
+                       form: dict | None = None) -> None:
+    """Render the request page on handler ``self``; ``form_error``: why the vote just posted was
+    refused (shown on the form, with what was entered; status 400)."""
+    user = self.user_name
+    req = await self.act("describe", request_id, user)
+    actor = await self.backend.call("actor", user)
+    self._is_steward = actor.is_steward
+    previews = []
+    if actor.is_steward or user == req["requester"]:
+        for meta in req["files"]:
+            data = await self.act("read_round_file", user, request_id, meta["name"])
+            previews.append(pages.preview(meta["name"], data, meta))
+    view = await self.backend.run(lambda a: store.view(a.con, store.get_request(
+        a.con, request_id)))
+    cols, cells, source = pages.cell_table(req)
+    if form_error:
+        self.set_status(400)
+    self.render("request.html", title=request_id, req=req, previews=previews,
+                cell_cols=cols, cells=cells, evidence_source=source, can_vote=can_vote(actor, view),
+                can_revoke=can_revoke(actor, view), can_withdraw=can_withdraw(actor, view),
+                form_error=form_error, form=form or {})
 
 
 class VoteForm(BaseHandler):
     @tornado.web.authenticated
     async def post(self, request_id: str) -> None:
-        await self.act("vote", self.user_name, request_id, self.get_body_argument("vote", ""),
-                       self.get_body_argument("reason", ""))
-        self.redirect(f"{self.prefix}requests/{request_id}")
+        form = {"vote": self.get_body_argument("vote", ""),
+                "reason": self.get_body_argument("reason", "")}
+        if not form["vote"]:
+            problem = "choose a vote: approve, request changes or reject"
+        else:
+            try:
+                await self.backend.call("vote", self.user_name, request_id, form["vote"],
+                                        form["reason"])
+            except (BadInputError, InvalidTransitionError) as exc:
+                problem = str(exc)
+            else:
+                return self.redirect(f"{self.prefix}requests/{request_id}")
+        # refused: the same page, the reason on the form and what was entered kept
+        await show_request(self, request_id, form_error=problem, form=form)
 
 
 class CommentForm(BaseHandler):

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from enclave.errors import ConfigurationError
+from enclave.hub import welcome
 from enclave.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 
 
@@ -100,10 +102,28 @@ def service_specs(settings: Settings, *, airlock: bool, dashboards: list[str] | 
     return services
 
 
+def _unix_members(group: str) -> list[str]:
+    import grp
+
+    try:
+        return sorted(grp.getgrnam(group).gr_mem)
+    except KeyError:
+        return []
+
+
 def roles(settings: Settings, services: list[dict]) -> list[dict]:
     h = settings.hub
     names = {s["name"] for s in services}
-    out = [{"name": "idle-culler", "services": ["idle-culler"],
+    out = [
+        # every user: their own name, groups and tokens, but no notebook server ...
+        {"name": "user", "scopes": ["read:users!user", "users:activity!user", "tokens!user"]},
+        # ... which only researchers get (a steward's or policymaker's spawn is refused, 403):
+        # through the hub group (synced at each login) and, for those who have not signed in
+        # since the hub started (tokens an operator makes), as the Unix group's members
+        {"name": "enclave-lab", "groups": [h.researchers_group],
+         "users": _unix_members(h.researchers_group),
+         "scopes": ["servers!user", "access:servers!user"]},
+        {"name": "idle-culler", "services": ["idle-culler"],
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}]
     if "airlock" in names:
         out.append({"name": "enclave-airlock-users", "groups": [h.researchers_group, h.stewards_group],
@@ -156,7 +176,7 @@ def configure(c: Any, settings: Settings, *, airlock: bool | None = None,
     c.Spawner.cmd = [str(env / "bin" / "python"), "-I", "-m", "jupyterhub.singleuser"]
     c.Spawner.args = ["--ServerApp.terminals_enabled=False"]
     c.Spawner.disable_user_config = True
-    c.Spawner.default_url = "/lab"
+    c.Spawner.default_url = f"/lab/tree/{welcome.WELCOME}"  # written before each spawn
     c.Spawner.notebook_dir = "~"
     c.Spawner.ip = "127.0.0.1"
     c.Spawner.start_timeout = h.spawn_timeout_s
@@ -183,6 +203,9 @@ def configure(c: Any, settings: Settings, *, airlock: bool | None = None,
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles(settings, services)
     c.JupyterHub.default_url = _landing(settings)
+    # the home page per role (templates/home.html): only researchers see a start button
+    c.JupyterHub.template_paths = [str(TEMPLATES)]
+    c.JupyterHub.template_vars = {"enclave": _home_vars(settings)}
     from enclave.hub.anchor import schedule_anchors
 
     schedule_anchors(settings)  # root-side audit anchors; nothing outside the hub's event loop
@@ -207,26 +230,27 @@ def _prepare_spawn(settings: Settings):
         from enclave.hub import egress  # the egress set holds every researcher before they run
 
         egress.refresh(settings)
+        welcome.write_welcome(settings, name)
         projects = sorted(g[len(project_prefix):] for g in groups if g.startswith(project_prefix))
         if len(projects) == 1:
             spawner.environment = {**spawner.environment, "ENCLAVE_PROJECT": projects[0]}
     return hook
 
 
-def _landing(settings: Settings):
-    h = settings.hub
+def _groups(user) -> set[str] | None:
+    return {g.name for g in user.groups} if user else None
 
+
+def _landing(settings: Settings):
     def default_url(handler) -> str:
-        user = handler.current_user
-        groups = {g.name for g in user.groups} if user else set()
-        if h.researchers_group in groups:
-            return "/hub/spawn"
-        if h.policymakers_group in groups:
-            return "/services/dashboards/"
-        if h.stewards_group in groups:
-            return "/services/airlock/"
-        return "/hub/home"
+        return welcome.landing_url(settings, _groups(handler.current_user))
     return default_url
+
+
+def _home_vars(settings: Settings):
+    def home(user) -> dict:
+        return welcome.home_for(settings, _groups(user) or set())
+    return home
 
 
 def _airlock_available() -> bool:

@@ -31,7 +31,8 @@ ARTIFACTS = hubbed.ARTIFACTS
 
 @pytest.fixture(scope="module")
 def bed():
-    b = hubbed.make_bed(hubbed.port_block(), researchers=2, real_dashboards=True)
+    b = hubbed.make_bed(hubbed.port_block(), researchers=2, real_dashboards=True,
+                        real_airlock=True)
     yield b
     hubbed.teardown(b)
 
@@ -124,3 +125,56 @@ def test_policymaker_sees_the_dashboards_through_the_gate_and_a_researcher_does_
             assert "stSidebarNav" not in page.content()
         page.screenshot(path=str(ARTIFACTS / shot))
         context.close()
+
+
+#: where each role lands after arriving at the hub's root and signing in, and what proves it
+LANDINGS = {
+    "r0": ("**/user/*/lab/tree/Welcome.ipynb",
+           ".jp-RenderedMarkdown h1:has-text('Welcome to the research enclave')"),
+    "steward": ("**/services/airlock/requests?queue=1&needs_my_vote=1",
+                "h1:has-text('waiting for your vote')"),
+    "policymaker": ("**/services/dashboards/", "[data-testid='stSidebarNav']"),
+}
+
+
+def test_every_role_arrives_at_the_root_and_lands_where_it_works(bed, browser):
+    """Issue 19: each role, arriving at ``/``, signs in and lands on its own page (researcher: the
+    lab with the welcome notebook; steward: the requests waiting for their vote; policymaker: the
+    dashboards); the hub home page names the role's places, and no role but researchers sees a
+    start button or can start a server (403, never JupyterHub's 500)."""
+    for short, (url, proof) in LANDINGS.items():
+        name, password = bed.users[short]
+        context = browser.new_context(viewport={"width": 1300, "height": 850})
+        page = context.new_page()
+        page.goto(f"{bed.base}/")
+        assert "/hub/login" in page.url
+        page.fill("#username_input", name)
+        page.fill("#password_input", password)
+        page.click("#login_submit")
+        page.wait_for_url(url, timeout=180_000)
+        page.wait_for_selector(proof, timeout=120_000)
+        page.screenshot(path=str(ARTIFACTS / f"10-landing-{short}.png"))
+        page.goto(f"{bed.base}/hub/home")
+        role = page.get_attribute("#enclave-home", "data-role")
+        assert role == ("researcher" if short == "r0" else short)
+        links = page.inner_text("#enclave-links")
+        page.screenshot(path=str(ARTIFACTS / f"11-home-{short}.png"))
+        if short == "r0":
+            assert page.locator("#start").count() == 1 and "My export requests" in links
+        else:
+            assert page.locator("#start").count() == 0
+            spawn = page.goto(f"{bed.base}/hub/spawn")
+            assert spawn.status == 403, spawn.status
+            assert ("Review queue" if short == "steward" else "Dashboards") in links \
+                or "waiting for my vote" in links
+        context.close()
+    # a Unix user in no enclave group cannot sign in at all
+    name, password = bed.users["outsider"]
+    page = browser.new_page()
+    page.goto(f"{bed.base}/")
+    page.fill("#username_input", name)
+    page.fill("#password_input", password)
+    page.click("#login_submit")
+    page.wait_for_load_state("networkidle")
+    assert "/hub/login" in page.url
+    page.close()
