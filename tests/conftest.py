@@ -53,8 +53,12 @@ def settings(tmp_path):
 
 
 #: Tests that use what the machine has only once (Unix users and groups, the nftables table,
-#: ports, the shared /opt environments, a hub): run one after another on one xdist worker.
-MACHINE_WIDE = ("tests/integration/", "tests/security/", "tests/unit/test_hub.py",
+#: ports, the shared /opt environments, a hub): run one after another on one xdist worker. The
+#: other integration and security tests (their own home, free ports, no users) run beside them.
+MACHINE_WIDE = ("tests/integration/test_hub", "tests/integration/test_environments.py",
+                "tests/security/test_hub_", "tests/security/test_airlock_boundary.py",
+                "tests/security/test_enclave_isolation.py",
+                "tests/security/test_audit_integrity.py", "tests/unit/test_hub.py",
                 "tests/unit/test_preflight.py", "tests/unit/test_instances.py")
 
 
