@@ -532,6 +532,29 @@ class Airlock:
                         "updated_at": r["updated_at"], "needs_my_vote": bool(mine)})
         return out
 
+    def status(self, user: str) -> dict:
+        """The enclave at a glance, for admins: every project (state, members, expiry, its
+        requests by state) and the requests by state. Names, counts and dates only."""
+        actor = self.actor(user)
+        if not actor.is_admin:
+            raise PermissionDeniedError(f"{user} is not an admin: the status page is theirs")
+        counts: dict[str, dict[str, int]] = {}
+        for pid, state, n in self.con.execute(
+                "SELECT project, status, count(*) FROM export_request GROUP BY 1, 2"):
+            counts.setdefault(pid, {})[state] = n
+        today = self.today()
+        projects = [{"id": p.id, "title": p.title, "status": p.status.value,
+                     "tier": p.tier.value, "members": len(p.members),
+                     "expires": p.expires.isoformat(), "usable": p.is_usable(today),
+                     "requests": counts.get(p.id, {})}
+                    for p in sorted(self._project_list(), key=lambda p: p.id)]
+        by_state: dict[str, int] = {}
+        for per in counts.values():
+            for state, n in per.items():
+                by_state[state] = by_state.get(state, 0) + n
+        return {"projects": projects, "requests": by_state,
+                "waiting": by_state.get(RequestStatus.IN_REVIEW.value, 0)}
+
     def read_round_file(self, user: str, request_id: str, name: str) -> bytes:
         """A submitted (not yet released) file, for the review page: stewards only."""
         actor = self.actor(user)

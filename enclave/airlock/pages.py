@@ -27,6 +27,7 @@ td.just{max-width:28em}.badge-vote{background:#9a6700;color:#fff;padding:0 .4em;
 <a href="{{ hub }}hub/home" id="hub-home">Hub home</a>
 <a href="{{ prefix }}requests" id="nav-mine">My requests</a>
 {% if is_steward %}<a href="{{ prefix }}requests?queue=1&amp;needs_my_vote=1" id="nav-queue">Review queue</a>{% end %}
+{% if is_admin %}<a href="{{ prefix }}status" id="nav-status">Status</a>{% end %}
 <span class="me">signed in as <b id="user">{{ user }}</b></span></nav>
 <main>{% block body %}{% end %}</main>
 </body></html>"""
@@ -59,6 +60,26 @@ _LIST = """{% extends "base.html" %}{% block body %}
 <td class="num">{{ r['required'] if r['required'] is not None else '' }}</td>
 <td class="just" title="{{ r['justification'] }}">{{ r['justification'] if len(r['justification']) <= 90 else r['justification'][:88] + '…' }}</td>
 <td>{{ r['created_at'][:16].replace('T', ' ') }}</td></tr>{% end %}</table>{% end %}{% end %}"""
+
+_STATUS = """{% extends "base.html" %}{% block body %}
+<h1>Enclave status</h1>
+<p id="waiting">{{ status['waiting'] }} request{{ '' if status['waiting'] == 1 else 's' }} in review
+(<a href="{{ prefix }}requests?queue=1&amp;status=in_review">see them</a>).</p>
+<h2>Requests by state</h2>
+{% if not status['requests'] %}<p>No export requests yet.</p>{% else %}
+<table id="request-states"><tr><th>state</th><th>requests</th></tr>
+{% for state, n in sorted(status['requests'].items()) %}<tr><td>{{ state.replace('_', ' ') }}</td>
+<td class="num"><a href="{{ prefix }}requests?queue=1&amp;status={{ state }}">{{ n }}</a></td></tr>{% end %}</table>{% end %}
+<h2>Projects</h2>
+{% if not status['projects'] %}<p>No projects.</p>{% else %}
+<table id="projects"><tr><th>project</th><th>title</th><th>state</th><th>tier</th><th>members</th>
+<th>expires</th><th>open to its members</th><th>requests</th></tr>
+{% for p in status['projects'] %}<tr><td>{{ p['id'] }}</td><td>{{ p['title'] }}</td><td>{{ p['status'] }}</td>
+<td>{{ p['tier'] }}</td><td class="num">{{ p['members'] }}</td><td>{{ p['expires'] }}</td>
+<td>{{ 'yes' if p['usable'] else 'no' }}</td>
+<td>{{ ', '.join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(p['requests'].items())) or '—' }}</td></tr>{% end %}</table>{% end %}
+<p>The command line says more: <code>enclave status</code> (environments, services, instance),
+<code>enclave audit verify</code> (the audit trail).</p>{% end %}"""
 
 #: the list page's columns: (sort key, heading)
 COLUMNS = (("id", "request"), ("project", "project"), ("requester", "requester"),
@@ -133,7 +154,7 @@ _ERROR = """{% extends "base.html" %}{% block body %}<h1>{{ status_code }}</h1><
 <p><a href="{{ prefix }}requests">back to the requests</a></p>{% end %}"""
 
 LOADER = DictLoader({"base.html": _BASE, "login.html": _LOGIN, "list.html": _LIST,
-                     "request.html": _REQUEST, "error.html": _ERROR})
+                     "request.html": _REQUEST, "error.html": _ERROR, "status.html": _STATUS})
 
 
 def preview(name: str, data: bytes, meta: dict) -> dict:

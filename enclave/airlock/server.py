@@ -114,7 +114,8 @@ class BaseHandler(tornado.web.RequestHandler):
         ns.update(prefix=self.prefix, json_encode=json_encode, enumerate=enumerate, len=len,
                   hub=os.environ.get("JUPYTERHUB_BASE_URL", "/"),
                   user=self.current_user and self.user_name,
-                  is_steward=getattr(self, "_is_steward", False))
+                  is_steward=getattr(self, "_is_steward", False),
+                  is_admin=getattr(self, "_is_admin", False), sorted=sorted)
         return ns
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -238,8 +239,20 @@ class HomeHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         actor = await self.backend.call("actor", self.user_name)
-        self.redirect(self.prefix + ("requests?queue=1&needs_my_vote=1" if actor.is_steward
+        self.redirect(self.prefix + ("status" if actor.is_admin else
+                                     "requests?queue=1&needs_my_vote=1" if actor.is_steward
                                      else "requests"))
+
+
+class StatusPage(BaseHandler):
+    """Admins: projects and requests at a glance (names, counts, dates)."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        actor = await self.backend.call("actor", self.user_name)
+        self._is_steward, self._is_admin = actor.is_steward, actor.is_admin
+        status = await self.act("status", self.user_name)
+        self.render("status.html", title="status", status=status)
 
 
 class ListPage(BaseHandler):
@@ -255,7 +268,7 @@ class ListPage(BaseHandler):
         project = self.get_argument("project", "") or None
         sort = self.get_argument("sort", "-created_at")
         actor = await self.backend.call("actor", user)
-        self._is_steward = actor.is_steward
+        self._is_steward, self._is_admin = actor.is_steward, actor.is_admin
         if status is not None and status not in {s.value for s in RequestStatus}:
             raise tornado.web.HTTPError(400, f"unknown state '{status[:40]}' (one of: "
                                         + ", ".join(s.value for s in RequestStatus) + ")")
@@ -294,7 +307,7 @@ async def show_request(self: BaseHandler, request_id: str, form_error: str | Non
     user = self.user_name
     req = await self.act("describe", request_id, user)
     actor = await self.backend.call("actor", user)
-    self._is_steward = actor.is_steward
+    self._is_steward, self._is_admin = actor.is_steward, actor.is_admin
     previews = []
     if actor.is_steward or user == req["requester"]:
         for meta in req["files"]:
@@ -524,7 +537,7 @@ class ApiEgress(BaseHandler):
 
 
 HANDLERS = [
-    ("", HomeHandler), ("requests", ListPage), (r"requests/([\w-]+)", RequestPage),
+    ("", HomeHandler), ("status", StatusPage), ("requests", ListPage), (r"requests/([\w-]+)", RequestPage),
     (r"requests/([\w-]+)/vote", VoteForm), (r"requests/([\w-]+)/comment", CommentForm),
     (r"requests/([\w-]+)/withdraw", WithdrawForm), (r"requests/([\w-]+)/revoke", RevokeForm),
     (r"requests/([\w-]+)/download/([\w.-]+)", DownloadHandler),

@@ -1,8 +1,8 @@
 """What each role finds at the hub's root: where it lands, its home page, a researcher's welcome.
 
 * :func:`landing_url` — the hub's ``default_url`` for a signed-in user: researchers → their lab
-  (which opens ``Welcome.ipynb``), stewards → the airlock's requests waiting for their vote,
-  policymakers → the dashboards; someone signed out → the login page (back to the root after).
+  (which opens ``Welcome.ipynb``), stewards → the airlock, which shows its admins the enclave's
+  status and other stewards the requests waiting for their vote, policymakers → the dashboards; someone signed out → the login page (back to the root after).
 * :func:`home_for` — the hub home page's text and links for a user's role (the ``enclave``
   template variable of ``templates/home.html``). Only researchers see a "start" button: no other
   role has a notebook server, and JupyterHub's own home page offered one that failed with 500.
@@ -39,7 +39,7 @@ def landing_url(settings: Settings, groups: set[str] | None) -> str:
     if groups is None:
         return ""
     return {"researcher": "/hub/spawn",
-            "steward": "/services/airlock/requests?queue=1&needs_my_vote=1",
+            "steward": "/services/airlock/",  # the queue; the status page for admins
             "policymaker": "/services/dashboards/"}.get(role_of(settings, groups) or "",
                                                          "/hub/home")
 

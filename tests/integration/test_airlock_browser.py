@@ -13,6 +13,7 @@ from enclave.airlock.outbox import outbox_dir
 from enclave.audit import connect, events
 from enclave.settings import load_settings
 from tests.airlock_support import (
+    ADMIN,
     REPO,
     REQUESTER,
     STEWARDS,
@@ -187,7 +188,19 @@ def test_the_steward_queue_filters_sorts_and_keeps_a_refused_vote_on_the_form(
         assert "stay hidden" not in page.inner_text("#my-vote")  # decided: the votes are shown
         page.screenshot(path=str(SHOTS / "6-decided.png"), full_page=True)
         assert page.get_attribute("#hub-home", "href").endswith("hub/home")
+        assert page.goto(svc.url + "status").status == 403   # a steward is not an admin
         ctx.close()
         assert plain["request_id"] != small["request_id"]
+
+        # an admin's front door is the enclave's status: projects and requests by state
+        ctx, page = _login(browser, svc, ADMIN)
+        page.goto(svc.url)
+        page.wait_for_selector("#projects")
+        assert "alpha" in page.inner_text("#projects")
+        states = page.inner_text("#request-states")
+        assert "released" in states and "in review" in states
+        assert "1 request in review" in page.inner_text("#waiting")
+        page.screenshot(path=str(SHOTS / "7-admin-status.png"), full_page=True)
+        ctx.close()
     finally:
         svc.stop()

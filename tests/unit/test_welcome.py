@@ -16,8 +16,7 @@ def _groups(settings, role):
 def test_each_role_lands_on_its_own_page_and_a_signed_out_visitor_on_the_login(settings):
     assert welcome.landing_url(settings, None) == ""  # JupyterHub's login, back to the root
     assert welcome.landing_url(settings, _groups(settings, "researcher")) == "/hub/spawn"
-    assert welcome.landing_url(settings, _groups(settings, "steward")).startswith(
-        "/services/airlock/requests?queue=1")
+    assert welcome.landing_url(settings, _groups(settings, "steward")) == "/services/airlock/"
     assert welcome.landing_url(settings, _groups(settings, "policymaker")) == \
         "/services/dashboards/"
     assert welcome.landing_url(settings, {"nobody"}) == "/hub/home"
