@@ -140,7 +140,7 @@ def roles(settings: Settings, services: list[dict]) -> list[dict]:
     return out
 
 
-def configure(c: Any, settings: Settings, *, airlock: bool | None = None,
+def configure(c: Any, settings: Settings, *, airlock: bool = True,
               dashboards: list[str] | None = None) -> None:
     """Apply the enclave policy to a JupyterHub config object ``c``."""
     h, state = settings.hub, hub_dir(settings)
@@ -150,7 +150,6 @@ def configure(c: Any, settings: Settings, *, airlock: bool | None = None,
     if not Path(service_python(settings)).exists():
         raise ConfigurationError(f"no service environment at {h.serviceenv_dir}: run "
                                  "'enclave hub serviceenv'")
-    airlock = _airlock_available() if airlock is None else airlock
     services = service_specs(settings, airlock=airlock, dashboards=dashboards)
 
     c.JupyterHub.ip, c.JupyterHub.port = h.ip, h.port
@@ -253,17 +252,8 @@ def _home_vars(settings: Settings):
     return home
 
 
-def _airlock_available() -> bool:
-    try:
-        from enclave.cli import cli
-    except Exception:  # noqa: BLE001  (a broken CLI module must not stop the hub config)
-        return False
-    group = cli.commands.get("airlock")
-    return bool(group and getattr(group, "commands", {}).get("serve"))
-
-
 def write_hub_config(settings: Settings, *, dashboards: list[str] | None = None,
-                     airlock: bool | None = None) -> Path:
+                     airlock: bool = True) -> Path:
     """Write ``<home>/hub/jupyterhub_config.py`` (0600) and the proxy token; returns the file."""
     state = hub_dir(settings)
     state.mkdir(parents=True, exist_ok=True)

@@ -97,15 +97,13 @@ def _load_run(settings: Settings) -> dict:
 
 
 def start_hub(settings: Settings, *, dashboards: list[str] | None = None,
-              airlock: bool | None = None, wait_s: float = 60.0) -> int:
+              airlock: bool = True, wait_s: float = 60.0) -> int:
     """Start the hub detached; returns its pid once it answers (refused when one already runs,
     when a service user or researcher cannot reach what it needs: :mod:`.preflight`, when
     another enclave home owns its names or another program listens on its ports:
     :mod:`.registry`)."""
     from enclave.hub import preflight, registry
-    from enclave.hub.config import _airlock_available
 
-    airlock = _airlock_available() if airlock is None else airlock
     preflight.check_hub(settings, planned=False, airlock=airlock,
                         dashboards=bool(dashboards), researchers=preflight.researchers(settings))
     run = _load_run(settings)

@@ -152,10 +152,9 @@ def check_can_serve(settings: Settings, echo: Callable[[str], None] = lambda _: 
     program listens on its ports, and no other enclave home owns its users, groups, nftables
     table or ports — which it then claims (:mod:`enclave.hub.registry`)."""
     from enclave.hub import permissions, preflight, registry
-    from enclave.hub.config import _airlock_available
 
     names = [n for n, role in demo_users(settings) if role == "researcher"]
-    preflight.check_hub(settings, planned=True, airlock=_airlock_available(),
+    preflight.check_hub(settings, planned=True, airlock=True,
                         dashboards=dashboards_command(settings) is not None,
                         researchers=names + preflight.researchers(settings))
     if os.geteuid() != 0:
