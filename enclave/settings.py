@@ -40,13 +40,11 @@ def _setting(default: Any, help: str) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class IngestSettings:
-    chunk_rows: int = _setting(
-        2_000_000, "Rows parsed per chunk when ingesting large delimited files."
-    )
     max_reject_share: float = _setting(
         1.0,
-        "Largest share of a file's rows that may be rejected before the whole ingest is refused "
-        "(1.0 = never refuse; rejected rows are always quarantined either way).",
+        "Largest share of a file's rows that may be rejected: a file over it refuses the whole "
+        "ingest, rolled back, with the file and its reject counts named (1.0 = never refuse; "
+        "below it, rejected rows are quarantined with their reason).",
     )
     progress: bool = _setting(True, "Show progress bars on long runs (off when not on a terminal).")
 

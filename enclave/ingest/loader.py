@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 
 import duckdb
 import ibis.expr.types as ir
@@ -25,6 +26,7 @@ from enclave import db
 from enclave.codes import units as unit_codes
 from enclave.db import insert_frame
 from enclave.engine import duckdb_engine
+from enclave.errors import BadInputError
 from enclave.ingest import cdm_rows, linkage, transforms
 from enclave.ingest.cdm_rows import EHR, YUAN
 from enclave.ingest.concepts import ConceptMapper
@@ -702,11 +704,30 @@ class BatchLoader:
         )
 
 
+def too_many_rejects(reports: list[FileReport], max_share: float) -> str | None:
+    """Why the batch is refused under ``ingest.max_reject_share`` (None: it is not): the files
+    whose rejected share of the rows read exceeds ``max_share``, with their counts by reason."""
+    over = [r for r in reports if r.read and r.rejected_total / r.read > max_share]
+    if not over:
+        return None
+    names = "; ".join(
+        f"{Path(r.file).name}: {r.rejected_total} of {r.read} rows rejected "
+        f"({r.rejected_total / r.read:.0%}: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items())) + ")" for r in over[:5])
+    more = f" and {len(over) - 5} more files" if len(over) > 5 else ""
+    return (f"ingest refused, nothing loaded: more than {max_share:.0%} of a file's rows were "
+            f"rejected (ingest.max_reject_share) in {names}{more}; fix the mapping or the extract, "
+            "or raise the setting")
+
+
 def load_batch(con: duckdb.DuckDBPyConnection, key: bytes, mapping: SiteMapping, batch: StagedBatch,
-               file_sha: dict[str, str], *, redo: bool = False) -> list[FileReport]:
+               file_sha: dict[str, str], *, redo: bool = False,
+               max_reject_share: float = 1.0) -> list[FileReport]:
     """Load one batch in one transaction; on any error the store is rolled back and the error raised.
     ``redo``: forget the batch's files that earlier runs loaded rows from, and load them afresh
-    (:mod:`enclave.ingest.files`)."""
+    (:mod:`enclave.ingest.files`). ``max_reject_share``: a file rejecting a larger share of its
+    rows refuses the whole batch (:class:`BadInputError`, rolled back: nothing loaded and nothing
+    quarantined); 1.0 never refuses."""
     db.run(con, "BEGIN TRANSACTION")
     try:
         loader = BatchLoader(con, key, mapping, redo=redo)
@@ -714,6 +735,9 @@ def load_batch(con: duckdb.DuckDBPyConnection, key: bytes, mapping: SiteMapping,
             reports = loader.load(batch, file_sha)
         finally:
             loader.engine.close()
+        refusal = too_many_rejects(reports, max_reject_share)
+        if refusal:
+            raise BadInputError(refusal)
     except BaseException:
         db.run(con, "ROLLBACK")
         raise

@@ -62,7 +62,8 @@ def ingest(
     steps.advance("hashed")
     with open_store(settings) as con:
         key = load_or_create_key(settings.keys_dir)
-        reports = load_batch(con, key, mapping, batch, file_sha, redo=redo)
+        reports = load_batch(con, key, mapping, batch, file_sha, redo=redo,
+                             max_reject_share=settings.ingest.max_reject_share)
     steps.advance("loaded")
     steps.close()
     return IngestRun(reports, diagnose.warnings(reports, path, mapping))

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from enclave.codes.resident_id import check_char
+from enclave.errors import BadInputError
 from enclave.ingest.linkage import load_or_create_key
 from enclave.ingest.loader import load_batch
 from enclave.ingest.mapping import SiteMapping
@@ -275,3 +276,26 @@ def test_identical_files_in_one_run_are_twins(settings):
         files = con.execute("SELECT path FROM etl_file").fetchall()
     assert (a.loaded, twin.loaded, twin.merged_duplicates, twin.duplicate_of) == (1, 0, 1, "a.csv")
     assert files == [("a.csv",)]
+
+
+def test_a_file_rejecting_more_than_the_allowed_share_refuses_the_whole_ingest(settings):
+    """ingest.max_reject_share: one file over it refuses the batch, naming the file, its counts and
+    the setting (never row contents), and nothing is loaded or quarantined; at or under it, the
+    rejected rows are quarantined as usual."""
+    people = [{"site_patient_id": "A1", "resident_id": ALICE},
+              {"site_patient_id": "B1", "resident_id": "not-an-id"},
+              {"site_patient_id": "C1", "resident_id": "12345"}]
+    with open_store(settings) as con:
+        key = load_or_create_key(settings.keys_dir)
+        before = store_stats(con)
+        with pytest.raises(BadInputError) as refused:
+            load_batch(con, key, mapping("h1"), batch("h1", "people.csv", person=people),
+                       {"people.csv": "p"}, max_reject_share=0.5)
+        message = str(refused.value)
+        assert "people.csv: 2 of 3 rows rejected" in message
+        assert "ingest.max_reject_share" in message and "not-an-id" not in message
+        assert store_stats(con) == before
+        assert con.execute("SELECT count(*) FROM etl_reject").fetchone()[0] == 0
+        (r,) = load_batch(con, key, mapping("h1"), batch("h1", "people.csv", person=people),
+                          {"people.csv": "p"}, max_reject_share=0.7)
+    assert r.loaded == 1 and r.rejected_total == 2

@@ -11,7 +11,7 @@ from tests.conftest import REPO
 
 def render_settings_doc() -> str:
     lines = ["# Settings", "", "Generated from `enclave/settings.py` (a test keeps this file in sync).",
-             "Override in `<home>/settings.toml`, e.g. `[ingest]` / `chunk_rows = 500000`.", "",
+             "Override in `<home>/settings.toml`, e.g. `[ingest]` / `max_reject_share = 0.2`.", "",
              "| setting | default | meaning |", "|---|---|---|"]
     for name, default, help_text in iter_settings():
         if name == "home":
@@ -36,12 +36,12 @@ def test_settings_doc_is_generated_from_code():
 def test_settings_file_overrides_and_rejects_unknown_keys(tmp_path):
     home = tmp_path / "h"
     home.mkdir()
-    (home / "settings.toml").write_text("[ingest]\nchunk_rows = 1000\n")
-    assert load_settings(home).ingest.chunk_rows == 1000
-    (home / "settings.toml").write_text("[ingest]\nchunk_rowz = 1000\n")
-    with pytest.raises(ConfigurationError, match="chunk_rowz"):
+    (home / "settings.toml").write_text("[ingest]\nmax_reject_share = 0.25\n")
+    assert load_settings(home).ingest.max_reject_share == 0.25
+    (home / "settings.toml").write_text("[ingest]\nmax_reject_shar = 0.25\n")
+    with pytest.raises(ConfigurationError, match="max_reject_shar"):
         load_settings(home)
-    (home / "settings.toml").write_text("[ingest]\nchunk_rows = 'many'\n")
+    (home / "settings.toml").write_text("[ingest]\nmax_reject_share = 'many'\n")
     with pytest.raises(ConfigurationError, match="wrong type"):
         load_settings(home)
 
