@@ -22,7 +22,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,6 +303,3 @@ def export_parquet(database: str | Path, folder: Path,
         con.close()
 
 
-def unique_name(prefix: str) -> str:
-    """A fresh table name (engines share one namespace per session)."""
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"

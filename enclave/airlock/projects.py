@@ -51,15 +51,6 @@ def check_project_action(actor: Actor | None, project: Project, action: ProjectA
     return PROJECT_TRANSITIONS[key]
 
 
-def can_project_action(actor: Actor | None, project: Project, action: ProjectAction,
-                       today: date) -> bool:
-    try:
-        check_project_action(actor, project, action, today)
-    except (PermissionDeniedError, InvalidTransitionError):
-        return False
-    return True
-
-
 def change_project(con: sqlite3.Connection, projects, actor: Actor | None, project_id: str,
                    action: ProjectAction, *, member: str | None = None, reason: str = "",
                    today: date | None = None) -> Project:

@@ -123,8 +123,6 @@ AUDIT_ACTIONS: Mapping[Action, str] = {a: f"request.{a.value}" for a in Action}
 
 FINAL: frozenset[RequestStatus] = frozenset(
     s for s in RequestStatus if not any(f == s for f, _ in TRANSITIONS))
-#: actions that need a written reason
-NEEDS_REASON = frozenset({A.REVOKE})
 VOTES_NEEDING_REASON = frozenset({Vote.REQUEST_CHANGES, Vote.REJECT})
 
 
@@ -268,10 +266,6 @@ def _can(check, *args) -> bool:
     return True
 
 
-def can_submit(actor: Actor, project: str, usable: bool) -> bool:
-    return _can(check_submit, actor, project, usable)
-
-
 def can_vote(actor: Actor, req: RequestView, vote: Vote = Vote.APPROVE, reason: str = "x") -> bool:
     return _can(check_vote, actor, req, vote, reason)
 
@@ -280,20 +274,8 @@ def can_withdraw(actor: Actor, req: RequestView) -> bool:
     return _can(check_withdraw, actor, req)
 
 
-def can_resubmit(actor: Actor, req: RequestView, usable: bool) -> bool:
-    return _can(check_resubmit, actor, req, usable)
-
-
 def can_revoke(actor: Actor, req: RequestView, reason: str = "x") -> bool:
     return _can(check_revoke, actor, req, reason)
-
-
-def can_download(actor: Actor, req: RequestView, usable: bool) -> bool:
-    return _can(check_download, actor, req, usable)
-
-
-def can_view(actor: Actor, req: RequestView) -> bool:
-    return _can(check_view, actor, req)
 
 
 # --- documentation ------------------------------------------------------------------------------

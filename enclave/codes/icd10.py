@@ -16,10 +16,6 @@ WHO_PATTERN = r"^[A-Z][0-9]{2}(\.[0-9]{1,2})?$"
 CLINICAL_PATTERN = r"^[A-Z][0-9]{2}(\.[0-9x]{1,3}(x[0-9]{3})?)?$"
 
 
-def clean_code(col: pl.Expr) -> pl.Expr:
-    return col.str.strip_chars().str.to_uppercase().str.replace_all("X", "x")
-
-
 def is_valid_clinical(col: pl.Expr) -> pl.Expr:
     """True where the code is a syntactically valid clinical-version code (upper case letter)."""
     c = col.str.strip_chars()

@@ -67,15 +67,6 @@ def analytes() -> dict[str, Analyte]:
     return out
 
 
-def normalize_unit(col: pl.Expr) -> pl.Expr:
-    """UCUM spelling of a unit string (unknown spellings pass through unchanged)."""
-    s = col.str.strip_chars()
-    low = s.str.to_lowercase()
-    return low.replace_strict(
-        list(UNIT_SYNONYMS), list(UNIT_SYNONYMS.values()), default=s, return_dtype=pl.Utf8
-    )
-
-
 def conversion_table() -> pl.DataFrame:
     """(loinc, unit, factor, canonical_unit, unit_concept_id) for every accepted unit of a known analyte."""
     rows = []

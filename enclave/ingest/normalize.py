@@ -43,11 +43,6 @@ GB2261_SEX: dict[str, str] = {
 EARLIEST_DATE = dt.date(1880, 1, 1)
 
 
-def _blank_to_null(col: pl.Expr) -> pl.Expr:
-    s = col.cast(pl.Utf8).str.strip_chars()
-    return pl.when(s == "").then(None).otherwise(s)
-
-
 def _clean(values: pl.Series) -> pl.Series:
     s = values.cast(pl.Utf8).str.strip_chars()
     return s.replace("", None)

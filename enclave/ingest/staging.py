@@ -84,7 +84,6 @@ class CodeSystem(StrEnum):
     LOCAL = "LOCAL"  # a hospital's own code list; mapped via the site's mapping file
 
 
-SEX_VALUES = ("M", "F", "U")
 VISIT_TYPES = ("outpatient", "inpatient", "emergency")
 
 _BOOK = {"_file": pl.Utf8, "_row": pl.Int64, "_reject": pl.Utf8, "_reject_column": pl.Utf8}
@@ -249,10 +248,6 @@ def kind_schema(kind: str) -> dict[str, pl.DataType]:
     schema = {c.rstrip("*"): t for c, t in KINDS[kind].items()}
     schema.update(_BOOK)
     return schema
-
-
-def empty_frame(kind: str) -> pl.DataFrame:
-    return pl.DataFrame(schema=kind_schema(kind))
 
 
 def conform(kind: str, frame: pl.DataFrame) -> pl.DataFrame:

@@ -84,7 +84,6 @@ REFERENCE_TABLES = ("concept", "source_to_concept_map", "cdm_source", "care_site
 PERSON_QI_COLUMNS = ("year_of_birth", "month_of_birth", "day_of_birth", "birth_datetime",
                      "location_id", "gender_source_value", "gender_source_concept_id")
 RELEASES = "desensitized"
-FREE_TEXT_KINDS = {ValueKind.TEXT}
 
 
 @dataclass(frozen=True, slots=True)

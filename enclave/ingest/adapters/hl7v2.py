@@ -63,7 +63,6 @@ from enclave.ingest.staging import CodeSystem, RejectReason, StagedBatch
 DEFAULT_CODE_SYSTEMS: dict[str, str] = HL7_NAMES
 PATIENT_CLASSES = {"I": "inpatient", "O": "outpatient", "E": "emergency"}
 HL7_SEX = {"M": "M", "F": "F", "U": "U", "O": "U", "A": "U", "N": "U"}
-ENVELOPE = ("FHS", "BHS", "BTS", "FTS")
 NUMERIC_TYPES = ("NM", "SN")
 
 _TS = r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,4})?)?)?)?)?)?([+-]\d{4})?$"
