@@ -189,6 +189,9 @@ def _evaluate_groups(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
         result = in_level_order(result.select(*groups, *aggfuncs), groups)
     if all(a in ("count", "patients") for a in aggfuncs):
         result = result.with_columns(pl.exclude(groups).cast(pl.Int64))
+    elif spec["kind"] == "pivot_table":  # counts beside other statistics are integers too
+        result = result.with_columns(pl.col(a).cast(pl.Int64) for a in aggfuncs
+                                     if a in ("count", "patients"))
     published = {_key(c_) for c_ in cells if c_["outcome"] != "fail"}
     return Evaluation(result=result, cells=cells, membership=group_membership(
         con, members, groups, published, rows="count" in aggfuncs))

@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 
 from enclave.crypto import file_sha256
+from enclave.disclosure import round_significant
 from enclave.errors import BadInputError, EnclaveError, PermissionDeniedError
 from enclave.release.manifest import write_manifest
 from enclave.research import (
@@ -262,8 +263,8 @@ def test_mean_of_three_values_in_a_ten_row_cell_fails(ws):
     assert a["outcome"] == "fail" and a["value"] is None
     assert any("non-missing values from 3 patients (10 rows); at least 10" in r
                for r in a["reasons"])
-    assert b["outcome"] == "pass" and b["value"] == pytest.approx(
-        ws.table("means").filter(lambda t: t.grp == "b").x.mean().execute())
+    assert b["outcome"] == "pass" and b["value"] == round_significant(
+        ws.table("means").filter(lambda t: t.grp == "b").x.mean().execute(), 6)
     assert out.status == "fail"
     assert out.result.filter(pl.col("grp") == "a")["mean"].item() is None
 
@@ -407,13 +408,13 @@ def test_ols_and_logit_match_statsmodels_and_check_the_sample(cohort):
     out = ols("y ~ x + age + C(sex)", t)
     ref = smf.ols("y ~ x + age + C(sex)", df.to_pandas()).fit()
     got = dict(zip(out.result["term"], out.result["coef"]))
-    for name, coef in ref.params.items():
-        assert got[name] == pytest.approx(coef, rel=1e-9)
+    for name, coef in ref.params.items():  # published to the policy's 6 significant digits
+        assert got[name] == round_significant(coef, 6)
     assert out.status == "pass" and "396 residual degrees of freedom" in out.reasons[0]
     lg = logit("z ~ x", t)
     assert lg.status == "pass"
     assert dict(zip(lg.result["term"], lg.result["coef"]))["x"] == pytest.approx(
-        smf.logit("z ~ x", df.to_pandas()).fit(disp=0).params["x"], rel=1e-6)
+        smf.logit("z ~ x", df.to_pandas()).fit(disp=0).params["x"], rel=1e-5)
     small = ols("y ~ x + age", t.limit(12))  # 12 patients, 3 parameters: 9 residual dof
     assert small.status == "fail"
     assert any("9 residual degrees of freedom" in r for r in small.reasons)
@@ -435,7 +436,7 @@ def test_survival_is_coarsened_until_every_step_passes(cohort):
     coarse = (np.maximum(np.ceil(f["days"].to_numpy() / w), 1) * w)
     d1 = int(((coarse == w) & (f["event"].to_numpy() == 1)).sum())
     first = _cell(out, sex="F", time=float(w))
-    assert first["value"] == pytest.approx(1 - d1 / f.height)
+    assert first["value"] == round_significant(1 - d1 / f.height, 6)
     fine = survival(ws.table("cohort"), "days", "event", interval=1)
     assert fine.status == "fail"  # daily steps have a few events each
     with pytest.raises(BadInputError, match="one row per patient"):
@@ -616,3 +617,57 @@ def test_a_trail_that_cannot_record_a_read_says_so_in_one_plain_line(tmp_path, c
     assert "release:alpha/v1" in lines[0] and "admin" in lines[0]
     assert err == ""
     assert seen and "not recorded" in seen[0]
+
+
+# --- published precision (issue 19, item 5) ----------------------------------------------------
+
+
+def test_statistics_are_published_to_the_policys_significant_digits(cohort, tmp_path):
+    from enclave.research import recheck
+    from enclave.settings import load_settings
+
+    ws, df = cohort
+    out = pivot_table(ws.table("cohort"), "sex", "y", ["count", "mean", "std", "q75"])
+    exact = df.group_by("sex").agg(pl.col("y").mean()).sort("sex")["y"].to_list()
+    assert out.result["mean"].to_list() == [round_significant(v, 6) for v in exact]
+    assert all(len(f"{v:.15g}".lstrip("-0.").replace(".", "")) <= 6
+               for c in ("mean", "std", "q75") for v in out.result[c])
+    assert out.result.schema["count"] == pl.Int64  # counts stay whole numbers
+    for c in out.record["cells"]:
+        if isinstance(c["value"], float):
+            assert c["value"] == round_significant(c["value"], 6)
+    model = ols("y ~ x", ws.table("cohort"))
+    for c in model.record["cells"]:
+        assert all(v == round_significant(v, 6) for v in [c["value"], *c["extra"].values()])
+    assert model.result.row(1)[1:] == tuple(
+        [model.record["cells"][1]["value"], *model.record["cells"][1]["extra"].values()])
+    # the airlock's re-run rounds the same way: the record and the files are reproduced
+    settings = load_settings(tmp_path / "home")
+    for o in (out, model):
+        again = recheck(o.record, settings=settings)
+        assert again["verified"], again["problems"]
+        assert again["result_csv"] == next(iter(o.files().values())).decode()
+
+
+def test_the_significant_digits_are_a_setting_and_part_of_the_policy(cohort, tmp_path):
+    from enclave.disclosure import ACRO, policy_hash
+    from enclave.research import recheck
+    from enclave.settings import load_settings
+
+    ws, df = cohort
+    (tmp_path / "home" / "settings.toml").write_text("[disclosure]\nsignificant_digits = 3\n")
+    three = workspace(tmp_path / "home")
+    out = pivot_table(three.table("cohort"), "sex", "y", "mean")
+    exact = df.group_by("sex").agg(pl.col("y").mean()).sort("sex")["y"].to_list()
+    assert out.result["mean"].to_list() == [round_significant(v, 3) for v in exact]
+    assert out.record["policy"]["significant_digits"] == 3
+    assert recheck(out.record, settings=load_settings(tmp_path / "home"))["verified"]
+    # a record made under another precision is another policy: the airlock refuses it
+    (tmp_path / "home" / "settings.toml").write_text("[disclosure]\nsignificant_digits = 0\n")
+    again = recheck(out.record, settings=load_settings(tmp_path / "home"))
+    assert not again["verified"] and "another policy" in again["problems"][0]
+    unrounded = pivot_table(workspace(tmp_path / "home").table("cohort"), "sex", "y", "mean")
+    assert unrounded.result["mean"].to_list() == pytest.approx(exact, rel=1e-12)
+    from dataclasses import replace
+
+    assert policy_hash(replace(ACRO, significant_digits=4)) != policy_hash(ACRO)
