@@ -16,6 +16,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 from enclave.errors import (
     BadInputError,
@@ -23,8 +24,6 @@ from enclave.errors import (
     InvalidTransitionError,
     PermissionDeniedError,
 )
-from collections.abc import Callable
-
 from enclave.settings import Settings, load_settings
 
 URL_ENV = "ENCLAVE_AIRLOCK_URL"
@@ -44,8 +43,10 @@ def _hub() -> tuple[str, str] | None:
     return (url.rstrip("/"), token) if url and token else None
 
 
-def _post(url: str, token: str, body: dict | None, timeout: float = 600, *,
+def _call(url: str, token: str, body: dict | None, timeout: float = 600, *,
           method: str = "POST") -> dict:
+    """One call of the airlock's JSON API with the user's hub token; an HTTP refusal becomes
+    the matching :class:`~enclave.errors.EnclaveError`."""
     data = None if body is None else json.dumps(body).encode()
     headers = {"Authorization": f"token {token}"}
     if data is not None:
@@ -71,7 +72,7 @@ def submit_export(record: dict, files: dict[str, bytes], justification: str, *,
     if hub:
         body = {"record": record, "justification": justification,
                 "files": {n: base64.b64encode(d).decode() for n, d in files.items()}}
-        return _post(hub[0] + "/api/requests", hub[1], body)
+        return _call(hub[0] + "/api/requests", hub[1], body)
     from enclave.airlock.exports import Airlock
 
     with Airlock(settings or load_settings()) as airlock:
@@ -84,7 +85,7 @@ def get_request(request_id: str, *, settings: Settings | None = None,
     ``checks``, ``decision_reason``, ``files`` …); the airlock refuses another user's."""
     hub = _hub()
     if hub:
-        return _post(f"{hub[0]}/api/requests/{request_id}", hub[1], None, timeout, method="GET")
+        return _call(f"{hub[0]}/api/requests/{request_id}", hub[1], None, timeout, method="GET")
     from enclave.airlock.exports import Airlock
 
     with Airlock(settings or load_settings()) as airlock:
@@ -92,12 +93,12 @@ def get_request(request_id: str, *, settings: Settings | None = None,
 
 
 def list_requests(*, settings: Settings | None = None, timeout: float = 30) -> list[dict]:
-    """The caller's own export requests, newest first as the airlock lists them (``GET
+    """The caller's own export requests, oldest first as the airlock lists them (``GET
     api/requests``: ``id``, ``project``, ``status``, ``round``, ``kind``, ``created_at``,
     ``updated_at`` …)."""
     hub = _hub()
     if hub:
-        return list(_post(hub[0] + "/api/requests", hub[1], None, timeout,
+        return list(_call(hub[0] + "/api/requests", hub[1], None, timeout,
                           method="GET").get("requests") or [])
     from enclave.airlock.exports import Airlock
 
@@ -122,7 +123,7 @@ def record_event(action: str, subject: str, detail: dict | None = None, *,
     hub = _hub()
     try:
         if hub:
-            _post(hub[0] + "/api/audit", hub[1],
+            _call(hub[0] + "/api/audit", hub[1],
                   {"action": action, "subject": subject, "detail": detail or {}}, timeout=10)
         else:
             from enclave import audit

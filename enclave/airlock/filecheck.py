@@ -171,12 +171,12 @@ def compare_file(name: str, rows: list[list[str]], result: Published) -> list[st
             elif not same_value(field, published):
                 differs.append(f"row {r} column {c} ({col})")
     keys = ", ".join(present)
+    refilled = f"a value where the re-run's result is suppressed (must be empty or {WITHHELD})"
     for found, what in (
             (width, "not as many fields as the header"),
             (unknown, f"a key ({keys}) that is not a row of the re-run's result"),
             (twice, f"a key ({keys}) that an earlier row of the file already used"),
-            (suppressed, "a value where the re-run's result is suppressed (must be empty or "
-                         f"{WITHHELD})"),
+            (suppressed, refilled),
             (differs, "a value other than the re-run's at that row's key and column")):
         if found:
             problems.append(f"{name}: {what}, at {_listed(found)}")

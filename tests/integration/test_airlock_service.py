@@ -224,7 +224,7 @@ def test_outside_the_hub_requests_are_read_through_the_workflow(enclave, monkeyp
                      justification="Table 2 of the paper", settings=load_settings(home))
     assert request.status == "in_review"
     assert request.refresh().status == "in_review" and request.check_status == "pass"
-    assert [r["id"] for r in my_requests(settings=load_settings(home))][0] == request.request_id
+    assert next(iter(my_requests(settings=load_settings(home))))["id"] == request.request_id
 
 
 # --- concurrency -----------------------------------------------------------------------------

@@ -505,7 +505,7 @@ def test_the_exported_csv_says_withheld_and_leaves_missing_labels_empty(banded, 
     from enclave.settings import load_settings
 
     out = crosstab(banded.table("people"), "age_band", "sex", aggfunc="patients")
-    (name, data), = out.files().items()
+    (data,) = out.files().values()
     lines = data.decode().splitlines()
     assert lines[0] == "age_band,F,M"
     assert "85+,withheld,withheld" in lines and lines[-1] == ",12,12"
@@ -639,8 +639,8 @@ def test_statistics_are_published_to_the_policys_significant_digits(cohort, tmp_
     model = ols("y ~ x", ws.table("cohort"))
     for c in model.record["cells"]:
         assert all(v == round_significant(v, 6) for v in [c["value"], *c["extra"].values()])
-    assert model.result.row(1)[1:] == tuple(
-        [model.record["cells"][1]["value"], *model.record["cells"][1]["extra"].values()])
+    assert model.result.row(1)[1:] == (model.record["cells"][1]["value"],
+                                       *model.record["cells"][1]["extra"].values())
     # the airlock's re-run rounds the same way: the record and the files are reproduced
     settings = load_settings(tmp_path / "home")
     for o in (out, model):
@@ -654,7 +654,7 @@ def test_the_significant_digits_are_a_setting_and_part_of_the_policy(cohort, tmp
     from enclave.research import recheck
     from enclave.settings import load_settings
 
-    ws, df = cohort
+    _, df = cohort
     (tmp_path / "home" / "settings.toml").write_text("[disclosure]\nsignificant_digits = 3\n")
     three = workspace(tmp_path / "home")
     out = pivot_table(three.table("cohort"), "sex", "y", "mean")
