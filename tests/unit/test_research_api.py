@@ -475,6 +475,7 @@ def test_age_bands_sort_by_their_lower_bound_not_as_text(banded):
     across = crosstab(banded.table("people"), "sex", "age_band", aggfunc="patients")
     assert across.result.columns == ["sex", "0-4", "5-9", "10-14", "15-19", "80-84", "85+",
                                      "null"]
+    assert across.table().columns[-1] == "(missing)"  # the column of the unknown band
 
 
 def test_level_order_puts_numbers_first_then_text_then_missing():
