@@ -92,6 +92,10 @@ class DisclosureSettings:
         -1, "Override: fewest patients with a value behind a quantile (-1 = preset's)."
     )
     round_base: int = _setting(-1, "Override: base of count rounding (-1 = preset's).")
+    significant_digits: int = _setting(
+        -1, "Override: significant digits of published non-integer statistics (means, quantiles, "
+            "coefficients, survival), rounded before checking and release; 0 = unrounded "
+            "(-1 = preset's).")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,8 @@
 
 The researcher's process renders the files (e.g. ``result.csv``); the airlock re-runs the query
 in the sandbox and gets the publishable result table itself (``result_csv``, suppressed values
-empty, with its key columns from :mod:`enclave.outputs.layout`). A file is compared with that
-table **by position**:
+the word ``withheld``, with its key columns from :mod:`enclave.outputs.layout`). A file is
+compared with that table **by position**:
 
 * it is a UTF-8 CSV whose header names are columns of the result, each at most once;
 * a file with any value (non-key) column has every key column, so each row names its result row;
@@ -12,7 +12,8 @@ table **by position**:
   row used twice, is refused); row order and a subset of columns are free;
 * each non-empty field equals the result's value at that row and column: integers exactly,
   other numbers within a relative ``1e-9`` (formatting may differ), text exactly; where the
-  result is empty (suppressed) the field must be empty too.
+  result is suppressed (``withheld``; empty in a re-run made before the word was written) the
+  field must be empty or ``withheld`` too.
 
 So a suppressed count filled back in, a value moved to another row, a number that only happens
 to equal some other published number (a bin, a key) and free text are all refused. Messages name
@@ -28,6 +29,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
+
+from enclave.outputs.layout import WITHHELD
 
 #: a plain decimal number as a CSV field (no spaces, no ``nan``/``inf``, no ``_``)
 NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -161,16 +164,19 @@ def compare_file(name: str, rows: list[list[str]], result: Published) -> list[st
             if col in result.keys or field == "" or i is None:
                 continue
             published = result.rows[i][at[col]]
-            if published == "":
+            if field == published:
+                continue
+            if published in ("", WITHHELD):
                 suppressed.append(f"row {r} column {c} ({col})")
             elif not same_value(field, published):
                 differs.append(f"row {r} column {c} ({col})")
     keys = ", ".join(present)
+    refilled = f"a value where the re-run's result is suppressed (must be empty or {WITHHELD})"
     for found, what in (
             (width, "not as many fields as the header"),
             (unknown, f"a key ({keys}) that is not a row of the re-run's result"),
             (twice, f"a key ({keys}) that an earlier row of the file already used"),
-            (suppressed, "a value where the re-run's result is suppressed (must be empty)"),
+            (suppressed, refilled),
             (differs, "a value other than the re-run's at that row's key and column")):
         if found:
             problems.append(f"{name}: {what}, at {_listed(found)}")

@@ -37,6 +37,7 @@ from enclave.disclosure.rules import (
     class_outcome,
     residual_dof,
     round_counts,
+    round_significant,
 )
 from enclave.disclosure.suppression import (
     SuppressedTable,
@@ -72,6 +73,7 @@ __all__ = [
     "recoverable",
     "residual_dof",
     "round_counts",
+    "round_significant",
     "secondary_suppression",
     "suppress_frame",
 ]

@@ -14,6 +14,9 @@ generated from :func:`presets_table`):
 * ``strict`` — ``acro``'s thresholds, but class disclosure (a published statistic showing that
   every contributor of a cell shares one value) is suppressed instead of sent to review.
 
+Every preset publishes non-integer statistics to ``significant_digits`` (6) significant digits:
+a mean is not released with the 16 digits a float carries.
+
 Where a published rule set says nothing (extremes, quantiles, class disclosure, zeros for ABS), the
 presets choose the cautious reading and say so in ``notes``.
 """
@@ -54,6 +57,10 @@ class DisclosurePolicy:
     quantile_min_values: int = 10  # a quantile needs this many patients with a value
     rounding: Rounding = Rounding.NONE
     round_base: int = 5
+    # published non-integer statistics (means, quantiles, coefficients, survival …) are rounded to
+    # this many significant digits before they are recorded, checked by the airlock and released;
+    # 0 publishes them as computed
+    significant_digits: int = 6
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -71,6 +78,9 @@ class DisclosurePolicy:
             raise ConfigurationError(f"disclosure policy {self.name}: p_ratio must be in [0, 1)")
         if self.round_base < 1:
             raise ConfigurationError(f"disclosure policy {self.name}: round_base must be ≥ 1")
+        if not 0 <= self.significant_digits <= 17:
+            raise ConfigurationError(f"disclosure policy {self.name}: significant_digits must be "
+                                     "in 0 … 17 (0: unrounded)")
         object.__setattr__(self, "rounding", Rounding(self.rounding))
 
 
@@ -111,7 +121,7 @@ PRESETS: dict[str, DisclosurePolicy] = {
 
 # Settings fields that override a preset's threshold when ≥ 0 (negative = keep the preset's).
 OVERRIDABLE = ("min_patients", "min_values", "p_ratio", "min_dof", "extremes_min_patients",
-               "quantile_min_values", "round_base")
+               "quantile_min_values", "round_base", "significant_digits")
 
 
 def policy_hash(policy: DisclosurePolicy) -> str:

@@ -27,6 +27,7 @@ Rules (thresholds from the policy; contributors are distinct patients):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from enum import Enum
 
@@ -137,6 +138,14 @@ def round_counts(values: pl.Expr, policy: DisclosurePolicy) -> pl.Expr:
         return pl.when(values == 0).then(0).otherwise(
             (values / b).ceil() * b - b // 2).cast(pl.Int64)
     return values
+
+
+def round_significant(value: float, digits: int) -> float:
+    """``value`` to ``digits`` significant digits (decimal, as it is written: 0.1 stays 0.1);
+    ``digits`` 0, integers, and non-finite values are returned as they are."""
+    if digits <= 0 or isinstance(value, (bool, int)) or not math.isfinite(value):
+        return value
+    return float(f"{value:.{digits}g}")
 
 
 def check_cells(evidence: pl.DataFrame, statistic: Statistic | str, policy: DisclosurePolicy,

@@ -9,8 +9,9 @@ locked, creates the record's code lists as temporary tables from the payload (ch
 stdout:
 one JSON line (``ok``, ``cells``, ``notes``, ``spec``, ``result_csv``, ``result_keys``,
 ``sandbox`` and ``members_bytes``), then the member sets of the published cells as an Arrow IPC
-stream when ``members`` was asked for. ``result_csv`` is the publishable result table (suppressed
-values empty), ``result_keys`` its key columns (:mod:`enclave.outputs.layout`), ``sandbox`` the
+stream when ``members`` was asked for. ``result_csv`` is the publishable result table (withheld
+values the word ``withheld``, nulls empty: :func:`enclave.outputs.layout.publishable_csv`, as the
+kernel renders the files), ``result_keys`` its key columns (:mod:`enclave.outputs.layout`), ``sandbox`` the
 identity the child ran with. A refusal or failure is ``ok: false`` with an ``error`` that names the
 problem, never a value of the data (DuckDB errors are reported by their kind only).
 """
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from enclave.errors import EnclaveError
     from enclave.outputs import codelists
     from enclave.outputs.evaluation import evaluate
-    from enclave.outputs.layout import checked_keys
+    from enclave.outputs.layout import checked_keys, publishable_csv
     from enclave.outputs.sandbox import SANDBOX_DB
     from enclave.outputs.sql import locked_config
     from enclave.settings import DisclosureSettings
@@ -75,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             buf = io.BytesIO()
             ev.members().write_ipc_stream(buf)
             blob = buf.getvalue()
-        keys = checked_keys({**payload["spec"], **ev.spec}, ev.result.columns)
+        spec = {**payload["spec"], **ev.spec}
+        keys = checked_keys(spec, ev.result.columns)
         answer({"ok": True, "cells": ev.cells, "notes": ev.notes, "spec": ev.spec,
-                "result_csv": ev.result.write_csv(), "result_keys": keys, "sandbox": who}, blob)
+                "result_csv": publishable_csv(ev.result, ev.cells, spec), "result_keys": keys,
+                "sandbox": who}, blob)
     except EnclaveError as exc:
         answer({"ok": False, "error": str(exc), "sandbox": who})
     except duckdb.Error as exc:  # its messages may quote values: the kind only

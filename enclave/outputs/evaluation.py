@@ -9,6 +9,11 @@ separate process on the release the record names, so what is recorded is exactly
 Cells are plain JSON-ready dicts: ``cell`` (the grouping values), ``statistic``, ``value`` (null
 when suppressed), ``outcome`` (``pass`` / ``fail`` / ``review``), ``reasons`` and ``extra`` (other
 published numbers of the cell, e.g. standard errors or patients at risk).
+
+Published non-integer numbers (cells' values and extras, the result's statistic columns) are
+rounded to the policy's ``significant_digits`` here, after the rules ran on the exact evidence and
+before anything is recorded: the kernel and the airlock's re-run round the same way, so the record,
+the re-run and the released file agree (:func:`round_published`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from enclave.disclosure import DisclosurePolicy
+from enclave.disclosure import DisclosurePolicy, round_significant
 from enclave.errors import BadInputError
 from enclave.outputs.codelists import CodeList
 from enclave.outputs.membership import POPULATION, Membership  # noqa: F401
@@ -150,6 +155,52 @@ def compare_cells(stored: list[dict], recomputed: list[dict]) -> list[str]:
     return problems
 
 
+#: statistics that are counts (published as integers, never rounded to significant digits)
+COUNT_STATISTICS = frozenset({"count", "patients"})
+
+
+def _statistic_columns(result: pl.DataFrame, spec: dict) -> list[str]:
+    """The result's columns of non-integer statistics: a crosstab's level columns (unless it
+    counts), a pivot table's non-count statistics, a curve's survival, a model's numbers; never
+    a key column, a count or a histogram's edges."""
+    from enclave.outputs.layout import result_keys
+
+    kind, keys = spec.get("kind"), set(result_keys(spec))
+    floats = [c for c, t in result.schema.items() if t in (pl.Float32, pl.Float64)
+              and c not in keys]
+    if kind == "crosstab":
+        return [] if set(spec.get("aggfuncs") or []) <= COUNT_STATISTICS else floats
+    if kind == "pivot_table":
+        return [c for c in floats if c in (spec.get("aggfuncs") or []) and
+                c not in COUNT_STATISTICS]
+    if kind == "survival":
+        return [c for c in floats if c == "survival"]
+    if kind in ("ols", "logit"):
+        return floats
+    return []
+
+
+def round_published(ev: Evaluation, spec: dict, digits: int) -> Evaluation:
+    """Round ``ev``'s published non-integer numbers to ``digits`` significant digits: every
+    float value and extra of its cells, and the statistic columns of its result."""
+    if digits <= 0:
+        return ev
+
+    def rnd(v: Any) -> Any:
+        return round_significant(v, digits) if isinstance(v, float) else v
+
+    for cell in ev.cells:
+        cell["value"] = rnd(cell["value"])
+        cell["extra"] = {k: rnd(v) for k, v in (cell.get("extra") or {}).items()}
+    cols = _statistic_columns(ev.result, {**spec, **ev.spec})
+    if cols:
+        ev.result = ev.result.with_columns(
+            pl.col(c).map_elements(lambda v: round_significant(v, digits),
+                                   return_dtype=ev.result.schema[c], skip_nulls=True)
+            for c in cols)
+    return ev
+
+
 def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -190,7 +241,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
     tables = kind in ("crosstab", "pivot_table", "histogram")
     check_output_query(con, sql, spec.get("patient"), patients=not tables,
                        codelists={c.name: c.schema for c in codelists})
-    ev = kinds[kind](con, sql, spec, policy)
+    ev = round_published(kinds[kind](con, sql, spec, policy), spec, policy.significant_digits)
     if tables and ev.membership is not None:
         try:
             check_members_exist(con, ev.membership.relation)

@@ -127,7 +127,7 @@ def recheck(record: Mapping, settings: Settings, *, members: bool = False) -> di
     "policy_sha256", "sandbox", "result_csv", "result_keys"}``: ``status`` is ``fail`` whenever
     ``verified`` is false (refused before running, or the stored result differs from the
     recomputation), else the recomputed status (``pass`` / ``review`` / ``fail``);
-    ``result_csv`` is the recomputed publishable result table (suppressed values empty) and
+    ``result_csv`` is the recomputed publishable result table (withheld values ``withheld``) and
     ``result_keys`` its key columns, which the airlock compares the submitted files with (both
     absent when nothing was run). ``members=True`` adds ``members`` (a polars frame
     of ``cell_key, person_id`` for the differencing ledger; never JSON, never shown).

@@ -179,17 +179,57 @@ def _evaluate_groups(con: duckdb.DuckDBPyConnection, sql: str, spec: dict,
         if len(aggfuncs) != 1 or len(groups) != 2:
             raise BadInputError("a crosstab has one index, one columns and one aggfunc")
         result = data.pivot(on=groups[1], index=groups[0], values="value",
-                            aggregate_function="first", sort_columns=True
-                            ).sort(groups[0], nulls_last=True)
+                            aggregate_function="first")
+        levels = sorted(result.columns[1:], key=lambda n: level_key(
+            None if n == "null" and data[groups[1]].null_count() else n))
+        result = in_level_order(result.select(groups[0], *levels), [groups[0]])
     else:
         result = data.pivot(on="_stat", index=groups, values="value",
-                            aggregate_function="first").sort(groups, nulls_last=True)
-        result = result.select(*groups, *aggfuncs)
+                            aggregate_function="first")
+        result = in_level_order(result.select(*groups, *aggfuncs), groups)
     if all(a in ("count", "patients") for a in aggfuncs):
         result = result.with_columns(pl.exclude(groups).cast(pl.Int64))
+    elif spec["kind"] == "pivot_table":  # counts beside other statistics are integers too
+        result = result.with_columns(pl.col(a).cast(pl.Int64) for a in aggfuncs
+                                     if a in ("count", "patients"))
     published = {_key(c_) for c_ in cells if c_["outcome"] != "fail"}
     return Evaluation(result=result, cells=cells, membership=group_membership(
         con, members, groups, published, rows="count" in aggfuncs))
+
+
+#: a level that names a number or a band of numbers: ``5-9``, ``10-14``, ``85+``, ``<40``, ``2019``
+BAND = re.compile(r"\s*(<=?|≤|>=?|≥)?\s*(-?\d+(?:\.\d+)?)")
+
+
+def level_key(level: object) -> tuple:
+    """Where a grouping level sorts: levels that start with a number (age bands ``5-9``,
+    ``10-14``, ``85+``; ``<40`` before ``40-59``; years; codes written as numbers) by that number,
+    then other text in text order, then null (missing) last."""
+    if level is None:
+        return (2, 0.0, 0, "")
+    text = str(level)
+    m = BAND.match(text)
+    if m is None:
+        return (1, 0.0, 0, text)
+    side = {None: 1, "<": 0, "<=": 0, "≤": 0}.get(m.group(1), 2)
+    return (0, float(m.group(2)), side, text)
+
+
+def in_level_order(result: pl.DataFrame, groups: list[str]) -> pl.DataFrame:
+    """``result`` sorted by its grouping columns: text levels by :func:`level_key` (age bands by
+    their lower bound, not as text), other types (numbers, dates, enums) in their own order,
+    nulls last."""
+    ranks = []
+    for i, g in enumerate(groups):
+        name = f"_rank{i}"
+        if result.schema[g] == pl.String:
+            order = sorted(result[g].unique().to_list(), key=level_key)
+            result = result.with_columns(pl.col(g).replace_strict(
+                order, list(range(len(order))), return_dtype=pl.Int64).alias(name))
+        else:
+            result = result.with_columns(pl.col(g).alias(name))
+        ranks.append(name)
+    return result.sort(ranks, nulls_last=True, maintain_order=True).drop(ranks)
 
 
 def _key(cell: dict) -> str:

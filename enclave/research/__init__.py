@@ -4,7 +4,9 @@
 >>> ws = workspace()                                             # doctest: +SKIP
 >>> out = crosstab(ws.table("person"), "region", "sex")          # doctest: +SKIP
 >>> out.status, out.reasons                                      # doctest: +SKIP
->>> export(out, justification="Table 1 of the paper")            # doctest: +SKIP
+>>> request = export(out, justification="Table 1 of the paper")  # doctest: +SKIP
+>>> request.refresh().status                                     # doctest: +SKIP
+>>> my_requests()                                                # doctest: +SKIP
 >>> dm = ws.codelist("diabetes", ["E10", "E11"])                 # doctest: +SKIP
 
 Every output is checked for disclosure from the SQL its ibis expression compiles to, records that
@@ -24,16 +26,17 @@ import importlib
 # notebook helpers. "outputs.x" names come from the trusted package enclave.outputs.x.
 _EXPORTS = {
     "crosstab": "api", "custom": "api", "histogram": "api", "logit": "api", "ols": "api",
-    "pivot_table": "api", "survival": "api", "export": "exports", "Hit": "outputs.ledger",
+    "pivot_table": "api", "survival": "api", "export": "exports", "ExportRequest": "exports",
+    "ExportRequests": "exports", "my_requests": "exports", "Hit": "outputs.ledger",
     "ledger_add": "outputs.ledger", "ledger_check": "outputs.ledger", "Output": "output",
     "recheck": "exports", "record_hash": "outputs.record", "ReleaseRef": "workspaces",
     "Workspace": "workspaces", "workspace": "workspaces",
 }
 
 __all__ = [
-    "Hit", "Output", "ReleaseRef", "Workspace", "crosstab", "custom", "export", "histogram",
-    "ledger_add", "ledger_check", "logit", "ols", "pivot_table", "recheck", "record_hash",
-    "survival", "workspace",
+    "ExportRequest", "ExportRequests", "Hit", "Output", "ReleaseRef", "Workspace", "crosstab",
+    "custom", "export", "histogram", "ledger_add", "ledger_check", "logit", "my_requests", "ols",
+    "pivot_table", "recheck", "record_hash", "survival", "workspace",
 ]
 
 

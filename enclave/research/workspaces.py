@@ -150,8 +150,10 @@ class Workspace:
             con = connect_release(str(ref.database))
             from enclave.airlock.client import record_event  # the audit trail: who read what
 
+            # a trail that cannot take the event is said in one plain line on stdout (a notebook
+            # shows stderr, where logging's last resort writes, as a red error)
             record_event("release.read", f"release:{ref.name}", {"tier": ref.tier},
-                         settings=self.settings)
+                         settings=self.settings, note=print)
             con._enclave_release = ref  # how the checked outputs find the release of a table
             con._enclave_settings = self.settings
             con._enclave_codelists = {}  # name → CodeList: what an output's record carries

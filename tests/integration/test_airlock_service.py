@@ -13,6 +13,7 @@ import pytest
 
 from enclave.airlock.outbox import outbox_dir, verify_outbox
 from enclave.audit import connect, events, verify
+from enclave.errors import PermissionDeniedError
 from enclave.settings import load_settings
 from tests.airlock_support import (
     MEMBER,
@@ -170,6 +171,60 @@ def test_forms_need_the_xsrf_token(enclave):
         urllib.request.urlopen(login, timeout=30)
     assert err.value.code == 403
     assert svc.call(STEWARDS[2], "GET", f"api/requests/{rid}")[1]["status"] == "in_review"
+
+
+def test_a_researcher_follows_an_export_from_the_notebook(enclave, monkeypatch):
+    """Through the airlock's API as a kernel in the hub calls it (URL and the user's token from
+    the environment): export() answers an ExportRequest with its state and link, refresh()
+    re-reads it after a steward's vote, my_requests() lists it; another user cannot read it."""
+    from enclave.airlock.client import get_request
+    from enclave.research import crosstab, export, my_requests, workspace
+    from tests.airlock_support import token_of
+
+    home, svc = enclave
+    monkeypatch.setenv("ENCLAVE_AIRLOCK_URL", svc.url.rstrip("/"))
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", token_of(REQUESTER))
+    monkeypatch.setenv("JUPYTERHUB_BASE_URL", "/")
+    ws = workspace(home, project="alpha")
+    t = ws.table("visit")
+    out = crosstab(t.filter(t.grp != "c"), "grp", "sex")
+    request = export(out, justification="Table 1 of the paper")
+    rid = request["request_id"]
+    assert request.status == "in_review" and request.check_status == "pass"
+    assert request.url == f"/services/airlock/requests/{rid}"
+    assert f'href="/services/airlock/requests/{rid}"' in request._repr_html_()
+    code, _ = svc.call(STEWARDS[0], "POST", f"api/requests/{rid}/vote", {"vote": "approve"})
+    assert code == 200
+    assert request.refresh() is request and request.status == "released"
+    assert request["bundle"] and "released" in request._repr_html_()
+    mine = my_requests()
+    assert rid in [r["id"] for r in mine]
+    row = next(r for r in mine if r["id"] == rid)
+    assert row["status"] == "released" and row["project"] == "alpha"
+    assert row["kind"] == "crosstab" and row["created_at"] and row["url"].endswith(rid)
+    assert all(r["requester"] == REQUESTER for r in mine)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", token_of(OUTSIDER))
+    with pytest.raises(PermissionDeniedError):
+        get_request(rid)
+    assert rid not in [r["id"] for r in my_requests()]
+
+
+def test_outside_the_hub_requests_are_read_through_the_workflow(enclave, monkeypatch):
+    """No airlock URL: the client reads the workflow directly as the OS user (LOGNAME)."""
+    from enclave.research import crosstab, export, my_requests, workspace
+
+    home, _ = enclave
+    monkeypatch.delenv("ENCLAVE_AIRLOCK_URL", raising=False)
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+    monkeypatch.setenv("LOGNAME", MEMBER)
+    monkeypatch.setenv("ENCLAVE_HOME", str(home))
+    ws = workspace(home, project="alpha")
+    t = ws.table("visit")
+    request = export(crosstab(t.filter(t.grp != "c"), "grp", "sex"),
+                     justification="Table 2 of the paper", settings=load_settings(home))
+    assert request.status == "in_review"
+    assert request.refresh().status == "in_review" and request.check_status == "pass"
+    assert next(iter(my_requests(settings=load_settings(home))))["id"] == request.request_id
 
 
 # --- concurrency -----------------------------------------------------------------------------

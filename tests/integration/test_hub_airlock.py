@@ -148,17 +148,19 @@ def test_researcher_runs_an_example_notebook_and_two_stewards_release_its_export
     page.screenshot(path=str(ARTIFACTS / "airlock-01-notebook-open.png"))
     page.click("div.lm-MenuBar-itemLabel:text-is('Run')")
     page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
-    # the last cell prints the summary with the request the airlock answered
-    out = page.wait_for_selector(".jp-OutputArea-output:has-text('\"request_id\"')",
+    # the last cell shows the request the airlock answered: its id, state and a link to its page
+    # (the notebook itself asserts that the airlock reproduced the output: in review)
+    out = page.wait_for_selector(".jp-OutputArea-output:has-text('open the request page')",
                                  timeout=300_000)
-    summary = json.loads(out.inner_text().strip().splitlines()[-1])
-    req = summary["request"]
-    rid = req["request_id"]
+    rid = out.query_selector("code").inner_text().strip()
+    href = out.query_selector("a:has-text('open the request page')").get_attribute("href")
+    text = out.inner_text()
     out.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "airlock-02-notebook-exported.png"))
     ctx.close()
     # the airlock reproduced the output in its own process: in review, two approvals needed
-    assert req["status"] == "in_review", req
+    assert rid.startswith("r-") and "in review" in text, text
+    assert href.endswith(f"services/airlock/requests/{rid}"), href
 
     for i, short in enumerate(("steward", "steward2")):
         ctx, page = _login(browser, bed, short)

@@ -4,7 +4,8 @@ The home is built through the CLI as an admin would: demo hospitals ingested, pr
 (member bob) approved by a steward and activated, its desensitized release, then the twin. Each
 notebook runs in a real IPython kernel (nbclient) as researcher ``bob`` (``LOGNAME``; the
 airlock client acts as the OS user outside the hub) and ends in an export request that the real
-airlock re-checks in its own process: ``in_review`` means the airlock reproduced the output.
+airlock re-checks in its own process: ``in_review`` means the airlock reproduced the output. Each notebook asserts
+its own results (a wrong answer fails it) and shows no error or stderr output.
 """
 
 from __future__ import annotations
@@ -70,19 +71,56 @@ def home(tmp_path_factory) -> Path:
     return home
 
 
+#: what the test reads of each notebook, printed by a cell it adds after the notebook's own (the
+#: notebooks display their export request; they print no summary of their own)
+SUMMARIES = {
+    "01_table_one.ipynb": """{"statuses": {"ages": ages.status, "ages_broad": ages_broad.status,
+                            "bmi": bmi_by_sex.status},
+               "ages_id": ages.output_id,
+               "broad_hits": sorted({h["earlier_output"] for h in ages_broad.ledger_hits}),
+               "request": request}""",
+    "02_diabetes_prevalence.ipynb": """{"statuses": {"by_band": by_band.status,
+               "prevalence": prevalence.status, "by_age": by_age.status}, "request": request}""",
+    "03_readmission_logit.ipynb": """{"statuses": {"rates": rates.status, "model": model.status,
+               "tiny": tiny.status}, "request": request}""",
+    "04_survival_curve.ipynb": """{"statuses": {"curve": curve.status, "daily": daily.status,
+               "figure": fig_out.status}, "interval": curve.record["spec"]["interval"],
+               "request": request}""",
+}
+
+
+def quiet(cells: list) -> None:
+    """No cell of the notebook (nor the test's summary cell) shows an error or writes to stderr
+    (a notebook shows stderr in red: a warning the researcher cannot act on is a false alarm)."""
+    loud = [(i, o.get("name") or o.get("ename"), "".join(o.get("text") or o.get("traceback") or ""))
+            for i, c in enumerate(cells) if c.cell_type == "code" for o in c.get("outputs", [])
+            if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")]
+    assert not loud, loud
+
+
 def run_notebook(name: str, home: Path, user_home: Path, monkeypatch) -> tuple[dict, list]:
-    """Execute ``notebooks/<name>`` in a fresh kernel; returns the summary the notebook's last
-    cell prints and the executed cells."""
+    """Execute ``notebooks/<name>`` in a fresh kernel (its own assertions check its results: a
+    wrong answer fails the run), then a cell that prints what the test reads of it; returns that
+    summary and the executed cells, none of which may show an error or stderr."""
     for key, value in {"ENCLAVE_HOME": str(home), "HOME": str(user_home), "LOGNAME": "bob",
                        "USER": "bob"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("ENCLAVE_AIRLOCK_URL", raising=False)
     monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    assert not any("json.dumps" in c.source for c in nb.cells), "no JSON wall in the examples"
+    nb.cells.append(nbformat.v4.new_code_cell(
+        f"import json as _json\nprint(_json.dumps({SUMMARIES[name]}))"))
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(user_home)}}).execute()
+    quiet(nb.cells)
     text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
-    return json.loads(text.strip().splitlines()[-1]), nb.cells
+    return json.loads(text.strip().splitlines()[-1]), nb.cells[:-1]
+
+
+def shown(cells: list, mime: str = "text/html") -> list[str]:
+    return [o["data"][mime] for c in cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if mime in o.get("data", {})]
 
 
 def check_request(summary: dict, user_home: Path, home: Path) -> dict:
@@ -128,19 +166,26 @@ def test_table_one(home, user_home, monkeypatch):
         set(h) == {"kind", "unit", "earlier_output", "earlier_project", "new_cell",
                    "earlier_cell", "difference", "message", "researcher_message"}
         for h in record["ledger_hits"])
-    # outputs render as HTML with their status in the notebook
-    html = [o["data"]["text/html"] for c in cells if c.cell_type == "code"
-            for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+    # outputs render as HTML with their status in the notebook; suppressed cells read withheld
+    html = shown(cells)
     assert any("FAIL" in h for h in html) and any("PASS" in h for h in html)
+    assert any(">withheld<" in h for h in html) and not any(">null<" in h for h in html)
+    # the export request shows its state and links to its page; the panel lists it
+    rid = summary["request"]["request_id"]
+    assert any(f"services/airlock/requests/{rid}" in h and "in review" in h for h in html)
+    assert any("my export requests" in h and rid in h for h in html)
 
 
 def test_diabetes_prevalence(home, user_home, monkeypatch):
-    summary, _ = run_notebook("02_diabetes_prevalence.ipynb", home, user_home, monkeypatch)
+    summary, cells = run_notebook("02_diabetes_prevalence.ipynb", home, user_home, monkeypatch)
     st = summary["statuses"]
     assert st["by_band"] == "fail" and st["by_age"] == "pass"
     assert st["prevalence"] in ("pass", "review", "fail")
     record = check_request(summary, user_home, home)
     assert {c["statistic"] for c in record["cells"]} == {"patients", "mean"}
+    # the fine table's suppressed cells read withheld, its age bands sort by age
+    by_band = next(h for h in shown(cells) if "age_band" in h)
+    assert ">withheld<" in by_band
 
 
 def test_readmission_logit(home, user_home, monkeypatch):

@@ -63,12 +63,12 @@ def true_counts(release) -> list[int]:
 
 
 def refilled(data: bytes, counts: list[int]) -> tuple[bytes, list[int]]:
-    """The file with every empty count set to its true value, and the rows it filled."""
+    """The file with every withheld count set to its true value, and the rows it filled."""
     rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
     at = rows[0].index("count")
     filled = []
     for r, row in enumerate(rows[1:], 2):
-        if row[at] == "":
+        if row[at] in ("", "withheld"):
             row[at] = str(counts[int(row[0])])
             filled.append(r)
     buf = io.StringIO()
@@ -99,7 +99,8 @@ def test_refilled_suppressed_counts_are_rejected_and_nothing_leaves(enclave):
     seen = airlock.describe(rid, REQUESTER)
     assert seen["status"] == "rejected"
     problems = seen["checks"]["problems"]
-    assert f"{name}: a value where the re-run's result is suppressed (must be empty), at row 2 " \
+    assert f"{name}: a value where the re-run's result is suppressed (must be empty or " \
+           "withheld), at row 2 " \
            "column 4 (count), row 3 column 4 (count), row 4 column 4 (count)" in problems
     assert seen["checks"]["detail"] == {}  # no recomputed cell goes back to a refused request
     stored = store.get_request(airlock.con, rid)
@@ -107,7 +108,7 @@ def test_refilled_suppressed_counts_are_rejected_and_nothing_leaves(enclave):
     for said in (problems, [seen["decision_reason"]], stored["checks"]["problems"],
                  [stored["decision_reason"]], *trail):
         assert quotes_nothing(said), said
-    # what the airlock keeps is the re-run's own result, with the suppressed counts empty
+    # what the airlock keeps is the re-run's own result, with the suppressed counts withheld
     assert stored["checks"]["detail"]["result_csv"].encode() == honest
     assert all(c["value"] is None for c in stored["checks"]["detail"]["cells"]
                if c["outcome"] == "fail")

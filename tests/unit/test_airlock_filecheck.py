@@ -137,21 +137,34 @@ def test_a_suppressed_value_filled_back_in_is_caught(outputs):
     assert [c for c in rerun["cells"] if c["outcome"] == "fail"], "the 3-patient group"
     head, rows = rendered(outputs, "suppressed")
     tiny = next(r for r in rows if r[0] == "tiny")
-    assert tiny[1:] == ["", ""]  # suppressed cells are empty
+    assert tiny[1:] == ["withheld", "withheld"]  # suppressed cells say so
     tiny[1] = "3"
     problems = check(outputs, "suppressed", csv_text(head, rows))
-    assert len(problems) == 1 and "suppressed (must be empty)" in problems[0]
+    assert len(problems) == 1 and "suppressed (must be empty or withheld)" in problems[0]
+
+
+def test_a_withheld_value_may_be_left_empty_but_not_written_elsewhere(outputs):
+    """A file may leave a withheld value empty (as files made before the word did); the word
+    itself where the re-run published a number is a value other than the re-run's."""
+    head, rows = rendered(outputs, "suppressed")
+    tiny = next(r for r in rows if r[0] == "tiny")
+    tiny[1:] = ["", ""]
+    assert check(outputs, "suppressed", csv_text(head, rows)) == []
+    head, rows = rendered(outputs, "crosstab")
+    rows[0][1] = "withheld"  # a published count
+    problems = check(outputs, "crosstab", csv_text(head, rows))
+    assert len(problems) == 1 and "other than the re-run's" in problems[0]
 
 
 def test_a_suppressed_histogram_count_refilled_with_its_true_value_is_refused(outputs):
     head, rows = rendered(outputs, "small_bins")
-    assert [r[3] for r in rows[:3]] == ["", "", ""]
+    assert [r[3] for r in rows[:3]] == ["withheld"] * 3
     for r, true in zip(rows[:3], SCORE_COUNTS[:3], strict=True):
         r[3] = str(true)  # 1, 7, 0: each is also a published bin number
     problems = check(outputs, "small_bins", csv_text(head, rows))
     name = next(iter(outputs["small_bins"][0]))
     where = ", ".join(f"row {r} column 4 (count)" for r in (2, 3, 4))
-    said = "a value where the re-run's result is suppressed (must be empty)"
+    said = "a value where the re-run's result is suppressed (must be empty or withheld)"
     assert problems == [f"{name}: {said}, at {where}"]
 
 

@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 
 from enclave.crypto import file_sha256
+from enclave.disclosure import round_significant
 from enclave.errors import BadInputError, EnclaveError, PermissionDeniedError
 from enclave.release.manifest import write_manifest
 from enclave.research import (
@@ -262,8 +263,8 @@ def test_mean_of_three_values_in_a_ten_row_cell_fails(ws):
     assert a["outcome"] == "fail" and a["value"] is None
     assert any("non-missing values from 3 patients (10 rows); at least 10" in r
                for r in a["reasons"])
-    assert b["outcome"] == "pass" and b["value"] == pytest.approx(
-        ws.table("means").filter(lambda t: t.grp == "b").x.mean().execute())
+    assert b["outcome"] == "pass" and b["value"] == round_significant(
+        ws.table("means").filter(lambda t: t.grp == "b").x.mean().execute(), 6)
     assert out.status == "fail"
     assert out.result.filter(pl.col("grp") == "a")["mean"].item() is None
 
@@ -407,13 +408,13 @@ def test_ols_and_logit_match_statsmodels_and_check_the_sample(cohort):
     out = ols("y ~ x + age + C(sex)", t)
     ref = smf.ols("y ~ x + age + C(sex)", df.to_pandas()).fit()
     got = dict(zip(out.result["term"], out.result["coef"]))
-    for name, coef in ref.params.items():
-        assert got[name] == pytest.approx(coef, rel=1e-9)
+    for name, coef in ref.params.items():  # published to the policy's 6 significant digits
+        assert got[name] == round_significant(coef, 6)
     assert out.status == "pass" and "396 residual degrees of freedom" in out.reasons[0]
     lg = logit("z ~ x", t)
     assert lg.status == "pass"
     assert dict(zip(lg.result["term"], lg.result["coef"]))["x"] == pytest.approx(
-        smf.logit("z ~ x", df.to_pandas()).fit(disp=0).params["x"], rel=1e-6)
+        smf.logit("z ~ x", df.to_pandas()).fit(disp=0).params["x"], rel=1e-5)
     small = ols("y ~ x + age", t.limit(12))  # 12 patients, 3 parameters: 9 residual dof
     assert small.status == "fail"
     assert any("9 residual degrees of freedom" in r for r in small.reasons)
@@ -435,8 +436,239 @@ def test_survival_is_coarsened_until_every_step_passes(cohort):
     coarse = (np.maximum(np.ceil(f["days"].to_numpy() / w), 1) * w)
     d1 = int(((coarse == w) & (f["event"].to_numpy() == 1)).sum())
     first = _cell(out, sex="F", time=float(w))
-    assert first["value"] == pytest.approx(1 - d1 / f.height)
+    assert first["value"] == round_significant(1 - d1 / f.height, 6)
     fine = survival(ws.table("cohort"), "days", "event", interval=1)
     assert fine.status == "fail"  # daily steps have a few events each
     with pytest.raises(BadInputError, match="one row per patient"):
         survival(ws.table("cohort").union(ws.table("cohort").limit(3)), "days", "event")
+
+
+# --- what a notebook shows: withheld values, missing labels, band order (issue 19) ----------
+
+
+@pytest.fixture
+def banded(tmp_path):
+    """Patients in 5-year age bands (text labels, as a release's generalization writes them),
+    with a small oldest band and some patients whose band is unknown (null)."""
+    bands = ["0-4", "5-9", "10-14", "15-19", "80-84", "85+"]
+    rows, n = [], 0
+    for band in bands:
+        size = 3 if band == "85+" else 24
+        for i in range(size):
+            rows.append((pid(n), band, "FM"[i % 2], float(n % 7)))
+            n += 1
+    for i in range(24):
+        rows.append((pid(n), None, "FM"[i % 2], 1.0))
+        n += 1
+    t = pl.DataFrame(rows, schema=["person_id", "age_band", "sex", "x"], orient="row")
+    make_release(tmp_path / "home", {"people": t})
+    return workspace(tmp_path / "home")
+
+
+def test_age_bands_sort_by_their_lower_bound_not_as_text(banded):
+    out = crosstab(banded.table("people"), "age_band", "sex", aggfunc="patients")
+    assert out.result["age_band"].to_list() == ["0-4", "5-9", "10-14", "15-19", "80-84", "85+",
+                                                None]
+    piv = pivot_table(banded.table("people"), "age_band", "x", ["patients", "mean"])
+    assert piv.result["age_band"].to_list() == out.result["age_band"].to_list()
+    # the bands as columns of a crosstab, too
+    across = crosstab(banded.table("people"), "sex", "age_band", aggfunc="patients")
+    assert across.result.columns == ["sex", "0-4", "5-9", "10-14", "15-19", "80-84", "85+",
+                                     "null"]
+    assert across.table().columns[-1] == "(missing)"  # the column of the unknown band
+
+
+def test_level_order_puts_numbers_first_then_text_then_missing():
+    from enclave.outputs.tables import level_key
+
+    labels = ["80+", "<40", "unknown", None, "60-79", "40-59", "2019", "5-9"]
+    assert sorted(labels, key=level_key) == ["5-9", "<40", "40-59", "60-79", "80+", "2019",
+                                             "unknown", None]
+
+
+def test_withheld_values_read_withheld_and_missing_labels_read_missing(banded):
+    out = crosstab(banded.table("people"), "age_band", "sex", aggfunc="patients")
+    shown = out.table()
+    old = shown.filter(pl.col("age_band") == "85+")
+    assert old.row(0)[1:] == ("withheld", "withheld")  # 3 patients: suppressed
+    assert shown["age_band"].to_list()[-1] == "(missing)"  # a null label is missing data
+    unknown = out.result.filter(pl.col("age_band").is_null())
+    assert unknown["F"].item() == 12  # published: the null is the label, not the value
+    html = out._repr_html_()
+    assert "withheld" in html and "(missing)" in html and ">null<" not in html
+    assert ">None<" not in html and "NaN" not in html
+    # the result keeps its nulls for computing with
+    assert out.result.filter(pl.col("age_band") == "85+")["F"].item() is None
+
+
+def test_the_exported_csv_says_withheld_and_leaves_missing_labels_empty(banded, tmp_path):
+    from enclave.research import recheck
+    from enclave.settings import load_settings
+
+    out = crosstab(banded.table("people"), "age_band", "sex", aggfunc="patients")
+    (data,) = out.files().values()
+    lines = data.decode().splitlines()
+    assert lines[0] == "age_band,F,M"
+    assert "85+,withheld,withheld" in lines and lines[-1] == ",12,12"
+    assert pl.read_csv(data, schema_overrides={"F": pl.String})["F"].null_count() == 0
+    # the airlock's re-run renders its own result table the same way, so the file compares
+    again = recheck(out.record, settings=load_settings(tmp_path / "home"))
+    assert again["verified"], again["problems"]
+    from enclave.airlock.filecheck import unproduced_fields
+
+    assert unproduced_fields(out.files(), again["result_csv"], again["result_keys"]) == []
+
+
+def test_a_failed_model_shows_every_value_withheld(cohort):
+    ws, _ = cohort
+    small = ols("y ~ x + age", ws.table("cohort").limit(12))
+    assert small.status == "fail"
+    shown = small.table()
+    assert set(shown.drop("term").unique().rows()) == {("withheld",) * 5}
+    assert b"withheld" in next(iter(small.files().values()))
+
+
+def test_a_value_that_does_not_exist_is_not_withheld():
+    """A null the checks did not withhold (e.g. the mean of an empty cell where empty cells may
+    be shown) is no value, shown as a dash and written empty."""
+    from enclave.outputs.layout import display_frame, publishable_csv, withheld_positions
+
+    result = pl.DataFrame({"g": ["a", "b", None], "mean": [1.5, None, None]})
+    cells = [{"cell": {"g": "a"}, "statistic": "mean", "value": 1.5, "outcome": "pass"},
+             {"cell": {"g": "b"}, "statistic": "mean", "value": None, "outcome": "pass"},
+             {"cell": {"g": None}, "statistic": "mean", "value": None, "outcome": "fail"}]
+    spec = {"kind": "pivot_table", "groups": ["g"]}
+    assert withheld_positions(result, cells, spec) == {"mean": {2}}
+    assert display_frame(result, cells, spec).rows() == [("a", "1.5"), ("b", "–"),
+                                                         ("(missing)", "withheld")]
+    assert publishable_csv(result, cells, spec) == "g,mean\na,1.5\nb,\n,withheld\n"
+
+
+# --- export requests as a notebook shows them (issue 19) -------------------------------------
+
+
+def test_an_export_request_is_a_dict_with_a_link_and_its_state(monkeypatch):
+    from enclave.research import ExportRequest
+
+    answer = {"request_id": "r-0123456789ab", "id": "r-0123456789ab", "status": "in_review",
+              "checks": {"ok": True, "status": "pass", "problems": []}, "bundle": "/x"}
+    req = ExportRequest(answer)
+    assert req["request_id"] == "r-0123456789ab" and req["status"] == "in_review"
+    assert json.loads(json.dumps(req)) == answer  # what submitted.json and summaries keep
+    assert req.status == "in_review" and req.check_status == "pass"
+    monkeypatch.delenv("JUPYTERHUB_BASE_URL", raising=False)
+    assert req.url == "/services/airlock/requests/r-0123456789ab"
+    monkeypatch.setenv("JUPYTERHUB_BASE_URL", "/hub-prefix/")
+    assert req.url == "/hub-prefix/services/airlock/requests/r-0123456789ab"
+    html = req._repr_html_()
+    assert 'href="/hub-prefix/services/airlock/requests/r-0123456789ab"' in html
+    assert "in review" in html and "pass" in html and "refresh()" in html
+    assert repr(req) == ("<ExportRequest r-0123456789ab status=in_review checks=pass "
+                         "/hub-prefix/services/airlock/requests/r-0123456789ab>")
+    assert len(repr(req)) < 120 and "record" not in html
+    rejected = ExportRequest({"request_id": "r-1", "status": "rejected", "decision_reason":
+                              "the files differ", "checks": {"status": "fail", "problems": [
+                                  "x.csv: a value other than the re-run's"]}})
+    assert "the files differ" in rejected._repr_html_()
+    assert "a value other than the re-run" in rejected._repr_html_()
+
+
+def test_my_requests_shows_a_table_with_links():
+    from enclave.research import ExportRequests
+
+    rows = ExportRequests([{"id": "r-1", "project": "alpha", "kind": "crosstab",
+                            "status": "released", "created_at": "2026-01-02T03:04:05+00:00",
+                            "updated_at": "2026-01-03T03:04:05+00:00",
+                            "url": "/services/airlock/requests/r-1"}])
+    html = rows._repr_html_()
+    assert "<table" in html and 'href="/services/airlock/requests/r-1"' in html
+    assert "alpha" in html and "crosstab" in html and "released" in html
+    assert "r-1" in repr(rows) and "no export requests" in ExportRequests()._repr_html_()
+
+
+def test_a_trail_that_cannot_record_a_read_says_so_in_one_plain_line(tmp_path, capsys,
+                                                                     monkeypatch):
+    """Reading goes on; the researcher reads one line on stdout (a notebook shows stderr in red);
+    the warning still reaches the program's own log handlers."""
+    import logging
+
+    from enclave.airlock import client
+
+    home = tmp_path / "home"
+    make_release(home, {"person": parse_table("person_id | x\n a1 | 1")})
+    # an airlock URL with a token, where nothing listens: the trail cannot be reached
+    monkeypatch.setenv("ENCLAVE_AIRLOCK_URL", "http://127.0.0.1:9/services/airlock")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "t" * 32)
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    keep = Keep()
+    client.log.addHandler(keep)
+    try:
+        ws = workspace(home)
+        assert ws.table("person").count().execute() == 1
+    finally:
+        client.log.removeHandler(keep)
+    out, err = capsys.readouterr()
+    lines = [ln for ln in out.splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("note: the audit trail did not record")
+    assert "release:alpha/v1" in lines[0] and "admin" in lines[0]
+    assert err == ""
+    assert seen and "not recorded" in seen[0]
+
+
+# --- published precision (issue 19, item 5) ----------------------------------------------------
+
+
+def test_statistics_are_published_to_the_policys_significant_digits(cohort, tmp_path):
+    from enclave.research import recheck
+    from enclave.settings import load_settings
+
+    ws, df = cohort
+    out = pivot_table(ws.table("cohort"), "sex", "y", ["count", "mean", "std", "q75"])
+    exact = df.group_by("sex").agg(pl.col("y").mean()).sort("sex")["y"].to_list()
+    assert out.result["mean"].to_list() == [round_significant(v, 6) for v in exact]
+    assert all(len(f"{v:.15g}".lstrip("-0.").replace(".", "")) <= 6
+               for c in ("mean", "std", "q75") for v in out.result[c])
+    assert out.result.schema["count"] == pl.Int64  # counts stay whole numbers
+    for c in out.record["cells"]:
+        if isinstance(c["value"], float):
+            assert c["value"] == round_significant(c["value"], 6)
+    model = ols("y ~ x", ws.table("cohort"))
+    for c in model.record["cells"]:
+        assert all(v == round_significant(v, 6) for v in [c["value"], *c["extra"].values()])
+    assert model.result.row(1)[1:] == (model.record["cells"][1]["value"],
+                                       *model.record["cells"][1]["extra"].values())
+    # the airlock's re-run rounds the same way: the record and the files are reproduced
+    settings = load_settings(tmp_path / "home")
+    for o in (out, model):
+        again = recheck(o.record, settings=settings)
+        assert again["verified"], again["problems"]
+        assert again["result_csv"] == next(iter(o.files().values())).decode()
+
+
+def test_the_significant_digits_are_a_setting_and_part_of_the_policy(cohort, tmp_path):
+    from enclave.disclosure import ACRO, policy_hash
+    from enclave.research import recheck
+    from enclave.settings import load_settings
+
+    _, df = cohort
+    (tmp_path / "home" / "settings.toml").write_text("[disclosure]\nsignificant_digits = 3\n")
+    three = workspace(tmp_path / "home")
+    out = pivot_table(three.table("cohort"), "sex", "y", "mean")
+    exact = df.group_by("sex").agg(pl.col("y").mean()).sort("sex")["y"].to_list()
+    assert out.result["mean"].to_list() == [round_significant(v, 3) for v in exact]
+    assert out.record["policy"]["significant_digits"] == 3
+    assert recheck(out.record, settings=load_settings(tmp_path / "home"))["verified"]
+    # a record made under another precision is another policy: the airlock refuses it
+    (tmp_path / "home" / "settings.toml").write_text("[disclosure]\nsignificant_digits = 0\n")
+    again = recheck(out.record, settings=load_settings(tmp_path / "home"))
+    assert not again["verified"] and "another policy" in again["problems"][0]
+    unrounded = pivot_table(workspace(tmp_path / "home").table("cohort"), "sex", "y", "mean")
+    assert unrounded.result["mean"].to_list() == pytest.approx(exact, rel=1e-12)
+    from dataclasses import replace
+
+    assert policy_hash(replace(ACRO, significant_digits=4)) != policy_hash(ACRO)
