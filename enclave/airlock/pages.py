@@ -199,4 +199,6 @@ def cell_table(req: dict) -> tuple[list[str], list[dict], str]:
     cols: list[str] = []
     for r in rows:
         cols.extend(k for k in r if k not in cols)
-    return cols, [{k: _show(v) for k, v in r.items()} for r in rows], source
+    shown = [{k: ("withheld" if k == "value" and v is None and r.get("outcome") == "fail"
+                  else _show(v)) for k, v in r.items()} for r in rows]
+    return cols, shown, source
