@@ -179,7 +179,7 @@ def test_researcher_runs_an_example_notebook_and_two_stewards_release_its_export
         page.fill("#vote-reason", "aggregate prevalence by broad age group")
         page.click("#vote-submit")
         page.wait_for_selector("#status")
-        assert page.inner_text("#status") == ("in_review" if i == 0 else "released")
+        assert page.inner_text("#status") == ("in review" if i == 0 else "released")
         page.screenshot(path=str(ARTIFACTS / f"airlock-04-voted-steward{i + 1}.png"),
                         full_page=True)
         ctx.close()
