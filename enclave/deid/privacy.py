@@ -25,7 +25,7 @@ the distribution over the whole input (before suppression), as in ARX.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -103,18 +103,17 @@ class Microdata:
     #: whole-table distribution of each sensitive attribute (t-closeness reference)
     sensitive_dists: tuple[np.ndarray, ...]
     row_index: np.ndarray  # (n,) distinct row of every input row
-    #: ``codes[q][level]``: level code of every distinct row (precomputed lookups)
-    codes: tuple[tuple[np.ndarray, ...], ...]
 
     @property
     def distinct_rows(self) -> int:
         return int(self.weights.size)
 
     def level_codes(self, q: int, level: int) -> np.ndarray:
-        return self.codes[q][level]
+        """Level code of every distinct row for QI ``q`` at ``level`` (int64)."""
+        return self.hierarchies[q].codes[level].astype(np.int64)[self.leaf_codes[:, q]]
 
 
-def _combine(columns: Sequence[np.ndarray], cards: Sequence[int], m: int) -> tuple[np.ndarray, int]:
+def combine(columns: Sequence[np.ndarray], cards: Sequence[int], m: int) -> tuple[np.ndarray, int]:
     """One int64 key per row from several code columns (re-densified before it could overflow)."""
     key = np.zeros(m, dtype=np.int64)
     bound = 1
@@ -155,6 +154,10 @@ def _encode_sensitive(values: pl.Series, order: tuple[str, ...] | None) -> tuple
                 f"column {values.name!r}: {int((codes < 0).sum())} value(s) not in the given order"
             )
         return codes, len(order)
+    if values.dtype == pl.String:  # dense rank in text order, without sorting every row
+        uniq = values.unique().sort()
+        codes = values.cast(pl.Enum(uniq)).to_physical().cast(pl.Int64).to_numpy()
+        return codes, uniq.len()
     codes = (values.rank("dense") - 1).cast(pl.Int64).to_numpy()
     return codes, int(codes.max()) + 1 if codes.size else 0
 
@@ -168,7 +171,7 @@ def encode(frame: pl.DataFrame, hierarchies: Mapping[str, Hierarchy],
     n = frame.height
     qis = tuple(hierarchies)
     hier = tuple(hierarchies[q] for q in qis)
-    leaf = [h.encode(frame.get_column(q)) for q, h in zip(qis, hier, strict=True)]
+    leaf = _leaf_codes(frame, qis, hier)
     sens, cards = [], []
     tc = criteria.t_closeness
     for name in criteria.sensitive:
@@ -180,25 +183,31 @@ def encode(frame: pl.DataFrame, hierarchies: Mapping[str, Hierarchy],
             codes, card = _encode_sensitive(col, order if tc and tc.distance == "ordered" else None)
         sens.append(codes)
         cards.append(card)
-    key, bound = _combine(leaf + sens, [len(h.leaves) for h in hier] + cards, n)
-    if n:
-        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        weights = np.bincount(inverse, minlength=uniq.size).astype(np.float64)
-    else:
-        first = inverse = np.zeros(0, dtype=np.int64)
-        weights = np.zeros(0)
-    leaf_codes = np.column_stack(leaf)[first] if qis else np.zeros((first.size, 0), np.int32)
-    sens_codes = np.column_stack(sens)[first] if sens else np.zeros((first.size, 0), np.int64)
+    # every row is its own "distinct row" (weight 1): grouping identical rows first costs a sort
+    # of the whole table, and the search works on class tables (enclave.deid.classes) anyway
+    weights = np.ones(n)
+    leaf_codes = leaf if qis else np.zeros((n, 0), np.int32)
+    sens_codes = np.column_stack(sens) if sens else np.zeros((n, 0), np.int64)
     dists = tuple(np.bincount(s, minlength=c) / max(n, 1) for s, c in zip(sens, cards, strict=True))
-    leaf_codes = np.ascontiguousarray(leaf_codes, dtype=np.int32)
-    level_codes = tuple(
-        tuple(np.ascontiguousarray(h.codes[j][leaf_codes[:, q]]).astype(np.int64)
-              for j in range(h.height + 1))
-        for q, h in enumerate(hier)
-    )
     return Microdata(n, qis, hier, leaf_codes, weights, criteria.sensitive,
-                     sens_codes.astype(np.int64), tuple(cards), dists, inverse, level_codes)
+                     sens_codes.astype(np.int64), tuple(cards), dists, np.arange(n))
+
+
+def _leaf_codes(frame: pl.DataFrame, qis: Sequence[str],
+                hierarchies: Sequence[Hierarchy]) -> np.ndarray:
+    """Leaf index of every value of every QI (rows × QIs, int32), the columns cast in one
+    (parallel) polars pass; an unknown or missing value raises as :meth:`Hierarchy.encode`."""
+    if not qis:
+        return np.zeros((frame.height, 0), np.int32)
+    cast = frame.select(
+        (pl.col(q) if frame.schema[q] == pl.String else pl.col(q).cast(pl.String))
+        .cast(pl.Enum(h.leaves), strict=False).to_physical().cast(pl.Int32).alias(f"_{i}")
+        for i, (q, h) in enumerate(zip(qis, hierarchies, strict=True))
+    )
+    for i, (q, h) in enumerate(zip(qis, hierarchies, strict=True)):
+        if cast.get_column(f"_{i}").null_count():
+            h.encode(frame.get_column(q))  # raises, naming the column and the hierarchy
+    return np.ascontiguousarray(cast.to_numpy(order="c"), dtype=np.int32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +224,7 @@ def partition(micro: Microdata, levels: Sequence[int]) -> Partition:
     """Group the distinct rows by their QI codes at ``levels``."""
     cols = [micro.level_codes(q, lv) for q, lv in enumerate(levels)]
     cards = [h.cardinality(lv) for h, lv in zip(micro.hierarchies, levels, strict=True)]
-    key, bound = _combine(cols, cards, micro.distinct_rows)
+    key, bound = combine(cols, cards, micro.distinct_rows)
     cls, c = group(key, bound) if key.size else (key, 0)
     sizes = np.bincount(cls, weights=micro.weights, minlength=c)
     return Partition(tuple(levels), cls, sizes, key)
@@ -291,17 +300,23 @@ class Verdict:
 
 def judge(micro: Microdata, part: Partition, criteria: Criteria) -> Verdict:
     """Evaluate all criteria on the classes of ``part``."""
-    k_bad = part.sizes < criteria.k
+    return verdict(micro, part.sizes, lambda a: _histograms(micro, part, a), criteria)
+
+
+def verdict(micro: Microdata, sizes: np.ndarray, hist: Callable[[int], np.ndarray],
+            criteria: Criteria) -> Verdict:
+    """Evaluate all criteria on classes given by their ``sizes`` (records) and ``hist(a)``, the
+    class × value counts of sensitive attribute ``a`` of ``micro`` (computed only when needed)."""
+    k_bad = sizes < criteria.k
     bad = k_bad.copy()
     if criteria.l_diversity is not None:
         a = micro.sensitive.index(criteria.l_diversity.attribute)
-        bad |= ~l_diverse(_histograms(micro, part, a), criteria.l_diversity)
+        bad |= ~l_diverse(hist(a), criteria.l_diversity)
     if criteria.t_closeness is not None:
         tc = criteria.t_closeness
         a = micro.sensitive.index(tc.attribute)
-        dist = emd(_histograms(micro, part, a), micro.sensitive_dists[a], tc.distance,
-                   tc.hierarchy)
+        dist = emd(hist(a), micro.sensitive_dists[a], tc.distance, tc.hierarchy)
         bad |= dist > tc.t + _EPS
-    k_supp = int(round(part.sizes[k_bad].sum()))
-    supp = int(round(part.sizes[bad].sum())) if bad is not k_bad else k_supp
+    k_supp = int(round(sizes[k_bad].sum()))
+    supp = int(round(sizes[bad].sum())) if criteria.sensitive else k_supp
     return Verdict(bad, supp, k_supp)
