@@ -278,7 +278,7 @@ def _generalized(frame: pl.DataFrame, micro: Microdata, levels: Sequence[int]) -
         if levels[q] == 0:
             out.append(frame.get_column(name).cast(pl.String))
             continue
-        codes = h.codes[levels[q]][micro.leaf_codes[micro.row_index, q]]
+        codes = h.codes[levels[q]][micro.leaf_codes[:, q]]  # row i of the frame is row i
         labels = pl.Series(name, list(h.labels[levels[q]]), dtype=pl.String)
         out.append(labels.gather(codes))
     return out
@@ -329,7 +329,7 @@ def anonymize(frame: pl.DataFrame, policy: AnonymizationPolicy,
         # the rows to remove: classes of every row at this node, judged again (same verdicts)
         part = partition(micro, levels)
         violating = judge(micro, part, engine.criteria).violating
-        released = released.filter(pl.Series(~violating[part.cls][micro.row_index]))
+        released = released.filter(pl.Series(~violating[part.cls]))
     sizes = table.sizes[~verdict.violating]
     pop_sizes = None
     if population is not None:

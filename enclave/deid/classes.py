@@ -1,6 +1,6 @@
 """Equivalence classes of lattice nodes rolled up from finer nodes (numpy; no I/O, no logging).
 
-Grouping the distinct rows of the table again for every node the search checks costs a pass over
+Grouping the rows of the table again for every node the search checks costs a pass over
 all rows per node. A node's classes are unions of the classes of any *finer* node (one whose level is
 ≤ on every quasi-identifier), so — as ARX does with its snapshots of checked nodes — a
 :class:`ClassTable` keeps, per class, its level codes, its size and its histograms of the sensitive
@@ -9,7 +9,7 @@ its codes one level up and summing sizes and histograms per new class (:meth:`Cl
 The criteria then run once per class on those histograms (:func:`enclave.deid.privacy.verdict`),
 so a check costs a pass over the classes of the finer node, not over the rows.
 
-Contract: for every node, the classes, sizes and histograms equal those of grouping the distinct
+Contract: for every node, the classes, sizes and histograms equal those of grouping the
 rows directly (:func:`enclave.deid.privacy.partition`) — counts are sums of integer weights, exact
 in float64 — so the search sees the same verdicts as without the cache. Class order differs.
 Only counts and codes are held, never patient values.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from enclave.deid.metrics import CellCosts
-from enclave.deid.privacy import Microdata, combine, group, partition
+from enclave.deid.privacy import Microdata, classes_of, partition
 
 #: memory the cache may hold (bytes); the bottom table is kept whatever its size
 CACHE_BYTES = 256 << 20
@@ -58,7 +58,7 @@ def _representatives(cls: np.ndarray, c: int) -> np.ndarray:
 
 
 def bottom_table(micro: Microdata, levels: Sequence[int]) -> ClassTable:
-    """The classes of ``levels`` grouped from the distinct rows of ``micro``."""
+    """The classes of ``levels`` grouped from the rows of ``micro``."""
     part = partition(micro, levels)
     c = part.sizes.size
     rep = _representatives(part.cls, c)
@@ -122,8 +122,7 @@ class ClassCache:
         cols = [base.codes[q] if v == base.levels[q] else self._up(q, base.levels[q], v)[
             base.codes[q]] for q, v in enumerate(lv)]
         cards = [h.cardinality(v) for h, v in zip(hierarchies, lv, strict=True)]
-        key, bound = combine(cols, cards, base.sizes.size)
-        cls, c = group(key, bound) if key.size else (key, 0)
+        cls, c = classes_of(cols, cards, base.sizes.size)
         rep = _representatives(cls, c)
         codes = np.empty((len(cols), c), dtype=np.int64)
         for q, col in enumerate(cols):

@@ -92,11 +92,23 @@ class Hierarchy:
         return np.bincount(codes)[codes]
 
     def encode(self, values: pl.Series) -> np.ndarray:
-        """Leaf index of every value (int32); raise naming the column if any value is unknown."""
-        text = values.cast(pl.String) if values.dtype != pl.String else values
-        as_leaf = text.cast(pl.Enum(self.leaves), strict=False)
-        bad = as_leaf.null_count()
-        out = None if bad else as_leaf.to_physical().to_numpy().astype(np.int32)
+        """Leaf index of every value (int32); raise naming the column if any value is unknown.
+
+        A dictionary-encoded column (``pl.Enum``) is mapped through its categories: one lookup
+        per category, then one gather of the physical codes."""
+        if isinstance(values.dtype, pl.Enum):
+            lut = (values.cat.get_categories().cast(pl.Enum(self.leaves), strict=False)
+                   .to_physical().cast(pl.Int32).fill_null(-1).to_numpy())
+            phys = values.to_physical()
+            out = lut[phys.fill_null(0).to_numpy()] if lut.size else np.zeros(0, np.int32)
+            bad = phys.null_count() + int((out[phys.is_not_null().to_numpy()] < 0).sum())
+            if bad:
+                out = None
+        else:
+            text = values.cast(pl.String) if values.dtype != pl.String else values
+            as_leaf = text.cast(pl.Enum(self.leaves), strict=False)
+            bad = as_leaf.null_count()
+            out = None if bad else as_leaf.to_physical().to_numpy().astype(np.int32)
         if out is None:
             raise BadInputError(
                 f"column {values.name!r}: {bad} value(s) are missing or not leaves of hierarchy "

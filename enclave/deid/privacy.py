@@ -1,11 +1,12 @@
 """Privacy criteria evaluated on equivalence classes, vectorized (numpy; no I/O).
 
 The input table (one row per patient) is encoded once: every quasi-identifier becomes an integer
-leaf code of its hierarchy, every sensitive attribute an integer category code, and identical rows
-are collapsed into *distinct rows* with a weight. A lattice node (one level per QI) maps leaf codes
-to level codes with a table lookup; the level codes are combined into one int64 key per distinct
-row, and grouping the keys (``bincount`` when the key space is small, ``np.unique`` otherwise) gives
-the equivalence classes. Criteria are then whole-array tests on class sizes and on per-class
+leaf code of its hierarchy, every sensitive attribute an integer category code (a ``pl.Enum``
+column through its categories, like ARX's dictionary-encoded data); every row keeps weight 1. A
+lattice node (one level per QI) maps leaf codes to level codes with a table lookup; the level codes
+are combined into one key per row and densified with presence masks (:func:`classes_of`, linear
+time), which gives the equivalence classes. The search itself groups rows once, at the lowest node,
+and rolls classes up from there (:mod:`enclave.deid.classes`). Criteria are then whole-array tests on class sizes and on per-class
 histograms of the sensitive attribute:
 
 * k-anonymity: class size ≥ k.
@@ -90,7 +91,7 @@ class Criteria:
 
 @dataclass(frozen=True, slots=True)
 class Microdata:
-    """The encoded table: distinct rows of (QI leaf codes, sensitive codes) with weights."""
+    """The encoded table: per row (in the frame's order) QI leaf codes, sensitive codes, weight."""
 
     n: int
     qis: tuple[str, ...]
@@ -102,14 +103,13 @@ class Microdata:
     sensitive_cards: tuple[int, ...]
     #: whole-table distribution of each sensitive attribute (t-closeness reference)
     sensitive_dists: tuple[np.ndarray, ...]
-    row_index: np.ndarray  # (n,) distinct row of every input row
 
     @property
     def distinct_rows(self) -> int:
         return int(self.weights.size)
 
     def level_codes(self, q: int, level: int) -> np.ndarray:
-        """Level code of every distinct row for QI ``q`` at ``level`` (int64)."""
+        """Level code of every row for QI ``q`` at ``level`` (int64)."""
         return self.hierarchies[q].codes[level].astype(np.int64)[self.leaf_codes[:, q]]
 
 
@@ -139,6 +139,41 @@ def group(key: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
     return inverse.reshape(-1), int(uniq.size)
 
 
+_MASK_LIMIT = 1 << 24
+
+
+def _densify(key: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
+    """Dense ids ``0..d-1`` of ``key`` (values in ``0..bound-1``), in key order."""
+    if bound <= max(8 * key.size, _MASK_LIMIT):
+        present = np.zeros(bound, dtype=bool)
+        present[key] = True
+        dense = np.cumsum(present, dtype=np.int32)
+        return dense[key].astype(np.int64) - 1, int(dense[-1]) if bound else 0
+    uniq, inverse = np.unique(key, return_inverse=True)
+    return inverse.reshape(-1), int(uniq.size)
+
+
+def classes_of(columns: Sequence[np.ndarray], cards: Sequence[int],
+               m: int) -> tuple[np.ndarray, int]:
+    """Class id of each of ``m`` rows grouped by several code columns (``cards``: codes per
+    column), and the number of classes. Linear time: the combined key is re-densified with a
+    presence mask whenever it would outgrow ``2**23`` (no sort of the rows); the columns are
+    taken by increasing cardinality so that the mask stays small. Class ids follow key order."""
+    if m == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    key = np.zeros(m, dtype=np.int64)
+    bound = 1
+    for q in sorted(range(len(cards)), key=lambda i: cards[i]):
+        card = cards[q]
+        if card <= 1:
+            continue
+        if bound * card > (1 << 23) and bound > 1:
+            key, bound = _densify(key, bound)
+        key = key * card + columns[q]
+        bound *= card
+    return _densify(key, bound)
+
+
 def _encode_sensitive(values: pl.Series, order: tuple[str, ...] | None) -> tuple[np.ndarray, int]:
     if values.null_count():
         raise BadInputError(
@@ -154,6 +189,11 @@ def _encode_sensitive(values: pl.Series, order: tuple[str, ...] | None) -> tuple
                 f"column {values.name!r}: {int((codes < 0).sum())} value(s) not in the given order"
             )
         return codes, len(order)
+    if isinstance(values.dtype, pl.Enum):  # dictionary-encoded: rank the categories only
+        cats = values.cat.get_categories()
+        rank = np.empty(cats.len(), dtype=np.int64)
+        rank[cats.arg_sort().to_numpy()] = np.arange(cats.len())
+        return rank[values.to_physical().to_numpy()], cats.len()
     if values.dtype == pl.String:  # dense rank in text order, without sorting every row
         uniq = values.unique().sort()
         codes = values.cast(pl.Enum(uniq)).to_physical().cast(pl.Int64).to_numpy()
@@ -183,14 +223,14 @@ def encode(frame: pl.DataFrame, hierarchies: Mapping[str, Hierarchy],
             codes, card = _encode_sensitive(col, order if tc and tc.distance == "ordered" else None)
         sens.append(codes)
         cards.append(card)
-    # every row is its own "distinct row" (weight 1): grouping identical rows first costs a sort
-    # of the whole table, and the search works on class tables (enclave.deid.classes) anyway
+    # identical rows are not collapsed first (that costs a sort of the whole table): the search
+    # works on class tables (enclave.deid.classes), which group the rows once
     weights = np.ones(n)
     leaf_codes = leaf if qis else np.zeros((n, 0), np.int32)
     sens_codes = np.column_stack(sens) if sens else np.zeros((n, 0), np.int64)
     dists = tuple(np.bincount(s, minlength=c) / max(n, 1) for s, c in zip(sens, cards, strict=True))
     return Microdata(n, qis, hier, leaf_codes, weights, criteria.sensitive,
-                     sens_codes.astype(np.int64), tuple(cards), dists, np.arange(n))
+                     sens_codes.astype(np.int64), tuple(cards), dists)
 
 
 def _leaf_codes(frame: pl.DataFrame, qis: Sequence[str],
@@ -199,6 +239,9 @@ def _leaf_codes(frame: pl.DataFrame, qis: Sequence[str],
     (parallel) polars pass; an unknown or missing value raises as :meth:`Hierarchy.encode`."""
     if not qis:
         return np.zeros((frame.height, 0), np.int32)
+    if any(isinstance(frame.schema[q], pl.Enum) for q in qis):  # dictionary-encoded input
+        return np.asfortranarray(np.column_stack(
+            [h.encode(frame.get_column(q)) for q, h in zip(qis, hierarchies, strict=True)]))
     cast = frame.select(
         (pl.col(q) if frame.schema[q] == pl.String else pl.col(q).cast(pl.String))
         .cast(pl.Enum(h.leaves), strict=False).to_physical().cast(pl.Int32).alias(f"_{i}")
@@ -207,27 +250,25 @@ def _leaf_codes(frame: pl.DataFrame, qis: Sequence[str],
     for i, (q, h) in enumerate(zip(qis, hierarchies, strict=True)):
         if cast.get_column(f"_{i}").null_count():
             h.encode(frame.get_column(q))  # raises, naming the column and the hierarchy
-    return np.ascontiguousarray(cast.to_numpy(order="c"), dtype=np.int32)
+    return np.asfortranarray(cast.to_numpy(order="fortran"), dtype=np.int32)
 
 
 @dataclass(frozen=True, slots=True)
 class Partition:
-    """Equivalence classes of a node: class of every distinct row, class sizes (records)."""
+    """Equivalence classes of a node: class of every row, class sizes (records)."""
 
     levels: tuple[int, ...]
     cls: np.ndarray
     sizes: np.ndarray
-    keys: np.ndarray  # one int64 key per distinct row (to match other tables at the same node)
 
 
 def partition(micro: Microdata, levels: Sequence[int]) -> Partition:
-    """Group the distinct rows by their QI codes at ``levels``."""
+    """Group the rows by their QI codes at ``levels``."""
     cols = [micro.level_codes(q, lv) for q, lv in enumerate(levels)]
     cards = [h.cardinality(lv) for h, lv in zip(micro.hierarchies, levels, strict=True)]
-    key, bound = combine(cols, cards, micro.distinct_rows)
-    cls, c = group(key, bound) if key.size else (key, 0)
+    cls, c = classes_of(cols, cards, micro.distinct_rows)
     sizes = np.bincount(cls, weights=micro.weights, minlength=c)
-    return Partition(tuple(levels), cls, sizes, key)
+    return Partition(tuple(levels), cls, sizes)
 
 
 def _histograms(micro: Microdata, part: Partition, a: int) -> np.ndarray:
