@@ -139,12 +139,14 @@ def group(key: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
     return inverse.reshape(-1), int(uniq.size)
 
 
-_MASK_LIMIT = 1 << 24
+def _mask_limit(m: int) -> int:
+    """Largest key range grouped with a presence mask (cost ~ range) rather than a sort."""
+    return max(16 * m, 1 << 12)
 
 
 def _densify(key: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
     """Dense ids ``0..d-1`` of ``key`` (values in ``0..bound-1``), in key order."""
-    if bound <= max(8 * key.size, _MASK_LIMIT):
+    if bound <= max(_mask_limit(key.size), 1 << 22):
         present = np.zeros(bound, dtype=bool)
         present[key] = True
         dense = np.cumsum(present, dtype=np.int32)
@@ -156,18 +158,20 @@ def _densify(key: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
 def classes_of(columns: Sequence[np.ndarray], cards: Sequence[int],
                m: int) -> tuple[np.ndarray, int]:
     """Class id of each of ``m`` rows grouped by several code columns (``cards``: codes per
-    column), and the number of classes. Linear time: the combined key is re-densified with a
-    presence mask whenever it would outgrow ``2**23`` (no sort of the rows); the columns are
-    taken by increasing cardinality so that the mask stays small. Class ids follow key order."""
+    column), and the number of classes. Linear time as a rule: the combined key is re-densified
+    with a presence mask whenever its range would outgrow ``16 m`` (no sort of the rows); the
+    columns are taken by increasing cardinality so that the mask stays small. Class ids follow
+    key order."""
     if m == 0:
         return np.zeros(0, dtype=np.int64), 0
     key = np.zeros(m, dtype=np.int64)
     bound = 1
+    limit = _mask_limit(m)
     for q in sorted(range(len(cards)), key=lambda i: cards[i]):
         card = cards[q]
         if card <= 1:
             continue
-        if bound * card > (1 << 23) and bound > 1:
+        if bound * card > limit and bound > 1:
             key, bound = _densify(key, bound)
         key = key * card + columns[q]
         bound *= card
@@ -190,7 +194,7 @@ def _encode_sensitive(values: pl.Series, order: tuple[str, ...] | None) -> tuple
             )
         return codes, len(order)
     if isinstance(values.dtype, pl.Enum):  # dictionary-encoded: rank the categories only
-        cats = values.cat.get_categories()
+        cats = values.dtype.categories
         rank = np.empty(cats.len(), dtype=np.int64)
         rank[cats.arg_sort().to_numpy()] = np.arange(cats.len())
         return rank[values.to_physical().to_numpy()], cats.len()
