@@ -57,6 +57,36 @@ def _representatives(cls: np.ndarray, c: int) -> np.ndarray:
     return rep
 
 
+def _group(cols: list[np.ndarray], cards: list[int], m: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """Class of each of ``m`` rows grouped by ``cols``, the number of classes and each class's
+    codes (Q × classes). When the combined key range is small (coarse nodes) the codes are read
+    back from the present keys; otherwise from one representative row per class."""
+    bound = 1
+    for card in cards:
+        bound *= max(card, 1)
+    if bound <= max(16 * m, 1 << 16):
+        key = np.zeros(m, dtype=np.int64)
+        for col, card in zip(cols, cards, strict=True):
+            key *= card
+            key += col
+        present = np.zeros(bound, dtype=bool)
+        present[key] = True
+        uniq = np.flatnonzero(present)
+        lookup = np.empty(bound, dtype=np.int64)
+        lookup[uniq] = np.arange(uniq.size)
+        codes = np.empty((len(cols), uniq.size), dtype=np.int64)
+        rest = uniq
+        for q in range(len(cols) - 1, -1, -1):
+            rest, codes[q] = np.divmod(rest, max(cards[q], 1))
+        return lookup[key], int(uniq.size), codes
+    cls, c = classes_of(cols, cards, m)
+    rep = _representatives(cls, c)
+    codes = np.empty((len(cols), c), dtype=np.int64)
+    for q, col in enumerate(cols):
+        np.take(col, rep, out=codes[q])
+    return cls, c, codes
+
+
 def bottom_table(micro: Microdata, levels: Sequence[int]) -> ClassTable:
     """The classes of ``levels`` grouped from the rows of ``micro``."""
     part = partition(micro, levels)
@@ -64,7 +94,7 @@ def bottom_table(micro: Microdata, levels: Sequence[int]) -> ClassTable:
     rep = _representatives(part.cls, c)
     codes = np.empty((len(levels), c), dtype=np.int64)
     for q, lv in enumerate(levels):
-        codes[q] = micro.level_codes(q, lv)[rep]
+        codes[q] = micro.hierarchies[q].codes[lv][micro.leaf_codes[rep, q]]
     hists = []
     for a, card in enumerate(micro.sensitive_cards):
         flat = part.cls * card + micro.sensitive_codes[:, a]
@@ -122,11 +152,7 @@ class ClassCache:
         cols = [base.codes[q] if v == base.levels[q] else self._up(q, base.levels[q], v)[
             base.codes[q]] for q, v in enumerate(lv)]
         cards = [h.cardinality(v) for h, v in zip(hierarchies, lv, strict=True)]
-        cls, c = classes_of(cols, cards, base.sizes.size)
-        rep = _representatives(cls, c)
-        codes = np.empty((len(cols), c), dtype=np.int64)
-        for q, col in enumerate(cols):
-            np.take(col, rep, out=codes[q])
+        cls, c, codes = _group(cols, cards, base.sizes.size)
         sizes = np.bincount(cls, weights=base.sizes, minlength=c)
         hists = tuple(_sum_rows(cls, c, h) for h in base.hists)
         table = ClassTable(lv, codes, sizes, hists)

@@ -244,8 +244,10 @@ def _leaf_codes(frame: pl.DataFrame, qis: Sequence[str],
     if not qis:
         return np.zeros((frame.height, 0), np.int32)
     if any(isinstance(frame.schema[q], pl.Enum) for q in qis):  # dictionary-encoded input
-        return np.asfortranarray(np.column_stack(
-            [h.encode(frame.get_column(q)) for q, h in zip(qis, hierarchies, strict=True)]))
+        out = np.empty((frame.height, len(qis)), dtype=np.int32, order="F")
+        for i, (q, h) in enumerate(zip(qis, hierarchies, strict=True)):
+            out[:, i] = h.encode(frame.get_column(q))
+        return out
     cast = frame.select(
         (pl.col(q) if frame.schema[q] == pl.String else pl.col(q).cast(pl.String))
         .cast(pl.Enum(h.leaves), strict=False).to_physical().cast(pl.Int32).alias(f"_{i}")
