@@ -193,12 +193,13 @@ def _encode_sensitive(values: pl.Series, order: tuple[str, ...] | None) -> tuple
                 f"column {values.name!r}: {int((codes < 0).sum())} value(s) not in the given order"
             )
         return codes, len(order)
-    if isinstance(values.dtype, pl.Enum):  # dictionary-encoded: rank the categories only
-        cats = values.dtype.categories
+    dtype = values.dtype
+    if isinstance(dtype, pl.Enum):  # dictionary-encoded: rank the categories only
+        cats = dtype.categories
         rank = np.empty(cats.len(), dtype=np.int64)
         rank[cats.arg_sort().to_numpy()] = np.arange(cats.len())
         return rank[values.to_physical().to_numpy()], cats.len()
-    if values.dtype == pl.String:  # dense rank in text order, without sorting every row
+    if dtype == pl.String:  # dense rank in text order, without sorting every row
         uniq = values.unique().sort()
         codes = values.cast(pl.Enum(uniq)).to_physical().cast(pl.Int64).to_numpy()
         return codes, uniq.len()
@@ -243,20 +244,32 @@ def _leaf_codes(frame: pl.DataFrame, qis: Sequence[str],
     (parallel) polars pass; an unknown or missing value raises as :meth:`Hierarchy.encode`."""
     if not qis:
         return np.zeros((frame.height, 0), np.int32)
-    if any(isinstance(frame.schema[q], pl.Enum) for q in qis):  # dictionary-encoded input
-        out = np.empty((frame.height, len(qis)), dtype=np.int32, order="F")
-        for i, (q, h) in enumerate(zip(qis, hierarchies, strict=True)):
-            out[:, i] = h.encode(frame.get_column(q))
-        return out
+    schema = frame.collect_schema()
+    enum = [isinstance(schema[q], pl.Enum) for q in qis]
+    # text columns cast to the hierarchy's leaves in one (parallel) polars pass; Enum columns
+    # give their own codes (mapped per category below)
     cast = frame.select(
-        (pl.col(q) if frame.schema[q] == pl.String else pl.col(q).cast(pl.String))
-        .cast(pl.Enum(h.leaves), strict=False).to_physical().cast(pl.Int32).alias(f"_{i}")
-        for i, (q, h) in enumerate(zip(qis, hierarchies, strict=True))
-    )
-    for i, (q, h) in enumerate(zip(qis, hierarchies, strict=True)):
-        if cast.get_column(f"_{i}").null_count():
+        (pl.col(q) if schema[q] == pl.String else pl.col(q).cast(pl.String))
+        .cast(pl.Enum(h.leaves), strict=False).to_physical().alias(f"_{i}")
+        for i, (q, h, is_enum) in enumerate(zip(qis, hierarchies, enum, strict=True))
+        if not is_enum
+    ) if not all(enum) else None
+    out = np.empty((frame.height, len(qis)), dtype=np.int32, order="F")
+    for i, (q, h, is_enum) in enumerate(zip(qis, hierarchies, enum, strict=True)):
+        col = frame.get_column(q).to_physical() if is_enum else cast.get_column(f"_{i}")
+        bad = col.null_count() > 0
+        if not bad:
+            codes = col.to_numpy()
+            if is_enum:  # category → leaf, one lookup per category
+                lut = np.array([h.index.get(c, -1) for c in schema[q].categories.to_list()],
+                               dtype=np.int32)
+                codes = lut[codes] if codes.size else codes
+                bad = bool((codes < 0).any())
+            out[:, i] = codes
+        if bad:
             h.encode(frame.get_column(q))  # raises, naming the column and the hierarchy
-    return np.asfortranarray(cast.to_numpy(order="fortran"), dtype=np.int32)
+            raise AssertionError(f"column {q!r}: encoding disagrees with Hierarchy.encode")
+    return out
 
 
 @dataclass(frozen=True, slots=True)
