@@ -40,7 +40,6 @@ from enclave.deid.metrics import (
     RiskReport,
     UtilityReport,
     cell_costs,
-    decomposed_loss,
     discernibility,
     risk_report,
 )
@@ -198,10 +197,6 @@ class _Engine:
             lb += totals[self.nodes[:, q]]
         return lb
 
-    def loss(self, measure: str, levels: Sequence[int], suppressed_rows: np.ndarray) -> float:
-        return decomposed_loss(self.costs[measure], levels, self.micro.leaf_codes,
-                               self.micro.weights, suppressed_rows)
-
     def penalties(self, measure: str) -> list[list[np.ndarray]]:
         if measure not in self._penalties:
             self._penalties[measure] = suppression_penalties(self.costs[measure],
@@ -211,7 +206,7 @@ class _Engine:
     def class_loss(self, measure: str, table: ClassTable, suppressed: np.ndarray) -> float:
         """``measure`` of a node from its class table: the loss without suppression plus the
         suppression penalties of the classes marked in ``suppressed`` (equal, up to rounding, to
-        :meth:`loss` of the same rows)."""
+        :func:`~enclave.deid.metrics.decomposed_loss` of their rows)."""
         base = sum(self.totals[measure][q][lv] for q, lv in enumerate(table.levels))
         return float(base) + (suppressed_loss(self.penalties(measure), table, suppressed)
                               if suppressed.any() else 0.0)

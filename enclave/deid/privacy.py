@@ -37,7 +37,6 @@ from enclave.deid.hierarchy import Hierarchy
 from enclave.errors import BadInputError, ConfigurationError
 
 _EPS = 1e-12
-_KEY_LIMIT = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,32 +110,6 @@ class Microdata:
     def level_codes(self, q: int, level: int) -> np.ndarray:
         """Level code of every row for QI ``q`` at ``level`` (int64)."""
         return self.hierarchies[q].codes[level].astype(np.int64)[self.leaf_codes[:, q]]
-
-
-def combine(columns: Sequence[np.ndarray], cards: Sequence[int], m: int) -> tuple[np.ndarray, int]:
-    """One int64 key per row from several code columns (re-densified before it could overflow)."""
-    key = np.zeros(m, dtype=np.int64)
-    bound = 1
-    for col, card in zip(columns, cards, strict=True):
-        if card <= 1:
-            continue
-        if bound * card >= _KEY_LIMIT:
-            uniq, key = np.unique(key, return_inverse=True)
-            bound = int(uniq.size)
-        key = key * card + col
-        bound *= card
-    return key, bound
-
-
-def group(key: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
-    """Dense class id of every key and the number of classes."""
-    m = key.size
-    if bound <= max(8 * m, 1 << 15):
-        present = np.bincount(key, minlength=bound) > 0
-        dense = np.cumsum(present) - 1
-        return dense[key], int(dense[-1] + 1) if bound else 0
-    uniq, inverse = np.unique(key, return_inverse=True)
-    return inverse.reshape(-1), int(uniq.size)
 
 
 def _mask_limit(m: int) -> int:
