@@ -48,6 +48,7 @@ from enclave.deid.privacy import (
     LDiversity,
     Microdata,
     TCloseness,
+    counts,
     encode,
     judge,
     partition,
@@ -172,8 +173,7 @@ class _Engine:
         )
         self.limit = math.floor(policy.max_suppression * self.micro.n + 1e-9)
         self.leaf_counts = [
-            np.bincount(self.micro.leaf_codes[:, q], weights=self.micro.weights,
-                        minlength=len(h.leaves))
+            counts(self.micro.leaf_codes[:, q], self.micro.weights, len(h.leaves))
             for q, h in enumerate(self.micro.hierarchies)
         ]
         self.costs: dict[str, list[CellCosts]] = {}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from enclave.deid.metrics import CellCosts
-from enclave.deid.privacy import Microdata, classes_of, partition
+from enclave.deid.privacy import Microdata, classes_of, counts, partition
 
 #: memory the cache may hold (bytes); the bottom table is kept whatever its size
 CACHE_BYTES = 256 << 20
@@ -98,7 +98,7 @@ def bottom_table(micro: Microdata, levels: Sequence[int]) -> ClassTable:
     hists = []
     for a, card in enumerate(micro.sensitive_cards):
         flat = part.cls * card + micro.sensitive_codes[:, a]
-        hists.append(np.bincount(flat, weights=micro.weights, minlength=c * card).reshape(c, card))
+        hists.append(counts(flat, micro.weights, c * card).reshape(c, card))
     return ClassTable(tuple(int(v) for v in levels), codes, part.sizes, tuple(hists))
 
 
