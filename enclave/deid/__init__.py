@@ -271,7 +271,12 @@ def _generalized(frame: pl.DataFrame, micro: Microdata, levels: Sequence[int]) -
     out = []
     for q, (name, h) in enumerate(zip(micro.qis, micro.hierarchies, strict=True)):
         if levels[q] == 0:
-            out.append(frame.get_column(name).cast(pl.String))
+            column = frame.get_column(name)
+            if isinstance(column.dtype, pl.Enum):  # its categories' text, gathered by code
+                texts = pl.Series(name, column.dtype.categories.to_list(), dtype=pl.String)
+                out.append(texts.gather(column.to_physical()))
+            else:
+                out.append(column.cast(pl.String))
             continue
         codes = h.codes[levels[q]][micro.leaf_codes[:, q]]  # row i of the frame is row i
         labels = pl.Series(name, list(h.labels[levels[q]]), dtype=pl.String)
