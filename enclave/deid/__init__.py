@@ -326,10 +326,11 @@ def anonymize(frame: pl.DataFrame, policy: AnonymizationPolicy,
     verdict = judged(micro, table.sizes, table.hists.__getitem__, engine.criteria)
     released = frame.with_columns(_generalized(frame, micro, levels))
     if verdict.suppressed:
-        # the rows to remove: classes of every row at this node, judged again (same verdicts)
-        part = partition(micro, levels)
-        violating = judge(micro, part, engine.criteria).violating
-        released = released.filter(pl.Series(~violating[part.cls]))
+        # the rows to remove: every row's class at this node (rolled up from the bottom classes),
+        # judged again (same classes, same verdicts)
+        by_row, row_cls = engine.cache.rows_at(levels)
+        violating = judged(micro, by_row.sizes, by_row.hists.__getitem__, engine.criteria).violating
+        released = released.filter(pl.Series(~violating[row_cls]))
     sizes = table.sizes[~verdict.violating]
     pop_sizes = None
     if population is not None:

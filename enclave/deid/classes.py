@@ -89,6 +89,11 @@ def _group(cols: list[np.ndarray], cards: list[int], m: int) -> tuple[np.ndarray
 
 def bottom_table(micro: Microdata, levels: Sequence[int]) -> ClassTable:
     """The classes of ``levels`` grouped from the rows of ``micro``."""
+    return _bottom(micro, levels)[0]
+
+
+def _bottom(micro: Microdata, levels: Sequence[int]) -> tuple[ClassTable, np.ndarray]:
+    """:func:`bottom_table` and the class of every row."""
     part = partition(micro, levels)
     c = part.sizes.size
     rep = _representatives(part.cls, c)
@@ -99,7 +104,7 @@ def bottom_table(micro: Microdata, levels: Sequence[int]) -> ClassTable:
     for a, card in enumerate(micro.sensitive_cards):
         flat = part.cls * card + micro.sensitive_codes[:, a]
         hists.append(counts(flat, micro.weights, c * card).reshape(c, card))
-    return ClassTable(tuple(int(v) for v in levels), codes, part.sizes, tuple(hists))
+    return ClassTable(tuple(int(v) for v in levels), codes, part.sizes, tuple(hists)), part.cls
 
 
 class ClassCache:
@@ -112,7 +117,7 @@ class ClassCache:
                  slots: int = 64) -> None:
         self.micro = micro
         self.limit = limit
-        self.bottom = bottom_table(micro, lowest)
+        self.bottom, self._bottom_rows = _bottom(micro, lowest)
         self._tables: list[ClassTable | None] = [None] * slots
         self._levels = np.zeros((slots, len(lowest)), dtype=np.int64)
         self._classes = np.full(slots, np.inf)  # classes per slot, inf when empty
@@ -141,23 +146,33 @@ class ClassCache:
                 return table
         return self.bottom
 
+    def rows_at(self, levels: Sequence[int]) -> tuple[ClassTable, np.ndarray]:
+        """The classes of ``levels`` rolled up from the bottom table (not cached) and the class
+        of every row of ``micro`` in that table — the same grouping as
+        :func:`enclave.deid.privacy.partition`, without grouping the rows again."""
+        table, up = self._roll(self.bottom, tuple(int(v) for v in levels))
+        return table, up[self._bottom_rows]
+
     def table(self, levels: Sequence[int]) -> ClassTable:
         """The classes of ``levels`` (rolled up, then cached)."""
         wanted = np.asarray(levels, dtype=np.int64)
         base = self._base(wanted)
         if tuple(int(v) for v in wanted) == base.levels:
             return base
+        table, _ = self._roll(base, tuple(int(v) for v in wanted))
+        self._keep(table)
+        return table
+
+    def _roll(self, base: ClassTable, lv: tuple[int, ...]) -> tuple[ClassTable, np.ndarray]:
+        """The table of node ``lv`` from the finer ``base``, and the new class of each base class."""
         hierarchies = self.micro.hierarchies
-        lv = tuple(int(v) for v in wanted)
         cols = [base.codes[q] if v == base.levels[q] else self._up(q, base.levels[q], v)[
             base.codes[q]] for q, v in enumerate(lv)]
         cards = [h.cardinality(v) for h, v in zip(hierarchies, lv, strict=True)]
         cls, c, codes = _group(cols, cards, base.sizes.size)
         sizes = np.bincount(cls, weights=base.sizes, minlength=c)
         hists = tuple(_sum_rows(cls, c, h) for h in base.hists)
-        table = ClassTable(lv, codes, sizes, hists)
-        self._keep(table)
-        return table
+        return ClassTable(lv, codes, sizes, hists), cls
 
     def _keep(self, table: ClassTable) -> None:
         size = table.nbytes

@@ -69,6 +69,12 @@ def test_rolled_up_classes_equal_direct_grouping(rows, visits) -> None:
     cache = ClassCache(micro, (0, 0, 0), slots=4)
     for levels in visits:  # any visiting order, through a small cache
         assert _classes(micro, cache.table(levels)) == _direct(micro, levels)
+        # every row's class, rolled up from the bottom: the partition of the rows, relabelled
+        table, row_cls = cache.rows_at(levels)
+        part = partition(micro, levels)
+        pairs = set(zip(part.cls.tolist(), row_cls.tolist()))
+        assert len(pairs) == part.sizes.size == table.sizes.size
+        assert np.array_equal(table.sizes[row_cls], part.sizes[part.cls])
 
 
 @SETTINGS
