@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from enclave.deid.classes import ClassCache, ClassTable, suppressed_loss, suppression_penalties
 from enclave.deid.hierarchy import Hierarchy
 from enclave.deid.lattice import Lattice, NodeCheck, search
 from enclave.deid.metrics import (
@@ -39,7 +40,6 @@ from enclave.deid.metrics import (
     RiskReport,
     UtilityReport,
     cell_costs,
-    decomposed_loss,
     discernibility,
     risk_report,
 )
@@ -48,10 +48,12 @@ from enclave.deid.privacy import (
     LDiversity,
     Microdata,
     TCloseness,
+    counts,
     encode,
     judge,
     partition,
 )
+from enclave.deid.privacy import verdict as judged
 from enclave.errors import BadInputError, ConfigurationError, DisclosureRiskError
 
 __all__ = [
@@ -171,8 +173,7 @@ class _Engine:
         )
         self.limit = math.floor(policy.max_suppression * self.micro.n + 1e-9)
         self.leaf_counts = [
-            np.bincount(self.micro.leaf_codes[:, q], weights=self.micro.weights,
-                        minlength=len(h.leaves))
+            counts(self.micro.leaf_codes[:, q], self.micro.weights, len(h.leaves))
             for q, h in enumerate(self.micro.hierarchies)
         ]
         self.costs: dict[str, list[CellCosts]] = {}
@@ -181,6 +182,9 @@ class _Engine:
                 cell_costs(h, self.leaf_counts[q], len(self.qis), measure)
                 for q, h in enumerate(self.micro.hierarchies)
             ]
+        self.totals = {m: [c.totals(self.leaf_counts[q]) for q, c in enumerate(costs)]
+                       for m, costs in self.costs.items()}
+        self._penalties: dict[str, list[list[np.ndarray]]] = {}
         self.lattice = Lattice(tuple(self.qis), tuple(q.lowest for q in self.qis.values()),
                                tuple(q.top for q in self.qis.values()))
         self.nodes = self.lattice.nodes()
@@ -189,26 +193,39 @@ class _Engine:
 
     def lower_bound(self, measure: str) -> np.ndarray:
         lb = np.zeros(self.nodes.shape[0])
-        for q, cost in enumerate(self.costs[measure]):
-            lb += cost.totals(self.leaf_counts[q])[self.nodes[:, q]]
+        for q, totals in enumerate(self.totals[measure]):
+            lb += totals[self.nodes[:, q]]
         return lb
 
-    def loss(self, measure: str, levels: Sequence[int], suppressed_rows: np.ndarray) -> float:
-        return decomposed_loss(self.costs[measure], levels, self.micro.leaf_codes,
-                               self.micro.weights, suppressed_rows)
+    def penalties(self, measure: str) -> list[list[np.ndarray]]:
+        if measure not in self._penalties:
+            self._penalties[measure] = suppression_penalties(self.costs[measure],
+                                                             self.leaf_counts, self.micro)
+        return self._penalties[measure]
+
+    def class_loss(self, measure: str, table: ClassTable, suppressed: np.ndarray) -> float:
+        """``measure`` of a node from its class table: the loss without suppression plus the
+        suppression penalties of the classes marked in ``suppressed`` (equal, up to rounding, to
+        :func:`~enclave.deid.metrics.decomposed_loss` of their rows)."""
+        base = sum(self.totals[measure][q][lv] for q, lv in enumerate(table.levels))
+        return float(base) + (suppressed_loss(self.penalties(measure), table, suppressed)
+                              if suppressed.any() else 0.0)
 
     def checker(self, lb: np.ndarray):
+        """The search's node check: classes rolled up from the finest cached node
+        (:mod:`enclave.deid.classes`), criteria once per class, the loss with suppression
+        per class (lower bound + suppression penalties)."""
         measure = self.policy.measure
+        cache = self.cache = ClassCache(self.micro, self.lattice.lowest)
+        penalties = self.penalties(measure)
 
         def check(idx: int) -> NodeCheck:
-            levels = tuple(int(v) for v in self.nodes[idx])
-            part = partition(self.micro, levels)
-            verdict = judge(self.micro, part, self.criteria)
+            table = cache.table(self.nodes[idx])
+            verdict = judged(self.micro, table.sizes, table.hists.__getitem__, self.criteria)
             ok = verdict.suppressed <= self.limit
+            value = float(lb[idx])
             if ok and verdict.suppressed:
-                value = self.loss(measure, levels, verdict.violating[part.cls])
-            else:
-                value = float(lb[idx])
+                value += suppressed_loss(penalties, table, verdict.violating)
             below = (not ok) if self.monotone else verdict.k_suppressed > self.limit
             return NodeCheck(ok, value, below)
 
@@ -248,11 +265,20 @@ class _Engine:
         )
 
 
-def _generalized(micro: Microdata, levels: Sequence[int]) -> list[pl.Series]:
-    """The QI columns of every input row, generalized to ``levels`` (as text labels)."""
+def _generalized(frame: pl.DataFrame, micro: Microdata, levels: Sequence[int]) -> list[pl.Series]:
+    """The QI columns of every input row of ``frame``, generalized to ``levels`` (as text labels:
+    at level 0 the value's text, which is its leaf's label)."""
     out = []
     for q, (name, h) in enumerate(zip(micro.qis, micro.hierarchies, strict=True)):
-        codes = h.codes[levels[q]][micro.leaf_codes[micro.row_index, q]]
+        if levels[q] == 0:
+            column = frame.get_column(name)
+            if isinstance(column.dtype, pl.Enum):  # its categories' text, gathered by code
+                texts = pl.Series(name, column.dtype.categories.to_list(), dtype=pl.String)
+                out.append(texts.gather(column.to_physical()))
+            else:
+                out.append(column.cast(pl.String))
+            continue
+        codes = h.codes[levels[q]][micro.leaf_codes[:, q]]  # row i of the frame is row i
         labels = pl.Series(name, list(h.labels[levels[q]]), dtype=pl.String)
         out.append(labels.gather(codes))
     return out
@@ -263,7 +289,7 @@ def _population_sizes(engine: _Engine, released: pl.DataFrame, population: pl.Da
     """Size of every released class and of the matching population class (same QIs and node)."""
     qis = list(engine.micro.qis)
     pop_micro = encode(population, {n: q.hierarchy for n, q in engine.qis.items()}, Criteria())
-    pop_counts = pl.DataFrame(_generalized(pop_micro, levels)).group_by(qis).len("F")
+    pop_counts = pl.DataFrame(_generalized(population, pop_micro, levels)).group_by(qis).len("F")
     both = released.group_by(qis).len("f").join(pop_counts, on=qis, how="left")
     return both["f"].to_numpy(), both["F"].fill_null(0).to_numpy()
 
@@ -296,12 +322,16 @@ def anonymize(frame: pl.DataFrame, policy: AnonymizationPolicy,
         raise engine.refuse()
     levels = tuple(int(v) for v in engine.nodes[found.best])
     micro = engine.micro
-    part = partition(micro, levels)
-    verdict = judge(micro, part, engine.criteria)
-    sup_rows = verdict.violating[part.cls]
-    keep = ~sup_rows[micro.row_index]
-    released = frame.with_columns(_generalized(micro, levels)).filter(pl.Series(keep))
-    sizes = part.sizes[~verdict.violating]
+    table = engine.cache.table(levels)
+    verdict = judged(micro, table.sizes, table.hists.__getitem__, engine.criteria)
+    released = frame.with_columns(_generalized(frame, micro, levels))
+    if verdict.suppressed:
+        # the rows to remove: every row's class at this node (rolled up from the bottom classes),
+        # judged again (same classes, same verdicts)
+        by_row, row_cls = engine.cache.rows_at(levels)
+        violating = judged(micro, by_row.sizes, by_row.hists.__getitem__, engine.criteria).violating
+        released = released.filter(pl.Series(~violating[row_cls]))
+    sizes = table.sizes[~verdict.violating]
     pop_sizes = None
     if population is not None:
         sizes, pop_sizes = _population_sizes(engine, released, population, levels)
@@ -311,9 +341,9 @@ def anonymize(frame: pl.DataFrame, policy: AnonymizationPolicy,
         for name, lv, h in zip(micro.qis, levels, micro.hierarchies, strict=True)
     )
     utility = UtilityReport(
-        height=engine.loss("height", levels, sup_rows),
-        loss=engine.loss("loss", levels, sup_rows),
-        entropy=engine.loss("entropy", levels, sup_rows),
+        height=engine.class_loss("height", table, verdict.violating),
+        loss=engine.class_loss("loss", table, verdict.violating),
+        entropy=engine.class_loss("entropy", table, verdict.violating),
         height_per_qi=heights,
         discernibility=discernibility(sizes, verdict.suppressed, micro.n),
         average_class_size=float(sizes.sum() / sizes.size) if sizes.size else 0.0,

@@ -52,6 +52,8 @@ class Hierarchy:
     codes: np.ndarray = field(init=False, repr=False, compare=False)
     #: ``labels[j][c]``: label of code ``c`` at level ``j`` (derived).
     labels: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
+    #: ``index[leaf]``: position of a leaf value (derived).
+    index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.levels or not self.levels[0]:
@@ -73,6 +75,7 @@ class Hierarchy:
                 )
         object.__setattr__(self, "codes", stacked)
         object.__setattr__(self, "labels", tuple(labels))
+        object.__setattr__(self, "index", {v: i for i, v in enumerate(self.levels[0])})
 
     @property
     def leaves(self) -> tuple[str, ...]:
@@ -92,11 +95,25 @@ class Hierarchy:
         return np.bincount(codes)[codes]
 
     def encode(self, values: pl.Series) -> np.ndarray:
-        """Leaf index of every value (int32); raise naming the column if any value is unknown."""
-        text = values.cast(pl.String) if values.dtype != pl.String else values
-        as_leaf = text.cast(pl.Enum(self.leaves), strict=False)
-        bad = as_leaf.null_count()
-        out = None if bad else as_leaf.to_physical().to_numpy().astype(np.int32)
+        """Leaf index of every value (int32); raise naming the column if any value is unknown.
+
+        A dictionary-encoded column (``pl.Enum``) is mapped through its categories: one lookup
+        per category, then one gather of the physical codes."""
+        if isinstance(values.dtype, pl.Enum):
+            bad = values.null_count()
+            out = None
+            if not bad:
+                index = self.index
+                lut = np.array([index.get(c, -1) for c in values.dtype.categories.to_list()],
+                               dtype=np.int32)
+                out = lut[values.to_physical().to_numpy()] if values.len() else lut[:0]
+                bad = int((out < 0).sum())
+                out = None if bad else out
+        else:
+            text = values.cast(pl.String) if values.dtype != pl.String else values
+            as_leaf = text.cast(pl.Enum(self.leaves), strict=False)
+            bad = as_leaf.null_count()
+            out = None if bad else as_leaf.to_physical().to_numpy().astype(np.int32)
         if out is None:
             raise BadInputError(
                 f"column {values.name!r}: {bad} value(s) are missing or not leaves of hierarchy "

@@ -153,8 +153,23 @@ def search(lattice: Lattice, lower_bound: np.ndarray, check: Callable[[int], Nod
             current = min(succ, key=lambda s: (lower_bound[s], s))
             path.append(current)
 
-    for idx in order:
-        idx = int(idx)
+    pos = 0
+    while pos < n_nodes:
+        # next node in bound order that still needs work: unknown, or (with suppression) tagged
+        # anonymous but not yet evaluated. Every other node is a no-op: a failing one cannot be a
+        # solution, and without suppression a node tagged anonymous costs its bound, which is at
+        # least the bound of the cheapest node of the same tagging (considered when tagged).
+        rest = order[pos:]
+        st = status[rest]
+        todo = st == 0
+        if not exact:
+            todo |= (st == 1) & np.isnan(loss[rest])
+        hits = np.flatnonzero(todo)
+        if not hits.size:
+            break
+        pos += int(hits[0])
+        idx = int(order[pos])
+        pos += 1
         if lower_bound[idx] >= best_loss - _TOL:
             break  # no remaining node can be cheaper than the best one found
         if status[idx] == 0 and monotone:

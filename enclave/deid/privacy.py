@@ -1,11 +1,12 @@
 """Privacy criteria evaluated on equivalence classes, vectorized (numpy; no I/O).
 
 The input table (one row per patient) is encoded once: every quasi-identifier becomes an integer
-leaf code of its hierarchy, every sensitive attribute an integer category code, and identical rows
-are collapsed into *distinct rows* with a weight. A lattice node (one level per QI) maps leaf codes
-to level codes with a table lookup; the level codes are combined into one int64 key per distinct
-row, and grouping the keys (``bincount`` when the key space is small, ``np.unique`` otherwise) gives
-the equivalence classes. Criteria are then whole-array tests on class sizes and on per-class
+leaf code of its hierarchy, every sensitive attribute an integer category code (a ``pl.Enum``
+column through its categories, like ARX's dictionary-encoded data); every row keeps weight 1. A
+lattice node (one level per QI) maps leaf codes to level codes with a table lookup; the level codes
+are combined into one key per row and densified with presence masks (:func:`classes_of`, linear
+time), which gives the equivalence classes. The search itself groups rows once, at the lowest node,
+and rolls classes up from there (:mod:`enclave.deid.classes`). Criteria are then whole-array tests on class sizes and on per-class
 histograms of the sensitive attribute:
 
 * k-anonymity: class size ≥ k.
@@ -25,7 +26,7 @@ the distribution over the whole input (before suppression), as in ARX.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,7 +37,6 @@ from enclave.deid.hierarchy import Hierarchy
 from enclave.errors import BadInputError, ConfigurationError
 
 _EPS = 1e-12
-_KEY_LIMIT = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ class Criteria:
 
 @dataclass(frozen=True, slots=True)
 class Microdata:
-    """The encoded table: distinct rows of (QI leaf codes, sensitive codes) with weights."""
+    """The encoded table: per row (in the frame's order) QI leaf codes, sensitive codes, weight."""
 
     n: int
     qis: tuple[str, ...]
@@ -102,42 +102,61 @@ class Microdata:
     sensitive_cards: tuple[int, ...]
     #: whole-table distribution of each sensitive attribute (t-closeness reference)
     sensitive_dists: tuple[np.ndarray, ...]
-    row_index: np.ndarray  # (n,) distinct row of every input row
-    #: ``codes[q][level]``: level code of every distinct row (precomputed lookups)
-    codes: tuple[tuple[np.ndarray, ...], ...]
 
     @property
     def distinct_rows(self) -> int:
         return int(self.weights.size)
 
     def level_codes(self, q: int, level: int) -> np.ndarray:
-        return self.codes[q][level]
+        """Level code of every row for QI ``q`` at ``level`` (int64)."""
+        return self.hierarchies[q].codes[level].astype(np.int64)[self.leaf_codes[:, q]]
 
 
-def _combine(columns: Sequence[np.ndarray], cards: Sequence[int], m: int) -> tuple[np.ndarray, int]:
-    """One int64 key per row from several code columns (re-densified before it could overflow)."""
-    key = np.zeros(m, dtype=np.int64)
-    bound = 1
-    for col, card in zip(columns, cards, strict=True):
-        if card <= 1:
-            continue
-        if bound * card >= _KEY_LIMIT:
-            uniq, key = np.unique(key, return_inverse=True)
-            bound = int(uniq.size)
-        key = key * card + col
-        bound *= card
-    return key, bound
+def counts(codes: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    """Weighted count of every code ``0..size-1`` (float64); the integer count when every weight
+    is 1 (as :func:`encode` makes them), which is exact and faster."""
+    if weights.size and weights[0] == 1.0 and weights.min() == 1.0 == weights.max():
+        return np.bincount(codes, minlength=size).astype(np.float64)
+    return np.bincount(codes, weights=weights, minlength=size)
 
 
-def group(key: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
-    """Dense class id of every key and the number of classes."""
-    m = key.size
-    if bound <= max(8 * m, 1 << 15):
-        present = np.bincount(key, minlength=bound) > 0
-        dense = np.cumsum(present) - 1
-        return dense[key], int(dense[-1] + 1) if bound else 0
+def _mask_limit(m: int) -> int:
+    """Largest key range grouped with a presence mask (cost ~ range) rather than a sort."""
+    return max(16 * m, 1 << 12)
+
+
+def _densify(key: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
+    """Dense ids ``0..d-1`` of ``key`` (values in ``0..bound-1``), in key order."""
+    if bound <= max(_mask_limit(key.size), 1 << 22):
+        present = np.zeros(bound, dtype=bool)
+        present[key] = True
+        dense = np.cumsum(present, dtype=np.int32)
+        return dense[key].astype(np.int64) - 1, int(dense[-1]) if bound else 0
     uniq, inverse = np.unique(key, return_inverse=True)
     return inverse.reshape(-1), int(uniq.size)
+
+
+def classes_of(columns: Sequence[np.ndarray], cards: Sequence[int],
+               m: int) -> tuple[np.ndarray, int]:
+    """Class id of each of ``m`` rows grouped by several code columns (``cards``: codes per
+    column), and the number of classes. Linear time as a rule: the combined key is re-densified
+    with a presence mask whenever its range would outgrow ``16 m`` (no sort of the rows); the
+    columns are taken by increasing cardinality so that the mask stays small. Class ids follow
+    key order."""
+    if m == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    key = np.zeros(m, dtype=np.int64)
+    bound = 1
+    limit = _mask_limit(m)
+    for q in sorted(range(len(cards)), key=lambda i: cards[i]):
+        card = cards[q]
+        if card <= 1:
+            continue
+        if bound * card > limit and bound > 1:
+            key, bound = _densify(key, bound)
+        key = key * card + columns[q]
+        bound *= card
+    return _densify(key, bound)
 
 
 def _encode_sensitive(values: pl.Series, order: tuple[str, ...] | None) -> tuple[np.ndarray, int]:
@@ -155,6 +174,16 @@ def _encode_sensitive(values: pl.Series, order: tuple[str, ...] | None) -> tuple
                 f"column {values.name!r}: {int((codes < 0).sum())} value(s) not in the given order"
             )
         return codes, len(order)
+    dtype = values.dtype
+    if isinstance(dtype, pl.Enum):  # dictionary-encoded: rank the categories only
+        cats = dtype.categories
+        rank = np.empty(cats.len(), dtype=np.int64)
+        rank[cats.arg_sort().to_numpy()] = np.arange(cats.len())
+        return rank[values.to_physical().to_numpy()], cats.len()
+    if dtype == pl.String:  # dense rank in text order, without sorting every row
+        uniq = values.unique().sort()
+        codes = values.cast(pl.Enum(uniq)).to_physical().cast(pl.Int64).to_numpy()
+        return codes, uniq.len()
     codes = (values.rank("dense") - 1).cast(pl.Int64).to_numpy()
     return codes, int(codes.max()) + 1 if codes.size else 0
 
@@ -168,7 +197,7 @@ def encode(frame: pl.DataFrame, hierarchies: Mapping[str, Hierarchy],
     n = frame.height
     qis = tuple(hierarchies)
     hier = tuple(hierarchies[q] for q in qis)
-    leaf = [h.encode(frame.get_column(q)) for q, h in zip(qis, hier, strict=True)]
+    leaf = _leaf_codes(frame, qis, hier)
     sens, cards = [], []
     tc = criteria.t_closeness
     for name in criteria.sensitive:
@@ -180,52 +209,73 @@ def encode(frame: pl.DataFrame, hierarchies: Mapping[str, Hierarchy],
             codes, card = _encode_sensitive(col, order if tc and tc.distance == "ordered" else None)
         sens.append(codes)
         cards.append(card)
-    key, bound = _combine(leaf + sens, [len(h.leaves) for h in hier] + cards, n)
-    if n:
-        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        weights = np.bincount(inverse, minlength=uniq.size).astype(np.float64)
-    else:
-        first = inverse = np.zeros(0, dtype=np.int64)
-        weights = np.zeros(0)
-    leaf_codes = np.column_stack(leaf)[first] if qis else np.zeros((first.size, 0), np.int32)
-    sens_codes = np.column_stack(sens)[first] if sens else np.zeros((first.size, 0), np.int64)
+    # identical rows are not collapsed first (that costs a sort of the whole table): the search
+    # works on class tables (enclave.deid.classes), which group the rows once
+    weights = np.ones(n)
+    leaf_codes = leaf if qis else np.zeros((n, 0), np.int32)
+    sens_codes = np.column_stack(sens) if sens else np.zeros((n, 0), np.int64)
     dists = tuple(np.bincount(s, minlength=c) / max(n, 1) for s, c in zip(sens, cards, strict=True))
-    leaf_codes = np.ascontiguousarray(leaf_codes, dtype=np.int32)
-    level_codes = tuple(
-        tuple(np.ascontiguousarray(h.codes[j][leaf_codes[:, q]]).astype(np.int64)
-              for j in range(h.height + 1))
-        for q, h in enumerate(hier)
-    )
     return Microdata(n, qis, hier, leaf_codes, weights, criteria.sensitive,
-                     sens_codes.astype(np.int64), tuple(cards), dists, inverse, level_codes)
+                     sens_codes.astype(np.int64), tuple(cards), dists)
+
+
+def _leaf_codes(frame: pl.DataFrame, qis: Sequence[str],
+                hierarchies: Sequence[Hierarchy]) -> np.ndarray:
+    """Leaf index of every value of every QI (rows × QIs, int32), the columns cast in one
+    (parallel) polars pass; an unknown or missing value raises as :meth:`Hierarchy.encode`."""
+    if not qis:
+        return np.zeros((frame.height, 0), np.int32)
+    schema = frame.collect_schema()
+    enum = [isinstance(schema[q], pl.Enum) for q in qis]
+    # text columns cast to the hierarchy's leaves in one (parallel) polars pass; Enum columns
+    # give their own codes (mapped per category below)
+    cast = frame.select(
+        (pl.col(q) if schema[q] == pl.String else pl.col(q).cast(pl.String))
+        .cast(pl.Enum(h.leaves), strict=False).to_physical().alias(f"_{i}")
+        for i, (q, h, is_enum) in enumerate(zip(qis, hierarchies, enum, strict=True))
+        if not is_enum
+    ) if not all(enum) else None
+    out = np.empty((frame.height, len(qis)), dtype=np.int32, order="F")
+    for i, (q, h, is_enum) in enumerate(zip(qis, hierarchies, enum, strict=True)):
+        col = frame.get_column(q).to_physical() if is_enum else cast.get_column(f"_{i}")
+        bad = col.null_count() > 0
+        if not bad:
+            codes = col.to_numpy()
+            if is_enum:  # category → leaf, one lookup per category
+                lut = np.array([h.index.get(c, -1) for c in schema[q].categories.to_list()],
+                               dtype=np.int32)
+                codes = lut[codes] if codes.size else codes
+                bad = bool((codes < 0).any())
+            out[:, i] = codes
+        if bad:
+            h.encode(frame.get_column(q))  # raises, naming the column and the hierarchy
+            raise AssertionError(f"column {q!r}: encoding disagrees with Hierarchy.encode")
+    return out
 
 
 @dataclass(frozen=True, slots=True)
 class Partition:
-    """Equivalence classes of a node: class of every distinct row, class sizes (records)."""
+    """Equivalence classes of a node: class of every row, class sizes (records)."""
 
     levels: tuple[int, ...]
     cls: np.ndarray
     sizes: np.ndarray
-    keys: np.ndarray  # one int64 key per distinct row (to match other tables at the same node)
 
 
 def partition(micro: Microdata, levels: Sequence[int]) -> Partition:
-    """Group the distinct rows by their QI codes at ``levels``."""
+    """Group the rows by their QI codes at ``levels``."""
     cols = [micro.level_codes(q, lv) for q, lv in enumerate(levels)]
     cards = [h.cardinality(lv) for h, lv in zip(micro.hierarchies, levels, strict=True)]
-    key, bound = _combine(cols, cards, micro.distinct_rows)
-    cls, c = group(key, bound) if key.size else (key, 0)
-    sizes = np.bincount(cls, weights=micro.weights, minlength=c)
-    return Partition(tuple(levels), cls, sizes, key)
+    cls, c = classes_of(cols, cards, micro.distinct_rows)
+    sizes = counts(cls, micro.weights, c)
+    return Partition(tuple(levels), cls, sizes)
 
 
 def _histograms(micro: Microdata, part: Partition, a: int) -> np.ndarray:
     card = micro.sensitive_cards[a]
     c = part.sizes.size
     flat = part.cls * card + micro.sensitive_codes[:, a]
-    return np.bincount(flat, weights=micro.weights, minlength=c * card).reshape(c, card)
+    return counts(flat, micro.weights, c * card).reshape(c, card)
 
 
 def l_diverse(hist: np.ndarray, crit: LDiversity) -> np.ndarray:
@@ -291,17 +341,23 @@ class Verdict:
 
 def judge(micro: Microdata, part: Partition, criteria: Criteria) -> Verdict:
     """Evaluate all criteria on the classes of ``part``."""
-    k_bad = part.sizes < criteria.k
+    return verdict(micro, part.sizes, lambda a: _histograms(micro, part, a), criteria)
+
+
+def verdict(micro: Microdata, sizes: np.ndarray, hist: Callable[[int], np.ndarray],
+            criteria: Criteria) -> Verdict:
+    """Evaluate all criteria on classes given by their ``sizes`` (records) and ``hist(a)``, the
+    class × value counts of sensitive attribute ``a`` of ``micro`` (computed only when needed)."""
+    k_bad = sizes < criteria.k
     bad = k_bad.copy()
     if criteria.l_diversity is not None:
         a = micro.sensitive.index(criteria.l_diversity.attribute)
-        bad |= ~l_diverse(_histograms(micro, part, a), criteria.l_diversity)
+        bad |= ~l_diverse(hist(a), criteria.l_diversity)
     if criteria.t_closeness is not None:
         tc = criteria.t_closeness
         a = micro.sensitive.index(tc.attribute)
-        dist = emd(_histograms(micro, part, a), micro.sensitive_dists[a], tc.distance,
-                   tc.hierarchy)
+        dist = emd(hist(a), micro.sensitive_dists[a], tc.distance, tc.hierarchy)
         bad |= dist > tc.t + _EPS
-    k_supp = int(round(part.sizes[k_bad].sum()))
-    supp = int(round(part.sizes[bad].sum())) if bad is not k_bad else k_supp
+    k_supp = int(round(sizes[k_bad].sum()))
+    supp = int(round(sizes[bad].sum())) if criteria.sensitive else k_supp
     return Verdict(bad, supp, k_supp)
