@@ -274,6 +274,15 @@ def advise(tbl: IndicatorTable, v: View, indicator: str, flt: dict[str, str],
     st.info(t("mostly_withheld", language, shown=shown, total=total, advice=advice))
 
 
+def full_years(tbl: IndicatorTable, v: View) -> View:
+    """``v`` (by year first) without the years the records cover only in part: a chart would
+    draw them as dips (the tables keep them, marked)."""
+    if not tbl.partial_years or not v.by:
+        return v
+    marked = {label(tbl, "year", y) for y in tbl.partial_years}
+    return v.where(~v.frame[v.by[0]].isin(marked).to_numpy())
+
+
 def partial_note(tbl: IndicatorTable) -> None:
     """Under a chart or table by year: which years the records cover only in part."""
     if tbl.partial_years:
@@ -331,14 +340,14 @@ def tile_map(tbl: IndicatorTable, cells: pl.DataFrame, value_name: str, title: s
             {"field": "status", "title": " "}]
     spec = {"title": title, "height": 340, "encoding": enc, "layer": [
         {"mark": {"type": "rect", "stroke": "white"},
-         "encoding": {"color": {"condition": {"test": "datum.value !== null", "field": "value",
+         "encoding": {"color": {"condition": {"test": "isValid(datum.value) && isFinite(datum.value)", "field": "value",
                                               "type": "quantitative", "title": value_name,
                                               "scale": {"scheme": "blues"}},
                                 "value": "#dddddd"},
                       "tooltip": tips}},
         {"mark": {"type": "text", "fontSize": 10}, "encoding": {
             "text": {"field": "name"}, "tooltip": tips,
-            "color": {"condition": {"test": "datum.value !== null", "value": "#222222"},
+            "color": {"condition": {"test": "isValid(datum.value) && isFinite(datum.value)", "value": "#222222"},
                       "value": "#666666"}}}]}
     st.vega_lite_chart(df, spec, width="stretch")
 

@@ -71,9 +71,10 @@ TEXT: dict[str, tuple[str, str]] = {
                      "Set {dim} to All to see {better} of {total}."),
     "advice_coarser": ("请查看上方的合计，或选择更粗的分组（例如全部年份、全部地区）。",
                        "Use the totals above, or a coarser view (all years, all regions)."),
-    "partial_years": ("不完整年份（记录仅覆盖部分月份，数值偏低并非趋势）：{years}。",
+    "partial_years": ("不完整年份（记录仅覆盖部分月份，数值偏低并非趋势）：{years}；图中不绘出，表中标注。",
                       "Partial years (the records cover only some months, so low values are not "
-                      "a trend): {years}."),
+                      "a trend): {years}; left out of the charts, marked in the tables."),
+    "rt_pick": ("检查项目", "Lab test"),
     "download": ("下载 {name}（CSV）", "Download {name} (CSV)"),
     # column names
     "c_people": ("人数", "people"),

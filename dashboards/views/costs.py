@@ -28,7 +28,7 @@ if c.available(tbl, "cost_per_visit"):
     for col, vt in zip(cols, types):
         with col:
             v = c.view(tbl, parts, {**no_year, "visit_type": vt}, ["year"])
-            c.chart(v, "line", v.by[0], v.values[0], title=c.label(tbl, "visit_type", vt, lang))
+            c.chart(c.full_years(tbl, v), "line", v.by[0], v.values[0], title=c.label(tbl, "visit_type", vt, lang))
     c.partial_note(tbl)
     by_year = c.view(tbl, parts, no_year, ["year", "visit_type"], drop={"visit_type": ["All"]})
     c.show(by_year, "cost_by_year_type")

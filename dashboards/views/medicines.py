@@ -13,7 +13,7 @@ if c.available(tbl, "medicine_patients"):
     no_year = {k: v for k, v in flt.items() if k != "year"}
     st.subheader(c.t("me_year", lang))
     over = c.view(tbl, parts, no_year, ["year", "medicine"])
-    c.chart(over, "line", over.by[0], over.values[0], color=over.by[1])
+    c.chart(c.full_years(tbl, over), "line", over.by[0], over.values[0], color=over.by[1])
     c.partial_note(tbl)
     c.advise(tbl, over, "medicine_patients", no_year, ["year", "medicine"])
     c.show(over, "medicines_by_year")

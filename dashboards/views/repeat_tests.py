@@ -17,7 +17,7 @@ needed = ("lab_tests", "repeat_tests", "repeat_tests_cost", "repeat_test_share",
 if c.available(tbl, *needed):
     lang = c.lang()
     tests = tbl.known("test")
-    test = st.selectbox(c.t("d_test", lang), ["All", *tests], key="test",
+    test = st.selectbox(c.t("rt_pick", lang), ["All", *tests], key="test",
                         format_func=lambda v: c.label(tbl, "test", v, lang))
     f = {**flt, "test": test}
     cols = st.columns(3)
@@ -38,7 +38,7 @@ if c.available(tbl, *needed):
         st.subheader(c.t("rt_year", lang))
         no_year = {k: v for k, v in f.items() if k != "year"}
         by_year = c.view(tbl, parts, no_year, ["year"])
-        c.chart(by_year, "line", by_year.by[0], by_year.values[2])
+        c.chart(c.full_years(tbl, by_year), "line", by_year.by[0], by_year.values[2])
         c.partial_note(tbl)
     c.show(by_level, "repeat_tests_by_level")
     c.show(by_year, "repeat_tests_by_year")

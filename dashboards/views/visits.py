@@ -13,7 +13,7 @@ if c.available(tbl, "visits", "visits_per_1000"):
     no_year = {k: v for k, v in flt.items() if k != "year"}
     by_year = c.view(tbl, parts, no_year, ["year"])
     st.subheader(c.t("vi_year", lang))
-    c.chart(by_year, "line", by_year.by[0], by_year.values[1])
+    c.chart(c.full_years(tbl, by_year), "line", by_year.by[0], by_year.values[1])
     c.partial_note(tbl)
     c.show(by_year, "visits_by_year")
     left, right = st.columns(2)

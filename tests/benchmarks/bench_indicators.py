@@ -274,7 +274,7 @@ def _render_times(script: Path, table_path: Path, sessions: int, drawn: tuple[in
                 ctx = browser.new_context(viewport={"width": 1400, "height": 1800})
                 page = ctx.new_page()
                 t = time.perf_counter()
-                page.goto(f"http://127.0.0.1:{port}/")
+                page.goto(f"http://127.0.0.1:{port}/?lang=en")  # the footer in English
                 page.get_by_text("consistent rounding").first.wait_for(timeout=120_000)
                 fresh.append(time.perf_counter() - t)
                 page.wait_for_function(DRAWN_JS, arg=list(drawn), timeout=120_000, polling=10)
