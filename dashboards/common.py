@@ -338,17 +338,19 @@ def tile_map(tbl: IndicatorTable, cells: pl.DataFrame, value_name: str, title: s
     tips = [{"field": "full", "title": t("d_region", language)},
             {"field": "value", "title": value_name, "format": ",.1f"},
             {"field": "status", "title": " "}]
+    shown, hidden = "datum.status === ''", "datum.status !== ''"
     spec = {"title": title, "height": 340, "encoding": enc, "layer": [
-        {"mark": {"type": "rect", "stroke": "white"},
-         "encoding": {"color": {"condition": {"test": "isValid(datum.value) && isFinite(datum.value)", "field": "value",
-                                              "type": "quantitative", "title": value_name,
-                                              "scale": {"scheme": "blues"}},
-                                "value": "#dddddd"},
+        {"transform": [{"filter": hidden}],  # withheld or no data: grey, said on hover
+         "mark": {"type": "rect", "stroke": "white", "color": "#dddddd"},
+         "encoding": {"tooltip": tips}},
+        {"transform": [{"filter": shown}],
+         "mark": {"type": "rect", "stroke": "white"},
+         "encoding": {"color": {"field": "value", "type": "quantitative", "title": value_name,
+                                "scale": {"scheme": "blues"}},
                       "tooltip": tips}},
         {"mark": {"type": "text", "fontSize": 10}, "encoding": {
             "text": {"field": "name"}, "tooltip": tips,
-            "color": {"condition": {"test": "isValid(datum.value) && isFinite(datum.value)", "value": "#222222"},
-                      "value": "#666666"}}}]}
+            "color": {"condition": {"test": shown, "value": "#222222"}, "value": "#666666"}}}]}
     st.vega_lite_chart(df, spec, width="stretch")
 
 
