@@ -259,7 +259,7 @@ def advise(tbl: IndicatorTable, v: View, indicator: str, flt: dict[str, str],
     language = lang()
     best = None
     for dim, value in flt.items():
-        if value == ALL or not tbl.applies(indicator, dim):
+        if value == ALL or not tbl.applies(indicator, dim) or f"f_{dim}" not in i18n.TEXT:
             continue
         cells = tbl.cells(indicator, {**flt, dim: ALL}, by)
         n = int((~cells["suppressed"]).sum())

@@ -39,6 +39,9 @@ TEXT: dict[str, tuple[str, str]] = {
     "f_year": ("年份", "Year"),
     "f_region": ("地区（省份）", "Region (province)"),
     "f_level": ("医院等级", "Hospital level"),
+    "f_test": ("检查项目", "Lab test"),
+    "f_condition": ("疾病", "Condition"),
+    "f_visit_type": ("就诊类型", "Visit type"),
     "bad_link": ("链接中的{what}不在本指标表中，显示全部。",
                  "The {what} in the link is not one this table holds; showing all."),
     "provenance": ("数据：{version}，由数据发布 {release}（sha256 {sha}，发布于 {released}）于 {built} "

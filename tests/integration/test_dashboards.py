@@ -335,8 +335,8 @@ def test_medicines_page_shows_checked_figures(app, published):
                              ).fetchone()[0]
     rel.close()
     at = open_page(app, "medicines", "en")
-    groups = next(df.value for df in at.dataframe if list(df.value.columns)[0] == "medicine group"
-                  and len(df.value.columns) == 2)
+    groups = next(df.value for df in at.dataframe
+                  if list(df.value.columns) == ["medicine group", "people"])
     shown = dict(zip(groups["medicine group"], groups["people"]))
     checked = 0
     for group, n in raw.items():
@@ -404,7 +404,8 @@ def test_chromium_every_page_in_both_languages_screenshots_and_csvs(published, t
                     for i in range(buttons.count()):
                         with page.expect_download() as info:
                             buttons.nth(i).click()
-                        text = open(info.value.path(), encoding="utf-8-sig").read()
+                        with open(info.value.path(), encoding="utf-8-sig") as fh:
+                            text = fh.read()
                         rows = list(csv.reader(io.StringIO(text)))
                         seen = scan_rows(rows[0], rows[1:], threshold,
                                          f"{name}/{lang}/{info.value.suggested_filename}")
