@@ -44,39 +44,39 @@ TEXT: dict[str, tuple[str, str]] = {
     "f_visit_type": ("就诊类型", "Visit type"),
     "bad_link": ("链接中的{what}不在本指标表中，显示全部。",
                  "The {what} in the link is not one this table holds; showing all."),
-    "provenance": ("数据：{version}，由数据发布 {release}（sha256 {sha}，发布于 {released}）于 {built} "
-                   "计算；统计披露控制策略 {policy}（{phash}）。",
-                   "Data: {version}, computed from release {release} (sha256 {sha}, released "
-                   "{released}) on {built}; disclosure policy {policy} ({phash})."),
-    "footer": ("**已隐去** 表示该数值按统计披露控制规则不予公开：它涉及的人数少于 {k} 人、被少数人主导，"
+    "provenance": (("数据：{version}，由数据发布 {release}（sha256 {sha}，发布于 {released}）于 {built} "
+                   "计算；统计披露控制策略 {policy}（{phash}）。"),
+                   ("Data: {version}, computed from release {release} (sha256 {sha}, released "
+                   "{released}) on {built}; disclosure policy {policy} ({phash}).")),
+    "footer": (("**已隐去** 表示该数值按统计披露控制规则不予公开：它涉及的人数少于 {k} 人、被少数人主导，"
                "或可能由合计推算出其他已隐去的数值。所有已隐去的数值使用同一说明，不透露其大小。"
                "**无数据** 表示记录中没有这一组合。计数按每个单元格的固定密钥舍入到 {base} 的倍数"
                "（一致性舍入，consistent rounding），两次更新相减也无法识别任何人；不显示小于 {floor} 的计数。"
-               "比率由舍入后的计数计算。",
-               "**withheld** marks a value the disclosure rules do not publish: it describes fewer "
+               "比率由舍入后的计数计算。"),
+               ("**withheld** marks a value the disclosure rules do not publish: it describes fewer "
                "than {k} people, a few people dominate it, or it would let another withheld value "
                "be worked out from the totals. Every withheld value carries the same words, which "
                "say nothing about its size. **no data** marks a combination the records do not "
                "hold. Counts are rounded to multiples of {base} by a fixed key per cell "
                "(consistent rounding), so two refreshes cannot be subtracted to reveal anyone; no "
-               "count below {floor} is shown. Rates are computed from the rounded counts."),
+               "count below {floor} is shown. Rates are computed from the rounded counts.")),
     "not_broken_down": ("{title}未按{dims}细分；该筛选条件在此不适用。",
                         "{title} is not broken down by {dims}; that filter does not apply here."),
     "missing": ("本数据发布缺少这些指标所需的数据（{ids}）。",
                 "This release does not hold what these indicators need ({ids})."),
     "chart_withheld": ("此选择下图中的所有数值均已隐去或无数据，故不绘图。",
-                       "Every value of this chart is withheld or has no data at this selection, "
-                       "so nothing is drawn."),
+                       ("Every value of this chart is withheld or has no data at this selection, "
+                       "so nothing is drawn.")),
     "mostly_withheld": ("在当前细分程度下，{shown}/{total} 个数值可以公开。{advice}",
-                        "At this level of detail only {shown} of {total} values can be "
-                        "published. {advice}"),
+                        ("At this level of detail only {shown} of {total} values can be "
+                        "published. {advice}")),
     "advice_clear": ("将「{dim}」设为“全部”可公开 {better}/{total} 个。",
                      "Set {dim} to All to see {better} of {total}."),
     "advice_coarser": ("请查看上方的合计，或选择更粗的分组（例如全部年份、全部地区）。",
                        "Use the totals above, or a coarser view (all years, all regions)."),
     "partial_years": ("不完整年份（记录仅覆盖部分月份，数值偏低并非趋势）：{years}；图中不绘出，表中标注。",
-                      "Partial years (the records cover only some months, so low values are not "
-                      "a trend): {years}; left out of the charts, marked in the tables."),
+                      ("Partial years (the records cover only some months, so low values are not "
+                      "a trend): {years}; left out of the charts, marked in the tables.")),
     "rt_pick": ("检查项目", "Lab test"),
     "download": ("下载 {name}（CSV）", "Download {name} (CSV)"),
     # column names
@@ -105,8 +105,8 @@ TEXT: dict[str, tuple[str, str]] = {
     # overview
     "ov_title": ("汇集健康记录：概览", "Pooled health records: overview"),
     "ov_intro": ("来自所有医院汇集记录的汇总数据。任何页面都不显示个人记录；每个数值都通过了统计披露控制规则。",
-                 "Aggregate figures from the pooled records of every hospital. No row-level data "
-                 "is shown anywhere; every figure passed the disclosure rules."),
+                 ("Aggregate figures from the pooled records of every hospital. No row-level data "
+                 "is shown anywhere; every figure passed the disclosure rules.")),
     "m_people": ("记录中的人数", "People in the records"),
     "m_visits": ("就诊次数", "Visits"),
     "m_stays": ("住院次数", "Inpatient stays"),
@@ -117,11 +117,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "ov_by_region": ("按省份的人数", "People by province"),
     # prevalence
     "pr_title": ("慢性病患病率", "Chronic disease prevalence"),
-    "pr_intro": ("每千名记录内人员（当年有就诊者）中记录有该疾病（当年，或“全部”年份时为曾经）的人数。"
-                 "分母是汇集记录，而非普查人口。",
-                 "People with a condition recorded (in the year, or ever for All years) per 1,000 "
+    "pr_intro": (("每千名记录内人员（当年有就诊者）中记录有该疾病（当年，或“全部”年份时为曾经）的人数。"
+                 "分母是汇集记录，而非普查人口。"),
+                 ("People with a condition recorded (in the year, or ever for All years) per 1,000 "
                  "people in the records (with a visit that year). The denominator is the pooled "
-                 "records, not the census population."),
+                 "records, not the census population.")),
     "pr_all": ("全部慢性病", "All chronic conditions"),
     "pr_condition": ("疾病", "Condition"),
     "pr_age_sex": ("{cond}：按年龄组和性别", "{cond}: by age band and sex"),
@@ -130,8 +130,8 @@ TEXT: dict[str, tuple[str, str]] = {
     # visits
     "vi_title": ("每千人就诊次数", "Visits per 1,000 people"),
     "vi_intro": ("汇集医院的就诊次数，按记录内每千人计（按患者所在省份和医院等级）。",
-                 "Visits to the pooled hospitals per 1,000 people in the records (by the "
-                 "patient's province and the hospital's level)."),
+                 ("Visits to the pooled hospitals per 1,000 people in the records (by the "
+                 "patient's province and the hospital's level).")),
     "vi_year": ("按年份", "By year"),
     "vi_type": ("按就诊类型", "By visit type"),
     "vi_level": ("按医院等级", "By hospital level"),
@@ -139,17 +139,17 @@ TEXT: dict[str, tuple[str, str]] = {
     # readmission
     "re_title": ("各医院30天再入院", "30-day readmission by hospital"),
     "re_intro": ("出院后30天内在任一汇集医院再次住院的住院次数——在其他医院的再入院只有在汇集记录中才能看到。",
-                 "Inpatient stays followed by another inpatient admission at any pooled hospital "
+                 ("Inpatient stays followed by another inpatient admission at any pooled hospital "
                  "within 30 days of discharge — a readmission elsewhere is only visible in pooled "
-                 "records."),
+                 "records.")),
     "re_all": ("全部医院", "All hospitals"),
     # repeat tests
     "rt_title": ("30天内在另一家医院重复检查", "Repeat tests at another hospital within 30 days"),
-    "rt_intro": ("信息孤岛的代价：同一人同一检查项目在较早结果后1–30天内于另一家医院再次检查。"
-                 "占比为重复检查占全部检查结果的百分比，费用为这些重复检查的费用。",
-                 "The cost of information islands: a lab test repeated for the same person at a "
+    "rt_intro": (("信息孤岛的代价：同一人同一检查项目在较早结果后1–30天内于另一家医院再次检查。"
+                 "占比为重复检查占全部检查结果的百分比，费用为这些重复检查的费用。"),
+                 ("The cost of information islands: a lab test repeated for the same person at a "
                  "different hospital 1–30 days after an earlier result. The share is repeats per "
-                 "100 lab results; the cost is what the repeats cost."),
+                 "100 lab results; the cost is what the repeats cost.")),
     "m_repeats": ("重复检查次数", "Repeat tests"),
     "m_share": ("重复占比 %", "Share repeated %"),
     "m_repeat_cost": ("重复检查费用（元）", "Cost of repeats (CNY)"),
@@ -159,24 +159,24 @@ TEXT: dict[str, tuple[str, str]] = {
     "rt_map": ("各省重复检查占比 %", "Share of lab results repeated, by province (%)"),
     "rt_pairs": ("重复最多的医院对", "Hospital pairs that repeat most"),
     "rt_pairs_note": ("先做检查的医院 → 30天内重复该检查的医院。",
-                      "The hospital of the earlier result → the hospital that repeated it "
-                      "within 30 days."),
+                      ("The hospital of the earlier result → the hospital that repeated it "
+                      "within 30 days.")),
     "rt_test": ("按检查项目", "By test"),
     # costs
     "co_title": ("按医院等级的就诊平均费用", "Average cost per visit by hospital level"),
-    "co_intro": ("汇集医院费用记录中一次就诊的平均总费用（元），住院与门诊分开列出（二者相差约五十倍，"
-                 "不宜合并平均）。参与人数过少或由少数人主导的平均值不予公开。",
-                 "Mean total cost (CNY) of a visit from the cost records of the pooled hospitals, "
+    "co_intro": (("汇集医院费用记录中一次就诊的平均总费用（元），住院与门诊分开列出（二者相差约五十倍，"
+                 "不宜合并平均）。参与人数过少或由少数人主导的平均值不予公开。"),
+                 ("Mean total cost (CNY) of a visit from the cost records of the pooled hospitals, "
                  "inpatient stays and outpatient visits apart (they differ some fiftyfold, so one "
                  "mean of both says little). A mean is withheld when too few people contribute or "
-                 "a few dominate it."),
+                 "a few dominate it.")),
     "co_level": ("按医院等级和就诊类型", "By hospital level and visit type"),
     "co_year": ("按年份和就诊类型", "By year and visit type"),
     "co_region": ("按省份和就诊类型", "By province and visit type"),
     # medicines
     "me_title": ("药品使用趋势", "Medicine use over time"),
-    "me_intro": ("当年至少有一张该类药品处方的人数。", "People with at least one prescription of a "
-                 "medicine group in the year."),
+    "me_intro": ("当年至少有一张该类药品处方的人数。", ("People with at least one prescription of a "
+                 "medicine group in the year.")),
     "me_year": ("按年份和药品类别", "By year and medicine group"),
     "me_groups_year": ("{year}年各药品类别", "Medicine groups in {year}"),
     "me_groups_all": ("各药品类别（全部年份）", "Medicine groups, all years"),
