@@ -18,6 +18,8 @@ import argparse
 import gc
 import os
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -187,14 +189,39 @@ def _decimals(tbl: IndicatorTable, indicator: str) -> int:
     return 1 if tbl.tile(indicator)["unit"] in ("%", "per 1,000") else 0
 
 
+#: views already made, per table, request and language (the table never changes): a filter
+#: change re-runs the page script, and most of its views are the same as before
+_VIEWS: OrderedDict[tuple, View] = OrderedDict()
+_VIEWS_LOCK = threading.Lock()
+VIEWS_CACHE_SIZE = 2048
+
+
 def view(tbl: IndicatorTable, parts: Sequence[tuple[str, str]], flt: dict[str, str],
          by: Sequence[str], drop: dict[str, Sequence[str]] | None = None) -> View:
     """Indicators side by side, one value column each (``parts``: indicator, column message id),
     one row per level of the ``by`` axes (in their display order), other axes at the filters;
-    ``drop`` leaves out codes of a ``by`` axis (e.g. the ``All`` visit type)."""
+    ``drop`` leaves out codes of a ``by`` axis (e.g. the ``All`` visit type). Each caller gets
+    its own copy (views are remembered per request and language)."""
     language = lang()
+    key = (id(tbl), tuple(parts), tuple(sorted(flt.items())), tuple(by),
+           tuple(sorted((d, tuple(c)) for d, c in (drop or {}).items())), language)
+    with _VIEWS_LOCK:
+        hit = _VIEWS.get(key)
+        if hit is not None:
+            _VIEWS.move_to_end(key)
+    if hit is None:
+        hit = _make_view(tbl, parts, flt, by, drop or {}, language)
+        with _VIEWS_LOCK:
+            _VIEWS[key] = hit
+            while len(_VIEWS) > VIEWS_CACHE_SIZE:
+                _VIEWS.popitem(last=False)
+    return View(hit.frame.copy(), list(hit.by), list(hit.values), dict(hit.withheld),
+                dict(hit.decimals))
+
+
+def _make_view(tbl: IndicatorTable, parts: Sequence[tuple[str, str]], flt: dict[str, str],
+               by: Sequence[str], drop: dict[str, Sequence[str]], language: str) -> View:
     by = list(by)
-    drop = drop or {}
     frames, names, decimals = [], [], {}
     for indicator, key in parts:
         if indicator not in tbl.indicators:
@@ -219,9 +246,9 @@ def view(tbl: IndicatorTable, parts: Sequence[tuple[str, str]], flt: dict[str, s
         out = out.sort([f"_o{k}" for k in range(1, len(frames) + 1)], nulls_last=True)
     withheld = {n: out[f"_s{k}"].fill_null(False).to_numpy() for k, n in enumerate(names, 1)}
     shown_by = [t(f"d_{d}", language) for d in by]
-    out = out.select(*[pl.col(d).map_elements(lambda v, d=d: label(tbl, d, v, language),
-                                              return_dtype=pl.String).alias(s)
-                       for d, s in zip(by, shown_by)], *names)
+    out = out.select(*[pl.col(d).cast(pl.String).replace(
+        {v: label(tbl, d, v, language) for v in out[d].drop_nulls().unique().to_list()}
+    ).fill_null("").alias(s) for d, s in zip(by, shown_by)], *names)
     return View(out.to_pandas(), shown_by, names, withheld, decimals)
 
 
@@ -339,6 +366,9 @@ def tile_map(tbl: IndicatorTable, cells: pl.DataFrame, value_name: str, title: s
             {"field": "value", "title": value_name, "format": ",.1f"},
             {"field": "status", "title": " "}]
     shown, hidden = "datum.status === ''", "datum.status !== ''"
+    values = df["value"].dropna()
+    # white names on the darker two fifths of the scale
+    dark = float(values.min() + 0.6 * (values.max() - values.min())) if len(values) else 0.0
     spec = {"title": title, "height": 340, "encoding": enc, "layer": [
         {"transform": [{"filter": hidden}],  # withheld or no data: grey, said on hover
          "mark": {"type": "rect", "stroke": "white", "color": "#dddddd"},
@@ -348,9 +378,11 @@ def tile_map(tbl: IndicatorTable, cells: pl.DataFrame, value_name: str, title: s
          "encoding": {"color": {"field": "value", "type": "quantitative", "title": value_name,
                                 "scale": {"scheme": "blues"}},
                       "tooltip": tips}},
-        {"mark": {"type": "text", "fontSize": 10}, "encoding": {
+        {"mark": {"type": "text", "fontSize": 10 if language == "zh" else 9}, "encoding": {
             "text": {"field": "name"}, "tooltip": tips,
-            "color": {"condition": {"test": shown, "value": "#222222"}, "value": "#666666"}}}]}
+            "color": {"condition": [{"test": f"{shown} && datum.value > {dark}", "value": "white"},
+                                    {"test": shown, "value": "#222222"}],
+                      "value": "#666666"}}}]}
     st.vega_lite_chart(df, spec, width="stretch")
 
 

@@ -241,7 +241,7 @@ PROVINCES: dict[str, tuple[str, str, str]] = {
     "610000": ("Shaanxi", "陕西", "Shaanxi"), "620000": ("Gansu", "甘肃", "Gansu"),
     "630000": ("Qinghai", "青海", "Qinghai"), "640000": ("Ningxia", "宁夏", "Ningxia"),
     "650000": ("Xinjiang", "新疆", "Xinjiang"), "710000": ("Taiwan", "台湾", "Taiwan"),
-    "810000": ("Hong Kong", "香港", "Hong Kong"), "820000": ("Macao", "澳门", "Macao"),
+    "810000": ("Hong Kong", "香港", "HK"), "820000": ("Macao", "澳门", "Macao"),
     "000000": ("unknown region", "未知", "unknown"), "*": ("region withheld", "已隐去", "withheld"),
 }
 _LEVEL_NAMES = {"一": ("Primary", 1), "二": ("Secondary", 2), "三": ("Tertiary", 3)}
