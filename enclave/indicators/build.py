@@ -50,7 +50,7 @@ from enclave.indicators.definitions import (
     Indicator,
     Sources,
 )
-from enclave.indicators.regions import PROVINCES, province_label
+from enclave.indicators.regions import province_label
 from enclave.ingest.linkage import load_or_create_key
 from enclave.release.manifest import (
     MANIFEST,
@@ -253,14 +253,10 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
                 if ind.id in lacking:
                     skipped[ind.id] = f"the release lacks table(s) {', '.join(lacking[ind.id])}"
                     continue
-                levels: dict[str, list[str]] = {}
+                levels = None
                 if ind.levels_from and ind.levels_from in done:
                     ref = done[ind.levels_from]
                     levels = {a: ref[a].drop_nulls().unique().to_list() for a in ind.axes}
-                if "region" in ind.axes:
-                    # every province is a level: one without anyone is withheld like any other
-                    # small cell, instead of being absent (absent would say "nobody there")
-                    levels["region"] = sorted(set(levels.get("region", [])) | set(PROVINCES))
                 cells, sql, st = _compute(con, src, ind, policy, levels, engine)
                 done[ind.id] = cells
                 parts.append(cells)
