@@ -20,13 +20,16 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from dashboards.i18n import sort_key
 from enclave.db import frame
 from enclave.errors import BadInputError
 
 ALL = "All"
 INDICATORS_DB = "indicators.duckdb"
 DIMENSIONS = ("year", "region", "level", "hospital", "age_band", "sex", "visit_type", "condition",
-              "test", "medicine")
+              "test", "medicine", "pair")
+#: dimensions whose text order is not their order (一级 < 二级 < 三级; 5-9 < 10-14)
+ORDERED = ("level", "age_band")
 FILTERS = ("year", "region", "level")
 #: answers of ``IndicatorTable.cells`` kept per open table (the table is immutable once published)
 CELLS_CACHE_SIZE = 4096
@@ -117,7 +120,14 @@ class IndicatorTable:
         for dim in DIMENSIONS:
             vals = self._frame(f'SELECT DISTINCT "{dim}" AS v FROM indicators '  # dim: a constant
                                f'WHERE "{dim}" IS NOT NULL AND "{dim}" <> ?', [ALL])["v"]
-            self._known[dim] = sorted(vals.to_list())
+            self._known[dim] = sorted(vals.to_list(), key=lambda v, d=dim: sort_key(d, v))
+        #: years the records cover only in part (the build's ``periods`` table; older tables
+        #: have none)
+        has_periods = self._frame("SELECT count(*) AS n FROM information_schema.tables "
+                                  "WHERE table_name = 'periods'")["n"][0]
+        self.partial_years: set[str] = set(
+            self._frame("SELECT year FROM periods WHERE partial")["year"].to_list()
+        ) if has_periods else set()
         self.indicators = set(self.tiles["indicator"].to_list())
         self._axes = {i: set(json.loads(a)) for i, a in self.tiles.select("indicator", "axes").rows()}
         self._cells: OrderedDict[tuple, pl.DataFrame] = OrderedDict()
@@ -206,6 +216,11 @@ class IndicatorTable:
         sql = (f"SELECT {cols + ', ' if cols else ''}value, suppressed, reason FROM indicators "
                f"WHERE {' AND '.join(where)} ORDER BY {cols or 'value'}")
         out = self._frame(sql, params)
+        if any(d in ORDERED for d in by) and out.height > 1:
+            cols = [(d, out[d].to_list()) for d in by]
+            order = sorted(range(out.height), key=lambda i: tuple(
+                sort_key(d, c[i]) for d, c in cols))
+            out = out[order]
         missing = [d for d in requested if d not in out.columns]
         return out.with_columns(pl.lit(None, pl.String).alias(d) for d in missing).select(
             *requested, "value", "suppressed", "reason") if missing else out

@@ -303,6 +303,20 @@ class ResearchSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DashboardSettings:
+    """The policymakers' dashboards (``dashboards/``)."""
+
+    language: str = _setting(
+        "zh", "Language the dashboards open in: 'zh' (Chinese, for a Chinese deployment) or 'en' "
+        "(English); every page has a switch to the other, and ?lang=zh or ?lang=en in a link picks one.")
+
+    def __post_init__(self) -> None:
+        if self.language not in ("zh", "en"):
+            raise ConfigurationError(
+                f"dashboards.language must be 'zh' or 'en', not {self.language!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSettings:
     """Which engine runs the set-based work (``enclave.engine``): DuckDB embedded, or Spark."""
 
@@ -345,6 +359,9 @@ class Settings:
     )
     engine: EngineSettings = _setting(
         EngineSettings(), "The engine of the set-based work: embedded DuckDB or Spark (ibis)."
+    )
+    dashboards: DashboardSettings = _setting(
+        DashboardSettings(), "The policymakers' dashboards: the language they open in."
     )
 
     # --- zones, derived from home -------------------------------------------------------

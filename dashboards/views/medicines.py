@@ -1,21 +1,30 @@
-"""Medicine use over time, by medicine group."""
+"""Medicine use over time, by medicine group and hospital level."""
 
 import streamlit as st
 
 from dashboards import common as c
 
 tbl = c.table()
-c.header(tbl, "Medicine use over time",
-         "People with at least one prescription of a medicine group in the year.")
+c.header(tbl, "me_title", "me_intro")
 flt = c.filters(tbl)
 if c.available(tbl, "medicine_patients"):
+    lang = c.lang()
+    parts = [("medicine_patients", "c_people")]
     no_year = {k: v for k, v in flt.items() if k != "year"}
-    over = c.display(tbl, tbl.cells("medicine_patients", no_year, ["year", "medicine"]),
-                     ["year", "medicine"], "people")
-    c.chart(over, "line", "year", "people", color="medicine")
+    st.subheader(c.t("me_year", lang))
+    over = c.view(tbl, parts, no_year, ["year", "medicine"])
+    c.chart(c.full_years(tbl, over), "line", over.by[0], over.values[0], color=over.by[1])
+    c.partial_note(tbl)
+    c.advise(tbl, over, "medicine_patients", no_year, ["year", "medicine"])
     c.show(over, "medicines_by_year")
-    st.subheader("Medicine groups in the selected year" if flt.get("year", "All") != "All"
-                 else "Medicine groups, all years")
-    c.show(c.display(tbl, tbl.cells("medicine_patients", flt, ["medicine"]), ["medicine"],
-                     "people"), "medicines")
+    year = flt.get("year", "All")
+    st.subheader(c.t("me_groups_year", lang, year=c.label(tbl, "year", year, lang))
+                 if year != "All" else c.t("me_groups_all", lang))
+    groups = c.view(tbl, parts, flt, ["medicine"])
+    c.chart(groups, "bar", groups.by[0], groups.values[0], horizontal=True)
+    c.show(groups, "medicines")
+    st.subheader(c.t("me_level", lang))
+    no_level = {k: v for k, v in flt.items() if k != "level"}
+    c.show(c.view(tbl, parts, no_level, ["medicine", "level"], drop={"level": ["All"]}),
+           "medicines_by_level")
 c.footer(tbl)

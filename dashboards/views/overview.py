@@ -1,34 +1,41 @@
-"""Overview: people, visits, stays and costs in the pooled records; people by province and age."""
+"""Overview: people, visits, stays and costs (inpatient and outpatient apart); people by
+province, age band and sex."""
 
 import streamlit as st
 
 from dashboards import common as c
 
 tbl = c.table()
-c.header(tbl, "Pooled health records: overview",
-         "Aggregate figures from the pooled records of every hospital. No row-level data is "
-         "shown anywhere; every figure passed the disclosure rules.")
+c.header(tbl, "ov_title", "ov_intro")
 flt = c.filters(tbl)
-cols = st.columns(4)
+types = tbl.known("visit_type")
+cols = st.columns(3)
 with cols[0]:
-    c.metric(tbl, "People in the records", "people", flt)
+    c.metric(tbl, "m_people", "people", flt)
 with cols[1]:
-    c.metric(tbl, "Visits", "visits", flt)
+    c.metric(tbl, "m_visits", "visits", flt)
 with cols[2]:
-    c.metric(tbl, "Inpatient stays", "inpatient_stays", flt)
-with cols[3]:
-    c.metric(tbl, "Average cost per visit (CNY)", "cost_per_visit", flt)
-c.ignored(tbl, "people", flt)
+    c.metric(tbl, "m_stays", "inpatient_stays", flt)
+# inpatient and outpatient means side by side, never one mean of both (~14k against ~250 CNY)
+cols = st.columns(3)
+for col, (vt, key) in zip(cols, (("inpatient", "m_cost_in"), ("outpatient", "m_cost_out"))):
+    if vt in types:
+        with col:
+            c.metric(tbl, key, "cost_per_visit", {**flt, "visit_type": vt})
+c.ignored(tbl, "people", flt, "m_people")
 if c.available(tbl, "people"):
+    lang = c.lang()
+    parts = [("people", "c_people")]
     left, right = st.columns(2)
-    by_region = tbl.cells("people", {}, ["region"])
     with left:
-        c.tile_map(tbl, by_region, "people", "People in the records by province")
-    age_sex = c.display(tbl, tbl.cells("people", flt, ["age_band", "sex"]), ["age_band", "sex"],
-                        "people")
+        c.tile_map(tbl, tbl.cells("people", {}, ["region"]), c.t("c_people", lang),
+                   c.t("ov_map", lang))
+    age_sex = c.view(tbl, parts, flt, ["age_band", "sex"], drop={"sex": ["All"]})
     with right:
-        st.subheader("People by age band and sex")
-        c.chart(age_sex, "bar", "age_band", "people", color="sex")
+        st.subheader(c.t("ov_age_sex", lang))
+        c.chart(age_sex, "bar", age_sex.by[0], age_sex.values[0], color=age_sex.by[1])
+    c.advise(tbl, age_sex, "people", flt, ["age_band", "sex"])
     c.show(age_sex, "people_by_age_sex")
-    c.show(c.display(tbl, by_region, ["region"], "people"), "people_by_region")
+    st.subheader(c.t("ov_by_region", lang))
+    c.show(c.view(tbl, parts, {}, ["region"]), "people_by_region")
 c.footer(tbl)

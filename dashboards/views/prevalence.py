@@ -5,30 +5,31 @@ import streamlit as st
 from dashboards import common as c
 
 tbl = c.table()
-c.header(tbl, "Chronic disease prevalence",
-         "People with a condition recorded (in the year, or ever for All years) per 1,000 people "
-         "in the records (with a visit that year). The denominator is the pooled records, not the "
-         "census population.")
+c.header(tbl, "pr_title", "pr_intro")
 flt = c.filters(tbl, ("year", "region", "level"))
-c.ignored(tbl, "condition_patients", flt)
+c.ignored(tbl, "condition_patients", flt, "pr_title")
 if c.available(tbl, "condition_patients", "prevalence_per_1000"):
-    parts = [("condition_patients", "people"), ("prevalence_per_1000", "per 1,000")]
-    by_cond = c.combined(tbl, parts, flt, ["condition"])
-    st.subheader("All chronic conditions")
-    c.chart(by_cond, "bar", "condition", "per 1,000", horizontal=True)
+    lang = c.lang()
+    parts = [("condition_patients", "c_people"), ("prevalence_per_1000", "c_per_1000")]
+    by_cond = c.view(tbl, parts, flt, ["condition"])
+    st.subheader(c.t("pr_all", lang))
+    c.chart(by_cond, "bar", by_cond.by[0], by_cond.values[1], horizontal=True)
+    c.advise(tbl, by_cond, "condition_patients", flt, ["condition"])
     c.show(by_cond, "prevalence_by_condition")
     conditions = tbl.known("condition")
-    cond = st.selectbox("Condition", conditions, key="condition",
+    cond = st.selectbox(c.t("pr_condition", lang), conditions, key="condition",
                         index=conditions.index("hypertension") if "hypertension" in conditions
-                        else 0)
+                        else 0, format_func=lambda v: c.label(tbl, "condition", v, lang))
+    name = c.label(tbl, "condition", cond, lang)
     f2 = {**flt, "condition": cond}
-    st.subheader(f"{cond}: by age band and sex")
-    age_sex = c.combined(tbl, parts, f2, ["age_band", "sex"])
-    c.chart(age_sex, "bar", "age_band", "per 1,000", color="sex")
+    st.subheader(c.t("pr_age_sex", lang, cond=name))
+    age_sex = c.view(tbl, parts, f2, ["age_band", "sex"], drop={"sex": ["All"]})
+    c.chart(age_sex, "bar", age_sex.by[0], age_sex.values[1], color=age_sex.by[1])
+    c.advise(tbl, age_sex, "condition_patients", f2, ["age_band", "sex"])
     c.show(age_sex, "prevalence_by_age_sex")
-    st.subheader(f"{cond}: by province")
+    st.subheader(c.t("pr_region", lang, cond=name))
     f3 = {k: v for k, v in f2.items() if k != "region"}
-    regions = tbl.cells("prevalence_per_1000", f3, ["region"])
-    c.tile_map(tbl, regions, "per 1,000", f"{cond} per 1,000 people")
-    c.show(c.combined(tbl, parts, f3, ["region"]), "prevalence_by_region")
+    c.tile_map(tbl, tbl.cells("prevalence_per_1000", f3, ["region"]), c.t("c_per_1000", lang),
+               c.t("pr_map", lang, cond=name))
+    c.show(c.view(tbl, parts, f3, ["region"]), "prevalence_by_region")
 c.footer(tbl)

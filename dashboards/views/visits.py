@@ -5,21 +5,29 @@ import streamlit as st
 from dashboards import common as c
 
 tbl = c.table()
-c.header(tbl, "Visits per 1,000 people",
-         "Visits to the pooled hospitals per 1,000 people in the records (by the patient's "
-         "province and the hospital's level).")
+c.header(tbl, "vi_title", "vi_intro")
 flt = c.filters(tbl)
 if c.available(tbl, "visits", "visits_per_1000"):
-    parts = [("visits", "visits"), ("visits_per_1000", "per 1,000")]
+    lang = c.lang()
+    parts = [("visits", "c_visits"), ("visits_per_1000", "c_per_1000")]
     no_year = {k: v for k, v in flt.items() if k != "year"}
-    by_year = c.combined(tbl, parts, no_year, ["year"])
-    st.subheader("By year")
-    c.chart(by_year, "line", "year", "per 1,000")
+    by_year = c.view(tbl, parts, no_year, ["year"])
+    st.subheader(c.t("vi_year", lang))
+    c.chart(c.full_years(tbl, by_year), "line", by_year.by[0], by_year.values[1])
+    c.partial_note(tbl)
     c.show(by_year, "visits_by_year")
-    st.subheader("By visit type")
-    c.show(c.combined(tbl, parts, flt, ["visit_type"]), "visits_by_type")
+    left, right = st.columns(2)
+    with left:
+        st.subheader(c.t("vi_type", lang))
+        c.show(c.view(tbl, parts, flt, ["visit_type"]), "visits_by_type")
+    with right:
+        st.subheader(c.t("vi_level", lang))
+        no_level = {k: v for k, v in flt.items() if k != "level"}
+        c.show(c.view(tbl, parts, no_level, ["level"]), "visits_by_level")
     no_region = {k: v for k, v in flt.items() if k != "region"}
-    c.tile_map(tbl, tbl.cells("visits_per_1000", no_region, ["region"]), "per 1,000",
-               "Visits per 1,000 people by province")
-    c.show(c.combined(tbl, parts, no_region, ["region"]), "visits_by_region")
+    c.tile_map(tbl, tbl.cells("visits_per_1000", no_region, ["region"]), c.t("c_per_1000", lang),
+               c.t("vi_map", lang))
+    by_region = c.view(tbl, parts, no_region, ["region"])
+    c.advise(tbl, by_region, "visits", no_region, ["region"])
+    c.show(by_region, "visits_by_region")
 c.footer(tbl)

@@ -18,13 +18,16 @@ def indicators() -> None:
 @click.option("--release", "release", required=True,
               help="The release to compute from: project/vN, synthetic/<project>/vN or a folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--skip-missing", is_flag=True,
+              help="Publish the indicators the release can make and skip those whose tables it "
+                   "lacks (by default such a release is refused).")
 @pass_ctx
-def indicators_build(obj: _Ctx, release: str, as_json: bool) -> None:
+def indicators_build(obj: _Ctx, release: str, as_json: bool, skip_missing: bool) -> None:
     """Compute every indicator, check each cell (suppression, secondary suppression, cell-key
     rounding) and atomically publish releases/indicators/vN."""
     from enclave.indicators import build_indicators
 
-    manifest = build_indicators(obj.settings, release)
+    manifest = build_indicators(obj.settings, release, skip_missing=skip_missing)
     if as_json:
         click.echo(json.dumps(manifest, ensure_ascii=False, indent=2))
         return

@@ -18,7 +18,8 @@ Published tables:
 ``tiles``       one row per indicator: title, page, unit, statistic, axes, the SQL compiled by ibis
                 for its relation, the policy name and hash, the source release and its hash, the
                 build date
-``labels``      dimension code → label (provinces, hospitals) and hospital → level
+``labels``      dimension code → label (provinces, hospitals, hospital pairs) and hospital → level
+``periods``     per year of visit: months covered and whether the year is partial
 ``build``       one row: the source release, hashes, policy, rounding, date
 """
 
@@ -41,8 +42,14 @@ from enclave.crypto import file_sha256
 from enclave.disclosure import DisclosurePolicy, policy_from_settings, policy_hash
 from enclave.engine import Engine, open_release
 from enclave.errors import BadInputError
-from enclave.indicators.cube import ALL, check_cube, check_cube_on
-from enclave.indicators.definitions import INDICATORS, Indicator, Sources
+from enclave.indicators.cube import ALL, WITHHELD_REASON, check_cube, check_cube_on
+from enclave.indicators.definitions import (
+    INDICATOR_TABLES,
+    INDICATORS,
+    PAIR_SEPARATOR,
+    Indicator,
+    Sources,
+)
 from enclave.indicators.regions import province_label
 from enclave.ingest.linkage import load_or_create_key
 from enclave.release.manifest import (
@@ -63,7 +70,7 @@ from enclave.settings import Settings
 INDICATORS_DB = "indicators.duckdb"
 KIND = "indicators"
 DIMENSIONS = ("year", "region", "level", "hospital", "age_band", "sex", "visit_type", "condition",
-              "test", "medicine")
+              "test", "medicine", "pair")
 #: rates derived from published cells: id → (title, page, unit, numerator, denominator, scale, join)
 DERIVED = {
     "prevalence_per_1000": ("Prevalence per 1,000 people", "prevalence", "per 1,000",
@@ -72,8 +79,13 @@ DERIVED = {
                         1000.0),
     "readmission_rate": ("30-day readmission rate", "readmission", "%", "readmissions_30d",
                          "inpatient_stays", 100.0),
+    "repeat_test_share": ("Share of lab results that repeat one at another hospital",
+                          "repeat_tests", "%", "repeat_tests", "lab_tests", 100.0),
 }
-DERIVED_REASON = "not shown because its numerator or denominator is suppressed"
+#: a rate whose numerator or denominator is withheld reads like every other withheld cell
+DERIVED_REASON = WITHHELD_REASON
+#: a month counts as covered when it holds at least this share of the median month's visits
+COVERED_MONTH_SHARE = 0.5  # a property of the published flag, not a tunable limit
 
 
 def indicators_root(settings: Settings) -> Path:
@@ -167,8 +179,37 @@ def _compute(con: duckdb.DuckDBPyConnection, src: Sources, ind: Indicator,
     return _long(ind.id, cube.cells), str(sql), stats
 
 
-def build_indicators(settings: Settings, release: str, *, today: dt.date | None = None) -> dict:
-    """Compute, check and publish the next indicator table from ``release``; returns its manifest."""
+def missing_tables(names: set[str]) -> dict[str, list[str]]:
+    """Indicator → the tables it needs that ``names`` lacks (only indicators that lack some)."""
+    out = {ind.id: [t for t in ind.needs if t not in names] for ind in INDICATORS}
+    return {k: v for k, v in out.items() if v}
+
+
+def year_coverage(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Per year of visit: the months the records cover (a month is covered when it holds at
+    least :data:`COVERED_MONTH_SHARE` of the median month's visits) and whether the year is
+    partial (fewer than 12 covered months). Date shifting and the extract's start and end make
+    the first and last years partial; the dashboards mark them so a dip is not read as a trend.
+    Only this flag and the month count are published, never a month's count."""
+    return db.frame(con, f"""
+        WITH m AS (SELECT year(visit_start_date) AS y, month(visit_start_date) AS mo,
+                          count(*) AS n
+                   FROM visit_occurrence WHERE visit_start_date IS NOT NULL GROUP BY ALL),
+             med AS (SELECT median(n) AS md FROM m)
+        SELECT y::VARCHAR AS year,
+               count(*) FILTER (WHERE n >= md * {COVERED_MONTH_SHARE})::INTEGER AS months,
+               count(*) FILTER (WHERE n >= md * {COVERED_MONTH_SHARE}) < 12 AS partial
+        FROM m, med GROUP BY y ORDER BY y""")
+
+
+def build_indicators(settings: Settings, release: str, *, today: dt.date | None = None,
+                     skip_missing: bool = False) -> dict:
+    """Compute, check and publish the next indicator table from ``release``; returns its manifest.
+
+    Every indicator of :data:`.definitions.INDICATORS` is built: a release that lacks a table
+    one of them reads (:data:`.definitions.INDICATOR_TABLES`) is refused with a
+    :class:`BadInputError` naming the tables, so no page is published half empty.
+    ``skip_missing`` publishes the others instead and lists the skipped ones in the manifest."""
     src_path = resolve_release(settings, release)
     problems = verify_release(src_path)
     if problems:
@@ -192,6 +233,14 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
             src = Sources.from_duckdb(con)
             if "person" not in src.names:
                 raise BadInputError(f"release {release} has no person table: no indicator")
+            lacking = missing_tables(src.names)
+            if lacking and not skip_missing:
+                tables = sorted({t for ts in lacking.values() for t in ts})
+                raise BadInputError(
+                    f"release {release} lacks table(s) {', '.join(tables)}, which indicator(s) "
+                    f"{', '.join(lacking)} need: build the indicators from a release holding "
+                    f"every table they read ({', '.join(INDICATOR_TABLES)}), or pass "
+                    "--skip-missing to publish the others without them")
             # secret record keys of the cell-key method (never published)
             db.run(con, "CREATE TEMP TABLE _record_keys AS SELECT DISTINCT person_id, "
                         "(md5_number_lower(? || person_id::VARCHAR) % 4294967296)::UBIGINT AS rkey "
@@ -201,9 +250,8 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
             parts, tiles, skipped, stats = [], [], {}, {}
             done: dict[str, pl.DataFrame] = {}
             for ind in INDICATORS:
-                missing = [t for t in ind.needs if t not in src.names]
-                if missing:
-                    skipped[ind.id] = f"the release lacks table(s) {', '.join(missing)}"
+                if ind.id in lacking:
+                    skipped[ind.id] = f"the release lacks table(s) {', '.join(lacking[ind.id])}"
                     continue
                 levels = None
                 if ind.levels_from and ind.levels_from in done:
@@ -221,6 +269,9 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
                          if "care_site" in src.names
                          else pl.DataFrame(schema={"hospital": pl.String, "name": pl.String,
                                                    "level": pl.String}))
+            periods = (year_coverage(con) if "visit_occurrence" in src.names else
+                       pl.DataFrame(schema={"year": pl.String, "months": pl.Int32,
+                                            "partial": pl.Boolean}))
         finally:
             con.close()
         cells = pl.concat(parts)
@@ -242,11 +293,16 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
             pl.lit(built_at).alias("built_at"))
         regions = cells.select(pl.col("region").drop_nulls().unique()).filter(
             pl.col("region") != ALL)["region"].to_list()
+        names = {h: n or h for h, n in hospitals.select("hospital", "name").rows()}
+        pairs = cells.select(pl.col("pair").drop_nulls().unique()).filter(
+            pl.col("pair") != ALL)["pair"].to_list()
         labels = pl.DataFrame(
             [{"dimension": "region", "code": r, "label": province_label(r), "level": None}
              for r in sorted(regions)]
             + [{"dimension": "hospital", "code": h, "label": n or h, "level": lv}
-               for h, n, lv in hospitals.select("hospital", "name", "level").rows()],
+               for h, n, lv in hospitals.select("hospital", "name", "level").rows()]
+            + [{"dimension": "pair", "code": p, "level": None, "label": " → ".join(
+                names.get(h, h) for h in p.split(PAIR_SEPARATOR, 1))} for p in sorted(pairs)],
             schema={"dimension": pl.String, "code": pl.String, "label": pl.String,
                     "level": pl.String})
         rounding = {"method": "cell-key random rounding (ABS cell-key method)",
@@ -265,6 +321,7 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
             db.create_table_as(out, "tiles", tiles_df)
             db.create_table_as(out, "labels", labels)
             db.create_table_as(out, "build", build_row)
+            db.create_table_as(out, "periods", periods)
             db.run(out, "CHECKPOINT")
         finally:
             out.close()

@@ -46,8 +46,11 @@ from enclave.disclosure import (
 )
 from enclave.indicators.cells import ALL, KEY_MODULUS, cube_frames, grouping_sets
 
-SECONDARY_REASON = ("suppressed as a complement, so that suppressed cells cannot be recovered from "
-                    "the totals (secondary suppression)")
+#: the one public wording of every withheld cell, whatever rule withheld it: a wording per rule
+#: would tell a reader which withheld cells are small counts, zeros (an empty cell is withheld by
+#: the zeros rule) or complements that passed on their own (secondary suppression)
+WITHHELD_REASON = "withheld by the disclosure rules"
+SECONDARY_REASON = WITHHELD_REASON  # kept for callers of the earlier name
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,31 +260,17 @@ def cell_key_round(counts: pl.Expr, keys: pl.Expr, policy: DisclosurePolicy) -> 
 
 
 def public_reason(ev: pl.DataFrame, stat: Statistic, policy: DisclosurePolicy) -> pl.Series:
-    """Why a cell is withheld, in words that say nothing about its value: the rules' own reasons
-    quote the cell's count ("cell has 9 patients"), which must not be published."""
-    from enclave.disclosure.rules import MAGNITUDES
-
-    pats = pl.col("patients")
-    # an empty cell withheld says what a small one says: a reason of its own would tell the
-    # reader which withheld cells are zero (a cell shown as 0 is not withheld: no reason)
-    expr = pl.when((pats == 0) & pl.lit(not policy.zeros_disclosive)).then(pl.lit(None, pl.Utf8))
-    expr = expr.when(pats < policy.min_patients).then(
-        pl.lit(f"fewer than {policy.min_patients} people"))
-    if stat in MAGNITUDES:
-        expr = expr.when(pl.col("value_patients") < policy.min_values).then(
-            pl.lit(f"fewer than {policy.min_values} people with a value"))
-        expr = expr.otherwise(pl.lit("a few people would dominate the value (dominance rule)"))
-    else:
-        expr = expr.otherwise(pl.lit("withheld by the disclosure rules"))
-    return ev.select(expr.alias("reason"))["reason"]
+    """Why a cell would be withheld, in public words: one wording for every rule (see
+    :data:`WITHHELD_REASON`). The rules' own reasons quote the cell's count ("cell has 9
+    patients") and name the rule, which would separate zeros, small counts and complements."""
+    del stat, policy  # every rule reads the same in public
+    return pl.Series("reason", [WITHHELD_REASON] * ev.height, dtype=pl.String)
 
 
 #: every reason a published cell can carry (a test checks the table holds no other text)
 def public_reasons(policy: DisclosurePolicy) -> set[str]:
-    return {f"fewer than {policy.min_patients} people",
-            f"fewer than {policy.min_values} people with a value",
-            "a few people would dominate the value (dominance rule)",
-            "withheld by the disclosure rules", SECONDARY_REASON}
+    del policy
+    return {WITHHELD_REASON}
 
 
 def check_cube(con: duckdb.DuckDBPyConnection, relation: str, axes: Sequence[str],
@@ -347,8 +336,8 @@ def checked_cube(evidence: pl.DataFrame, keys: pl.DataFrame | None, axes: list[s
     cells = cells.with_columns(final.alias("suppressed"))
     secondary = cells.filter(pl.col("suppressed") & ~pl.col("_primary")).height
     cells = cells.with_columns(
-        pl.when(pl.col("suppressed") & ~pl.col("_primary")).then(pl.lit(SECONDARY_REASON))
-        .otherwise(pl.col("reason")).alias("reason"))
+        pl.when(pl.col("suppressed")).then(pl.lit(WITHHELD_REASON)).otherwise(None)
+        .alias("reason"))
     if stat in (Statistic.COUNT, Statistic.PATIENTS):
         if keys is not None:
             cells = cells.join(keys, on=axes, how="left", nulls_equal=True) if axes else \

@@ -58,6 +58,7 @@ MEDICINE_GROUPS: dict[str, tuple[str, ...]] = {
 VISIT_TYPES = {9201: "inpatient", 9202: "outpatient", 9203: "emergency", 262: "emergency"}
 READMISSION_DAYS = 30  # the indicator's definition, not a tunable limit
 REPEAT_TEST_DAYS = 30
+PAIR_SEPARATOR = ">"  # hospital codes hold no ">"
 UNKNOWN = "unknown"
 
 
@@ -215,22 +216,43 @@ def _tests(s: Sources) -> ir.Table:
         year=m.measurement_date.year().cast("string"))
 
 
-def repeat_tests(s: Sources) -> ir.Table:
-    """Results that repeat a result of the same test for the same person at a different hospital
-    1–30 days earlier (the information-island cost), with the repeat's own cost."""
+def lab_tests(s: Sources) -> ir.Table:
+    """Every lab result with a visit at a pooled hospital (the denominator of the repeat share)."""
+    return _tests(s).select("person_id", "test", "year", "region", "level")
+
+
+def _repeats(s: Sources) -> ir.Table:
+    """Results repeating a result of the same test for the same person at a different hospital
+    1–30 days earlier, one row per repeated result, with the hospital of the earlier result."""
     t1 = _tests(s)
     t2 = _tests(s).view()
     days = t2.date.delta(t1.date, unit="day")
     j = t2.inner_join(t1, [t2.person_id == t1.person_id, t2.concept == t1.concept,
                            t2.hospital != t1.hospital, days.between(1, REPEAT_TEST_DAYS)])
-    rep = j.select(t2.measurement_id, t2.person_id, t2.test, t2.year, t2.region,
-                   t2.level).distinct()
+    rep = j.select(t2.measurement_id, t2.person_id, t2.test, t2.year, t2.region, t2.level,
+                   t2.hospital, earlier=t1.hospital)
+    # a result repeating several earlier ones counts once, paired with the nearest hospital code
+    w = ibis.window(group_by="measurement_id", order_by="earlier")
+    rep = rep.mutate(_n=ibis.row_number().over(w))
+    return rep.filter(rep._n == 0).drop("_n")
+
+
+def repeat_tests(s: Sources) -> ir.Table:
+    """Results that repeat a result of the same test for the same person at a different hospital
+    1–30 days earlier (the information-island cost), with the repeat's own cost."""
+    rep = _repeats(s)
     c = s.t("cost")
     c = c.filter(c.cost_domain_id == "Measurement")
     per = c.group_by("cost_event_id").agg(cost=c.total_cost.sum())
     out = rep.left_join(per, rep.measurement_id == per.cost_event_id)
     return out.select("person_id", "test", "year", "region", "level",
                       cost=out.cost.fill_null(0.0))
+
+
+def repeat_test_pairs(s: Sources) -> ir.Table:
+    """The same repeats by hospital pair: ``<earlier hospital>><repeating hospital>``."""
+    rep = _repeats(s)
+    return rep.select("person_id", "year", pair=rep.earlier + PAIR_SEPARATOR + rep.hospital)
 
 
 def medicine_patients(s: Sources) -> ir.Table:
@@ -282,17 +304,30 @@ INDICATORS: tuple[Indicator, ...] = (
               description="Inpatient stays followed by another inpatient admission, at any "
               "hospital of the pooled records, 0–30 days after discharge.",
               levels_from="inpatient_stays"),
+    Indicator("lab_tests", "Lab results", "repeat_tests", "tests", Statistic.COUNT,
+              ("test", "year", "region", "level"), ("test", "year", "region", "level"),
+              ("person", "visit_occurrence", "care_site", "measurement", "concept"), lab_tests,
+              description="Lab results of a visit at a pooled hospital (the denominator of the "
+              "share of repeats)."),
     Indicator("repeat_tests", "Repeat tests at another hospital within 30 days", "repeat_tests",
               "tests", Statistic.COUNT, ("test", "year", "region", "level"),
-              ("year", "region", "level"),
+              ("test", "year", "region", "level"),
               ("person", "visit_occurrence", "care_site", "measurement", "concept"), repeat_tests,
               description="Lab results that repeat the same test (concept) for the same person "
-              "at a different hospital 1–30 days after an earlier result."),
+              "at a different hospital 1–30 days after an earlier result.",
+              levels_from="lab_tests"),
     Indicator("repeat_tests_cost", "Avoidable cost of repeat tests", "repeat_tests", "CNY",
-              Statistic.SUM, ("test", "year", "region", "level"), ("year", "region", "level"),
+              Statistic.SUM, ("test", "year", "region", "level"), ("test", "year", "region", "level"),
               ("person", "visit_occurrence", "care_site", "measurement", "concept", "cost"),
               repeat_tests, value="cost",
-              description="Sum of the costs of those repeated results (Measurement cost rows)."),
+              description="Sum of the costs of those repeated results (Measurement cost rows).",
+              levels_from="lab_tests"),
+    Indicator("repeat_test_pairs", "Repeat tests by hospital pair", "repeat_tests", "tests",
+              Statistic.COUNT, ("pair", "year"), ("pair", "year"),
+              ("person", "visit_occurrence", "care_site", "measurement", "concept"),
+              repeat_test_pairs,
+              description="The same repeats by the hospital of the earlier result and the "
+              "hospital that repeated it."),
     Indicator("medicine_patients", "People using a medicine group", "medicines", "people",
               Statistic.PATIENTS, ("medicine", "year", "region", "level"),
               ("year", "region", "level"),
@@ -300,3 +335,6 @@ INDICATORS: tuple[Indicator, ...] = (
               medicine_patients,
               description="Distinct people with a prescription of the group in the year."),
 )
+
+#: every table some indicator reads: a release for the dashboards must hold all of them
+INDICATOR_TABLES: tuple[str, ...] = tuple(sorted({t for i in INDICATORS for t in i.needs}))

@@ -117,7 +117,8 @@ def test_policymaker_sees_the_dashboards_through_the_gate_and_a_researcher_does_
             assert landing.status == 200
             # rendered by Streamlit over its websocket (proxied by the gate): the app's navigation
             page.wait_for_selector("[data-testid='stSidebarNav']", timeout=120_000)
-            assert "Overview" in page.inner_text("[data-testid='stSidebarNav']")
+            nav = page.inner_text("[data-testid='stSidebarNav']")
+            assert "Overview" in nav or "概览" in nav  # [dashboards] language: zh by default
             page.wait_for_selector("[data-testid='stMain'] [data-testid='stHeading']",
                                    timeout=120_000)
         else:

@@ -22,17 +22,21 @@ from tests.enclave_cli import run_enclave
 TABLES = ("person", "visit_occurrence", "condition_occurrence", "drug_exposure", "measurement",
           "cost", "care_site", "concept", "observation_period", "location")
 COUNT_INDICATORS = ("people", "people_seen", "condition_patients", "visits", "inpatient_stays",
-                    "readmissions_30d", "repeat_tests", "medicine_patients")
+                    "readmissions_30d", "lab_tests", "repeat_tests", "repeat_test_pairs",
+                    "medicine_patients")
 
 
 def enclave(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return run_enclave(home, *args, check=check)
 
 
-def demo_indicators(home: Path, tables: tuple[str, ...] = TABLES, pid: str = "alpha") -> dict:
-    """A demo enclave with one desensitized release and its published indicators (manifest)."""
+def demo_indicators(home: Path, tables: tuple[str, ...] = TABLES, pid: str = "alpha",
+                    patients: int = 1500, hospitals: int = 3, *extra: str) -> dict:
+    """A demo enclave with one desensitized release and its published indicators (manifest);
+    ``extra``: further arguments of ``enclave indicators build``."""
     if not (home / "restricted").exists():
-        enclave(home, "up", "--patients", "1500", "--hospitals", "3", "--seed", "11", "--data-only")
+        enclave(home, "up", "--patients", str(patients), "--hospitals", str(hospitals), "--seed",
+                "11", "--data-only")
     args = ["project", "create", "--id", pid, "--title", "Dashboards", "--purpose", "indicators",
             "--pi", "alice", "--member", "bob", "--tier", "desensitized", "--sharing", "enclave",
             "--expires", "2099-12-31"]
@@ -41,7 +45,7 @@ def demo_indicators(home: Path, tables: tuple[str, ...] = TABLES, pid: str = "al
     enclave(home, *args)
     enclave(home, "release", "build", "--project", pid)
     return json.loads(enclave(home, "indicators", "build", "--release", f"{pid}/v1",
-                              "--json").stdout)
+                              "--json", *extra).stdout)
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +117,10 @@ def test_no_published_count_is_below_the_threshold_and_reasons_say_nothing(built
     assert (counts["value"] % policy.round_base == 0).all()
     assert cells.filter(pl.col("suppressed"))["value"].null_count() == \
         cells.filter(pl.col("suppressed")).height
-    allowed = public_reasons(policy) | {
-        "not shown because its numerator or denominator is suppressed"}
-    assert set(cells.filter(pl.col("suppressed"))["reason"].unique()) <= allowed
+    # one wording for every withheld cell: small, empty, dominated, complement or derived
+    assert set(cells.filter(pl.col("suppressed"))["reason"].unique()) == public_reasons(policy)
+    assert cells.filter(~pl.col("suppressed"))["reason"].null_count() == \
+        cells.filter(~pl.col("suppressed")).height
 
 
 def test_rates_are_computed_from_published_values_only(built):
@@ -146,9 +151,20 @@ def test_a_refresh_republishes_the_same_values(built):
     assert [r["release"] for r in listed] == ["indicators/v1", "indicators/v2"]
 
 
-def test_missing_tables_are_skipped_and_a_tampered_release_is_refused(built, tmp_path):
+def test_a_release_lacking_a_table_is_refused_unless_skipping_is_asked_for(built, tmp_path):
     home, _ = built
-    manifest = demo_indicators(home, ("person", "visit_occurrence", "care_site"), pid="beta")
+    small = ("person", "visit_occurrence", "care_site")
+    enclave(home, "project", "create", "--id", "beta", "--title", "D", "--purpose", "i", "--pi",
+            "alice", "--tier", "desensitized", "--sharing", "enclave", "--expires", "2099-12-31",
+            *[a for t in small for a in ("--table", t)])
+    enclave(home, "release", "build", "--project", "beta")
+    before = sorted(p.name for p in (home / "releases" / "indicators").iterdir())
+    proc = enclave(home, "indicators", "build", "--release", "beta/v1", check=False)
+    assert proc.returncode == 2 and "lacks table(s)" in proc.stderr
+    assert "concept" in proc.stderr and "--skip-missing" in proc.stderr
+    assert sorted(p.name for p in (home / "releases" / "indicators").iterdir()) == before
+    manifest = json.loads(enclave(home, "indicators", "build", "--release", "beta/v1", "--json",
+                                  "--skip-missing").stdout)
     assert "condition_patients" in manifest["skipped"] and "visits" in manifest["indicators"]
     assert "care_site" not in manifest["skipped"].get("visits", "")
     copy = tmp_path / "rel"
@@ -159,3 +175,26 @@ def test_missing_tables_are_skipped_and_a_tampered_release_is_refused(built, tmp
     proc = enclave(home, "indicators", "build", "--release", str(copy), check=False)
     assert proc.returncode == 2 and "failed verification" in proc.stderr
     assert file_sha256(copy / "release.duckdb") != manifest["source_release_sha256"]
+
+
+def test_every_indicator_is_built_from_the_demo_project_release():
+    """``enclave up``'s demo release holds every table an indicator reads, so ``enclave up``
+    builds them all (the build refuses a release that lacks one)."""
+    from enclave.indicators.definitions import INDICATOR_TABLES
+    from enclave.workflows.enclave_up import DEMO_TABLES
+
+    assert set(INDICATOR_TABLES) <= set(DEMO_TABLES)
+    assert set(INDICATOR_TABLES) <= set(TABLES)
+
+
+def test_partial_years_are_published_and_pairs_labelled(built):
+    home, _ = built
+    con = duckdb.connect(str(home / "releases" / "indicators" / "v1" / "indicators.duckdb"),
+                         read_only=True)
+    periods = dict(con.sql("SELECT year, partial FROM periods").fetchall())
+    pairs = con.sql("SELECT code, label FROM labels WHERE dimension = 'pair'").fetchall()
+    con.close()
+    years = sorted(periods)
+    # the demo covers 2019-2024; shifted dates spill into the years around it, partly covered
+    assert periods[years[0]] and periods[years[-1]] and not periods["2021"]
+    assert pairs and all(">" in code and " → " in label for code, label in pairs)
