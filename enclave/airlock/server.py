@@ -28,9 +28,9 @@ import re
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlencode
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import tornado.web
 from tornado.escape import json_encode
