@@ -44,18 +44,21 @@ class Link:
     code: str | None  # the column whose code group conditions the numeric distributions
     context: tuple[str, ...] = ()  # parent columns handed to the children as context
     cost_domain: str | None = None
+    joint: tuple[str, ...] = ()  # columns drawn jointly with the code and context (TableModel.fit)
 
 
 CHAIN = (
-    Link("person", "person_id", None, None, None, None, ("sex", "age_band")),
+    Link("person", "person_id", None, None, None, None, ("sex", "age_band", "region", "care_site_id")),
     Link("visit_occurrence", "visit_occurrence_id", "person", "person_id", "visit_start_date",
-         "visit_concept_id", ("visit_concept_id", "care_site_id"), "Visit"),
+         "visit_concept_id", ("visit_concept_id", "care_site_id", "provider_id", "admitted_from_source_value"),
+         "Visit", ("care_site_id", "provider_id", "admitted_from_source_value", "_n_condition_occurrence",
+                   "_n_drug_exposure", "_n_measurement", "*")),
     Link("condition_occurrence", "condition_occurrence_id", "visit_occurrence", "visit_occurrence_id",
-         "condition_start_date", "condition_concept_id", (), "Condition"),
+         "condition_start_date", "condition_concept_id", (), "Condition", ("*",)),
     Link("drug_exposure", "drug_exposure_id", "visit_occurrence", "visit_occurrence_id",
-         "drug_exposure_start_date", "drug_concept_id", (), "Drug"),
+         "drug_exposure_start_date", "drug_concept_id", (), "Drug", ("*",)),
     Link("measurement", "measurement_id", "visit_occurrence", "visit_occurrence_id",
-         "measurement_date", "measurement_concept_id", (), "Measurement"),
+         "measurement_date", "measurement_concept_id", (), "Measurement", ("*",)),
 )
 LINKS = {link.table: link for link in CHAIN}
 COST_FIXED = ("cost_id", "cost_event_id", "cost_domain_id")
@@ -109,7 +112,7 @@ class ChainModel:
                     s = frames[link.table][col].drop_nulls()
                     if s.len():
                         chain.date_ranges[(link.table, col)] = (s.min(), s.max())
-            chain.models[link.table] = TableModel.fit(link.table, frame, (), link.code, settings)
+            chain.models[link.table] = TableModel.fit(link.table, frame, (), link.code, settings, link.joint)
         return chain
 
     def _derive(self, frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:

@@ -69,8 +69,10 @@ class TableModel:
     # --- fit ------------------------------------------------------------------------------
     @classmethod
     def fit(cls, table: str, frame: pl.DataFrame, skip: tuple[str, ...], key_column: str | None,
-            settings: SynthSettings) -> TableModel:
-        """Fit on ``frame`` (ids listed in ``skip`` are not modelled)."""
+            settings: SynthSettings, joint: tuple[str, ...] = ()) -> TableModel:
+        """Fit on ``frame`` (ids listed in ``skip`` are not modelled). Categorical columns named in
+        ``joint`` (``"*"``: all) join the group of the code and parent context while its distinct
+        tuples stay within ``max_group_categories``: drawn from their exact joint distribution."""
         model = cls(table, dtypes=dict(frame.schema), fitted_rows=frame.height)
         categorical, numeric = [], []
         for col in frame.columns:
@@ -96,7 +98,7 @@ class TableModel:
                 numeric.append(col)
             else:
                 model.nulls.append(col)
-        model.groups = _dependency_groups(frame, categorical, key_column, settings)
+        model.groups = _dependency_groups(frame, categorical, key_column, settings, joint)
         coded = frame.select([c for c in frame.columns if c not in skip])
         for g in model.groups:
             coded = coded.join(g.values, on=g.columns, how="left", nulls_equal=True)
@@ -148,12 +150,14 @@ class TableModel:
 
 # --- helpers ------------------------------------------------------------------------------------
 def _dependency_groups(frame: pl.DataFrame, columns: list[str], key_column: str | None,
-                       settings: SynthSettings) -> list[Group]:
+                       settings: SynthSettings, joint: tuple[str, ...] = ()) -> list[Group]:
     """Merge categorical columns while one group's values (nearly) determine the other's.
 
     Two groups merge when the distinct value tuples of both together are at most ``merge_slack``
     times those of the larger one (and at most ``max_categories``). The parent context merges with
-    the table's code group, so codes are drawn from their distribution given the parent.
+    the table's code group, so codes are drawn from their distribution given the parent; then the
+    groups holding a ``joint`` column (in that order; ``"*"``: every group) join it while the
+    tuples stay within ``max_group_categories``.
     """
     groups: list[list[str]] = [[c] for c in columns]
 
@@ -183,8 +187,22 @@ def _dependency_groups(frame: pl.DataFrame, columns: list[str], key_column: str 
     key = next((i for i, g in enumerate(groups) if key_column in g), None)
     if ctx is not None and key is not None and ctx != key:
         both = distinct(groups[ctx] + groups[key])
-        if both <= settings.max_categories:
+        if both <= settings.max_group_categories:
             merge(min(ctx, key), max(ctx, key), both)
+    core = next((i for i, g in enumerate(groups) if CTX in g or key_column in g), None)
+    if core is None and joint:
+        core = next((i for i, g in enumerate(groups) if any(c in g for c in joint)), None)
+    if core is not None:
+        anchor = groups[core][0]
+        order = ([c for c in joint if c != "*"] + [c for g in groups for c in g]) if "*" in joint else list(joint)
+        for col in order:
+            j = next((i for i, g in enumerate(groups) if col in g), None)
+            core = next(i for i, g in enumerate(groups) if anchor in g)
+            if j is None or j == core:
+                continue
+            both = distinct(groups[core] + groups[j])
+            if both <= settings.max_group_categories:
+                merge(min(core, j), max(core, j), both)
     out = []
     for k, cols in enumerate(groups):
         name = f"_g{k}"
