@@ -114,7 +114,7 @@ class SynthSettings:
     categorical_max_distinct: int = _setting(
         30, "A numeric column with at most this many distinct values is modelled as a category.")
     max_group_categories: int = _setting(
-        500, "Most distinct value tuples of a table's code group merged with its parent's context "
+        10_000, "Most distinct value tuples of a table's code group merged with its parent's context "
              "(the codes are then drawn from their exact distribution given the parent).")
     merge_slack: float = _setting(
         1.5, "Categorical columns are modelled as one category of value tuples when their distinct "

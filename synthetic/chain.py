@@ -48,11 +48,11 @@ class Link:
 
 
 CHAIN = (
-    Link("person", "person_id", None, None, None, None, ("sex", "age_band", "region", "care_site_id")),
+    Link("person", "person_id", None, None, None, None, ("sex", "age_band", "care_site_id")),
     Link("visit_occurrence", "visit_occurrence_id", "person", "person_id", "visit_start_date",
          "visit_concept_id", ("visit_concept_id", "care_site_id", "provider_id", "admitted_from_source_value"),
          "Visit", ("care_site_id", "provider_id", "admitted_from_source_value", "_n_condition_occurrence",
-                   "_n_drug_exposure", "_n_measurement", "*")),
+                   "_n_drug_exposure", "_n_measurement", "_ctx", "*")),
     Link("condition_occurrence", "condition_occurrence_id", "visit_occurrence", "visit_occurrence_id",
          "condition_start_date", "condition_concept_id", (), "Condition", ("*",)),
     Link("drug_exposure", "drug_exposure_id", "visit_occurrence", "visit_occurrence_id",

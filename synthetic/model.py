@@ -90,7 +90,7 @@ class TableModel:
                 numeric.append(col)
             elif col == CTX or s.dtype in (pl.String, pl.Boolean, pl.Categorical) or col.endswith(("_id", "_source_value")) \
                     or distinct <= settings.categorical_max_distinct:
-                if s.dtype == pl.String and distinct > settings.max_categories:
+                if s.dtype == pl.String and distinct > settings.max_categories and col != CTX:
                     model.dropped_text.append(col)
                 else:
                     categorical.append(col)
@@ -185,7 +185,7 @@ def _dependency_groups(frame: pl.DataFrame, columns: list[str], key_column: str 
                 break
     ctx = next((i for i, g in enumerate(groups) if CTX in g), None)
     key = next((i for i, g in enumerate(groups) if key_column in g), None)
-    if ctx is not None and key is not None and ctx != key:
+    if ctx is not None and key is not None and ctx != key and CTX not in joint:
         both = distinct(groups[ctx] + groups[key])
         if both <= settings.max_group_categories:
             merge(min(ctx, key), max(ctx, key), both)
