@@ -123,6 +123,10 @@ class SynthSettings:
         20, "Fewest rows of a code group that get their own value distribution (else pooled).")
     quantile_points: int = _setting(
         101, "Most quantiles kept per value distribution (between the 0.5 and 99.5 percentiles).")
+    copula_engine: str = _setting(
+        "numpy", "Gaussian copula of each table: 'numpy' (synthetic.copula, uniform marginals: every "
+                 "modelled column is already a rank or a category) or 'sdv' (SDV's GaussianCopulaSynthesizer "
+                 "with default_distribution; slower, same model).")
     default_distribution: str = _setting(
         "uniform", "SDV GaussianCopula marginal distribution. Every modelled column is already a rank in "
                    "(0, 1) (numbers: their quantile rank; categories: SDV's uniform encoding), so "

@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from enclave.settings import SynthSettings
+from synthetic.copula import Copula
 from synthetic.model import CTX, TableModel
 
 EPOCH = dt.date(1970, 1, 1)
@@ -220,6 +221,11 @@ class ChainModel:
         ).explode("_k").drop_nulls("_k").drop("_k")
         if slots.height == 0:
             return model.empty().with_columns(pl.lit(None, pl.Int64).alias(link.parent_key))
+        if isinstance(model.synthesizer, Copula):  # each child drawn given its parent's context
+            rows, unknown = model.sample_given(slots[CTX], rng)
+            self.context_mismatch += unknown
+            rows = pl.concat([slots.drop(CTX), rows.drop(CTX, strict=False)], how="horizontal")
+            return rows[rng.permutation(rows.height)]
         slots = slots.with_columns(pl.int_range(pl.len()).over(CTX).alias("_slot"))
         need = slots.group_by(CTX).len(name="need")
         has_ctx = CTX in model.modelled_columns()
