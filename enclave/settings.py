@@ -116,6 +116,10 @@ class SynthSettings:
     max_group_categories: int = _setting(
         10_000, "Most distinct value tuples of a table's code group merged with its parent's context "
              "(the codes are then drawn from their exact distribution given the parent).")
+    min_rows_per_tuple: float = _setting(
+        4.0, "Fewest fitted rows per distinct value tuple (on average) for columns to be drawn jointly with "
+             "the parent context (fewer: each tuple would be a few patients' own, and the twin would copy "
+             "them; the DCR overfitting bar caught it on a 600-patient release).")
     merge_slack: float = _setting(
         1.5, "Categorical columns are modelled as one category of value tuples when their distinct "
              "tuples are at most this many times those of the larger column (near dependence).")

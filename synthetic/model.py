@@ -205,7 +205,8 @@ def _dependency_groups(frame: pl.DataFrame, columns: list[str], key_column: str 
     times those of the larger one (and at most ``max_categories``). The parent context merges with
     the table's code group, so codes are drawn from their distribution given the parent; then the
     groups holding a ``joint`` column (in that order; ``"*"``: every group) join it while the
-    tuples stay within ``max_group_categories``.
+    tuples stay within ``max_group_categories`` and rows average ``min_rows_per_tuple`` per tuple
+    (fewer rows: the tuples would be the rows themselves, and the twin would copy them).
     """
     groups: list[list[str]] = [[c] for c in columns]
 
@@ -213,6 +214,9 @@ def _dependency_groups(frame: pl.DataFrame, columns: list[str], key_column: str 
         return frame.select(cols).unique().height
 
     counts = [distinct(g) for g in groups]
+
+    def fits(tuples: int) -> bool:  # few enough tuples, each (on average) shared by enough rows
+        return tuples <= settings.max_group_categories and tuples * settings.min_rows_per_tuple <= frame.height
 
     def merge(i: int, j: int, both: int) -> None:
         groups[i] = groups[i] + groups[j]
@@ -235,7 +239,7 @@ def _dependency_groups(frame: pl.DataFrame, columns: list[str], key_column: str 
     key = next((i for i, g in enumerate(groups) if key_column in g), None)
     if ctx is not None and key is not None and ctx != key and CTX not in joint:
         both = distinct(groups[ctx] + groups[key])
-        if both <= settings.max_group_categories:
+        if fits(both):
             merge(min(ctx, key), max(ctx, key), both)
     core = next((i for i, g in enumerate(groups) if CTX in g or key_column in g), None)
     if core is None and joint:
@@ -249,7 +253,7 @@ def _dependency_groups(frame: pl.DataFrame, columns: list[str], key_column: str 
             if j is None or j == core:
                 continue
             both = distinct(groups[core] + groups[j])
-            if both <= settings.max_group_categories:
+            if fits(both):
                 merge(min(core, j), max(core, j), both)
     out = []
     for k, cols in enumerate(groups):

@@ -159,12 +159,12 @@ def hma(frames: dict[str, pl.DataFrame], meta: dict) -> tuple[float, float, dict
     from sdv.metadata import Metadata
     from sdv.multi_table import HMASynthesizer
 
-    synth = HMASynthesizer(Metadata.load_from_dict(meta))
+    synth = HMASynthesizer(Metadata.load_from_dict(meta), verbose=False)
     t0 = time.perf_counter()
     synth.fit(as_pandas(frames, meta))
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = synth.sample(scale=1.0)
+    out = synth.sample(num_rows=frames["person"].height, main_table_name="person")
     sample_s = time.perf_counter() - t0
     return fit_s, sample_s, {t: pl.from_pandas(df) for t, df in out.items()}
 
