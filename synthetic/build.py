@@ -237,7 +237,8 @@ def _sample_and_publish(con, chain: ChainModel, links, tables, synth: SynthSetti
         "not_synthesized": skipped,
         "derived_tables": [t for t in ("observation_period", "cost") if t in schemas],
         "synthesizer": {
-            "kind": "sdv.GaussianCopulaSynthesizer chain along foreign keys",
+            "kind": ("Gaussian copula chain along foreign keys (synthetic.copula)" if synth.copula_engine == "numpy"
+                     else "sdv.GaussianCopulaSynthesizer chain along foreign keys"),
             "settings": {k: getattr(synth, k) for k in synth.__dataclass_fields__},
             "fitted_rows": {t: m.fitted_rows for t, m in chain.models.items()},
             "rows_without_parent_ignored": chain.dropped_rows,
