@@ -120,6 +120,10 @@ class SynthSettings:
         4.0, "Fewest fitted rows per distinct value tuple (on average) for columns to be drawn jointly with "
              "the parent context (fewer: each tuple would be a few patients' own, and the twin would copy "
              "them; the DCR overfitting bar caught it on a 600-patient release).")
+    min_rows_per_context: float = _setting(
+        60.0, "Fewest child rows per parent context value (on average): the parent's context columns "
+              "(synthetic.chain Link.context) are dropped from the last while fewer (a context few rows "
+              "share would hand them back to the twin).")
     merge_slack: float = _setting(
         1.5, "Categorical columns are modelled as one category of value tuples when their distinct "
              "tuples are at most this many times those of the larger column (near dependence).")

@@ -96,12 +96,14 @@ class ChainModel:
     dropped_rows: dict[str, int] = field(default_factory=dict)
     context_mismatch: int = 0  # sampled children whose parent context the model hardly produces
     out_of_range_dropped: dict[str, int] = field(default_factory=dict)
+    contexts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # child table → parent context columns
+    min_context_rows: float = 60.0
 
     # --- fit ------------------------------------------------------------------------------
     @classmethod
     def fit(cls, frames: dict[str, pl.DataFrame], settings: SynthSettings) -> ChainModel:
         links = chain_tables(set(frames))
-        chain = cls(links)
+        chain = cls(links, min_context_rows=settings.min_rows_per_context)
         cost = frames.get("cost")
         if cost is not None:
             chain.cost_columns = [c for c in cost.columns if c not in COST_FIXED]
@@ -146,8 +148,8 @@ class ChainModel:
                     .otherwise(0.0).clip(0.0, 1.0).alias("_frac"))
             if link.parent is not None:
                 plink = LINKS[link.parent]
-                pctx = frames[link.parent].select(plink.key, _ctx_expr(plink.context, frames[link.parent].schema)
-                                                  .alias(CTX))
+                cols = self._context(link, f, frames[link.parent])
+                pctx = frames[link.parent].select(plink.key, _ctx_expr(cols, frames[link.parent].schema).alias(CTX))
                 f = f.join(pctx, on=link.parent_key, how="left")
             for kid in kids:
                 counts = frames[kid.table].group_by(kid.parent_key).len(name=f"_n_{kid.table}")
@@ -179,6 +181,21 @@ class ChainModel:
             out[link.table] = f.select(keep)
         out["person"] = out["person"].drop("person_id")
         return out
+
+    def _context(self, link: Link, child: pl.DataFrame, parent: pl.DataFrame) -> tuple[str, ...]:
+        """The parent's context columns a child is drawn given: ``Link.context`` of the parent, less
+        its last columns while the child's rows average fewer than ``min_rows_per_context`` per
+        context value (a context that few rows share would hand them back: on a 600-patient
+        release, diagnoses drawn given visit type, care site, provider and admission source sat at
+        the DCR overfitting bar)."""
+        plink = LINKS[link.parent]
+        cols = tuple(c for c in plink.context if c in parent.columns)
+        joined = child.select(link.parent_key).join(parent.select(plink.key, *cols), left_on=link.parent_key,
+                                                    right_on=plink.key, how="left")
+        while len(cols) > 1 and joined.select(cols).unique().height * self.min_context_rows > child.height:
+            cols = cols[:-1]
+        self.contexts[link.table] = cols
+        return cols
 
     def save(self, path) -> None:
         """Pickle into the restricted zone (0600). A pickle is code: never load one from anywhere a
@@ -216,7 +233,7 @@ class ChainModel:
         slots = parents.select(
             pl.col(plink.key).alias(link.parent_key),
             *([pl.col("person_id")] if link.parent != "person" else []),
-            _ctx_expr(plink.context, parents.schema).alias(CTX),
+            _ctx_expr(self.contexts.get(link.table, plink.context), parents.schema).alias(CTX),
             pl.int_ranges(0, pl.col(count).fill_null(0).clip(0, None).cast(pl.Int64)).alias("_k"),
         ).explode("_k").drop_nulls("_k").drop("_k")
         if slots.height == 0:
