@@ -115,6 +115,17 @@ class SynthSettings:
         500, "A text/code column with more distinct values than this is not synthesized (left null).")
     categorical_max_distinct: int = _setting(
         30, "A numeric column with at most this many distinct values is modelled as a category.")
+    max_group_categories: int = _setting(
+        10_000, "Most distinct value tuples of a table's code group merged with its parent's context "
+             "(the codes are then drawn from their exact distribution given the parent).")
+    min_rows_per_tuple: float = _setting(
+        4.0, "Fewest fitted rows per distinct value tuple (on average) for columns to be drawn jointly with "
+             "the parent context (fewer: each tuple would be a few patients' own, and the twin would copy "
+             "them; the DCR overfitting bar caught it on a 600-patient release).")
+    min_rows_per_context: float = _setting(
+        60.0, "Fewest child rows per parent context value (on average): the parent's context columns "
+              "(synthetic.chain Link.context) are dropped from the last while fewer (a context few rows "
+              "share would hand them back to the twin).")
     merge_slack: float = _setting(
         1.5, "Categorical columns are modelled as one category of value tuples when their distinct "
              "tuples are at most this many times those of the larger column (near dependence).")
@@ -122,6 +133,10 @@ class SynthSettings:
         20, "Fewest rows of a code group that get their own value distribution (else pooled).")
     quantile_points: int = _setting(
         101, "Most quantiles kept per value distribution (between the 0.5 and 99.5 percentiles).")
+    copula_engine: str = _setting(
+        "numpy", "Gaussian copula of each table: 'numpy' (synthetic.copula, uniform marginals: every "
+                 "modelled column is already a rank or a category) or 'sdv' (SDV's GaussianCopulaSynthesizer "
+                 "with default_distribution; slower, same model).")
     default_distribution: str = _setting(
         "uniform", "SDV GaussianCopula marginal distribution. Every modelled column is already a rank in "
                    "(0, 1) (numbers: their quantile rank; categories: SDV's uniform encoding), so "

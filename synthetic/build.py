@@ -191,13 +191,20 @@ def _sample_and_publish(con, chain: ChainModel, links, tables, synth: SynthSetti
         rng = np.random.default_rng(synth.seed)
         counts: dict[str, int] = {}
         done = 0
-        while done < total:
-            n = min(synth.sample_chunk_patients, total - done)
-            first = {t: counts.get(t, 0) + 1 for t in schemas}
-            part = chain.sample(n, first, rng)
-            for t, k in _write_chunk(out, part, schemas, constants).items():
-                counts[t] = counts.get(t, 0) + k
-            done += n
+        bars = _progress_bars(con, schemas, synth.size_ratio)
+        try:
+            while done < total:
+                n = min(synth.sample_chunk_patients, total - done)
+                first = {t: counts.get(t, 0) + 1 for t in schemas}
+                part = chain.sample(n, first, rng)
+                for t, k in _write_chunk(out, part, schemas, constants).items():
+                    counts[t] = counts.get(t, 0) + k
+                    if t in bars:
+                        bars[t].update(k)
+                done += n
+        finally:
+            for bar in bars.values():
+                bar.close()
         db.run(out, "DETACH rel")
         db.run(out, "CHECKPOINT")
     finally:
@@ -230,7 +237,8 @@ def _sample_and_publish(con, chain: ChainModel, links, tables, synth: SynthSetti
         "not_synthesized": skipped,
         "derived_tables": [t for t in ("observation_period", "cost") if t in schemas],
         "synthesizer": {
-            "kind": "sdv.GaussianCopulaSynthesizer chain along foreign keys",
+            "kind": ("Gaussian copula chain along foreign keys (synthetic.copula)" if synth.copula_engine == "numpy"
+                     else "sdv.GaussianCopulaSynthesizer chain along foreign keys"),
             "settings": {k: getattr(synth, k) for k in synth.__dataclass_fields__},
             "fitted_rows": {t: m.fitted_rows for t, m in chain.models.items()},
             "rows_without_parent_ignored": chain.dropped_rows,
@@ -251,6 +259,19 @@ def _sample_and_publish(con, chain: ChainModel, links, tables, synth: SynthSetti
     }
     write_manifest(build_dir / MANIFEST, manifest)
     return manifest
+
+
+def _progress_bars(con, schemas: dict[str, list[str]], ratio: float) -> dict:
+    """One progress bar per synthesized table (rows written of about as many as the release has
+    × ``size_ratio``), on standard error when it is a terminal; counts only, never a value."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    quiet = not sys.stderr.isatty()
+    return {t: tqdm(total=round(db.scalar(con, f"SELECT count(*) FROM rel.{t}") * ratio), desc=f"twin {t}",
+                    unit=" rows", unit_scale=True, position=i, leave=True, disable=quiet, file=sys.stderr)
+            for i, t in enumerate(sorted(schemas))}
 
 
 def integrity_checks(con: duckdb.DuckDBPyConnection, schema: str, links) -> dict[str, int]:

@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from enclave.settings import SynthSettings
+from synthetic.copula import Copula
 from synthetic.model import CTX, TableModel
 
 EPOCH = dt.date(1970, 1, 1)
@@ -44,18 +45,21 @@ class Link:
     code: str | None  # the column whose code group conditions the numeric distributions
     context: tuple[str, ...] = ()  # parent columns handed to the children as context
     cost_domain: str | None = None
+    joint: tuple[str, ...] = ()  # columns drawn jointly with the code and context (TableModel.fit)
 
 
 CHAIN = (
-    Link("person", "person_id", None, None, None, None, ("sex", "age_band")),
+    Link("person", "person_id", None, None, None, None, ("sex", "age_band", "care_site_id")),
     Link("visit_occurrence", "visit_occurrence_id", "person", "person_id", "visit_start_date",
-         "visit_concept_id", ("visit_concept_id", "care_site_id"), "Visit"),
+         "visit_concept_id", ("visit_concept_id", "care_site_id", "provider_id", "admitted_from_source_value"),
+         "Visit", ("care_site_id", "provider_id", "admitted_from_source_value", "_n_condition_occurrence",
+                   "_n_drug_exposure", "_n_measurement", "_ctx", "*")),
     Link("condition_occurrence", "condition_occurrence_id", "visit_occurrence", "visit_occurrence_id",
-         "condition_start_date", "condition_concept_id", (), "Condition"),
+         "condition_start_date", "condition_concept_id", (), "Condition", ("*",)),
     Link("drug_exposure", "drug_exposure_id", "visit_occurrence", "visit_occurrence_id",
-         "drug_exposure_start_date", "drug_concept_id", (), "Drug"),
+         "drug_exposure_start_date", "drug_concept_id", (), "Drug", ("*",)),
     Link("measurement", "measurement_id", "visit_occurrence", "visit_occurrence_id",
-         "measurement_date", "measurement_concept_id", (), "Measurement"),
+         "measurement_date", "measurement_concept_id", (), "Measurement", ("*",)),
 )
 LINKS = {link.table: link for link in CHAIN}
 COST_FIXED = ("cost_id", "cost_event_id", "cost_domain_id")
@@ -92,12 +96,14 @@ class ChainModel:
     dropped_rows: dict[str, int] = field(default_factory=dict)
     context_mismatch: int = 0  # sampled children whose parent context the model hardly produces
     out_of_range_dropped: dict[str, int] = field(default_factory=dict)
+    contexts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # child table → parent context columns
+    min_context_rows: float = 60.0
 
     # --- fit ------------------------------------------------------------------------------
     @classmethod
     def fit(cls, frames: dict[str, pl.DataFrame], settings: SynthSettings) -> ChainModel:
         links = chain_tables(set(frames))
-        chain = cls(links)
+        chain = cls(links, min_context_rows=settings.min_rows_per_context)
         cost = frames.get("cost")
         if cost is not None:
             chain.cost_columns = [c for c in cost.columns if c not in COST_FIXED]
@@ -109,7 +115,7 @@ class ChainModel:
                     s = frames[link.table][col].drop_nulls()
                     if s.len():
                         chain.date_ranges[(link.table, col)] = (s.min(), s.max())
-            chain.models[link.table] = TableModel.fit(link.table, frame, (), link.code, settings)
+            chain.models[link.table] = TableModel.fit(link.table, frame, (), link.code, settings, link.joint)
         return chain
 
     def _derive(self, frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
@@ -142,8 +148,8 @@ class ChainModel:
                     .otherwise(0.0).clip(0.0, 1.0).alias("_frac"))
             if link.parent is not None:
                 plink = LINKS[link.parent]
-                pctx = frames[link.parent].select(plink.key, _ctx_expr(plink.context, frames[link.parent].schema)
-                                                  .alias(CTX))
+                cols = self._context(link, f, frames[link.parent])
+                pctx = frames[link.parent].select(plink.key, _ctx_expr(cols, frames[link.parent].schema).alias(CTX))
                 f = f.join(pctx, on=link.parent_key, how="left")
             for kid in kids:
                 counts = frames[kid.table].group_by(kid.parent_key).len(name=f"_n_{kid.table}")
@@ -175,6 +181,21 @@ class ChainModel:
             out[link.table] = f.select(keep)
         out["person"] = out["person"].drop("person_id")
         return out
+
+    def _context(self, link: Link, child: pl.DataFrame, parent: pl.DataFrame) -> tuple[str, ...]:
+        """The parent's context columns a child is drawn given: ``Link.context`` of the parent, less
+        its last columns while the child's rows average fewer than ``min_rows_per_context`` per
+        context value (a context that few rows share would hand them back: on a 600-patient
+        release, diagnoses drawn given visit type, care site, provider and admission source sat at
+        the DCR overfitting bar)."""
+        plink = LINKS[link.parent]
+        cols = tuple(c for c in plink.context if c in parent.columns)
+        joined = child.select(link.parent_key).join(parent.select(plink.key, *cols), left_on=link.parent_key,
+                                                    right_on=plink.key, how="left")
+        while len(cols) > 1 and joined.select(cols).unique().height * self.min_context_rows > child.height:
+            cols = cols[:-1]
+        self.contexts[link.table] = cols
+        return cols
 
     def save(self, path) -> None:
         """Pickle into the restricted zone (0600). A pickle is code: never load one from anywhere a
@@ -212,11 +233,16 @@ class ChainModel:
         slots = parents.select(
             pl.col(plink.key).alias(link.parent_key),
             *([pl.col("person_id")] if link.parent != "person" else []),
-            _ctx_expr(plink.context, parents.schema).alias(CTX),
+            _ctx_expr(self.contexts.get(link.table, plink.context), parents.schema).alias(CTX),
             pl.int_ranges(0, pl.col(count).fill_null(0).clip(0, None).cast(pl.Int64)).alias("_k"),
         ).explode("_k").drop_nulls("_k").drop("_k")
         if slots.height == 0:
             return model.empty().with_columns(pl.lit(None, pl.Int64).alias(link.parent_key))
+        if isinstance(model.synthesizer, Copula):  # each child drawn given its parent's context
+            rows, unknown = model.sample_given(slots[CTX], rng)
+            self.context_mismatch += unknown
+            rows = pl.concat([slots.drop(CTX), rows.drop(CTX, strict=False)], how="horizontal")
+            return rows[rng.permutation(rows.height)]
         slots = slots.with_columns(pl.int_range(pl.len()).over(CTX).alias("_slot"))
         need = slots.group_by(CTX).len(name="need")
         has_ctx = CTX in model.modelled_columns()

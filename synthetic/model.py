@@ -1,4 +1,4 @@
-"""One table's synthesizer: how its columns are modelled, fitted (SDV GaussianCopula) and sampled.
+"""One table's synthesizer: how its columns are modelled, fitted (a Gaussian copula) and sampled.
 
 A ``TableModel`` is fitted on a frame that already carries the table's *derived* columns (dates as
 offsets from the parent's date, child counts, parent context; see ``synthetic.chain``). Columns are
@@ -15,19 +15,23 @@ profiled from the data:
   mapped back through that group's quantiles (kept between the 0.5 and 99.5 percentiles, never the
   extremes of single patients).
 
-The copula is fitted on the categories and ranks; no date ever reaches SDV (so the pandas
-datetime64[us] pitfall does not arise).
+The Gaussian copula (``synthetic.copula``, or SDV's GaussianCopulaSynthesizer with
+``copula_engine = "sdv"``) is fitted on the categories and ranks; no date ever reaches it (so the
+pandas datetime64[us] pitfall does not arise).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import polars as pl
 
+from enclave.errors import ConfigurationError
 from enclave.settings import SynthSettings
+from synthetic.copula import Copula
 
 #: derived columns (prefix) that are always numeric
 NUMERIC_PREFIXES = ("_offset", "_frac", "_m_", "_d_", "_n_", "_anchor")
@@ -63,14 +67,19 @@ class TableModel:
     numeric: list[Quantiles] = field(default_factory=list)
     key_group: str | None = None
     dtypes: dict[str, pl.DataType] = field(default_factory=dict)
-    synthesizer: object = None
+    synthesizer: object = None  # a synthetic.copula.Copula (or SDV's GaussianCopulaSynthesizer)
     fitted_rows: int = 0
+    rng: np.random.Generator | None = None
 
     # --- fit ------------------------------------------------------------------------------
     @classmethod
     def fit(cls, table: str, frame: pl.DataFrame, skip: tuple[str, ...], key_column: str | None,
-            settings: SynthSettings) -> TableModel:
-        """Fit on ``frame`` (ids listed in ``skip`` are not modelled)."""
+            settings: SynthSettings, joint: tuple[str, ...] = ()) -> TableModel:
+        """Fit on ``frame`` (ids listed in ``skip`` are not modelled). Categorical columns named in
+        ``joint`` (``"*"``: all) join the group of the code and parent context while its distinct
+        tuples stay within ``max_group_categories``: drawn from their exact joint distribution."""
+        if settings.copula_engine not in ("numpy", "sdv"):
+            raise ConfigurationError(f"synthetic.copula_engine is {settings.copula_engine!r}: use 'numpy' or 'sdv'")
         model = cls(table, dtypes=dict(frame.schema), fitted_rows=frame.height)
         categorical, numeric = [], []
         for col in frame.columns:
@@ -88,7 +97,7 @@ class TableModel:
                 numeric.append(col)
             elif col == CTX or s.dtype in (pl.String, pl.Boolean, pl.Categorical) or col.endswith(("_id", "_source_value")) \
                     or distinct <= settings.categorical_max_distinct:
-                if s.dtype == pl.String and distinct > settings.max_categories:
+                if s.dtype == pl.String and distinct > settings.max_categories and col != CTX:
                     model.dropped_text.append(col)
                 else:
                     categorical.append(col)
@@ -96,20 +105,25 @@ class TableModel:
                 numeric.append(col)
             else:
                 model.nulls.append(col)
-        model.groups = _dependency_groups(frame, categorical, key_column, settings)
+        model.groups = _dependency_groups(frame, categorical, key_column, settings, joint)
         coded = frame.select([c for c in frame.columns if c not in skip])
         for g in model.groups:
             coded = coded.join(g.values, on=g.columns, how="left", nulls_equal=True)
         key = key_column if key_column in categorical else None
         model.key_group = key
-        train = {g.name: coded[g.name].cast(pl.String) for g in model.groups}
+        ranks = {}
         for col in numeric:
-            q, ranks = _fit_quantiles(coded, col, key, settings)
+            q, r = _fit_quantiles(coded, col, key, settings)
             model.numeric.append(q)
-            train[col] = ranks
-        data = pl.DataFrame(train).to_pandas()
-        model.synthesizer = _fit_sdv(data, [g.name for g in model.groups], [q.column for q in model.numeric],
-                                     settings)
+            ranks[col] = r
+        model.rng = np.random.default_rng([settings.seed, zlib.crc32(table.encode())])
+        if settings.copula_engine == "sdv":
+            train = {g.name: coded[g.name].cast(pl.String) for g in model.groups} | ranks
+            model.synthesizer = _fit_sdv(pl.DataFrame(train).to_pandas(), [g.name for g in model.groups],
+                                         [q.column for q in model.numeric], settings)
+        elif frame.height:
+            model.synthesizer = Copula.fit({g.name: coded[g.name].to_numpy() for g in model.groups},
+                                           {c: r.cast(pl.Float64).to_numpy() for c, r in ranks.items()}, model.rng)
         return model
 
     # --- sample ---------------------------------------------------------------------------
@@ -117,20 +131,56 @@ class TableModel:
         """``n`` synthetic rows with the table's (derived) columns restored."""
         if n <= 0:
             return self.empty()
-        if self.synthesizer is None:
-            raw = pl.DataFrame({"_row": np.arange(n)})
-        else:
+        if isinstance(self.synthesizer, Copula):
+            raw = self.synthesizer.sample(n, self.rng)
+        elif self.synthesizer is not None:
             res = self.synthesizer.sample(num_rows=n)
-            raw = pl.from_pandas(res["t"] if isinstance(res, dict) else res)
+            res = pl.from_pandas(res["t"] if isinstance(res, dict) else res)
+            raw = {c: res[c].cast(pl.Float64 if c in {q.column for q in self.numeric} else pl.Int64, strict=False)
+                   .to_numpy() for c in res.columns}
+        else:
+            raw = {}
+        return self._restore(raw, n)
+
+    def sample_given(self, context: pl.Series, rng: np.random.Generator) -> tuple[pl.DataFrame, int]:
+        """One row per parent context value (the children's ``_ctx``), each drawn given its parent:
+        the group holding ``_ctx`` takes a value tuple with that context (by its frequency), the
+        other columns follow from the copula's conditional distribution. Contexts the fitted rows
+        never had (and every row, without the numpy copula) are drawn unconditionally; returns the
+        rows and how many were."""
+        n = context.len()
+        group = next((g for g in self.groups if CTX in g.columns), None)
+        if n == 0 or group is None or not isinstance(self.synthesizer, Copula):
+            return self.sample(n), (n if group is not None else 0)
+        freq = self.synthesizer.categorical[group.name]
+        tuples = group.values.select(pl.col(group.name), pl.col(CTX)).with_columns(
+            pl.Series("_f", np.pad(freq, (0, max(0, group.values.height - freq.size)))[:group.values.height]))
+        tuples = tuples.filter(pl.col("_f") > 0).sort(CTX, group.name)
+        cum = np.cumsum(tuples["_f"].to_numpy())
+        seg = tuples.with_row_index("_i").group_by(CTX).agg(pl.col("_i").min().alias("_a"),
+                                                            pl.col("_i").max().alias("_b"))
+        slots = pl.DataFrame({CTX: context.cast(pl.String)}).join(seg, on=CTX, how="left", maintain_order="left")
+        known = slots["_a"].is_not_null().to_numpy()
+        a = slots["_a"].fill_null(0).cast(pl.Int64).to_numpy()
+        b = slots["_b"].fill_null(0).cast(pl.Int64).to_numpy()
+        base = np.where(a > 0, cum[np.maximum(a - 1, 0)], 0.0)
+        target = base + rng.random(n) * (cum[b] - base)
+        pick = np.clip(np.searchsorted(cum, target, side="right"), a, b)
+        codes = tuples[group.name].to_numpy()[pick]
+        unknown = int((~known).sum())
+        if unknown:  # a context never seen: any tuple, by its frequency
+            codes[~known] = self.synthesizer.sample(unknown, rng)[group.name]
+        raw = self.synthesizer.sample_given(group.name, codes, rng)
+        return self._restore(raw, n), unknown
+
+    def _restore(self, raw: dict[str, np.ndarray], n: int) -> pl.DataFrame:
         out = []
-        for g in self.groups:
-            idx = raw[g.name].cast(pl.Int64, strict=False).alias(g.name)
-            out.append(pl.DataFrame(idx).join(g.values, on=g.name, how="left", maintain_order="left")
-                       .drop(g.name))
+        for g in self.groups:  # group index → its value tuple (row index of ``values``)
+            out.append(g.values.select(g.columns)[raw[g.name]])
         frame = pl.concat(out, how="horizontal") if out else pl.DataFrame({"_row": np.arange(n)})
         codes = frame[self.key_group].cast(pl.String).fill_null("").to_numpy() if self.key_group else None
         for q in self.numeric:
-            u = raw[q.column].cast(pl.Float64).to_numpy()
+            u = raw[q.column].astype(np.float64)
             frame = frame.with_columns(_inverse(q, u, codes if q.by_group else None))
         frame = frame.with_columns(
             *[pl.lit(v).alias(c) for c, v in self.constants.items()],
@@ -148,12 +198,15 @@ class TableModel:
 
 # --- helpers ------------------------------------------------------------------------------------
 def _dependency_groups(frame: pl.DataFrame, columns: list[str], key_column: str | None,
-                       settings: SynthSettings) -> list[Group]:
+                       settings: SynthSettings, joint: tuple[str, ...] = ()) -> list[Group]:
     """Merge categorical columns while one group's values (nearly) determine the other's.
 
     Two groups merge when the distinct value tuples of both together are at most ``merge_slack``
     times those of the larger one (and at most ``max_categories``). The parent context merges with
-    the table's code group, so codes are drawn from their distribution given the parent.
+    the table's code group, so codes are drawn from their distribution given the parent; then the
+    groups holding a ``joint`` column (in that order; ``"*"``: every group) join it while the
+    tuples stay within ``max_group_categories`` and rows average ``min_rows_per_tuple`` per tuple
+    (fewer rows: the tuples would be the rows themselves, and the twin would copy them).
     """
     groups: list[list[str]] = [[c] for c in columns]
 
@@ -161,6 +214,9 @@ def _dependency_groups(frame: pl.DataFrame, columns: list[str], key_column: str 
         return frame.select(cols).unique().height
 
     counts = [distinct(g) for g in groups]
+
+    def fits(tuples: int) -> bool:  # few enough tuples, each (on average) shared by enough rows
+        return tuples <= settings.max_group_categories and tuples * settings.min_rows_per_tuple <= frame.height
 
     def merge(i: int, j: int, both: int) -> None:
         groups[i] = groups[i] + groups[j]
@@ -181,10 +237,24 @@ def _dependency_groups(frame: pl.DataFrame, columns: list[str], key_column: str 
                 break
     ctx = next((i for i, g in enumerate(groups) if CTX in g), None)
     key = next((i for i, g in enumerate(groups) if key_column in g), None)
-    if ctx is not None and key is not None and ctx != key:
+    if ctx is not None and key is not None and ctx != key and CTX not in joint:
         both = distinct(groups[ctx] + groups[key])
-        if both <= settings.max_categories:
+        if fits(both):
             merge(min(ctx, key), max(ctx, key), both)
+    core = next((i for i, g in enumerate(groups) if CTX in g or key_column in g), None)
+    if core is None and joint:
+        core = next((i for i, g in enumerate(groups) if any(c in g for c in joint)), None)
+    if core is not None:
+        anchor = groups[core][0]
+        order = ([c for c in joint if c != "*"] + [c for g in groups for c in g]) if "*" in joint else list(joint)
+        for col in order:
+            j = next((i for i, g in enumerate(groups) if col in g), None)
+            core = next(i for i, g in enumerate(groups) if anchor in g)
+            if j is None or j == core:
+                continue
+            both = distinct(groups[core] + groups[j])
+            if fits(both):
+                merge(min(core, j), max(core, j), both)
     out = []
     for k, cols in enumerate(groups):
         name = f"_g{k}"
