@@ -128,21 +128,22 @@ class ChainModel:
             if link.parent is not None:
                 parent = frames[link.parent]
                 n0 = f.height
-                f = f.join(parent.select(link.parent_key), on=link.parent_key, how="semi")
+                f = f.join(parent.select(link.parent_key), on=link.parent_key, how="semi",
+                           maintain_order="left")
                 self.dropped_rows[link.table] = n0 - f.height  # rows without a parent in the release
             if link.table == "person" and "visit_occurrence" in frames:
                 first = frames["visit_occurrence"].group_by("person_id").agg(
                     pl.col("visit_start_date").min().alias("_first"))
-                f = f.join(first, on="person_id", how="left").with_columns(_days("_first").alias("_anchor"))
+                f = f.join(first, on="person_id", how="left", maintain_order="left").with_columns(_days("_first").alias("_anchor"))
             elif link.table == "visit_occurrence":
                 first = out["person"].select("person_id", "_anchor")
-                f = f.join(first, on="person_id", how="left").with_columns(
+                f = f.join(first, on="person_id", how="left", maintain_order="left").with_columns(
                     (_days("visit_start_date") - pl.col("_anchor")).alias("_offset")).drop("_anchor")
             elif link.parent == "visit_occurrence":
                 v = frames["visit_occurrence"].select(
                     "visit_occurrence_id", pl.col("visit_start_date").alias("_vs"),
                     pl.col("visit_end_date").alias("_ve"))
-                f = f.join(v, on="visit_occurrence_id", how="left").with_columns(
+                f = f.join(v, on="visit_occurrence_id", how="left", maintain_order="left").with_columns(
                     pl.when(pl.col("_ve") > pl.col("_vs"))
                     .then((_days(link.main_date) - _days("_vs")) / (_days("_ve") - _days("_vs")))
                     .otherwise(0.0).clip(0.0, 1.0).alias("_frac"))
@@ -150,17 +151,17 @@ class ChainModel:
                 plink = LINKS[link.parent]
                 cols = self._context(link, f, frames[link.parent])
                 pctx = frames[link.parent].select(plink.key, _ctx_expr(cols, frames[link.parent].schema).alias(CTX))
-                f = f.join(pctx, on=link.parent_key, how="left")
+                f = f.join(pctx, on=link.parent_key, how="left", maintain_order="left")
             for kid in kids:
                 counts = frames[kid.table].group_by(kid.parent_key).len(name=f"_n_{kid.table}")
-                f = f.join(counts, left_on=link.key, right_on=kid.parent_key, how="left").with_columns(
+                f = f.join(counts, left_on=link.key, right_on=kid.parent_key, how="left", maintain_order="left").with_columns(
                     pl.col(f"_n_{kid.table}").fill_null(0))
             if cost is not None and link.cost_domain:
                 c = cost.filter(pl.col("cost_domain_id") == link.cost_domain).unique("cost_event_id")
                 c = c.select(pl.col("cost_event_id").alias(link.key),
                              *[pl.col(x).alias(f"_cost_{x}") for x in self.cost_columns],
                              pl.lit(True).alias("_has_cost"))
-                f = f.join(c, on=link.key, how="left").with_columns(pl.col("_has_cost").fill_null(False))
+                f = f.join(c, on=link.key, how="left", maintain_order="left").with_columns(pl.col("_has_cost").fill_null(False))
             # dates → offsets
             dates = [c for c, t in frames[link.table].schema.items() if t == pl.Date]
             stamps = [c for c, t in frames[link.table].schema.items() if isinstance(t, pl.Datetime)]
@@ -251,7 +252,7 @@ class ChainModel:
             if not has_ctx:
                 break
             have = pool.group_by(CTX).len(name="have")
-            gap = need.join(have, on=CTX, how="left").with_columns(
+            gap = need.join(have, on=CTX, how="left", maintain_order="left").with_columns(
                 (pl.col("need") - pl.col("have").fill_null(0)).clip(0, None).alias("gap"),
                 (pl.col("have").fill_null(0) / pool.height).clip(0.01, 1.0).alias("share"))
             if gap["gap"].sum() == 0:
@@ -260,8 +261,8 @@ class ChainModel:
             pool = pl.concat([pool, model.sample(extra)], how="vertical_relaxed")
         if has_ctx:
             pool = pool.with_columns(pl.int_range(pl.len()).over(CTX).alias("_slot"))
-            rows = slots.join(pool, on=[CTX, "_slot"], how="inner")
-            missing = slots.join(pool, on=[CTX, "_slot"], how="anti")
+            rows = slots.join(pool, on=[CTX, "_slot"], how="inner", maintain_order="left")
+            missing = slots.join(pool, on=[CTX, "_slot"], how="anti", maintain_order="left")
         else:
             rows, missing = slots.head(0), slots
             pool = pool.drop(CTX, strict=False)
@@ -285,7 +286,7 @@ class ChainModel:
             return f
         if link.table == "visit_occurrence":
             p = out["person"].select("person_id", "_anchor")
-            f = f.join(p, on="person_id", how="left")
+            f = f.join(p, on="person_id", how="left", maintain_order="left")
             f = f.with_columns((pl.col("_offset") - pl.col("_offset").min().over("person_id")).alias("_offset"))
             lo, hi = rng_of("visit_start_date")
             lo_d, hi_d = (lo - EPOCH).days, (hi - EPOCH).days
@@ -296,14 +297,15 @@ class ChainModel:
             f = f.with_columns(start.alias("_s"), length.alias("_len"))
             # a patient whose timeline would end after the release's last date gets a new first
             # visit, uniform over the dates where the whole timeline fits (no pile-up at the end)
-            span = f.group_by("person_id").agg(pl.col("_s").min().alias("_a"),
+            span = f.group_by("person_id", maintain_order=True).agg(pl.col("_s").min().alias("_a"),
                                                (pl.col("_s") + pl.col("_len")).max().alias("_z"))
             span = span.with_columns(pl.Series("_u", rng.random(span.height)))
             latest = (end_hi_d - (pl.col("_z") - pl.col("_a"))).clip(lo_d, None)
             span = span.with_columns(pl.when(pl.col("_z") > end_hi_d)
                                      .then((lo_d + pl.col("_u") * (latest - lo_d)).round(0) - pl.col("_a"))
                                      .otherwise(0).cast(pl.Int64).alias("_shift"))
-            f = f.join(span.select("person_id", "_shift"), on="person_id", how="left")
+            f = f.join(span.select("person_id", "_shift"), on="person_id", how="left",
+                       maintain_order="left")
             f = f.with_columns((pl.col("_s") + pl.col("_shift")).clip(lo_d, hi_d).alias("_s")).drop("_shift")
             f = f.with_columns(pl.min_horizontal(pl.col("_len"), end_hi_d - pl.col("_s")).clip(0, None).alias("_len"))
             f = f.with_columns(
@@ -313,7 +315,7 @@ class ChainModel:
         else:
             v = out["visit_occurrence"].select("visit_occurrence_id", pl.col("visit_start_date").alias("_vs"),
                                                pl.col("visit_end_date").alias("_ve"))
-            f = f.join(v, on="visit_occurrence_id", how="left")
+            f = f.join(v, on="visit_occurrence_id", how="left", maintain_order="left")
             span = (pl.col("_ve") - pl.col("_vs")).dt.total_days()
             r = rng_of(link.main_date)
             lo = pl.max_horizontal(pl.col("_vs"), pl.lit(r[0])) if r else pl.col("_vs")

@@ -108,7 +108,8 @@ class TableModel:
         model.groups = _dependency_groups(frame, categorical, key_column, settings, joint)
         coded = frame.select([c for c in frame.columns if c not in skip])
         for g in model.groups:
-            coded = coded.join(g.values, on=g.columns, how="left", nulls_equal=True)
+            coded = coded.join(g.values, on=g.columns, how="left", nulls_equal=True,
+                                   maintain_order="left")
         key = key_column if key_column in categorical else None
         model.key_group = key
         ranks = {}

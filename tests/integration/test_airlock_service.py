@@ -193,8 +193,11 @@ def test_a_researcher_follows_an_export_from_the_notebook(enclave, monkeypatch):
     assert request.status == "in_review" and request.check_status == "pass"
     assert request.url == f"/services/airlock/requests/{rid}"
     assert f'href="/services/airlock/requests/{rid}"' in request._repr_html_()
-    code, _ = svc.call(STEWARDS[0], "POST", f"api/requests/{rid}/vote", {"vote": "approve"})
-    assert code == 200
+    # one approval, or two when the project's ledger sends it to review (earlier tests of this
+    # module exported overlapping tables from the same release)
+    for steward in STEWARDS[:request["required"]]:
+        code, _ = svc.call(steward, "POST", f"api/requests/{rid}/vote", {"vote": "approve"})
+        assert code == 200
     assert request.refresh() is request and request.status == "released"
     assert request["bundle"] and "released" in request._repr_html_()
     mine = my_requests()
