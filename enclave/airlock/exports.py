@@ -504,33 +504,27 @@ class Airlock:
                         if reviewer and revealed else [])
         return out
 
-    def list(self, user: str, *, status: str | None = None, queue: bool = False,
-             project: str | None = None, needs_my_vote: bool = False) -> list[dict]:
-        """``queue``: every request (stewards and admins); else the user's own requests.
-        ``status`` / ``project`` filter; ``needs_my_vote``: only those the user may vote on now
-        (in review, not theirs, no vote of theirs in the current round).
+    def list(self, user: str, *, status: str | None = None, queue: bool = False) -> list[dict]:
+        """``queue``: every request (stewards and admins); else the user's own requests;
+        ``status``: only those in that state.
 
         Each row: id, project, requester, status, round, kind, tier (the record's: ``synthetic``
-        or ``desensitized``), justification, required, created_at,
-        updated_at, and ``needs_my_vote``."""
+        or ``desensitized``), justification, required, created_at, updated_at, and
+        ``needs_my_vote`` (in review, not the user's, no vote of theirs in the current round)."""
         actor = self.actor(user)
-        if queue or needs_my_vote:
+        if queue:
             check_queue(actor)
-            rows = store.list_requests(self.con, status=status, project=project)
+            rows = store.list_requests(self.con, status=status)
         else:
-            rows = store.list_requests(self.con, status=status, project=project, requester=user)
-        out = []
-        for r in rows:
-            mine = (actor.is_steward and r["status"] == RequestStatus.IN_REVIEW
-                    and can_vote(actor, store.view(self.con, r)))
-            if needs_my_vote and not mine:
-                continue
-            out.append({"id": r["id"], "project": r["project"], "requester": r["requester"],
-                        "status": r["status"].value, "round": r["round"], "kind": r["kind"],
-                        "tier": str(r["record"].get("tier") or ""), "justification": r["justification"],
-                        "required": r["required"], "created_at": r["created_at"],
-                        "updated_at": r["updated_at"], "needs_my_vote": bool(mine)})
-        return out
+            rows = store.list_requests(self.con, status=status, requester=user)
+        return [{"id": r["id"], "project": r["project"], "requester": r["requester"],
+                 "status": r["status"].value, "round": r["round"], "kind": r["kind"],
+                 "tier": str(r["record"].get("tier") or ""), "justification": r["justification"],
+                 "required": r["required"], "created_at": r["created_at"],
+                 "updated_at": r["updated_at"],
+                 "needs_my_vote": (actor.is_steward and r["status"] == RequestStatus.IN_REVIEW
+                                   and can_vote(actor, store.view(self.con, r)))}
+                for r in rows]
 
     def status(self, user: str) -> dict:
         """The enclave at a glance, for admins: every project (state, members, expiry, its

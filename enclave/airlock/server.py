@@ -272,9 +272,11 @@ class ListPage(BaseHandler):
         if status is not None and status not in {s.value for s in RequestStatus}:
             raise tornado.web.HTTPError(400, f"unknown state '{status[:40]}' (one of: "
                                         + ", ".join(s.value for s in RequestStatus) + ")")
-        rows = await self.act("list", user, queue=queue, status=status, project=project,
-                              needs_my_vote=mine)
-        projects = sorted({r["project"] for r in await self.act("list", user, queue=queue)})
+        every = await self.act("list", user, queue=queue)  # one read; the filters pick from it
+        projects = sorted({r["project"] for r in every})
+        rows = [r for r in every if (status is None or r["status"] == status)
+                and (project is None or r["project"] == project)
+                and (not mine or r["needs_my_vote"])]
         args = {k: v for k, v in (("queue", "1" if queue else ""), ("status", status or ""),
                                   ("project", project or ""),
                                   ("needs_my_vote", "1" if mine else "")) if v}

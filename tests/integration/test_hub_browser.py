@@ -166,8 +166,7 @@ def test_every_role_arrives_at_the_root_and_lands_where_it_works(bed, browser):
             assert page.locator("#start").count() == 0
             spawn = page.goto(f"{bed.base}/hub/spawn")
             assert spawn.status == 403, spawn.status
-            assert ("Review queue" if short == "steward" else "Dashboards") in links \
-                or "waiting for my vote" in links
+            assert ("Requests waiting for my vote" if short == "steward" else "Dashboards") in links
         context.close()
     # a Unix user in no enclave group cannot sign in at all
     name, password = bed.users["outsider"]
