@@ -148,15 +148,24 @@ def write_welcome(settings: Settings, name: str) -> Path | None:
     """``~/Welcome.ipynb`` of user ``name`` (0600, theirs), unless one is there (their edits are
     kept); returns its path, or None when the user has no home folder."""
     pw = pwd.getpwnam(name)
-    home = Path(pw.pw_dir)
+    return write_welcome_into(settings, Path(pw.pw_dir), pw.pw_uid, pw.pw_gid)
+
+
+def write_welcome_into(settings: Settings, home: Path, uid: int, gid: int) -> Path | None:
+    """The notebook into ``home`` for owner ``uid``:``gid``. The hub runs this as root in a
+    folder its owner controls, so nothing at the path is trusted: the file is created only if
+    nothing is there (``O_EXCL``), never through a link (``O_NOFOLLOW``), and handed over by its
+    open descriptor (``fchown``) — a file or link the owner puts at the path meanwhile is never
+    written or chowned."""
     if not home.is_dir():
         return None
     target = home / WELCOME
-    if target.exists() or target.is_symlink():
-        return target
     text = json.dumps(welcome_notebook(settings), ensure_ascii=False, indent=1) + "\n"
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:  # theirs, a file or a link: kept, never followed
+        return target
     with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchown(fd, uid, gid)
         f.write(text)
-    os.chown(target, pw.pw_uid, pw.pw_gid)
     return target

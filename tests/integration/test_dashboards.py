@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import duckdb
 import polars as pl
@@ -361,11 +362,13 @@ def test_chromium_every_page_in_both_languages_screenshots_and_csvs(published, t
     path, threshold = published
     port = _free_port()
     env = dict(os.environ, ENCLAVE_INDICATORS=str(path))
+    # served as the hub serves it: dashboards.serve under the hub's base path
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
+        [sys.executable, "-m", "dashboards.serve", "--server.address", "127.0.0.1",
          "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "--server.baseUrlPath", "services/dashboards", "--browser.gatherUsageStats", "false"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    base = f"http://127.0.0.1:{port}/services/dashboards"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     withheld = csvs = 0
     try:
@@ -377,6 +380,10 @@ def test_chromium_every_page_in_both_languages_screenshots_and_csvs(published, t
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "no server"
                 time.sleep(0.2)
+        # the page names the chunks the dashboards draw with (dashboards.serve)
+        with urllib.request.urlopen(f"{base}/overview") as r:
+            assert re.search(r'rel="modulepreload" crossorigin href="\./static/js/Selectbox\.',
+                             r.read().decode())
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -387,7 +394,7 @@ def test_chromium_every_page_in_both_languages_screenshots_and_csvs(published, t
             for lang, marks in (("zh", ("数据：indicators/", "一致性舍入")),
                                 ("en", ("Data: indicators/", "consistent rounding"))):
                 for name, url_path in PAGES.items():
-                    page.goto(f"http://127.0.0.1:{port}/{url_path}?lang={lang}")
+                    page.goto(f"{base}/{url_path}?lang={lang}")
                     for mark in marks:
                         page.get_by_text(mark).first.wait_for(timeout=60_000)
                     page.wait_for_function(  # tables and charts have replaced their skeletons
@@ -412,7 +419,7 @@ def test_chromium_every_page_in_both_languages_screenshots_and_csvs(published, t
                         withheld += seen["withheld"]
                         csvs += 1
             # the switch: Chinese → English on the same page
-            page.goto(f"http://127.0.0.1:{port}/?lang=zh")
+            page.goto(f"{base}/?lang=zh")
             page.get_by_text(t("ov_title", "zh")).first.wait_for(timeout=60_000)
             page.get_by_text("English", exact=True).first.click()
             page.get_by_text(t("ov_title", "en")).first.wait_for(timeout=60_000)
