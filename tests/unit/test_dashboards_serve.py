@@ -72,6 +72,7 @@ def test_a_path_outside_the_table_is_passed_on_and_never_read(files, path):
     log: list = []
     app = MemoryStatic(_page_app(log), files)
     status, _, body = _get(app, path)
+    assert status == 200
     assert [p for p, _ in log] == [path] and body == PAGE
 
 
