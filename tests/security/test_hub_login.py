@@ -307,3 +307,30 @@ def test_the_hub_anchors_approvals(up):
     folder = audit.anchor_dir(up.settings)
     assert (folder.stat().st_uid, folder.stat().st_mode & 0o777) == (0, 0o700)
     assert audit.verify(up.settings, anchor).ok
+
+
+# --- issue 19: no lab for those who are not researchers -------------------------------------------
+
+def test_a_steward_or_policymaker_cannot_start_a_lab_by_any_door(up):
+    """The hub page, the spawn URL and the REST API with the user's own token all refuse a
+    steward's or policymaker's server (403, not 500), and nothing started: the hub reports no
+    server and no process runs as them."""
+    creds = credentials(up)
+    hub = Hub(up.base, (up.home / "hub" / "ops_token").read_text().strip())
+    for role in ("steward", "policymaker"):
+        name = up.user(role)
+        status, session = login(up.base, name, creds[name][1])
+        assert status == 302, (role, status)
+        for path in ("/hub/spawn", f"/hub/spawn/{name}", f"/user/{name}/lab"):
+            r = session.get(f"{up.base}{path}", allow_redirects=True, timeout=60)
+            assert r.status_code in (403, 404), (role, path, r.status_code)
+        token = hub.user_token(name)
+        for method, path in (("POST", f"/users/{name}/server"),
+                             ("POST", f"/users/{name}/servers/lab")):
+            r = requests.request(method, f"{up.base}/hub/api{path}", timeout=60,
+                                 headers={"Authorization": f"token {token}"})
+            assert r.status_code == 403, (role, path, r.status_code, r.text[:200])
+        model = hub.api("GET", f"/users/{name}")
+        assert not model.get("server") and not model.get("servers"), model
+        ps = subprocess.run(["pgrep", "-u", name], check=False, capture_output=True, text=True)
+        assert ps.stdout.strip() == "", f"processes run as {role} {name}"
