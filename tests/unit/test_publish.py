@@ -69,9 +69,9 @@ def test_a_killed_builds_folder_is_swept_by_the_next_build(tmp_path):
 
 def test_a_second_build_of_the_same_folder_is_refused(tmp_path):
     root = tmp_path / "things"
-    with build_lock(root, "test build"):
-        with pytest.raises(BadInputError, match="another test build for things is running"):
-            _build(root)
+    with (build_lock(root, "test build"),
+          pytest.raises(BadInputError, match="another test build for things is running")):
+        _build(root)
     assert versions(root) == []
 
 
