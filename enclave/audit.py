@@ -32,7 +32,6 @@ the anchors) is trusted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -42,8 +41,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+from enclave.canonical import canonical_json, canonical_sha256
 from enclave.errors import BadInputError, StoreError
 from enclave.settings import Settings
 
@@ -145,13 +144,9 @@ def transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     con.execute("COMMIT")
 
 
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-
-
 def event_hash(seq: int, ts: str, actor: str, action: str, subject: str, detail: str,
                prev_hash: str) -> str:
-    return hashlib.sha256(_canonical([seq, ts, actor, action, subject, detail, prev_hash])).hexdigest()
+    return canonical_sha256([seq, ts, actor, action, subject, detail, prev_hash])
 
 
 def now() -> str:
@@ -171,7 +166,7 @@ def record_event_in(con: sqlite3.Connection, *, actor: str, action: str, subject
     head = con.execute("SELECT seq, hash FROM audit_head WHERE one = 1").fetchone()
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
     ts = now()
-    body = json.dumps(detail or {}, sort_keys=True, ensure_ascii=False, default=str)
+    body = canonical_json(detail or {}, spaced=True)  # spaced: stored chains keep their hashes
     digest = event_hash(seq, ts, actor, action, subject, body, prev)
     con.execute("INSERT INTO audit_event VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (seq, ts, actor, action, subject, body, prev, digest))

@@ -394,11 +394,6 @@ class Settings:
         return self.restricted_dir / "keys"
 
     @property
-    def identity_path(self) -> Path:
-        """Person index: link keys ↔ raw identifiers. Never leaves the restricted zone."""
-        return self.restricted_dir / "identity.duckdb"
-
-    @property
     def control_path(self) -> Path:
         """The control database (SQLite, in the airlock's 0700 folder): projects, export
         requests, votes and the audit trail, so a change and its audit event commit together.

@@ -9,8 +9,8 @@ publish when the privacy bar of ``SynthSettings`` is missed.
 
 Published like a release: ``<home>/releases/synthetic/<project>/v<N>/`` (``release.duckdb`` +
 ``manifest.json``, tier ``synthetic``, same table schemas as the source release), written into a
-hidden build folder and renamed into place when complete. Reference tables (``concept``,
-``care_site`` ...) are copied whole; patient tables outside the chain (notes, observations ...) are
+hidden build folder and renamed into place when complete (:mod:`enclave.publish`). Reference
+tables (``concept``, ``care_site`` ...) are copied whole; patient tables outside the chain (notes, observations ...) are
 not synthesized and are listed in the manifest. The fitted synthesizers (pickles) are kept only in
 the restricted zone, ``<home>/restricted/synth-models/<project>/v<N>.pkl``, and never loaded back.
 """
@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import os
 import resource
-import shutil
 import time
 from pathlib import Path
 
@@ -30,22 +28,11 @@ import numpy as np
 import polars as pl
 
 from enclave import audit, db
-from enclave.crypto import file_sha256
 from enclave.errors import BadInputError, DisclosureRiskError
 from enclave.model.catalog import IdentifierRole, catalog
+from enclave.publish import Staging, staged_version
 from enclave.release.build import REFERENCE_TABLES
-from enclave.release.manifest import (
-    MANIFEST,
-    RELEASE_DB,
-    build_lock,
-    load_manifest,
-    new_build_dir,
-    next_version,
-    publish_dir,
-    resolve_release,
-    verify_release,
-    write_manifest,
-)
+from enclave.release.manifest import RELEASE_DB, load_manifest, resolve_release, verify_release
 from enclave.settings import Settings, SynthSettings
 from synthetic.chain import CHAIN, ChainModel, chain_tables
 from synthetic.evaluate import fidelity, privacy, privacy_failures, small_domain
@@ -148,27 +135,24 @@ def build_twin(settings: Settings, release: str, synth: SynthSettings | None = N
     del frames
 
     project_dir = settings.releases_dir / TIER / project
-    with build_lock(project_dir, "twin build"):
-        version = next_version(project_dir)
-        build_dir = new_build_dir(project_dir)
+    with staged_version(project_dir, "twin build") as stage:
         try:
-            manifest = _sample_and_publish(con, chain, links, tables, synth, source, src, build_dir, project,
-                                           version, fit_s, started)
-        except BaseException:
-            shutil.rmtree(build_dir, ignore_errors=True)
-            raise
+            manifest = _sample(con, chain, links, tables, synth, source, src, stage, project, fit_s, started)
         finally:
             con.close()
-        chain.save(settings.restricted_dir / MODELS_DIR / project / f"v{version}.pkl")
-        publish_dir(build_dir, project_dir, version)
+        chain.save(settings.restricted_dir / MODELS_DIR / project / f"v{stage.version}.pkl")
+        stage.publish(manifest)
     audit.record_event(settings, actor=getpass.getuser(), action="twin.build",
                        subject=f"release:{manifest['release']}",
                        detail={"source_release": manifest["source_release"], "files": manifest["files"]})
     return manifest
 
 
-def _sample_and_publish(con, chain: ChainModel, links, tables, synth: SynthSettings, source: dict, src: Path,
-                        build_dir: Path, project: str, version: int, fit_s: float, started: float) -> dict:
+def _sample(con, chain: ChainModel, links, tables, synth: SynthSettings, source: dict, src: Path,
+            stage: Staging, project: str, fit_s: float, started: float) -> dict:
+    """Sample the twin into the build folder, evaluate it, and return its manifest (refused with a
+    :class:`DisclosureRiskError` when it misses the privacy bar)."""
+    version = stage.version
     chain_names = {x.table for x in links}
     patient_tables = chain_names | ({"observation_period"} & set(tables)) | ({"cost"} & set(tables))
     reference = [t for t in tables if t in REFERENCE_TABLES]
@@ -178,7 +162,7 @@ def _sample_and_publish(con, chain: ChainModel, links, tables, synth: SynthSetti
     if "observation_period" in tables:
         constants["observation_period"] = {"period_type_concept_id": db.scalar(
             con, "SELECT mode(period_type_concept_id) FROM rel.observation_period")}
-    out_path = build_dir / RELEASE_DB
+    out_path = stage.dir / RELEASE_DB
     out = duckdb.connect(str(out_path))
     t0 = time.perf_counter()
     try:
@@ -220,7 +204,7 @@ def _sample_and_publish(con, chain: ChainModel, links, tables, synth: SynthSetti
         raise DisclosureRiskError(
             f"synthetic twin of {source['release']} refused: it misses the privacy bar ({'; '.join(failures)}); "
             "fit on more patients, or raise the [synthetic] bar in settings.toml only with the steward's approval")
-    os.chmod(out_path, 0o440)
+    files = stage.seal(RELEASE_DB)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     manifest = {
         "release": f"synthetic/{project}/v{version}",
@@ -255,9 +239,8 @@ def _sample_and_publish(con, chain: ChainModel, links, tables, synth: SynthSetti
         "timing_s": {"fit": round(fit_s, 2), "sample": round(sample_s, 2), "evaluate": round(eval_s, 2), **eval_t,
                      "total": round(time.perf_counter() - started, 2)},
         "peak_rss_mb": round(peak_mb, 1),
-        "files": {RELEASE_DB: {"sha256": file_sha256(out_path), "bytes": out_path.stat().st_size}},
+        "files": files,
     }
-    write_manifest(build_dir / MANIFEST, manifest)
     return manifest
 
 

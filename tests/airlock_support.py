@@ -117,7 +117,7 @@ def make_tiny_release(home, project_id: str = "alpha"):
     import polars as pl
 
     from enclave.crypto import file_sha256
-    from enclave.release.manifest import write_manifest
+    from enclave.publish import write_manifest
 
     rows = [(f"pz{i:04d}q", "ab"[i % 2], "FM"[(i // 2) % 2]) for i in range(80)]
     rows += [(f"pz{900 + i:04d}q", "c", "F") for i in range(3)]

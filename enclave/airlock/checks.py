@@ -47,12 +47,6 @@ class CheckOutcome:
                 "ledger_hits": list(self.ledger_hits), "rechecked": self.rechecked,
                 "detail": self.detail}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> CheckOutcome:
-        return cls(ok=d["ok"], status=CheckStatus(d["status"]), problems=tuple(d["problems"]),
-                   ledger_hits=tuple(d["ledger_hits"]), rechecked=d.get("rechecked", True),
-                   detail=d.get("detail", {}))
-
 
 def ledger_path(settings: Settings, project: str) -> Path:
     """A project's own differencing ledger (outputs without store identities: twins), a DuckDB

@@ -3,7 +3,8 @@
 Inside the hub (``ENCLAVE_AIRLOCK_URL`` and ``JUPYTERHUB_API_TOKEN`` set) the request goes to the
 airlock service over HTTP with the user's hub token: the kernel cannot write the airlock's files,
 and the service, not the kernel, decides who the requester is. Elsewhere (admin, CLI, tests) the
-workflow is called directly as the current OS user. :func:`get_request` and :func:`list_requests`
+workflow is called directly as the current OS user, in the ``settings`` the caller passes (inside
+the hub they are not needed). :func:`get_request` and :func:`list_requests`
 read the caller's own requests the same two ways (``GET api/requests/<id>``, ``GET api/requests``).
 """
 
@@ -20,11 +21,12 @@ from collections.abc import Callable
 
 from enclave.errors import (
     BadInputError,
+    ConfigurationError,
     EnclaveError,
     InvalidTransitionError,
     PermissionDeniedError,
 )
-from enclave.settings import Settings, load_settings
+from enclave.settings import Settings
 
 URL_ENV = "ENCLAVE_AIRLOCK_URL"
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"
@@ -41,6 +43,14 @@ def _hub() -> tuple[str, str] | None:
     """The airlock's URL and the user's hub token, inside the hub (else None)."""
     url, token = os.environ.get(URL_ENV), os.environ.get(TOKEN_ENV)
     return (url.rstrip("/"), token) if url and token else None
+
+
+def _direct(settings: Settings | None) -> Settings:
+    """The settings a direct call (outside the hub) works in: passed by the caller, never guessed."""
+    if settings is None:
+        raise ConfigurationError("outside the hub the airlock's workflow is called directly: pass "
+                                 "settings= (e.g. a workspace's ws.settings, or load_settings(home))")
+    return settings
 
 
 def _call(url: str, token: str, body: dict | None, timeout: float = 600, *,
@@ -75,7 +85,7 @@ def submit_export(record: dict, files: dict[str, bytes], justification: str, *,
         return _call(hub[0] + "/api/requests", hub[1], body)
     from enclave.airlock.exports import Airlock
 
-    with Airlock(settings or load_settings()) as airlock:
+    with Airlock(_direct(settings)) as airlock:
         return airlock.submit(getpass.getuser(), record, files, justification)
 
 
@@ -88,7 +98,7 @@ def get_request(request_id: str, *, settings: Settings | None = None,
         return _call(f"{hub[0]}/api/requests/{request_id}", hub[1], None, timeout, method="GET")
     from enclave.airlock.exports import Airlock
 
-    with Airlock(settings or load_settings()) as airlock:
+    with Airlock(_direct(settings)) as airlock:
         return airlock.describe(request_id, getpass.getuser())
 
 
@@ -102,7 +112,7 @@ def list_requests(*, settings: Settings | None = None, timeout: float = 30) -> l
                           method="GET").get("requests") or [])
     from enclave.airlock.exports import Airlock
 
-    with Airlock(settings or load_settings()) as airlock:
+    with Airlock(_direct(settings)) as airlock:
         return airlock.list(getpass.getuser())
 
 
@@ -118,9 +128,12 @@ def record_event(action: str, subject: str, detail: dict | None = None, *,
     warning in the log (to the program's handlers) and one line to ``note`` (what a notebook
     shows the researcher), when the trail cannot be reached or refused the event: reading data is
     not blocked by an unavailable trail (the hub's own events behave the same), and the event
-    names releases and tables, never values.
+    names releases and tables, never values. Outside the hub without ``settings`` it raises
+    :class:`~enclave.errors.ConfigurationError` (a caller's mistake, not an unavailable trail).
     """
     hub = _hub()
+    if not hub:
+        settings = _direct(settings)
     try:
         if hub:
             _call(hub[0] + "/api/audit", hub[1],
@@ -128,7 +141,7 @@ def record_event(action: str, subject: str, detail: dict | None = None, *,
         else:
             from enclave import audit
 
-            audit.record_event(settings or load_settings(), actor=getpass.getuser(),
+            audit.record_event(settings, actor=getpass.getuser(),
                                action=action, subject=subject, detail=detail)
         return True
     except Exception as exc:  # noqa: BLE001  (any failure: the trail is unavailable, say so, go on)

@@ -61,6 +61,7 @@ from enclave.airlock.workflow import (
     required_approvals,
 )
 from enclave.audit import connect, hand_over, now, record_event_in, transaction
+from enclave.canonical import canonical_sha256
 from enclave.errors import BadInputError, EnclaveError, PermissionDeniedError, StoreError
 from enclave.model.project import Project
 from enclave.settings import Settings
@@ -83,8 +84,7 @@ def _crash_point(name: str) -> None:
 
 
 def record_sha256(record: dict) -> str:
-    return hashlib.sha256(json.dumps(record, sort_keys=True, ensure_ascii=False,
-                                     separators=(",", ":"), default=str).encode()).hexdigest()
+    return canonical_sha256(record)
 
 
 #: the states in which the re-run's cells are what was published (the requester may see them)

@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 
 from enclave.audit import airlock_dir
-from enclave.release.manifest import fsync_dir
+from enclave.canonical import manifest_bytes
+from enclave.publish import fsync_dir
 from enclave.settings import Settings
 
 MANIFEST = "manifest.json"
@@ -61,10 +62,6 @@ def write_files_atomically(target: Path, files: dict[str, bytes]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(target.parent)
-
-
-def manifest_bytes(manifest: dict) -> bytes:
-    return json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True).encode("utf-8")
 
 
 def requester_manifest(data: bytes) -> bytes:

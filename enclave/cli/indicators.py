@@ -47,7 +47,8 @@ def indicators_build(obj: _Ctx, release: str, as_json: bool, skip_missing: bool)
 def indicators_list(obj: _Ctx, as_json: bool) -> None:
     """Published indicator tables, newest last."""
     from enclave.indicators import indicators_root
-    from enclave.release.manifest import load_manifest, versions
+    from enclave.publish import versions
+    from enclave.release.manifest import load_manifest
 
     root = indicators_root(obj.settings)
     rows = []

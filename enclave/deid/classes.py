@@ -24,6 +24,7 @@ import numpy as np
 
 from enclave.deid.metrics import CellCosts
 from enclave.deid.privacy import Microdata, classes_of, counts, partition
+from enclave.errors import EnclaveError
 
 #: memory the cache may hold (bytes); the bottom table is kept whatever its size
 CACHE_BYTES = 256 << 20
@@ -87,13 +88,8 @@ def _group(cols: list[np.ndarray], cards: list[int], m: int) -> tuple[np.ndarray
     return cls, c, codes
 
 
-def bottom_table(micro: Microdata, levels: Sequence[int]) -> ClassTable:
-    """The classes of ``levels`` grouped from the rows of ``micro``."""
-    return _bottom(micro, levels)[0]
-
-
 def _bottom(micro: Microdata, levels: Sequence[int]) -> tuple[ClassTable, np.ndarray]:
-    """:func:`bottom_table` and the class of every row."""
+    """The classes of ``levels`` grouped from the rows of ``micro``, and the class of every row."""
     part = partition(micro, levels)
     c = part.sizes.size
     rep = _representatives(part.cls, c)
@@ -142,7 +138,9 @@ class ClassCache:
             slot = int(classes.argmin())
             if classes[slot] < self.bottom.sizes.size:
                 table = self._tables[slot]
-                assert table is not None
+                if table is None:  # a slot's class count is set only with its table
+                    raise EnclaveError(f"the class-table cache's slot {slot} counts classes but "
+                                       "holds no table (a bug of enclave.deid.classes)")
                 return table
         return self.bottom
 

@@ -23,12 +23,11 @@ presets choose the cautious reading and say so in ``notes``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 from typing import Any
 
+from enclave.canonical import canonical_sha256
 from enclave.errors import ConfigurationError
 
 
@@ -124,13 +123,17 @@ OVERRIDABLE = ("min_patients", "min_values", "p_ratio", "min_dof", "extremes_min
                "quantile_min_values", "round_base", "significant_digits")
 
 
-def policy_hash(policy: DisclosurePolicy) -> str:
-    """SHA-256 of the policy's canonical JSON: outputs record which thresholds they passed."""
+def policy_dict(policy: DisclosurePolicy) -> dict:
+    """The policy as JSON data (what output records hold and :func:`policy_hash` hashes)."""
     data = asdict(policy)
     data["rounding"] = policy.rounding.value
     data["nk_rules"] = [list(r) for r in policy.nk_rules]
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return data
+
+
+def policy_hash(policy: DisclosurePolicy) -> str:
+    """SHA-256 of the policy's canonical JSON: outputs record which thresholds they passed."""
+    return canonical_sha256(policy_dict(policy))
 
 
 def get_preset(name: str) -> DisclosurePolicy:

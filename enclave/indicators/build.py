@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -51,20 +49,9 @@ from enclave.indicators.definitions import (
     Sources,
 )
 from enclave.indicators.regions import province_label
-from enclave.ingest.linkage import load_or_create_key
-from enclave.release.manifest import (
-    MANIFEST,
-    RELEASE_DB,
-    build_lock,
-    load_manifest,
-    new_build_dir,
-    next_version,
-    publish_dir,
-    resolve_release,
-    verify_release,
-    versions,
-    write_manifest,
-)
+from enclave.keystore import load_or_create_key
+from enclave.publish import MANIFEST, staged_version, versions
+from enclave.release.manifest import RELEASE_DB, load_manifest, resolve_release, verify_release
 from enclave.settings import Settings
 
 INDICATORS_DB = "indicators.duckdb"
@@ -224,7 +211,7 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
     root = indicators_root(settings)
     src_sha = src_manifest["files"][RELEASE_DB]["sha256"]
     src_name = src_manifest.get("release", release)
-    with build_lock(root, "indicator build"), contextlib.ExitStack() as stack:
+    with staged_version(root, "indicator build") as stage, contextlib.ExitStack() as stack:
         con = duckdb.connect(str(src_path / RELEASE_DB), read_only=True)
         engine = None
         if settings.engine.backend != "duckdb":
@@ -310,12 +297,11 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
                     * policy.round_base}
         build_row = pl.DataFrame([{
             "source_release": src_name, "source_sha256": src_sha,
-            "source_manifest_sha256": hashlib.sha256((src_path / MANIFEST).read_bytes()).hexdigest(),
+            "source_manifest_sha256": file_sha256(src_path / MANIFEST),
             "source_created_at": src_manifest.get("created_at"), "policy": policy.name,
             "policy_sha256": phash, "min_patients": policy.min_patients,
             "rounding": json.dumps(rounding), "built_at": built_at}])
-        build_dir = new_build_dir(root)
-        out = duckdb.connect(str(build_dir / INDICATORS_DB))
+        out = duckdb.connect(str(stage.dir / INDICATORS_DB))
         try:
             db.create_table_as(out, "indicators", cells)
             db.create_table_as(out, "tiles", tiles_df)
@@ -325,17 +311,15 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
             db.run(out, "CHECKPOINT")
         finally:
             out.close()
-        os.chmod(build_dir / INDICATORS_DB, 0o440)
-        version = next_version(root)
+        files = stage.seal(INDICATORS_DB)
+        version = stage.version
         manifest = {
             "kind": KIND, "release": f"{KIND}/v{version}", "version": version,
             "created_at": built_at, "source_release": src_name,
             "source_release_sha256": src_sha, "source_tier": src_manifest.get("tier"),
             "policy": policy.name, "policy_sha256": phash, "rounding": rounding,
             "indicators": stats, "skipped": skipped,
-            "files": {INDICATORS_DB: {"sha256": file_sha256(build_dir / INDICATORS_DB),
-                                      "bytes": (build_dir / INDICATORS_DB).stat().st_size}},
+            "files": files,
         }
-        write_manifest(build_dir / MANIFEST, manifest)
-        publish_dir(build_dir, root, version)
+        stage.publish(manifest)
     return manifest

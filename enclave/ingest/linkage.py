@@ -5,14 +5,11 @@ ID number, so the same person gets the same key at every hospital while the numb
 needed outside the restricted zone. Sites without resident IDs (Synthea, FHIR samples) link by a
 keyed hash of ``site:site_patient_id`` instead: such persons are site-local by construction.
 
-The key lives in ``<restricted>/keys/linkage.key`` (0600), created on first use.
+The key lives in ``<restricted>/keys/linkage.key`` (0600), created on first use by the key store
+(:func:`enclave.keystore.load_or_create_key`).
 """
 
 from __future__ import annotations
-
-import os
-import secrets
-from pathlib import Path
 
 import polars as pl
 
@@ -20,22 +17,7 @@ from enclave.codes import resident_id
 from enclave.crypto import hmac_sha256_hex
 from enclave.ingest.staging import RejectReason
 
-KEY_BYTES = 32
 LINK_KEY_HEX = 32
-
-
-def load_or_create_key(keys_dir: Path, name: str = "linkage.key") -> bytes:
-    path = keys_dir / name
-    if path.exists():
-        return path.read_bytes()
-    keys_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        key = secrets.token_bytes(KEY_BYTES)
-        os.write(fd, key)
-    finally:
-        os.close(fd)
-    return key
 
 
 def link_keys(key: bytes, messages: pl.Series) -> pl.Series:

@@ -11,10 +11,10 @@ from enclave.crypto import file_sha256
 from enclave.errors import BadInputError
 from enclave.ingest import diagnose
 from enclave.ingest.adapters import get_adapter
-from enclave.ingest.linkage import load_or_create_key
 from enclave.ingest.loader import load_batch
 from enclave.ingest.mapping import SiteMapping, resolve_mapping
 from enclave.ingest.reports import FileReport
+from enclave.keystore import load_or_create_key
 from enclave.settings import Settings
 from enclave.store import open_store
 

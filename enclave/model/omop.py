@@ -129,14 +129,6 @@ class Column:
             return "VARCHAR"
         raise ValueError(f"unknown CDM type {self.cdm_type!r} for {self.table}.{self.name}")
 
-    @property
-    def max_length(self) -> int | None:
-        """Declared varchar length (DuckDB does not enforce it; the loader does)."""
-        m = _VARCHAR.fullmatch(self.cdm_type.lower())
-        if not m or m.group(1) == "max":
-            return None
-        return int(m.group(1))
-
 
 def _parse_spec(text: str, tables: tuple[str, ...]) -> dict[str, tuple[Column, ...]]:
     out: dict[str, list[Column]] = {t: [] for t in tables}

@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from enclave.canonical import canonical_json
 from enclave.disclosure import DisclosurePolicy, round_significant
 from enclave.errors import BadInputError
 from enclave.outputs.codelists import CodeList
@@ -103,12 +104,8 @@ def jsonable(v: Any) -> Any:
     return str(v)
 
 
-def canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 def cell_key(cell: dict) -> str:
-    return canonical({k: jsonable(v) for k, v in cell.items()})
+    return canonical_json({k: jsonable(v) for k, v in cell.items()})
 
 
 def cell_label(cell: dict) -> str:

@@ -1,7 +1,7 @@
 """Re-checking a record: recompute its result and evidence from the record alone, in the sandbox.
 
 :func:`recheck` is what the airlock calls on every submission (and what ``enclave.research``
-offers a researcher as ``recheck(record)``). Nothing of the record is trusted; each step refuses
+offers a researcher as ``recheck(record, settings)``). Nothing of the record is trusted; each step refuses
 the record, naming the problem, before anything runs:
 
 1. the record's own hash (``record_sha256``) must match its content;

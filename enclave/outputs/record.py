@@ -11,12 +11,9 @@ the airlock (see :mod:`enclave.outputs.recheck`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
-from dataclasses import asdict
 
-from enclave.disclosure import DisclosurePolicy
+from enclave.canonical import canonical_sha256
 
 RECORD_FORMAT = 1
 
@@ -24,14 +21,6 @@ RECORD_FORMAT = 1
 def record_hash(record: Mapping) -> str:
     """SHA-256 of the record's canonical JSON without its own ``record_sha256``."""
     body = {k: v for k, v in record.items() if k != "record_sha256"}
-    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def policy_dict(policy: DisclosurePolicy) -> dict:
-    data = asdict(policy)
-    data["rounding"] = policy.rounding.value
-    data["nk_rules"] = [list(r) for r in policy.nk_rules]
-    return data
+    return canonical_sha256(body)
 
 

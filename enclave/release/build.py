@@ -13,9 +13,9 @@
 5. free text scrubbed of identifiers (patterns + the patients' own names, numbers, addresses);
 6. refused when the measured prosecutor risk exceeds the threshold of the project's sharing form.
 
-Publication is atomic: everything is written into a hidden build folder and renamed into place only
-when complete, so a killed build leaves the previous releases untouched (the stale folder is removed
-by the next build).
+Publication is atomic (:mod:`enclave.publish`): everything is written into a hidden build folder and
+renamed into place only when complete, so a refused or killed build leaves the previous releases
+untouched and no new version (a killed build's folder is removed by the next build).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import getpass
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,6 @@ import duckdb
 import polars as pl
 
 from enclave import audit, db
-from enclave.crypto import file_sha256
 from enclave.deid import AnonymizationPolicy, LDiversity, TCloseness, anonymize
 from enclave.deid.hierarchy import Hierarchy, age_bands, region_codes
 from enclave.deid.metrics import RiskReport
@@ -44,17 +42,10 @@ from enclave.model.catalog import IdentifierRole, ValueKind, catalog, check_clas
 from enclave.model.omop import cdm_columns
 from enclave.model.project import Project, Tier
 from enclave.projects import SqlProjectStore
+from enclave.publish import staged_version
 from enclave.release.identity import write_identity_map
 from enclave.release.keys import date_shifts, project_key, pseudonyms
-from enclave.release.manifest import (
-    MANIFEST,
-    RELEASE_DB,
-    build_lock,
-    new_build_dir,
-    next_version,
-    publish_dir,
-    write_manifest,
-)
+from enclave.release.manifest import RELEASE_DB
 from enclave.release.policy import SENSITIVE_ATTRIBUTE, ReleasePolicy, default_policy, load_policy
 from enclave.release.scrub import KnownIdentifiers, scrub
 from enclave.settings import Settings
@@ -316,7 +307,8 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
         raise BadInputError(f"project {project_id} may use no table")
     plans = {t: plan_table(t, _allowed_columns(project, t)) for t in tables}
     project_dir = settings.releases_dir / RELEASES / project_id
-    with build_lock(project_dir), open_store(settings, read_only=True) as con:
+    with (staged_version(project_dir, "release build") as stage,
+          open_store(settings, read_only=True) as con):
         reference_year = policy.reference_year or today.year
         patients = patient_frame(con, reference_year)
         if patients.height == 0:
@@ -340,8 +332,7 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
         key = project_key(settings.keys_dir, project_id)
         known = _known_identifiers(con, kept["person_id"])
         builder = _Builder(con, key, policy, kept, known)
-        build_dir = new_build_dir(project_dir)
-        out = duckdb.connect(str(build_dir / RELEASE_DB))
+        out = duckdb.connect(str(stage.dir / RELEASE_DB))
         counts = {}
         try:
             for table in tables:
@@ -351,8 +342,8 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
             db.run(out, "CHECKPOINT")
         finally:
             out.close()
-        os.chmod(build_dir / RELEASE_DB, 0o440)
-        version = next_version(project_dir)
+        files = stage.seal(RELEASE_DB)
+        version = stage.version
         manifest = {
             "release": f"{project_id}/v{version}",
             "project": project_id,
@@ -385,14 +376,12 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
                         "discernibility": result.utility.discernibility,
                         "average_class_size": result.utility.average_class_size},
             "scrubbed": builder.scrub_counts,
-            "files": {RELEASE_DB: {"sha256": file_sha256(build_dir / RELEASE_DB),
-                                   "bytes": (build_dir / RELEASE_DB).stat().st_size}},
+            "files": files,
         }
-        write_manifest(build_dir / MANIFEST, manifest)
         # the airlock's ledger compares this release's outputs with every other project's
         write_identity_map(settings, manifest["release"],
                            builder.pseudo_map("person", kept["person_id"].cast(pl.Int64)))
-        publish_dir(build_dir, project_dir, version)
+        stage.publish(manifest)
     audit.record_event(settings, actor=getpass.getuser(), action="release.build",
                        subject=f"release:{manifest['release']}", detail={"files": manifest["files"]})
     return manifest

@@ -25,7 +25,7 @@ import polars as pl
 
 from enclave import audit
 from enclave.crypto import hmac_sha256_many
-from enclave.ingest.linkage import load_or_create_key
+from enclave.keystore import load_or_create_key
 from enclave.settings import Settings
 
 LEDGER_KEY = "ledger.key"

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from enclave.crypto import hmac_sha256_many
-from enclave.ingest.linkage import load_or_create_key
+from enclave.keystore import load_or_create_key
 
 PSEUDONYM_MASK = (1 << 62) - 1
 

@@ -31,13 +31,12 @@ concept of the patient's most frequent diagnosis). Example policy file::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from enclave.canonical import canonical_sha256
 from enclave.errors import ConfigurationError
 from enclave.model.project import SharingForm
 from enclave.settings import Settings
@@ -81,8 +80,8 @@ class ReleasePolicy:
 
     @property
     def sha256(self) -> str:
-        text = json.dumps(self.as_dict(), sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        # spaced: the hashes stored in published manifests keep their values
+        return canonical_sha256(self.as_dict(), spaced=True)
 
 
 def default_policy(form: SharingForm, settings: Settings) -> ReleasePolicy:

@@ -14,8 +14,8 @@ SQL with the release and policy hashes and the code lists it reads (``ws.codelis
 codes, ``out.record["codelists"]``), and is compared with the user's earlier outputs in a local
 differencing ledger. This package is a thin client: the checking itself (SQL
 validation, evaluation, rules, ledger, the sandboxed re-check the airlock runs) lives in the
-trusted package :mod:`enclave.outputs`, which never imports this one. ``recheck(record)`` re-runs
-a record exactly as the airlock will.
+trusted package :mod:`enclave.outputs`, which never imports this one. ``recheck(record,
+settings)`` re-runs a record exactly as the airlock will.
 """
 
 from __future__ import annotations

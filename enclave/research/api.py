@@ -20,15 +20,15 @@ from pathlib import Path
 import ibis
 
 from enclave.db import rows as db_rows
-from enclave.disclosure import policy_from_settings, policy_hash
+from enclave.disclosure.policy import policy_dict, policy_from_settings, policy_hash
 from enclave.errors import BadInputError
 from enclave.outputs import ledger
 from enclave.outputs.codelists import CodeListLimits, create, from_record, referenced
 from enclave.outputs.evaluation import evaluate, q, status_of
-from enclave.outputs.record import RECORD_FORMAT, policy_dict, record_hash
+from enclave.outputs.record import RECORD_FORMAT, record_hash
 from enclave.outputs.tables import nice_edges, parse_aggfunc
 from enclave.research.output import Output
-from enclave.settings import Settings, load_settings
+from enclave.settings import Settings
 
 PATIENT = "person_id"
 
@@ -45,7 +45,12 @@ def _backend(t):
 
 
 def _settings(con) -> Settings:
-    return getattr(con, "_enclave_settings", None) or load_settings()
+    """The settings of the workspace that opened ``con`` (see :func:`_backend`)."""
+    settings = getattr(con, "_enclave_settings", None)
+    if settings is None:
+        raise BadInputError("checked outputs take tables from a workspace: ws = workspace(); "
+                            "t = ws.table('person')")
+    return settings
 
 
 def _need(t, cols: list[str], patient: str) -> None:
@@ -259,22 +264,21 @@ def survival(t, duration: str, event: str, group: str | None = None, *,
     return _make("survival", _select(t, patient, [duration, event, group]), spec)
 
 
-def custom(path: str | Path, *, ws=None, description: str = "") -> Output:
-    """A file no rule can read (a figure, a fitted object): always ``review`` by two stewards."""
+def custom(path: str | Path, *, ws, description: str = "") -> Output:
+    """A file no rule can read (a figure, a fitted object), made in workspace ``ws`` (its release
+    and settings): always ``review`` by two stewards."""
     p = Path(path)
     if not p.is_file():
         raise BadInputError(f"no file {p}")
     data = p.read_bytes()
-    ref = ws.current() if ws is not None else None
-    settings = ws.settings if ws is not None else load_settings()
+    ref = ws.current()
+    settings = ws.settings
     policy = policy_from_settings(settings.disclosure)
     record = {
         "format": RECORD_FORMAT, "output_id": uuid.uuid4().hex, "kind": "custom",
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "user": getpass.getuser(), "project": ref.project if ref else None,
-        "tier": ref.tier if ref else None, "release": ref.name if ref else None,
-        "release_sha256": ref.release_sha256 if ref else None,
-        "manifest_sha256": ref.manifest_sha256 if ref else None,
+        "user": getpass.getuser(), "project": ref.project, "tier": ref.tier, "release": ref.name,
+        "release_sha256": ref.release_sha256, "manifest_sha256": ref.manifest_sha256,
         "sql": None, "codelists": [], "spec": {"kind": "custom", "file": p.name, "bytes": len(data),
                               "sha256": hashlib.sha256(data).hexdigest(),
                               "description": description},

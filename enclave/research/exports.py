@@ -172,10 +172,13 @@ class ExportRequests(list):
 
 def my_requests(*, settings: Settings | None = None) -> ExportRequests:
     """The caller's own export requests with their state, project, kind, submission time and a
-    link to each page, newest first (in the hub from the airlock's ``GET api/requests``)."""
+    link to each page, newest first (in the hub from the airlock's ``GET api/requests``).
+
+    A notebook's entry point, like :func:`~enclave.research.workspace`: without ``settings`` it
+    loads the enclave's (``ENCLAVE_HOME``)."""
     from enclave.airlock.client import list_requests
 
-    rows = list_requests(settings=settings)
+    rows = list_requests(settings=load_settings() if settings is None else settings)
     rows = sorted(rows, key=lambda r: str(r.get("created_at") or ""), reverse=True)
     return ExportRequests({**r, "url": request_url(str(r["id"]))} for r in rows)
 
@@ -190,7 +193,10 @@ def export(output: Output, justification: str, *,
     if not justification or not justification.strip():
         raise BadInputError("an export needs a justification: why this output must leave the "
                             "enclave")
-    settings = settings or output.settings or load_settings()
+    settings = settings or output.settings
+    if settings is None:
+        raise BadInputError("the output carries no settings: make it from a workspace's tables "
+                            "(ws = workspace(); t = ws.table(...)) or pass settings=")
     from enclave.airlock.client import submit_export  # the airlock decides, not this process
 
     bundle = write_bundle(output, justification, settings)
@@ -199,11 +205,12 @@ def export(output: Output, justification: str, *,
     return ExportRequest(answer | {"bundle": str(bundle)}, settings=settings)
 
 
-def recheck(record: dict, settings: Settings | None = None) -> dict:
-    """Re-check ``record`` as the airlock will: refused unless intact, then re-run in the sandbox
-    on its release and compared cell by cell (:func:`enclave.outputs.recheck.recheck`)."""
+def recheck(record: dict, settings: Settings) -> dict:
+    """Re-check ``record`` as the airlock will, in ``settings`` (e.g. ``ws.settings``): refused
+    unless intact, then re-run in the sandbox on its release and compared cell by cell
+    (:func:`enclave.outputs.recheck.recheck`)."""
     from enclave.outputs.recheck import recheck as trusted_recheck
 
-    result = trusted_recheck(record, settings or load_settings())
+    result = trusted_recheck(record, settings)
     result.pop("members", None)
     return result

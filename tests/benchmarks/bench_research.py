@@ -39,7 +39,7 @@ import duckdb
 
 from enclave.crypto import file_sha256
 from enclave.db import frame, run
-from enclave.release.manifest import write_manifest
+from enclave.publish import write_manifest
 from tests.benchmarks.bench_disclosure import BUILD, ROWS, THIN, acro_python
 
 REPEATS = 15

@@ -10,10 +10,10 @@ import pytest
 
 from enclave.codes.resident_id import check_char
 from enclave.errors import BadInputError
-from enclave.ingest.linkage import load_or_create_key
 from enclave.ingest.loader import load_batch
 from enclave.ingest.mapping import SiteMapping
 from enclave.ingest.staging import StagedBatch
+from enclave.keystore import load_or_create_key
 from enclave.store import open_store, store_stats
 
 

@@ -10,10 +10,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from enclave.codes.resident_id import check_char
-from enclave.ingest.linkage import load_or_create_key
 from enclave.ingest.loader import load_batch
 from enclave.ingest.mapping import SiteMapping
 from enclave.ingest.staging import StagedBatch
+from enclave.keystore import load_or_create_key
 from enclave.settings import load_settings
 from enclave.store import open_store, store_stats
 

@@ -22,7 +22,7 @@ import pytest
 from enclave.crypto import file_sha256
 from enclave.disclosure import round_significant
 from enclave.errors import BadInputError, EnclaveError, PermissionDeniedError
-from enclave.release.manifest import write_manifest
+from enclave.publish import write_manifest
 from enclave.research import (
     crosstab,
     custom,

@@ -105,13 +105,3 @@ HL7_NAMES: dict[str, str] = {
     "I9CDX": ICD9CM, "I9CP": ICD9PROC, "I10CN": ICD10CN, "I9CCN": ICD9PROC, "C4": CPT4, "RXNORM": RXNORM,
     "L": LOCAL,
 }
-
-
-def vocabulary_id(name: str | None, table: dict[str, str], default: str | None = LOCAL) -> str | None:
-    """The vocabulary id of a source system name (``table`` keyed upper-case); ``default`` if unknown.
-
-    An absent (``None``/blank) name also gets ``default``.
-    """
-    if name is None or not name.strip():
-        return default
-    return table.get(name.strip().upper(), default)
