@@ -14,9 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict
-
-from enclave.disclosure import DisclosurePolicy
 
 RECORD_FORMAT = 1
 
@@ -28,10 +25,5 @@ def record_hash(record: Mapping) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def policy_dict(policy: DisclosurePolicy) -> dict:
-    data = asdict(policy)
-    data["rounding"] = policy.rounding.value
-    data["nk_rules"] = [list(r) for r in policy.nk_rules]
-    return data
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import ibis
 
 from enclave.db import rows as db_rows
-from enclave.disclosure import policy_from_settings, policy_hash
+from enclave.disclosure import policy_dict, policy_from_settings, policy_hash
 from enclave.errors import BadInputError
 from enclave.outputs import ledger
 from enclave.outputs.codelists import CodeListLimits, create, from_record, referenced
 from enclave.outputs.evaluation import evaluate, q, status_of
-from enclave.outputs.record import RECORD_FORMAT, policy_dict, record_hash
+from enclave.outputs.record import RECORD_FORMAT, record_hash
 from enclave.outputs.tables import nice_edges, parse_aggfunc
 from enclave.research.output import Output
 from enclave.settings import Settings, load_settings
