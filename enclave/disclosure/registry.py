@@ -153,10 +153,10 @@ def validated(found: list[Rule]) -> tuple[Rule, ...]:
     """``found`` in rule order, refused when two rules share a name or an order, or two
     thresholds a name, or a preset value names an unknown preset."""
     seen: dict[str, str] = {}
-    for kind, key in (("name", lambda r: r.name), ("order", lambda r: r.order)):
+    for kind, key in (("a name", lambda r: r.name), ("an order", lambda r: r.order)):
         dup = {key(r) for r in found if [key(x) for x in found].count(key(r)) > 1}
         if dup:
-            raise ConfigurationError(f"disclosure rules share a {kind}: {sorted(map(str, dup))}")
+            raise ConfigurationError(f"disclosure rules share {kind}: {sorted(map(str, dup))}")
     for rule in found:
         for t in rule.thresholds:
             if t.name in seen or t.name in ("name", "notes", "preset"):

@@ -52,7 +52,7 @@ def test_the_registry_refuses_clashing_rules():
     a = Rule("a", 1, thresholds=(Threshold("x", 1, "x"),))
     with pytest.raises(ConfigurationError, match="share a name"):
         validated([a, Rule("a", 2)])
-    with pytest.raises(ConfigurationError, match="share a order"):
+    with pytest.raises(ConfigurationError, match="share an order"):
         validated([a, Rule("b", 1)])
     with pytest.raises(ConfigurationError, match="threshold 'x'"):
         validated([a, Rule("b", 2, thresholds=(Threshold("x", 2, "x"),))])
