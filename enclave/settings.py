@@ -15,10 +15,11 @@ import hashlib
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from enclave.disclosure.registry import overrides as disclosure_overrides
 from enclave.errors import ConfigurationError
 
 DEFAULT_HOME = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "enclave"
@@ -71,31 +72,20 @@ class ReleaseSettings:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class DisclosureSettings:
-    preset: str = _setting(
+#: [disclosure]: the preset, and one override per threshold a disclosure rule declares with a
+#: setting (enclave.disclosure.rules; negative = keep the preset's value)
+DisclosureSettings = make_dataclass(
+    "DisclosureSettings",
+    [("preset", str, _setting(
         "acro",
         "Disclosure-control preset for checked outputs: acro, opensafely, opensafely-midpoint6, "
         "abs or strict (acro's thresholds, class disclosure suppressed instead of reviewed; "
         "thresholds in docs/disclosure.md).",
-    )
-    min_patients: int = _setting(-1, "Override: fewest distinct patients per cell (-1 = preset's).")
-    min_values: int = _setting(
-        -1, "Override: fewest patients with a non-missing value behind a statistic (-1 = preset's)."
-    )
-    p_ratio: float = _setting(-1.0, "Override: p of the p % dominance rule, 0 = off (-1 = preset's).")
-    min_dof: int = _setting(-1, "Override: fewest residual degrees of freedom (-1 = preset's).")
-    extremes_min_patients: int = _setting(
-        -1, "Override: fewest patients sharing a published min/max (-1 = preset's)."
-    )
-    quantile_min_values: int = _setting(
-        -1, "Override: fewest patients with a value behind a quantile (-1 = preset's)."
-    )
-    round_base: int = _setting(-1, "Override: base of count rounding (-1 = preset's).")
-    significant_digits: int = _setting(
-        -1, "Override: significant digits of published non-integer statistics (means, quantiles, "
-            "coefficients, survival), rounded before checking and release; 0 = unrounded "
-            "(-1 = preset's).")
+    ))] + [(t.name, type(t.default), _setting(type(t.default)(-1), t.setting))
+           for t in disclosure_overrides()],
+    frozen=True, slots=True,
+)
+DisclosureSettings.__module__ = __name__
 
 
 @dataclass(frozen=True, slots=True)

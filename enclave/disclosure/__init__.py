@@ -1,8 +1,10 @@
 """Statistical disclosure control of outputs: policy, evidence, rules, secondary suppression.
 
-Security-critical and small: :mod:`.policy` (thresholds and presets), :mod:`.evidence` (one DuckDB
-statement per output), :mod:`.rules` (pure polars per-cell outcomes), :mod:`.suppression`
-(complementary suppression with margins). :func:`check_table` chains them for a two-way table.
+Security-critical and small: :mod:`.rules` (one module per rule, found by :mod:`.registry`: its
+thresholds, presets, settings, check and docs), :mod:`.policy` (the thresholds as one frozen value
+and the presets), :mod:`.evidence` (one DuckDB statement per output), :mod:`.check` (every rule as
+pure polars per-cell outcomes), :mod:`.suppression` (complementary suppression with margins).
+:func:`check_table` chains them for a two-way table.
 """
 
 from __future__ import annotations
@@ -13,6 +15,15 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
+from enclave.disclosure.check import (
+    check_cells,
+    check_dof,
+    class_outcome,
+    evidence_needed,
+    residual_dof,
+    round_counts,
+    round_significant,
+)
 from enclave.disclosure.evidence import compute_evidence, evidence_sql, margin_evidence
 from enclave.disclosure.policy import (
     ABS,
@@ -22,23 +33,14 @@ from enclave.disclosure.policy import (
     PRESETS,
     STRICT,
     DisclosurePolicy,
-    Rounding,
     get_preset,
+    policy_dict,
+    policy_from_dict,
     policy_from_settings,
     policy_hash,
     presets_table,
 )
-from enclave.disclosure.rules import (
-    SAME_VALUE,
-    Outcome,
-    Statistic,
-    check_cells,
-    check_dof,
-    class_outcome,
-    residual_dof,
-    round_counts,
-    round_significant,
-)
+from enclave.disclosure.registry import Outcome, Rounding, Rule, Statistic, Threshold, rules_table
 from enclave.disclosure.suppression import (
     SuppressedTable,
     recoverable,
@@ -57,16 +59,21 @@ __all__ = [
     "DisclosurePolicy",
     "Outcome",
     "Rounding",
+    "Rule",
     "Statistic",
     "SuppressedTable",
+    "Threshold",
     "check_cells",
     "check_dof",
     "check_table",
     "class_outcome",
     "compute_evidence",
+    "evidence_needed",
     "evidence_sql",
     "get_preset",
     "margin_evidence",
+    "policy_dict",
+    "policy_from_dict",
     "policy_from_settings",
     "policy_hash",
     "presets_table",
@@ -74,6 +81,7 @@ __all__ = [
     "residual_dof",
     "round_counts",
     "round_significant",
+    "rules_table",
     "secondary_suppression",
     "suppress_frame",
 ]
@@ -103,18 +111,19 @@ def check_table(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
     :func:`enclave.disclosure.evidence.evidence_sql`).
     """
     stat = Statistic(statistic)
+    # compute the extremes / bounds evidence only when a rule reads it
+    needed = set(evidence_needed(policy, stat))
     ev = compute_evidence(con, relation, patient, groups, value, sensitive, complete=True,
-                          extremes=stat in (Statistic.MIN, Statistic.MAX),
-                          bounds=policy.class_disclosure and stat in SAME_VALUE,
-                          per_patient=per_patient)
+                          extremes=bool(needed & {"patients_at_min", "patients_at_max"}),
+                          bounds=bool(needed & {"min", "max"}), per_patient=per_patient)
     cells = check_cells(ev, stat, policy, groups, label)
     table = None
     if len(groups) == 2:
         margins = _uncertain_margins(con, relation, patient, groups[0], groups[1], ev, policy,
                                      per_patient)
+        # a margin is a count cell: the rules of a count (zeros, minimum patients …) decide
         fails = None if margins is None else margins.filter(
-            ((pl.col("patients") == 0) & policy.zeros_disclosive)
-            | pl.col("patients").is_between(1, policy.min_patients - 1))
+            check_cells(margins, Statistic.COUNT, policy)["outcome"] == Outcome.SUPPRESS.value)
         cells, table = suppress_frame(cells, groups[0], groups[1], margin_failures=fails)
     return CheckedTable(cells.rename({"weight": "rows"}), table)
 

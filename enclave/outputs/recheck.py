@@ -34,7 +34,12 @@ from pathlib import Path
 import polars as pl
 
 from enclave.crypto import file_sha256
-from enclave.disclosure import DisclosurePolicy, policy_from_settings, policy_hash
+from enclave.disclosure import (
+    DisclosurePolicy,
+    policy_from_dict,
+    policy_from_settings,
+    policy_hash,
+)
 from enclave.errors import EnclaveError
 from enclave.outputs.codelists import CodeListError, CodeListLimits, from_record
 from enclave.outputs.evaluation import compare_cells, status_of, summarize
@@ -61,8 +66,7 @@ def check_policy(record: Mapping, settings: Settings) -> None:
     policy = policy_for(record, settings)
     recorded = record.get("policy")
     try:
-        own = policy_hash(DisclosurePolicy(**{**recorded, "nk_rules": tuple(
-            tuple(r) for r in recorded.get("nk_rules", []))})) if recorded else None
+        own = policy_hash(policy_from_dict(recorded)) if recorded else None
     except (TypeError, ValueError, AttributeError):
         own = None
     if own is None or own != record.get("policy_sha256"):

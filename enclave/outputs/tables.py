@@ -13,7 +13,7 @@ where the cell passed. Aggregation functions:
 
 Class disclosure (a published statistic showing that every contributor of a cell shares one
 value) goes to review, or is suppressed under ``class_disclosure_fails``: a sum, mean, std, min or
-max over a cell whose min equals its max (in :mod:`enclave.disclosure.rules`), and here, where the
+max over a cell whose min equals its max (in :mod:`enclave.disclosure.rules.class_disclosure`), and here, where the
 values are computed, a quantile equal to its cell's min or max, a crosstab row whose patients all
 fall in one column and a histogram whose values all fall in one bin.
 """
