@@ -126,35 +126,60 @@ def _mask_limit(m: int) -> int:
 
 
 def _densify(key: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
-    """Dense ids ``0..d-1`` of ``key`` (values in ``0..bound-1``), in key order."""
-    if bound <= max(_mask_limit(key.size), 1 << 22):
+    """Dense ids ``0..d-1`` of ``key`` (values in ``0..bound-1``), in key order: a presence mask
+    when the range is small, else one sort of the keys with the row number packed in their low
+    bits (a plain integer sort, much faster than an argsort or ``np.unique``)."""
+    m = key.size
+    if bound <= max(_mask_limit(m), 1 << 16):
         present = np.zeros(bound, dtype=bool)
         present[key] = True
         dense = np.cumsum(present, dtype=np.int32)
         return dense[key].astype(np.int64) - 1, int(dense[-1]) if bound else 0
-    uniq, inverse = np.unique(key, return_inverse=True)
-    return inverse.reshape(-1), int(uniq.size)
+    rbits = max(1, (m - 1).bit_length())
+    if bound > 1 << (62 - rbits):
+        uniq, inverse = np.unique(key, return_inverse=True)
+        return inverse.reshape(-1), int(uniq.size)
+    packed = (key << rbits) | np.arange(m, dtype=np.int64)
+    packed.sort()
+    order = packed & ((1 << rbits) - 1)
+    packed >>= rbits
+    first = np.empty(m, dtype=bool)
+    first[0] = True
+    np.not_equal(packed[1:], packed[:-1], out=first[1:])
+    ids = np.cumsum(first, dtype=np.int64)
+    out = np.empty(m, dtype=np.int64)
+    out[order] = ids - 1
+    return out, int(ids[-1])
+
+
+#: up to this many rows, rows are grouped with one sort of their packed key (when it fits)
+_SORT_ROWS = 1 << 17
 
 
 def classes_of(columns: Sequence[np.ndarray], cards: Sequence[int],
                m: int) -> tuple[np.ndarray, int]:
     """Class id of each of ``m`` rows grouped by several code columns (``cards``: codes per
-    column), and the number of classes. Linear time as a rule: the combined key is re-densified
-    with a presence mask whenever its range would outgrow ``16 m`` (no sort of the rows); the
-    columns are taken by increasing cardinality so that the mask stays small. Class ids follow
+    column), and the number of classes. Small tables (up to ``_SORT_ROWS`` rows) pack the codes
+    into one key and sort it once (:func:`_densify`); larger ones stay in linear time: the
+    combined key is re-densified with a presence mask whenever its range would outgrow ``16 m``,
+    the columns taken by increasing cardinality so that the mask stays small. Class ids follow
     key order."""
     if m == 0:
         return np.zeros(0, dtype=np.int64), 0
+    total = 1
+    for card in cards:
+        total *= max(card, 1)
+    limit = total if m <= _SORT_ROWS and total <= 1 << 40 else _mask_limit(m)
     key = np.zeros(m, dtype=np.int64)
     bound = 1
-    limit = _mask_limit(m)
     for q in sorted(range(len(cards)), key=lambda i: cards[i]):
         card = cards[q]
         if card <= 1:
             continue
         if bound * card > limit and bound > 1:
             key, bound = _densify(key, bound)
-        key = key * card + columns[q]
+        key *= card
+        key += columns[q]
         bound *= card
     return _densify(key, bound)
 
