@@ -32,7 +32,7 @@ import polars as pl
 
 from enclave.deid.classes import ClassCache, ClassTable, suppressed_loss, suppression_penalties
 from enclave.deid.hierarchy import Hierarchy
-from enclave.deid.lattice import Lattice, NodeCheck, search
+from enclave.deid.lattice import MAX_NODES, Lattice, NodeCheck, search
 from enclave.deid.metrics import (
     MEASURES,
     CellCosts,
@@ -83,7 +83,8 @@ class QuasiIdentifier:
 @dataclass(frozen=True, slots=True)
 class AnonymizationPolicy:
     """What a release must satisfy: k, optional ℓ-diversity / t-closeness, suppression limit
-    (share of patients, 0–1) and the loss measure the search minimizes."""
+    (share of patients, 0–1) and the loss measure the search minimizes; ``max_lattice_nodes``
+    (the setting ``release.max_lattice_nodes``) caps the lattice the search may explore."""
 
     qis: Mapping[str, Hierarchy | QuasiIdentifier]
     k: int = 2
@@ -91,6 +92,7 @@ class AnonymizationPolicy:
     t_closeness: TCloseness | None = None
     max_suppression: float = 0.0
     measure: LossMeasure = "loss"
+    max_lattice_nodes: int = MAX_NODES
 
     def __post_init__(self) -> None:
         if not self.qis:
@@ -99,6 +101,8 @@ class AnonymizationPolicy:
             raise ConfigurationError("k must be at least 1")
         if not 0.0 <= self.max_suppression <= 1.0:
             raise ConfigurationError("max_suppression is a share between 0 and 1")
+        if self.max_lattice_nodes < 1:
+            raise ConfigurationError("release.max_lattice_nodes must be at least 1")
         if self.measure not in MEASURES:
             raise ConfigurationError(f"measure must be one of {', '.join(MEASURES)}")
         clash = set(self.criteria.sensitive) & set(self.qis)
@@ -186,7 +190,8 @@ class _Engine:
                        for m, costs in self.costs.items()}
         self._penalties: dict[str, list[list[np.ndarray]]] = {}
         self.lattice = Lattice(tuple(self.qis), tuple(q.lowest for q in self.qis.values()),
-                               tuple(q.top for q in self.qis.values()))
+                               tuple(q.top for q in self.qis.values()),
+                               policy.max_lattice_nodes)
         self.nodes = self.lattice.nodes()
         self.monotone = self.limit == 0 or (self.criteria.l_diversity is None
                                             and self.criteria.t_closeness is None)

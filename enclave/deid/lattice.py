@@ -33,6 +33,8 @@ import numpy as np
 
 from enclave.errors import ConfigurationError
 
+#: default of the largest lattice the search explores (the release builder passes the setting
+#: ``release.max_lattice_nodes``; see :class:`enclave.deid.AnonymizationPolicy`)
 MAX_NODES = 5_000_000
 _TOL = 1e-12
 
@@ -44,15 +46,18 @@ class Lattice:
     names: tuple[str, ...]
     lowest: tuple[int, ...]
     highest: tuple[int, ...]
+    max_nodes: int = MAX_NODES
 
     def __post_init__(self) -> None:
         if not len(self.names) == len(self.lowest) == len(self.highest):
             raise ConfigurationError("lattice: one level range per quasi-identifier")
         if any(lo < 0 or hi < lo for lo, hi in zip(self.lowest, self.highest, strict=True)):
             raise ConfigurationError("lattice: each QI needs 0 ≤ lowest level ≤ highest level")
-        if self.size > MAX_NODES:
+        if self.size > self.max_nodes:
             raise ConfigurationError(
-                f"lattice has {self.size} nodes (limit {MAX_NODES}); cap some QIs' levels"
+                f"the generalization lattice has {self.size} nodes, more than the setting "
+                f"release.max_lattice_nodes allows ({self.max_nodes}); cap some "
+                "quasi-identifiers' levels (lowest/highest) or raise the setting"
             )
 
     @property
