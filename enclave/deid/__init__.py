@@ -222,7 +222,7 @@ class _Engine:
         per class (lower bound + suppression penalties)."""
         measure = self.policy.measure
         cache = self.cache = ClassCache(self.micro, self.lattice.lowest)
-        penalties = self.penalties(measure)
+        penalties = self.penalties(measure) if self.limit else []  # no suppression: not needed
 
         def check(idx: int) -> NodeCheck:
             table = cache.table(self.nodes[idx])
