@@ -216,12 +216,49 @@ class _Engine:
         return float(base) + (suppressed_loss(self.penalties(measure), table, suppressed)
                               if suppressed.any() else 0.0)
 
-    def checker(self, lb: np.ndarray):
+    def floor(self) -> tuple[int, ...] | None:
+        """Per quasi-identifier, the lowest level at which that QI *alone* passes the inheritable
+        part of the policy (the whole policy when it is monotone, k-anonymity otherwise), or
+        ``None`` when some QI fails even at its highest allowed level.
+
+        A node's classes are subsets of the classes of the same QI alone at the same level, so a
+        record suppressed by k-anonymity on the QI alone is suppressed at the node too; and a
+        union of classes that each satisfy ℓ-diversity (every variant) or t-closeness (the EMD is
+        convex) satisfies it. So no node with a level below the floor can qualify: the search
+        starts at the floor (ARX prunes its lattice the same way, one attribute at a time)."""
+        micro, out = self.micro, []
+        for q, qi in enumerate(self.qis.values()):
+            h = micro.hierarchies[q]
+            leaf = micro.leaf_codes[:, q]
+            sizes0 = self.leaf_counts[q]
+            hists0 = [counts(leaf.astype(np.int64) * card + micro.sensitive_codes[:, a],
+                             micro.weights, sizes0.size * card).reshape(sizes0.size, card)
+                      for a, card in enumerate(micro.sensitive_cards)]
+            level = qi.lowest
+            while level <= qi.top:
+                c = h.cardinality(level)
+                up = np.zeros(sizes0.size, dtype=np.int64)
+                up[:] = h.codes[level]
+                sizes = np.bincount(up, weights=sizes0, minlength=c)
+                order = np.argsort(up, kind="stable")  # every code has a leaf: no empty group
+                starts = np.searchsorted(up[order], np.arange(c))
+                hists = [np.add.reduceat(hist[order], starts, axis=0) for hist in hists0]
+                verdict = judged(micro, sizes, hists.__getitem__, self.criteria)
+                failed = verdict.suppressed if self.monotone else verdict.k_suppressed
+                if failed <= self.limit:
+                    break
+                level += 1
+            if level > qi.top:
+                return None
+            out.append(level)
+        return tuple(out)
+
+    def checker(self, lb: np.ndarray, floor: Sequence[int]):
         """The search's node check: classes rolled up from the finest cached node
-        (:mod:`enclave.deid.classes`), criteria once per class, the loss with suppression
-        per class (lower bound + suppression penalties)."""
+        (:mod:`enclave.deid.classes`; grouped from the rows once, at ``floor``), criteria once per
+        class, the loss with suppression per class (lower bound + suppression penalties)."""
         measure = self.policy.measure
-        cache = self.cache = ClassCache(self.micro, self.lattice.lowest)
+        cache = self.cache = ClassCache(self.micro, floor)
         penalties = self.penalties(measure) if self.limit else []  # no suppression: not needed
 
         def check(idx: int) -> NodeCheck:
@@ -321,8 +358,11 @@ def anonymize(frame: pl.DataFrame, policy: AnonymizationPolicy,
             )
     engine = _Engine(frame, policy)
     lb = engine.lower_bound(policy.measure)
-    found = search(engine.lattice, lb, engine.checker(lb), monotone=engine.monotone,
-                   exact=engine.limit == 0)
+    floor = engine.floor()
+    if floor is None:
+        raise engine.refuse()
+    found = search(engine.lattice, lb, engine.checker(lb, floor), monotone=engine.monotone,
+                   exact=engine.limit == 0, floor=floor)
     if found.best is None:
         raise engine.refuse()
     levels = tuple(int(v) for v in engine.nodes[found.best])
