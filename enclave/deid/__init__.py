@@ -307,22 +307,18 @@ class _Engine:
         )
 
 
-def _generalized(frame: pl.DataFrame, micro: Microdata, levels: Sequence[int]) -> list[pl.Series]:
-    """The QI columns of every input row of ``frame``, generalized to ``levels`` (as text labels:
-    at level 0 the value's text, which is its leaf's label)."""
+def _generalized(micro: Microdata, levels: Sequence[int]) -> list[pl.Expr]:
+    """The QI columns of every input row of the encoded frame, generalized to ``levels`` (as
+    text labels: at level 0 the value's text, which is its leaf's label), as expressions on that
+    frame: one query gathers every column's labels."""
     out = []
     for q, (name, h) in enumerate(zip(micro.qis, micro.hierarchies, strict=True)):
         if levels[q] == 0:
-            column = frame.get_column(name)
-            if isinstance(column.dtype, pl.Enum):  # its categories' text, gathered by code
-                texts = pl.Series(name, column.dtype.categories.to_list(), dtype=pl.String)
-                out.append(texts.gather(column.to_physical()))
-            else:
-                out.append(column.cast(pl.String))
+            out.append(pl.col(name).cast(pl.String))
             continue
         codes = h.codes[levels[q]][micro.leaf_codes[:, q]]  # row i of the frame is row i
-        labels = pl.Series(name, list(h.labels[levels[q]]), dtype=pl.String)
-        out.append(labels.gather(codes))
+        labels = pl.Series(name, h.labels[levels[q]], dtype=pl.String)
+        out.append(pl.lit(labels).gather(pl.lit(pl.Series(codes))).alias(name))
     return out
 
 
@@ -331,7 +327,7 @@ def _population_sizes(engine: _Engine, released: pl.DataFrame, population: pl.Da
     """Size of every released class and of the matching population class (same QIs and node)."""
     qis = list(engine.micro.qis)
     pop_micro = encode(population, {n: q.hierarchy for n, q in engine.qis.items()}, Criteria())
-    pop_counts = pl.DataFrame(_generalized(population, pop_micro, levels)).group_by(qis).len("F")
+    pop_counts = population.select(_generalized(pop_micro, levels)).group_by(qis).len("F")
     both = released.group_by(qis).len("f").join(pop_counts, on=qis, how="left")
     return both["f"].to_numpy(), both["F"].fill_null(0).to_numpy()
 
@@ -369,7 +365,7 @@ def anonymize(frame: pl.DataFrame, policy: AnonymizationPolicy,
     micro = engine.micro
     table = engine.cache.table(levels)
     verdict = judged(micro, table.sizes, table.hists.__getitem__, engine.criteria)
-    released = frame.with_columns(_generalized(frame, micro, levels))
+    released = frame.with_columns(_generalized(micro, levels))
     if verdict.suppressed:
         # the rows to remove: every row's class at this node (rolled up from the bottom classes),
         # judged again (same classes, same verdicts)

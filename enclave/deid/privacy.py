@@ -260,9 +260,12 @@ def _leaf_codes(frame: pl.DataFrame, qis: Sequence[str],
         for i, (q, h, is_enum) in enumerate(zip(qis, hierarchies, enum, strict=True))
         if not is_enum
     ) if not all(enum) else None
+    physical = frame.select(pl.col(q).to_physical().alias(f"_{i}")  # one query for all
+                            for i, (q, is_enum) in enumerate(zip(qis, enum, strict=True))
+                            if is_enum) if any(enum) else None
     out = np.empty((frame.height, len(qis)), dtype=np.int32, order="F")
     for i, (q, h, is_enum) in enumerate(zip(qis, hierarchies, enum, strict=True)):
-        col = frame.get_column(q).to_physical() if is_enum else cast.get_column(f"_{i}")
+        col = (physical if is_enum else cast).get_column(f"_{i}")
         bad = col.null_count() > 0
         if not bad:
             codes = col.to_numpy()
