@@ -150,6 +150,14 @@ class ClassCache:
             self._maps[key] = parent
         return self._maps[key]
 
+    def _bottom_column(self, q: int, level: int) -> np.ndarray:
+        """Level-``level`` code of QI ``q`` of every bottom class (kept: the bottom table is the
+        base of many roll-ups)."""
+        key = (q, -1, level)
+        if key not in self._maps:
+            self._maps[key] = self._up(q, self.bottom.levels[q], level)[self.bottom.codes[q]]
+        return self._maps[key]
+
     def _base(self, levels: np.ndarray) -> ClassTable:
         """The cached table with the fewest classes among the nodes finer than ``levels``."""
         fallback = self.bottom
@@ -183,8 +191,9 @@ class ClassCache:
     def _roll(self, base: ClassTable, lv: tuple[int, ...]) -> tuple[ClassTable, np.ndarray]:
         """The table of node ``lv`` from the finer ``base``, and the new class of each base class."""
         hierarchies = self.micro.hierarchies
-        cols = [base.codes[q] if v == base.levels[q] else self._up(q, base.levels[q], v)[
-            base.codes[q]] for q, v in enumerate(lv)]
+        cols = [base.codes[q] if v == base.levels[q] else self._bottom_column(q, v)
+                if base is self.bottom else self._up(q, base.levels[q], v)[base.codes[q]]
+                for q, v in enumerate(lv)]
         cards = [h.cardinality(v) for h, v in zip(hierarchies, lv, strict=True)]
         cls, c, codes = _group(cols, cards, base.sizes.size)
         sizes = np.bincount(cls, weights=base.sizes, minlength=c)
