@@ -240,8 +240,7 @@ def test_lattice_larger_than_the_setting_is_refused_naming_it() -> None:
     # AGE × SEX: (height + 1) × 2 nodes; a limit just below refuses, naming the setting
     size = (AGE.height + 1) * (SEX.height + 1)
     policy = AnonymizationPolicy({"age": AGE, "sex": SEX}, k=2, max_lattice_nodes=size - 1)
-    with pytest.raises(ConfigurationError, match=r"release\.max_lattice_nodes.*\({}\)".format(
-            size - 1)):
+    with pytest.raises(ConfigurationError, match=rf"release\.max_lattice_nodes.*\({size - 1}\)"):
         anonymize(small(), policy)
     at_limit = AnonymizationPolicy({"age": AGE, "sex": SEX}, k=2, max_lattice_nodes=size)
     assert anonymize(small(), at_limit).lattice_size == size
