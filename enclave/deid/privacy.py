@@ -26,6 +26,7 @@ the distribution over the whole input (before suppression), as in ARX.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -336,6 +337,19 @@ def emd(hist: np.ndarray, reference: np.ndarray, distance: str,
     return np.abs(np.cumsum(diff, axis=1)[:, :-1]).sum(axis=1) / (m - 1)
 
 
+@functools.lru_cache(maxsize=32)
+def _tree(hierarchy: Hierarchy) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Per level ``j ≥ 1`` of ``hierarchy``: the level-(j−1) codes ordered by parent, and where
+    each parent's children start in that order (made once per hierarchy)."""
+    out = []
+    for j in range(1, hierarchy.height + 1):
+        parent = np.zeros(hierarchy.cardinality(j - 1), dtype=np.int64)
+        parent[hierarchy.codes[j - 1]] = hierarchy.codes[j]  # parent of every level-(j-1) code
+        order = np.argsort(parent, kind="stable")
+        out.append((order, np.flatnonzero(np.r_[True, np.diff(parent[order]) != 0])))
+    return tuple(out)
+
+
 def _hierarchical_emd(extra: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
     """Li et al.'s hierarchical EMD: Σ over inner nodes N of height(N)/H · min(pos(N), neg(N)),
     where pos/neg sum the positive/negative surplus ``p − q`` of N's children."""
@@ -344,13 +358,7 @@ def _hierarchical_emd(extra: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
     if h == 0:
         return out
     child = extra  # surplus of every node of the level below, per class
-    for j in range(1, h + 1):
-        below, level = hierarchy.codes[j - 1], hierarchy.codes[j]
-        # parent (level-j code) of every level-(j-1) code
-        parent = np.zeros(hierarchy.cardinality(j - 1), dtype=np.int64)
-        parent[below] = level
-        order = np.argsort(parent, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(parent[order]) != 0])
+    for j, (order, starts) in enumerate(_tree(hierarchy), start=1):
         pos = np.add.reduceat(np.maximum(child[:, order], 0.0), starts, axis=1)
         neg = np.add.reduceat(np.maximum(-child[:, order], 0.0), starts, axis=1)
         out += (j / h) * np.minimum(pos, neg).sum(axis=1)
