@@ -32,7 +32,7 @@ import polars as pl
 
 from enclave.deid.classes import ClassCache, ClassTable, suppressed_loss, suppression_penalties
 from enclave.deid.hierarchy import Hierarchy
-from enclave.deid.lattice import Lattice, NodeCheck, search
+from enclave.deid.lattice import MAX_NODES, Lattice, NodeCheck, search
 from enclave.deid.metrics import (
     MEASURES,
     CellCosts,
@@ -83,7 +83,8 @@ class QuasiIdentifier:
 @dataclass(frozen=True, slots=True)
 class AnonymizationPolicy:
     """What a release must satisfy: k, optional ℓ-diversity / t-closeness, suppression limit
-    (share of patients, 0–1) and the loss measure the search minimizes."""
+    (share of patients, 0–1) and the loss measure the search minimizes; ``max_lattice_nodes``
+    (the setting ``release.max_lattice_nodes``) caps the lattice the search may explore."""
 
     qis: Mapping[str, Hierarchy | QuasiIdentifier]
     k: int = 2
@@ -91,6 +92,7 @@ class AnonymizationPolicy:
     t_closeness: TCloseness | None = None
     max_suppression: float = 0.0
     measure: LossMeasure = "loss"
+    max_lattice_nodes: int = MAX_NODES
 
     def __post_init__(self) -> None:
         if not self.qis:
@@ -99,6 +101,8 @@ class AnonymizationPolicy:
             raise ConfigurationError("k must be at least 1")
         if not 0.0 <= self.max_suppression <= 1.0:
             raise ConfigurationError("max_suppression is a share between 0 and 1")
+        if self.max_lattice_nodes < 1:
+            raise ConfigurationError("release.max_lattice_nodes must be at least 1")
         if self.measure not in MEASURES:
             raise ConfigurationError(f"measure must be one of {', '.join(MEASURES)}")
         clash = set(self.criteria.sensitive) & set(self.qis)
@@ -186,7 +190,8 @@ class _Engine:
                        for m, costs in self.costs.items()}
         self._penalties: dict[str, list[list[np.ndarray]]] = {}
         self.lattice = Lattice(tuple(self.qis), tuple(q.lowest for q in self.qis.values()),
-                               tuple(q.top for q in self.qis.values()))
+                               tuple(q.top for q in self.qis.values()),
+                               policy.max_lattice_nodes)
         self.nodes = self.lattice.nodes()
         self.monotone = self.limit == 0 or (self.criteria.l_diversity is None
                                             and self.criteria.t_closeness is None)
@@ -211,13 +216,50 @@ class _Engine:
         return float(base) + (suppressed_loss(self.penalties(measure), table, suppressed)
                               if suppressed.any() else 0.0)
 
-    def checker(self, lb: np.ndarray):
+    def floor(self) -> tuple[int, ...] | None:
+        """Per quasi-identifier, the lowest level at which that QI *alone* passes the inheritable
+        part of the policy (the whole policy when it is monotone, k-anonymity otherwise), or
+        ``None`` when some QI fails even at its highest allowed level.
+
+        A node's classes are subsets of the classes of the same QI alone at the same level, so a
+        record suppressed by k-anonymity on the QI alone is suppressed at the node too; and a
+        union of classes that each satisfy ℓ-diversity (every variant) or t-closeness (the EMD is
+        convex) satisfies it. So no node with a level below the floor can qualify: the search
+        starts at the floor (ARX prunes its lattice the same way, one attribute at a time)."""
+        micro, out = self.micro, []
+        for q, qi in enumerate(self.qis.values()):
+            h = micro.hierarchies[q]
+            leaf = micro.leaf_codes[:, q]
+            sizes0 = self.leaf_counts[q]
+            hists0 = [counts(leaf.astype(np.int64) * card + micro.sensitive_codes[:, a],
+                             micro.weights, sizes0.size * card).reshape(sizes0.size, card)
+                      for a, card in enumerate(micro.sensitive_cards)]
+            level = qi.lowest
+            while level <= qi.top:
+                c = h.cardinality(level)
+                up = np.zeros(sizes0.size, dtype=np.int64)
+                up[:] = h.codes[level]
+                sizes = np.bincount(up, weights=sizes0, minlength=c)
+                order = np.argsort(up, kind="stable")  # every code has a leaf: no empty group
+                starts = np.searchsorted(up[order], np.arange(c))
+                hists = [np.add.reduceat(hist[order], starts, axis=0) for hist in hists0]
+                verdict = judged(micro, sizes, hists.__getitem__, self.criteria)
+                failed = verdict.suppressed if self.monotone else verdict.k_suppressed
+                if failed <= self.limit:
+                    break
+                level += 1
+            if level > qi.top:
+                return None
+            out.append(level)
+        return tuple(out)
+
+    def checker(self, lb: np.ndarray, floor: Sequence[int]):
         """The search's node check: classes rolled up from the finest cached node
-        (:mod:`enclave.deid.classes`), criteria once per class, the loss with suppression
-        per class (lower bound + suppression penalties)."""
+        (:mod:`enclave.deid.classes`; grouped from the rows once, at ``floor``), criteria once per
+        class, the loss with suppression per class (lower bound + suppression penalties)."""
         measure = self.policy.measure
-        cache = self.cache = ClassCache(self.micro, self.lattice.lowest)
-        penalties = self.penalties(measure)
+        cache = self.cache = ClassCache(self.micro, floor)
+        penalties = self.penalties(measure) if self.limit else []  # no suppression: not needed
 
         def check(idx: int) -> NodeCheck:
             table = cache.table(self.nodes[idx])
@@ -265,22 +307,18 @@ class _Engine:
         )
 
 
-def _generalized(frame: pl.DataFrame, micro: Microdata, levels: Sequence[int]) -> list[pl.Series]:
-    """The QI columns of every input row of ``frame``, generalized to ``levels`` (as text labels:
-    at level 0 the value's text, which is its leaf's label)."""
+def _generalized(micro: Microdata, levels: Sequence[int]) -> list[pl.Expr]:
+    """The QI columns of every input row of the encoded frame, generalized to ``levels`` (as
+    text labels: at level 0 the value's text, which is its leaf's label), as expressions on that
+    frame: one query gathers every column's labels."""
     out = []
     for q, (name, h) in enumerate(zip(micro.qis, micro.hierarchies, strict=True)):
         if levels[q] == 0:
-            column = frame.get_column(name)
-            if isinstance(column.dtype, pl.Enum):  # its categories' text, gathered by code
-                texts = pl.Series(name, column.dtype.categories.to_list(), dtype=pl.String)
-                out.append(texts.gather(column.to_physical()))
-            else:
-                out.append(column.cast(pl.String))
+            out.append(pl.col(name).cast(pl.String))
             continue
         codes = h.codes[levels[q]][micro.leaf_codes[:, q]]  # row i of the frame is row i
-        labels = pl.Series(name, list(h.labels[levels[q]]), dtype=pl.String)
-        out.append(labels.gather(codes))
+        labels = pl.Series(name, h.labels[levels[q]], dtype=pl.String)
+        out.append(pl.lit(labels).gather(pl.lit(pl.Series(codes))).alias(name))
     return out
 
 
@@ -289,7 +327,7 @@ def _population_sizes(engine: _Engine, released: pl.DataFrame, population: pl.Da
     """Size of every released class and of the matching population class (same QIs and node)."""
     qis = list(engine.micro.qis)
     pop_micro = encode(population, {n: q.hierarchy for n, q in engine.qis.items()}, Criteria())
-    pop_counts = pl.DataFrame(_generalized(population, pop_micro, levels)).group_by(qis).len("F")
+    pop_counts = population.select(_generalized(pop_micro, levels)).group_by(qis).len("F")
     both = released.group_by(qis).len("f").join(pop_counts, on=qis, how="left")
     return both["f"].to_numpy(), both["F"].fill_null(0).to_numpy()
 
@@ -316,15 +354,18 @@ def anonymize(frame: pl.DataFrame, policy: AnonymizationPolicy,
             )
     engine = _Engine(frame, policy)
     lb = engine.lower_bound(policy.measure)
-    found = search(engine.lattice, lb, engine.checker(lb), monotone=engine.monotone,
-                   exact=engine.limit == 0)
+    floor = engine.floor()
+    if floor is None:
+        raise engine.refuse()
+    found = search(engine.lattice, lb, engine.checker(lb, floor), monotone=engine.monotone,
+                   exact=engine.limit == 0, floor=floor)
     if found.best is None:
         raise engine.refuse()
     levels = tuple(int(v) for v in engine.nodes[found.best])
     micro = engine.micro
     table = engine.cache.table(levels)
     verdict = judged(micro, table.sizes, table.hists.__getitem__, engine.criteria)
-    released = frame.with_columns(_generalized(frame, micro, levels))
+    released = frame.with_columns(_generalized(micro, levels))
     if verdict.suppressed:
         # the rows to remove: every row's class at this node (rolled up from the bottom classes),
         # judged again (same classes, same verdicts)

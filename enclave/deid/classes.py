@@ -18,7 +18,7 @@ Only counts and codes are held, never patient values.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,10 +39,26 @@ class ClassTable:
     codes: np.ndarray  # (Q, C) int64
     sizes: np.ndarray  # (C,) float64
     hists: tuple[np.ndarray, ...]  # (C, card_a) float64 each
+    #: per sensitive attribute, its non-empty cells (class, value, count), made when the table
+    #: is first rolled up (:func:`_cells`)
+    cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=list, compare=False, repr=False)
 
     @property
     def nbytes(self) -> int:
         return self.codes.nbytes + self.sizes.nbytes + sum(h.nbytes for h in self.hists)
+
+
+def _cells(table: ClassTable) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The non-empty (class, value) cells of every histogram of ``table``: rolling a table up
+    sums its cells, not its whole class × value histograms (most of whose cells are empty when
+    there are many small classes)."""
+    if len(table.cells) < len(table.hists):
+        for hist in table.hists[len(table.cells):]:
+            flat = np.flatnonzero(hist)
+            cls, value = np.divmod(flat, hist.shape[1])
+            table.cells.append((cls, value, hist.reshape(-1)[flat]))
+    return table.cells
 
 
 def _sum_rows(cls: np.ndarray, c: int, values: np.ndarray) -> np.ndarray:
@@ -130,19 +146,28 @@ class ClassCache:
             self._maps[key] = parent
         return self._maps[key]
 
+    def _bottom_column(self, q: int, level: int) -> np.ndarray:
+        """Level-``level`` code of QI ``q`` of every bottom class (kept: the bottom table is the
+        base of many roll-ups)."""
+        key = (q, -1, level)
+        if key not in self._maps:
+            self._maps[key] = self._up(q, self.bottom.levels[q], level)[self.bottom.codes[q]]
+        return self._maps[key]
+
     def _base(self, levels: np.ndarray) -> ClassTable:
         """The cached table with the fewest classes among the nodes finer than ``levels``."""
+        fallback = self.bottom
         finer = (self._levels <= levels).all(axis=1)
         if finer.any():
             classes = np.where(finer, self._classes, np.inf)
             slot = int(classes.argmin())
-            if classes[slot] < self.bottom.sizes.size:
+            if classes[slot] < fallback.sizes.size:
                 table = self._tables[slot]
                 if table is None:  # a slot's class count is set only with its table
                     raise EnclaveError(f"the class-table cache's slot {slot} counts classes but "
                                        "holds no table (a bug of enclave.deid.classes)")
                 return table
-        return self.bottom
+        return fallback
 
     def rows_at(self, levels: Sequence[int]) -> tuple[ClassTable, np.ndarray]:
         """The classes of ``levels`` rolled up from the bottom table (not cached) and the class
@@ -164,12 +189,19 @@ class ClassCache:
     def _roll(self, base: ClassTable, lv: tuple[int, ...]) -> tuple[ClassTable, np.ndarray]:
         """The table of node ``lv`` from the finer ``base``, and the new class of each base class."""
         hierarchies = self.micro.hierarchies
-        cols = [base.codes[q] if v == base.levels[q] else self._up(q, base.levels[q], v)[
-            base.codes[q]] for q, v in enumerate(lv)]
+        cols = [base.codes[q] if v == base.levels[q] else self._bottom_column(q, v)
+                if base is self.bottom else self._up(q, base.levels[q], v)[base.codes[q]]
+                for q, v in enumerate(lv)]
         cards = [h.cardinality(v) for h, v in zip(hierarchies, lv, strict=True)]
         cls, c, codes = _group(cols, cards, base.sizes.size)
         sizes = np.bincount(cls, weights=base.sizes, minlength=c)
-        hists = tuple(_sum_rows(cls, c, h) for h in base.hists)
+        if base is self.bottom:  # many small classes, most cells empty: sum the non-empty ones
+            hists = tuple(
+                np.bincount(cls[cell_cls] * h.shape[1] + value, weights=count,
+                            minlength=c * h.shape[1]).reshape(c, h.shape[1])
+                for h, (cell_cls, value, count) in zip(base.hists, _cells(base), strict=True))
+        else:
+            hists = tuple(_sum_rows(cls, c, h) for h in base.hists)
         return ClassTable(lv, codes, sizes, hists), cls
 
     def _keep(self, table: ClassTable) -> None:

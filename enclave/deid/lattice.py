@@ -20,8 +20,14 @@ Algorithm (best-first branch and bound with Flash-style predictive tagging):
 3. For a non-monotone policy (ℓ-diversity / t-closeness with suppression) only the failure of the
    k-anonymity part is inherited downward; other nodes are checked one by one in bound order.
 
-When the loss of every anonymous node equals its bound (``exact``: no suppression allowed), nodes
-tagged anonymous never need evaluating at all.
+When the loss of every anonymous node equals its bound (``exact``: no suppression allowed) and the
+policy is monotone, the search is top-down instead (:func:`_search_exact`): the answer is the first
+anonymous node in the order (bound, height, position), and only nodes before the best one found so
+far can beat it. Of those, the untagged node with the greatest height (then the greatest bound) is
+checked next: it is near the top of the region left, so a failure tags a large cone below it, and a
+success lowers the bound of the region. Nodes tagged anonymous never need evaluating at all. On
+Adult's lattice (4,320 nodes) this checks 10–55 nodes where the bound-ordered path search above
+checked 27–116.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ import numpy as np
 
 from enclave.errors import ConfigurationError
 
+#: default of the largest lattice the search explores (the release builder passes the setting
+#: ``release.max_lattice_nodes``; see :class:`enclave.deid.AnonymizationPolicy`)
 MAX_NODES = 5_000_000
 _TOL = 1e-12
 
@@ -44,15 +52,18 @@ class Lattice:
     names: tuple[str, ...]
     lowest: tuple[int, ...]
     highest: tuple[int, ...]
+    max_nodes: int = MAX_NODES
 
     def __post_init__(self) -> None:
         if not len(self.names) == len(self.lowest) == len(self.highest):
             raise ConfigurationError("lattice: one level range per quasi-identifier")
         if any(lo < 0 or hi < lo for lo, hi in zip(self.lowest, self.highest, strict=True)):
             raise ConfigurationError("lattice: each QI needs 0 ≤ lowest level ≤ highest level")
-        if self.size > MAX_NODES:
+        if self.size > self.max_nodes:
             raise ConfigurationError(
-                f"lattice has {self.size} nodes (limit {MAX_NODES}); cap some QIs' levels"
+                f"the generalization lattice has {self.size} nodes, more than the setting "
+                f"release.max_lattice_nodes allows ({self.max_nodes}); cap some "
+                "quasi-identifiers' levels (lowest/highest) or raise the setting"
             )
 
     @property
@@ -93,13 +104,16 @@ class SearchResult:
 
 
 def search(lattice: Lattice, lower_bound: np.ndarray, check: Callable[[int], NodeCheck], *,
-           monotone: bool, exact: bool) -> SearchResult:
-    """Optimal node of ``lattice`` (see the module docstring)."""
+           monotone: bool, exact: bool, floor: Sequence[int] | None = None) -> SearchResult:
+    """Optimal node of ``lattice`` (see the module docstring). ``floor``: levels below which no
+    node can qualify (known beforehand); those nodes are tagged as failing without a check."""
     nodes = lattice.nodes()
     n_nodes = nodes.shape[0]
     height = nodes.sum(axis=1)
     order = np.lexsort((height, lower_bound))
     status = np.zeros(n_nodes, dtype=np.int8)  # 0 unknown, 1 anonymous, -1 not
+    if floor is not None:
+        status[~(nodes >= np.asarray(floor, dtype=nodes.dtype)).all(axis=1)] = -1
     loss = np.full(n_nodes, np.nan)
     best, best_loss, checked = None, np.inf, 0
     radix = [hi - lo + 1 for lo, hi in zip(lattice.lowest, lattice.highest, strict=True)]
@@ -119,6 +133,10 @@ def search(lattice: Lattice, lower_bound: np.ndarray, check: Callable[[int], Nod
         nonlocal best, best_loss
         if value < best_loss - _TOL:
             best, best_loss = idx, value
+
+    if monotone and exact:
+        return _search_exact(nodes, lower_bound, height, status, check,
+                             lambda idx: cone(ge, idx), lambda idx: cone(le, idx))
 
     def run(idx: int) -> None:
         nonlocal checked
@@ -195,3 +213,38 @@ def search(lattice: Lattice, lower_bound: np.ndarray, check: Callable[[int], Nod
                 loss[idx] = out.loss
                 consider(idx, out.loss)
     return SearchResult(best, float(best_loss) if best is not None else float("nan"), checked)
+
+
+def _search_exact(nodes: np.ndarray, lower_bound: np.ndarray, height: np.ndarray,
+                  status: np.ndarray, check: Callable[[int], NodeCheck],
+                  above: Callable[[int], np.ndarray],
+                  below: Callable[[int], np.ndarray]) -> SearchResult:
+    """The first anonymous node in the order (bound, height, position) of a monotone policy whose
+    anonymous nodes cost their bound (see the module docstring)."""
+    n_nodes = nodes.shape[0]
+    rank = np.empty(n_nodes, dtype=np.int64)
+    rank[np.lexsort((height, lower_bound))] = np.arange(n_nodes)
+    # candidates in the order they are picked: the last one of this order first
+    pick = np.lexsort((lower_bound, height))
+    best, checked = None, 0
+    while True:
+        todo = status[pick] == 0
+        if best is not None:
+            todo &= rank[pick] < rank[best]
+        hits = np.flatnonzero(todo)
+        if not hits.size:
+            break
+        idx = int(pick[hits[-1]])
+        checked += 1
+        out = check(idx)
+        if out.anonymous:
+            up = np.flatnonzero(above(idx) & (status == 0))
+            status[up] = 1
+            first = int(up[rank[up].argmin()])
+            if best is None or rank[first] < rank[best]:
+                best = first
+        else:
+            status[below(idx)] = -1
+    if best is None:
+        return SearchResult(None, float("nan"), checked)
+    return SearchResult(best, float(lower_bound[best]), checked)

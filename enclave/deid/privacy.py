@@ -26,6 +26,7 @@ the distribution over the whole input (before suppression), as in ARX.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -126,35 +127,60 @@ def _mask_limit(m: int) -> int:
 
 
 def _densify(key: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
-    """Dense ids ``0..d-1`` of ``key`` (values in ``0..bound-1``), in key order."""
-    if bound <= max(_mask_limit(key.size), 1 << 22):
+    """Dense ids ``0..d-1`` of ``key`` (values in ``0..bound-1``), in key order: a presence mask
+    when the range is small, else one sort of the keys with the row number packed in their low
+    bits (a plain integer sort, much faster than an argsort or ``np.unique``)."""
+    m = key.size
+    if bound <= max(_mask_limit(m), 1 << 16):
         present = np.zeros(bound, dtype=bool)
         present[key] = True
         dense = np.cumsum(present, dtype=np.int32)
         return dense[key].astype(np.int64) - 1, int(dense[-1]) if bound else 0
-    uniq, inverse = np.unique(key, return_inverse=True)
-    return inverse.reshape(-1), int(uniq.size)
+    rbits = max(1, (m - 1).bit_length())
+    if bound > 1 << (62 - rbits):
+        uniq, inverse = np.unique(key, return_inverse=True)
+        return inverse.reshape(-1), int(uniq.size)
+    packed = (key << rbits) | np.arange(m, dtype=np.int64)
+    packed.sort()
+    order = packed & ((1 << rbits) - 1)
+    packed >>= rbits
+    first = np.empty(m, dtype=bool)
+    first[0] = True
+    np.not_equal(packed[1:], packed[:-1], out=first[1:])
+    ids = np.cumsum(first, dtype=np.int64)
+    out = np.empty(m, dtype=np.int64)
+    out[order] = ids - 1
+    return out, int(ids[-1])
+
+
+#: up to this many rows, rows are grouped with one sort of their packed key (when it fits)
+_SORT_ROWS = 1 << 17
 
 
 def classes_of(columns: Sequence[np.ndarray], cards: Sequence[int],
                m: int) -> tuple[np.ndarray, int]:
     """Class id of each of ``m`` rows grouped by several code columns (``cards``: codes per
-    column), and the number of classes. Linear time as a rule: the combined key is re-densified
-    with a presence mask whenever its range would outgrow ``16 m`` (no sort of the rows); the
-    columns are taken by increasing cardinality so that the mask stays small. Class ids follow
+    column), and the number of classes. Small tables (up to ``_SORT_ROWS`` rows) pack the codes
+    into one key and sort it once (:func:`_densify`); larger ones stay in linear time: the
+    combined key is re-densified with a presence mask whenever its range would outgrow ``16 m``,
+    the columns taken by increasing cardinality so that the mask stays small. Class ids follow
     key order."""
     if m == 0:
         return np.zeros(0, dtype=np.int64), 0
+    total = 1
+    for card in cards:
+        total *= max(card, 1)
+    limit = total if m <= _SORT_ROWS and total <= 1 << 40 else _mask_limit(m)
     key = np.zeros(m, dtype=np.int64)
     bound = 1
-    limit = _mask_limit(m)
     for q in sorted(range(len(cards)), key=lambda i: cards[i]):
         card = cards[q]
         if card <= 1:
             continue
         if bound * card > limit and bound > 1:
             key, bound = _densify(key, bound)
-        key = key * card + columns[q]
+        key *= card
+        key += columns[q]
         bound *= card
     return _densify(key, bound)
 
@@ -235,9 +261,12 @@ def _leaf_codes(frame: pl.DataFrame, qis: Sequence[str],
         for i, (q, h, is_enum) in enumerate(zip(qis, hierarchies, enum, strict=True))
         if not is_enum
     ) if not all(enum) else None
+    physical = frame.select(pl.col(q).to_physical().alias(f"_{i}")  # one query for all
+                            for i, (q, is_enum) in enumerate(zip(qis, enum, strict=True))
+                            if is_enum) if any(enum) else None
     out = np.empty((frame.height, len(qis)), dtype=np.int32, order="F")
     for i, (q, h, is_enum) in enumerate(zip(qis, hierarchies, enum, strict=True)):
-        col = frame.get_column(q).to_physical() if is_enum else cast.get_column(f"_{i}")
+        col = (physical if is_enum else cast).get_column(f"_{i}")
         bad = col.null_count() > 0
         if not bad:
             codes = col.to_numpy()
@@ -308,6 +337,19 @@ def emd(hist: np.ndarray, reference: np.ndarray, distance: str,
     return np.abs(np.cumsum(diff, axis=1)[:, :-1]).sum(axis=1) / (m - 1)
 
 
+@functools.lru_cache(maxsize=32)
+def _tree(hierarchy: Hierarchy) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Per level ``j ≥ 1`` of ``hierarchy``: the level-(j−1) codes ordered by parent, and where
+    each parent's children start in that order (made once per hierarchy)."""
+    out = []
+    for j in range(1, hierarchy.height + 1):
+        parent = np.zeros(hierarchy.cardinality(j - 1), dtype=np.int64)
+        parent[hierarchy.codes[j - 1]] = hierarchy.codes[j]  # parent of every level-(j-1) code
+        order = np.argsort(parent, kind="stable")
+        out.append((order, np.flatnonzero(np.r_[True, np.diff(parent[order]) != 0])))
+    return tuple(out)
+
+
 def _hierarchical_emd(extra: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
     """Li et al.'s hierarchical EMD: Σ over inner nodes N of height(N)/H · min(pos(N), neg(N)),
     where pos/neg sum the positive/negative surplus ``p − q`` of N's children."""
@@ -316,13 +358,7 @@ def _hierarchical_emd(extra: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
     if h == 0:
         return out
     child = extra  # surplus of every node of the level below, per class
-    for j in range(1, h + 1):
-        below, level = hierarchy.codes[j - 1], hierarchy.codes[j]
-        # parent (level-j code) of every level-(j-1) code
-        parent = np.zeros(hierarchy.cardinality(j - 1), dtype=np.int64)
-        parent[below] = level
-        order = np.argsort(parent, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(parent[order]) != 0])
+    for j, (order, starts) in enumerate(_tree(hierarchy), start=1):
         pos = np.add.reduceat(np.maximum(child[:, order], 0.0), starts, axis=1)
         neg = np.add.reduceat(np.maximum(-child[:, order], 0.0), starts, axis=1)
         out += (j / h) * np.minimum(pos, neg).sum(axis=1)

@@ -160,7 +160,10 @@ def hierarchies(patients: pl.DataFrame, policy: ReleasePolicy) -> dict[str, Hier
     return out
 
 
-def anonymization_policy(patients: pl.DataFrame, policy: ReleasePolicy) -> AnonymizationPolicy:
+def anonymization_policy(patients: pl.DataFrame, policy: ReleasePolicy,
+                         max_lattice_nodes: int) -> AnonymizationPolicy:
+    """The engine's policy for ``policy``; ``max_lattice_nodes`` is the setting
+    ``release.max_lattice_nodes``."""
     ld = policy.l_diversity
     return AnonymizationPolicy(
         qis=hierarchies(patients, policy),
@@ -168,6 +171,7 @@ def anonymization_policy(patients: pl.DataFrame, policy: ReleasePolicy) -> Anony
         l_diversity=LDiversity(SENSITIVE_ATTRIBUTE, ld.l, ld.variant, ld.c) if ld else None,
         t_closeness=TCloseness(SENSITIVE_ATTRIBUTE, policy.t_closeness.t) if policy.t_closeness else None,
         max_suppression=policy.max_suppression,
+        max_lattice_nodes=max_lattice_nodes,
     )
 
 
@@ -313,7 +317,11 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
         patients = patient_frame(con, reference_year)
         if patients.height == 0:
             raise BadInputError("the store holds no patients: ingest first")
-        result = anonymize(patients, anonymization_policy(patients, policy), patient_id="person_id")
+        result = anonymize(
+            patients,
+            anonymization_policy(patients, policy, settings.release.max_lattice_nodes),
+            patient_id="person_id",
+        )
         if result.risk.prosecutor_max > policy.risk_threshold + 1e-12:
             qi = max(result.utility.height_per_qi, key=lambda x: 1 - x[1])[0]
             raise DisclosureRiskError(

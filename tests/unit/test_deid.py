@@ -236,6 +236,18 @@ def test_policy_validation() -> None:
         anonymize(small(), AnonymizationPolicy({"age": AGE}, l_diversity=LDiversity("dx", 2)))
 
 
+def test_lattice_larger_than_the_setting_is_refused_naming_it() -> None:
+    # AGE × SEX: (height + 1) × 2 nodes; a limit just below refuses, naming the setting
+    size = (AGE.height + 1) * (SEX.height + 1)
+    policy = AnonymizationPolicy({"age": AGE, "sex": SEX}, k=2, max_lattice_nodes=size - 1)
+    with pytest.raises(ConfigurationError, match=rf"release\.max_lattice_nodes.*\({size - 1}\)"):
+        anonymize(small(), policy)
+    at_limit = AnonymizationPolicy({"age": AGE, "sex": SEX}, k=2, max_lattice_nodes=size)
+    assert anonymize(small(), at_limit).lattice_size == size
+    with pytest.raises(ConfigurationError, match="max_lattice_nodes"):
+        AnonymizationPolicy({"age": AGE}, max_lattice_nodes=0)
+
+
 def test_population_gives_journalist_and_marketer_risk() -> None:
     release = small()
     population = pl.concat([small(), small().head(2)])  # the 20-24 M class has 4 in the population
