@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from enclave.disclosure.evidence import compute_evidence, evidence_sql, margin_evidence
+from enclave.disclosure.evidence import (
+    compute_evidence,
+    evidence_expr,
+    evidence_frame,
+    margin_evidence,
+)
 from enclave.disclosure.policy import (
     ABS,
     ACRO,
@@ -64,7 +69,8 @@ __all__ = [
     "check_table",
     "class_outcome",
     "compute_evidence",
-    "evidence_sql",
+    "evidence_expr",
+    "evidence_frame",
     "get_preset",
     "margin_evidence",
     "policy_from_settings",
@@ -100,7 +106,7 @@ def check_table(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
     ``table.suppressed`` says which cells and margins may not be published. ``label`` names the
     published statistic in reasons (e.g. ``std``, checked as a mean). ``per_patient``: the
     relation is one row per cell × patient with that patient's rows and value aggregates (see
-    :func:`enclave.disclosure.evidence.evidence_sql`).
+    :func:`enclave.disclosure.evidence.evidence_expr`).
     """
     stat = Statistic(statistic)
     ev = compute_evidence(con, relation, patient, groups, value, sensitive, complete=True,
