@@ -1,4 +1,4 @@
-"""Disclosure evidence: one ibis expression per output computes, per cell, everything the rules need.
+"""Disclosure evidence: one ibis expression computes, per cell of an output, all the rules need.
 
 The expression (:func:`evidence_expr`) is the one definition of the evidence, on every engine: on
 DuckDB it is compiled to one SQL statement that runs on the caller's connection
@@ -96,7 +96,8 @@ def _agg(t: ir.Table, groups: Sequence[str], **metrics: ir.Value) -> ir.Table:
     return t.group_by(list(groups)).aggregate(**metrics) if groups else t.aggregate(**metrics)
 
 
-def _by_cell(left: ir.Table, right: ir.Table, groups: Sequence[str], how: str = "inner") -> ir.Table:
+def _by_cell(left: ir.Table, right: ir.Table, groups: Sequence[str],
+             how: str = "inner") -> ir.Table:
     """``left`` joined with the per-cell ``right`` on the grouping columns, nulls matching nulls
     (a null level is a cell); ``right``'s grouping columns are dropped."""
     if not groups:
@@ -161,8 +162,8 @@ def evidence_expr(t: ir.Table, patient: str, groups: Sequence[str], value: str |
                         **({"_s": t[sensitive]} if sensitive else {}))
         # min, max and negatives feed only the extremes rule (and min, max the class rules)
         spread = ({"_min": base._v.min(), "_max": base._v.max(),
-                   "_neg": base._v.count(where=base._v < 0)} if extremes else {"_min": ibis.null(f64), "_max": ibis.null(f64),
-                                    "_neg": ibis.null(i64)})
+                   "_neg": base._v.count(where=base._v < 0)} if extremes
+                  else {"_min": ibis.null(f64), "_max": ibis.null(f64), "_neg": ibis.null(i64)})
         pp = base.group_by([*groups, "_pid"] + (["_s"] if sensitive else [])).aggregate(
             _rows=base.count(), _nv=base._v.count(),
             _sum=ibis.null(f64) if apart else base._v.sum(), _abs=base._v.abs().sum(), **spread)
@@ -252,7 +253,8 @@ def evidence_frame(engine, t: ir.Table, patient: str, groups: Sequence[str],
                    value: str | None = None, sensitive: str | None = None,
                    complete: bool = False, extremes: bool = True, bounds: bool = False,
                    per_patient: bool = False, top_two: str | None = None) -> pl.DataFrame:
-    """:func:`evidence_expr` run on ``engine`` (an :class:`enclave.engine.Engine`), sorted by the grouping columns (nulls last).
+    """:func:`evidence_expr` run on ``engine`` (an :class:`enclave.engine.Engine`), sorted by
+    the grouping columns (nulls last).
 
     ``complete=True`` adds the empty cells of the cross product of the levels seen in each
     grouping column, with zero counts and null statistics (zeros rule)."""

@@ -19,7 +19,8 @@ checkouts have (same arguments):
 * ``risk``: the release risk (:func:`enclave.deid.sets.measure_risk`) of ``--rows``/10 released
   patients against a population twice that size (DuckDB);
 * ``hmac pseudonyms`` / ``hmac link keys``: ``--rows``/2 pseudonyms
-  (:func:`enclave.release.keys.pseudonyms`) and link keys (:func:`enclave.ingest.linkage.link_keys`).
+  (:func:`enclave.release.keys.pseudonyms`) and link keys
+  (:func:`enclave.ingest.linkage.link_keys`).
 
 Prints, per job, the median seconds of old and new and the ratio new / old (acceptance: at most
 1.10), and whether the two gave the same result (a digest of the result frame; floats rounded to
