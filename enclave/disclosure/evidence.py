@@ -202,8 +202,10 @@ def evidence_expr(t: ir.Table, patient: str, groups: Sequence[str], value: str |
         top2=top2,
         abs_total=p._abs.sum().fill_null(0.0),
         negatives=p._neg.sum().cast(i64),
-        patients_at_min=p.count(where=p._min == p._cmin) if extremes else ibis.null(i64),
-        patients_at_max=p.count(where=p._max == p._cmax) if extremes else ibis.null(i64),
+        patients_at_min=p.count(where=(p._min == p._cmin).fill_null(False)) if extremes
+        else ibis.null(i64),
+        patients_at_max=p.count(where=(p._max == p._cmax).fill_null(False)) if extremes
+        else ibis.null(i64),
     )
     if apart:
         # from the relation itself, not the per-patient stage's projection of it: read twice,
