@@ -1,16 +1,16 @@
 """Hashing: keyed hashes for linkage keys and pseudonyms (security-critical, small on purpose),
 and file digests for lineage and release manifests.
 
-HMAC-SHA256 (RFC 2104) computed with pre-keyed hashlib states that are copied per message: the
-same digests as ``hmac.digest(key, msg, "sha256")`` at about half the cost for millions of short
-messages. :func:`hmac_sha256_hex` computes the same construction over a whole column with DuckDB's
-``sha256`` in a private in-memory connection: no Python object per message, and all cores.
+HMAC-SHA256 (RFC 2104) has one implementation, :func:`hmac_sha256_hex`: the construction over a
+whole column with DuckDB's ``sha256`` in a private in-memory connection (no Python object per
+message, and all cores), the same digests as ``hmac.digest(key, msg, "sha256")``. The numbers that
+pseudonyms, date shifts and ledger tokens draw from a digest are its first 8 bytes
+(:func:`hmac_sha256_u64`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
@@ -29,21 +29,6 @@ def _pads(key: bytes) -> tuple[bytes, bytes]:
     return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
 
 
-def hmac_sha256_many(key: bytes, messages: Iterable[bytes]) -> list[bytes]:
-    inner_pad, outer_pad = _pads(key)
-    inner = hashlib.sha256(inner_pad)
-    outer = hashlib.sha256(outer_pad)
-    out = []
-    append = out.append
-    for m in messages:
-        i = inner.copy()
-        i.update(m)
-        o = outer.copy()
-        o.update(i.digest())
-        append(o.digest())
-    return out
-
-
 def hmac_sha256_hex(key: bytes, messages: pl.Series, chars: int = 64) -> pl.Series:
     """HMAC-SHA256 of each message (UTF-8) as lowercase hex, its first ``chars`` characters; null
     for null. The key's pads are query parameters of a connection that lives for this call only:
@@ -59,6 +44,11 @@ def hmac_sha256_hex(key: bytes, messages: pl.Series, chars: int = 64) -> pl.Seri
     finally:
         con.close()
     return pl.from_arrow(out)["k"].alias(messages.name)
+
+
+def hmac_sha256_u64(key: bytes, messages: pl.Series) -> pl.Series:
+    """The first 8 bytes of each message's HMAC-SHA256, big-endian, as UInt64; null for null."""
+    return hmac_sha256_hex(key, messages, 16).str.to_integer(base=16, dtype=pl.UInt64)
 
 
 def file_sha256(path: Path) -> str:

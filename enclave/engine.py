@@ -2,7 +2,7 @@
 
 The ingest's transforms after parsing (:mod:`enclave.ingest.transforms`,
 :mod:`enclave.ingest.cdm_rows`, :mod:`enclave.ingest.derived`), the release risk
-(:mod:`enclave.deid.sets`), the disclosure evidence (:mod:`enclave.disclosure.portable`) and the
+(:mod:`enclave.deid.sets`), the disclosure evidence (:mod:`enclave.disclosure.evidence`) and the
 indicator cells (:mod:`enclave.indicators.cells`) are written as ibis expressions over an
 :class:`Engine`'s tables; this module is the one place that knows which engine they run on. ``[engine] backend`` in ``settings.toml`` picks it:
 

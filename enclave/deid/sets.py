@@ -3,10 +3,11 @@
 The lattice search (:mod:`enclave.deid.lattice`) works on encoded numpy arrays of one row per
 patient; what scales with the data is around it: building that one-row-per-patient table from the
 store (:func:`patient_expr`), and measuring a released table — its equivalence classes (patients per
-combination of quasi-identifier values), the classes below k, and the prosecutor / journalist /
-marketer risk against an optional population (:func:`risk_expr`, the same formulas as
-:func:`enclave.deid.metrics.risk_report`). These are written once in ibis and run unchanged on
-the configured engine (:mod:`enclave.engine`).
+combination of quasi-identifier values), the classes below k, and the classes' sizes in an optional
+population (:func:`class_pairs_expr`). These are written once in ibis and run unchanged on the
+configured engine (:mod:`enclave.engine`); what comes back is one small row per class, and the
+prosecutor / journalist / marketer risk is computed from it by the one set of formulas,
+:func:`enclave.deid.metrics.risk_report` (:func:`measure_risk`).
 
 Class sizes count **distinct patients**, so a table with several rows per patient is measured at
 the patient level; a row whose quasi-identifier is null forms its own class with the other nulls
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 import ibis
 import ibis.expr.types as ir
 
-from enclave.deid.metrics import RiskReport
+from enclave.deid.metrics import RiskReport, risk_report
 from enclave.errors import BadInputError
 
 #: the sensitive attribute of the release builder's patient table (most frequent condition)
@@ -47,56 +48,30 @@ def k_violations_expr(t: ir.Table, qis: Sequence[str], patient: str, k: int) -> 
     return sizes.filter(sizes.size < k)
 
 
-def size_counts_expr(t: ir.Table, qis: Sequence[str], patient: str) -> ir.Table:
-    """``(size, classes)``: how many classes have each size (the risk profile of a release)."""
-    sizes = class_sizes_expr(t, qis, patient)
-    return sizes.group_by("size").aggregate(classes=sizes.count().cast("int64"))
-
-
-def risk_expr(released: ir.Table, qis: Sequence[str], patient: str,
-              population: ir.Table | None = None) -> ir.Table:
-    """One row: ``records, classes, smallest_class, prosecutor_max, prosecutor_avg,
-    journalist_max, marketer`` of the release (population: same QIs, same generalization)."""
+def class_pairs_expr(released: ir.Table, qis: Sequence[str], patient: str,
+                     population: ir.Table | None = None) -> ir.Table:
+    """One row per class of the release: ``size`` (its distinct patients) and, given a
+    ``population`` (same QIs, same generalization), ``population_size`` (that class's patients in
+    the population; 0 where none). Nulls match nulls."""
     qis = list(qis)
     f = class_sizes_expr(released, qis, patient)
     if population is None:
-        both = f.mutate(_F=f.size)
-    else:
-        _need(population, [*qis, patient], "population")
-        pop = class_sizes_expr(population, qis, patient)
-        pop = pop.rename({f"_p_{q}": q for q in qis}).rename(_pop="size")
-        joined = f.left_join(pop, [f[q].identical_to(pop[f"_p_{q}"]) for q in qis])
-        both = joined.select(*qis, "size", _F=ibis.greatest(joined._pop.fill_null(0),
-                                                             joined.size))
-    n = both.size.sum()
-    c = both.count()
-    return both.aggregate(
-        records=n.cast("int64"),
-        classes=c.cast("int64"),
-        smallest_class=both.size.min().cast("int64"),
-        prosecutor_max=1.0 / both.size.min().cast("float64"),
-        prosecutor_avg=c.cast("float64") / n.cast("float64"),
-        journalist_max=1.0 / both._F.min().cast("float64"),
-        marketer=(both.size.cast("float64") / both._F.cast("float64")).sum() / n.cast("float64"),
-    )
+        return f.select("size")
+    _need(population, [*qis, patient], "population")
+    pop = class_sizes_expr(population, qis, patient)
+    pop = pop.rename({f"_p_{q}": q for q in qis}).rename(_pop="size")
+    joined = f.left_join(pop, [f[q].identical_to(pop[f"_p_{q}"]) for q in qis])
+    return joined.select("size", population_size=joined._pop.fill_null(0))
 
 
 def measure_risk(engine, released: ir.Table, qis: Sequence[str], patient: str,
                  population: ir.Table | None = None, suppressed: int = 0) -> RiskReport:
-    """:func:`risk_expr` and :func:`size_counts_expr` run on ``engine``, as a
-    :class:`RiskReport` (equal to :func:`enclave.deid.metrics.risk_report` of the same classes)."""
-    row = engine.to_polars(risk_expr(released, qis, patient, population)).row(0, named=True)
-    if not row["records"]:
-        return RiskReport(0, 0, 0, suppressed, 0.0, 0.0, 0.0, 0.0, ())
-    counts = engine.to_polars(size_counts_expr(released, qis, patient)).sort("size")
-    return RiskReport(
-        records=int(row["records"]), classes=int(row["classes"]),
-        smallest_class=int(row["smallest_class"]), suppressed=suppressed,
-        prosecutor_max=float(row["prosecutor_max"]), prosecutor_avg=float(row["prosecutor_avg"]),
-        journalist_max=float(row["journalist_max"]), marketer=float(row["marketer"]),
-        class_size_counts=tuple((int(s), int(k)) for s, k in counts.select("size", "classes")
-                                .iter_rows()),
-    )
+    """The risk of a released table on ``engine``: its classes (and their population sizes)
+    computed by the engine (:func:`class_pairs_expr`), one small row per class, and the formulas
+    of :func:`enclave.deid.metrics.risk_report`, the ones the lattice search uses."""
+    pairs = engine.to_polars(class_pairs_expr(released, qis, patient, population))
+    return risk_report(pairs["size"].to_numpy(), suppressed,
+                       None if population is None else pairs["population_size"].to_numpy())
 
 
 def patient_expr(person: ir.Table, location: ir.Table, conditions: ir.Table,

@@ -24,7 +24,12 @@ from enclave.disclosure.check import (
     round_counts,
     round_significant,
 )
-from enclave.disclosure.evidence import compute_evidence, evidence_sql, margin_evidence
+from enclave.disclosure.evidence import (
+    compute_evidence,
+    evidence_expr,
+    evidence_frame,
+    margin_evidence,
+)
 from enclave.disclosure.policy import (
     ABS,
     ACRO,
@@ -69,7 +74,8 @@ __all__ = [
     "class_outcome",
     "compute_evidence",
     "evidence_needed",
-    "evidence_sql",
+    "evidence_expr",
+    "evidence_frame",
     "get_preset",
     "margin_evidence",
     "policy_dict",
@@ -108,7 +114,7 @@ def check_table(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
     ``table.suppressed`` says which cells and margins may not be published. ``label`` names the
     published statistic in reasons (e.g. ``std``, checked as a mean). ``per_patient``: the
     relation is one row per cell × patient with that patient's rows and value aggregates (see
-    :func:`enclave.disclosure.evidence.evidence_sql`).
+    :func:`enclave.disclosure.evidence.evidence_expr`).
     """
     stat = Statistic(statistic)
     # compute the extremes / bounds evidence only when a rule reads it

@@ -1,10 +1,12 @@
-"""Disclosure evidence: one DuckDB statement per output computes, per cell, everything the rules need.
+"""Disclosure evidence: one ibis expression computes, per cell of an output, all the rules need.
 
-The input is any SQL relation (a table name or a parenthesised-able query text, later the SQL that
-ibis compiles for a researcher's output) with a patient id column, grouping columns, an optional
-value column and an optional sensitive column. The statement scans the relation once, aggregates to
-one row per cell × patient (so a patient with many rows is one contributor), and from there to one
-row per cell:
+The expression (:func:`evidence_expr`) is the one definition of the evidence, on every engine: on
+DuckDB it is compiled to one SQL statement that runs on the caller's connection
+(:func:`compute_evidence` takes a table name or a query text, as the researcher outputs and the
+airlock hold them), on Spark it runs as a Spark plan (:func:`evidence_frame`). Its input has a
+patient id column, grouping columns, an optional value column and an optional sensitive column.
+It aggregates to one row per cell × patient (so a patient with many rows is one contributor), and
+from there to one row per cell:
 
 ==================  ==========================================================================
 ``rows``            rows in the cell
@@ -21,6 +23,15 @@ row per cell:
 ``modal_patients``  patients holding that column's most-patient value (class disclosure)
 ==================  ==========================================================================
 
+The second-largest contribution is the one step written per engine, because only DuckDB has a
+one-pass top-n aggregate: on DuckDB the cell aggregation takes ``max(contribution, 2)``; elsewhere
+one aggregation per cell finds a patient holding the largest contribution (``argmax``, no sort), a
+join back to the cell × patient sums (null-safe on the grouping columns) excludes that patient, and
+the largest of the rest is the second. Patients are told apart by id, never by comparing a
+recomputed sum with the maximum of sums: doubles added in parallel differ in their last bits
+between two computations of the same sum. ``tests/spec/test_evidence_engines.py`` holds both ways,
+and Spark, to a plain Python reference on generated tables.
+
 Dominance uses absolute values: a patient's contribution is the sum of the magnitudes of their
 values, so negative values cannot hide a dominant contributor (as the ABS rules prescribe).
 With ``complete=True`` cells of the cross product of observed levels that no row reaches come back
@@ -29,10 +40,16 @@ with zero counts (zeros rule). Evidence holds aggregates only; no patient-level 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import duckdb
+import ibis
+import ibis.expr.datatypes as dt
+import ibis.expr.types as ir
 import polars as pl
+from ibis.backends.sql.datatypes import DuckDBType
+from ibis.common.exceptions import IbisError
 
 from enclave.db import frame
 from enclave.errors import BadInputError
@@ -49,16 +66,22 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _same(cols: Sequence[str], left: str, right: str) -> str:
-    if not cols:
-        return "TRUE"
-    return " AND ".join(f"{left}.{_q(c)} IS NOT DISTINCT FROM {right}.{_q(c)}" for c in cols)
+#: the per-patient stage's columns, when the relation already is one row per cell × patient
+PER_PATIENT_COLUMNS = ("_rows", "_nv", "_sum", "_abs", "_min", "_max", "_neg")
+#: how the second-largest contribution is found: ``"list"`` (DuckDB's ``max(x, 2)``) or
+#: ``"join"`` (argmax per cell and a join back: every engine)
+TOP_TWO = ("list", "join")
+
+
+@ibis.udf.agg.builtin(name="max", signature=((dt.float64, dt.int64), dt.Array(dt.float64)))
+def _max_n(x, n):  # DuckDB's max(x, n): the n largest values, largest first
+    ...
 
 
 def check_roles(patient: str, groups: Sequence[str], value: str | None,
                 sensitive: str | None) -> None:
     """Refuse grouping columns that clash with the evidence's own names, and a patient, value or
-    sensitive column that is also a grouping column (shared by the SQL and the ibis evidence)."""
+    sensitive column that is also a grouping column."""
     clash = [g for g in groups if g in EVIDENCE_COLUMNS or g.startswith("_")]
     if clash:
         raise BadInputError(
@@ -69,168 +92,226 @@ def check_roles(patient: str, groups: Sequence[str], value: str | None,
             raise BadInputError(f"the {name} column '{col}' is also a grouping column")
 
 
-def evidence_sql(relation: str, patient: str, groups: Sequence[str], value: str | None = None,
-                 sensitive: str | None = None, extremes: bool = True,
-                 bounds: bool = False, per_patient: bool = False) -> str:
-    """The single statement that computes the evidence (see the module docstring).
+def _agg(t: ir.Table, groups: Sequence[str], **metrics: ir.Value) -> ir.Table:
+    return t.group_by(list(groups)).aggregate(**metrics) if groups else t.aggregate(**metrics)
 
-    ``per_patient``: the relation is already one row per cell × patient (what
+
+def _by_cell(left: ir.Table, right: ir.Table, groups: Sequence[str],
+             how: str = "inner") -> ir.Table:
+    """``left`` joined with the per-cell ``right`` on the grouping columns, nulls matching nulls
+    (a null level is a cell); ``right``'s grouping columns are dropped."""
+    if not groups:
+        return left.cross_join(right)
+    right = right.rename({f"_k_{g}": g for g in groups})
+    on = [left[g].identical_to(right[f"_k_{g}"]) for g in groups]
+    return left.join(right, on, how=how).drop(*(f"_k_{g}" for g in groups))
+
+
+def _top_two_for(t: ir.Table) -> str:
+    try:
+        name = t._find_backend(use_default=False).name
+    except IbisError:
+        return "join"
+    return "list" if name == "duckdb" else "join"
+
+
+def evidence_expr(t: ir.Table, patient: str, groups: Sequence[str], value: str | None = None,
+                  sensitive: str | None = None, extremes: bool = True, bounds: bool = False,
+                  per_patient: bool = False, top_two: str | None = None) -> ir.Table:
+    """Evidence per cell of ``t`` grouped by ``groups`` (columns: the groups, then
+    :data:`EVIDENCE_COLUMNS`; see the module docstring).
+
+    ``extremes=False`` leaves ``min``, ``max``, ``negatives`` and ``patients_at_min`` /
+    ``patients_at_max`` null (outputs without a min or max do not need them; the extremes rule
+    treats null as 0 patients, so it fails closed). ``bounds=True`` computes ``min`` and ``max``
+    without the rest of the extremes evidence (the class-disclosure rules of a sum or mean compare
+    them). ``per_patient``: ``t`` is already one row per cell × patient (what
     :func:`enclave.outputs.membership.materialize` computes once for the counts, the value
     statistics and the ledger), ``patient`` its patient column, with that patient's ``_rows`` and,
-    given a value, ``_nv`` (non-missing values), ``_sum``, ``_abs`` (sum of magnitudes),
-    ``_min``, ``_max`` and ``_neg`` (negative values) in the cell; not with a sensitive column."""
+    given a value, :data:`PER_PATIENT_COLUMNS` in the cell; not with a sensitive column.
+    ``top_two``: one of :data:`TOP_TWO` (default: ``"list"`` on DuckDB, else ``"join"``)."""
     groups = list(groups)
     check_roles(patient, groups, value, sensitive)
-    src = relation.strip()
-    src = f"({src})" if " " in src else src
-    g = [_q(c) for c in groups]
-    gsel = "".join(f"{c}, " for c in g)
-    gby = ", ".join(g)
     if per_patient and sensitive is not None:
         raise BadInputError("a relation per cell × patient has no sensitive column")
+    own = ("_rows",) if value is None else PER_PATIENT_COLUMNS
+    need = [patient, *groups, *(own if per_patient else (value, sensitive))]
+    missing = [c for c in need if c is not None and c not in t.columns]
+    if missing:
+        raise BadInputError(f"column(s) not in the relation: {', '.join(missing)}")
+    how = top_two or _top_two_for(t)
+    if how not in TOP_TWO:
+        raise ValueError(f"top_two must be one of {', '.join(TOP_TWO)}, not {how!r}")
     if value is None and sensitive is None:
-        return _count_evidence_sql(src, _q(patient), g, per_patient)
-    v = f"CAST(_r.{_q(value)} AS DOUBLE)" if value else "CAST(NULL AS DOUBLE)"
-    s = f"_r.{_q(sensitive)}" if sensitive else "NULL"
-    cell_by = f"GROUP BY {gby}" if g else ""
-    # per cell × patient [× sensitive value]
-    pp_keys = [*g, "_pid"] + (["_s"] if sensitive else [])
-    # read once (no sensitive column, no extremes): let DuckDB stream it instead of materializing
-    once = "NOT MATERIALIZED " if not sensitive and not extremes else ""
-    # min, max and negatives feed only the extremes rule: an output without a min or max skips
-    # them (three fewer aggregates over the largest grouping, about a third of its time)
-    spread = ("min(_v) AS _min, max(_v) AS _max, count(*) FILTER (WHERE _v < 0) AS _neg"
-              if extremes else "NULL::DOUBLE AS _min, NULL::DOUBLE AS _max, NULL::BIGINT AS _neg")
-    # ``bounds`` alone (the class-disclosure rules of a sum or mean need the cell's min and max):
-    # the cell's sum, min and max need no per-patient stage, so a second aggregation over the
-    # relation, by cell only, computes them and the per-patient stage drops its sum. A min and a
-    # max per cell × patient would add about a third to the statement; the second read costs
-    # about what the per-patient sum did (bench_disclosure: 1M rows, 200 cells).
+        return _count_expr(t, patient, groups, per_patient)
+    i64, f64 = "int64", "float64"
+    # ``bounds`` alone, over rows: the cell's sum, min and max need no per-patient stage, so a
+    # second aggregation by cell computes them and the per-patient stage drops its sum (a min and
+    # a max per cell × patient cost about a third more than that second read: bench_disclosure)
     apart = bounds and not extremes and value is not None and not per_patient
-    bnd = f"""
-    bnd AS (
-      SELECT {gsel}sum(_v) AS _sum, min(_v) AS _min, max(_v) AS _max
-      FROM (SELECT {''.join(f'_r.{c}, ' for c in g)}{v} AS _v FROM {src} AS _r) {cell_by}
-    )""" if apart else ""
-    if apart:
-        total = ("b._sum AS sum", 'b._sum / nullif(c."values", 0) AS mean', "b._min AS min",
-                 "b._max AS max")
-    else:
-        total = ("c.sum", "c.mean", "c.min", "c.max")
-    join_bnd = f"LEFT JOIN bnd AS b ON {_same(groups, 'c', 'b')}\n" if apart else ""
-    psum = "NULL::DOUBLE AS _sum" if apart else "sum(_v) AS _sum"
-    csum = ("NULL::DOUBLE AS sum, NULL::DOUBLE AS mean" if apart
-            else "sum(_sum) AS sum, sum(_sum) / nullif(sum(_nv), 0) AS mean")
-    cspread = ("min(_min) AS min, max(_max) AS max, sum(_neg)::BIGINT AS negatives" if extremes
-               else "min(_min) AS min, max(_max) AS max, NULL::BIGINT AS negatives"
-               if bounds and per_patient  # the per-patient table has them: no second scan
-               else "NULL::DOUBLE AS min, NULL::DOUBLE AS max, NULL::BIGINT AS negatives")
-    pp = f"""
-    pp AS {once}(
-      SELECT {', '.join(pp_keys)}, count(*) AS _rows, count(_v) AS _nv, {psum},
-             sum(abs(_v)) AS _abs, {spread}
-      FROM (SELECT {''.join(f'_r.{c}, ' for c in g)}_r.{_q(patient)} AS _pid, {v} AS _v,
-                   {s} AS _s FROM {src} AS _r)
-      GROUP BY {', '.join(pp_keys)}
-    )"""
     if per_patient:  # the relation is the per-patient stage: nothing to group
-        pp = f"""
-    pp AS NOT MATERIALIZED (
-      SELECT {''.join(f'_r.{c}, ' for c in g)}_r.{_q(patient)} AS _pid, _r._rows, _r._nv,
-             _r._sum, _r._abs, _r._min, _r._max, _r._neg FROM {src} AS _r
-    )"""
-    if sensitive:
-        p = f"""
-    p AS (
-      SELECT {gsel}_pid, sum(_rows) AS _rows, sum(_nv) AS _nv, sum(_sum) AS _sum,
-             sum(_abs) AS _abs, min(_min) AS _min, max(_max) AS _max, sum(_neg) AS _neg
-      FROM pp GROUP BY {', '.join([*g, '_pid'])}
-    )"""
-        cls = f"""
-    cls AS (
-      SELECT {gsel}max(_np)::BIGINT AS modal_patients, max(_nr)::BIGINT AS modal_rows FROM (
-        SELECT {gsel}count(DISTINCT _pid) AS _np, sum(_rows) AS _nr FROM pp
-        WHERE _s IS NOT NULL GROUP BY {', '.join([*g, '_s'])}
-      ) {cell_by}
-    )"""
+        keep = PER_PATIENT_COLUMNS if extremes or bounds else PER_PATIENT_COLUMNS[:4]
+        p = t.select(*groups, _pid=t[patient], **{c: t[c] for c in keep})
+        if not extremes:
+            p = p.mutate(_neg=ibis.null(i64), **({} if bounds else {
+                "_min": ibis.null(f64), "_max": ibis.null(f64)}))
+        pp = p
     else:
-        p = f"\n    p AS {once}(SELECT * FROM pp)"
-        cls = f"\n    cls AS (SELECT {gsel}NULL::BIGINT AS modal_patients, NULL::BIGINT AS modal_rows FROM cells)"
-    cells = f"""
-    cells AS (
-      SELECT {gsel}sum(_rows)::BIGINT AS rows, count(*)::BIGINT AS patients,
-             sum(_nv)::BIGINT AS "values", count(*) FILTER (WHERE _nv > 0)::BIGINT AS value_patients,
-             {csum}, {cspread}, max(_abs, 2) AS _top, sum(_abs) AS abs_total
-      FROM p {cell_by}
-    )"""
-    if not extremes:
-        ext = f"""
-    ext AS (SELECT {gsel}NULL::BIGINT AS patients_at_min, NULL::BIGINT AS patients_at_max
-            FROM cells)"""
+        v = t[value].cast(f64) if value else ibis.null(f64)
+        base = t.select(*groups, _pid=t[patient], _v=v,
+                        **({"_s": t[sensitive]} if sensitive else {}))
+        # min, max and negatives feed only the extremes rule (and min, max the class rules)
+        spread = ({"_min": base._v.min(), "_max": base._v.max(),
+                   "_neg": base._v.count(where=base._v < 0)} if extremes
+                  else {"_min": ibis.null(f64), "_max": ibis.null(f64), "_neg": ibis.null(i64)})
+        pp = base.group_by([*groups, "_pid"] + (["_s"] if sensitive else [])).aggregate(
+            _rows=base.count(), _nv=base._v.count(),
+            _sum=ibis.null(f64) if apart else base._v.sum(), _abs=base._v.abs().sum(), **spread)
+        p = pp
+        if sensitive:
+            p = pp.group_by([*groups, "_pid"]).aggregate(
+                _rows=pp._rows.sum(), _nv=pp._nv.sum(), _sum=pp._sum.sum(), _abs=pp._abs.sum(),
+                _min=pp._min.min(), _max=pp._max.max(), _neg=pp._neg.sum())
+    lead = {}
+    if how == "join":
+        # ``argmax`` keeps a null id: the rows without a patient are one contributor
+        lead["_top_pid"] = p._pid.argmax(p._abs)
+    if extremes:
+        lead |= {"_cmin": p._min.min(), "_cmax": p._max.max()}
+    if lead:
+        p = _by_cell(p, _agg(p, groups, **lead), groups)
+    if how == "join":
+        top1 = p._abs.max().fill_null(0.0)
+        top2 = top1 + p._abs.max(where=~p._pid.identical_to(p._top_pid)).fill_null(0.0)
     else:
-        ext = f"""
-    ext AS (
-      SELECT {''.join(f'c.{c}, ' for c in g)}
-             count(*) FILTER (WHERE p._min = c.min)::BIGINT AS patients_at_min,
-             count(*) FILTER (WHERE p._max = c.max)::BIGINT AS patients_at_max
-      FROM p JOIN cells AS c ON {_same(groups, 'p', 'c')}
-      {'GROUP BY ' + ', '.join(f'c.{c}' for c in g) if g else ''}
-    )"""
-    if not sensitive and not extremes:
-        # nothing to join: the per-cell statement is the whole evidence
-        out = ", ".join(
-            [f"c.{c}" for c in g]
-            + ["c.rows", "c.patients", 'c."values"', "c.value_patients", *total,
-               "coalesce(c._top[1], 0) AS top1",
-               "coalesce(c._top[1], 0) + coalesce(c._top[2], 0) AS top2",
-               "coalesce(c.abs_total, 0) AS abs_total", "c.negatives",
-               *(f"NULL::BIGINT AS {c}" for c in ("patients_at_min", "patients_at_max",
-                                                  "modal_rows", "modal_patients"))]
-        )
-        return (f"WITH {pp},{p},{cells}{',' if apart else ''}{bnd}\n"
-                f"SELECT {out} FROM cells AS c\n{join_bnd}"
-                + (f"ORDER BY {', '.join(f'c.{c}' for c in g)}" if g else ""))
-    out = ", ".join(
-        [f"c.{c}" for c in g]
-        + ["c.rows", "c.patients", 'c."values"', "c.value_patients", *total,
-           "coalesce(c._top[1], 0) AS top1",
-           "coalesce(c._top[1], 0) + coalesce(c._top[2], 0) AS top2",
-           "coalesce(c.abs_total, 0) AS abs_total",
-           "c.negatives", "e.patients_at_min", "e.patients_at_max", "k.modal_rows",
-           "k.modal_patients"]
+        top = _max_n(p._abs, 2)
+        top1 = top[0].fill_null(0.0)
+        top2 = top1 + top[1].fill_null(0.0)
+    nv = p._nv.sum()
+    cells = _agg(
+        p, groups,
+        rows=p._rows.sum().cast(i64),
+        patients=p.count().cast(i64),
+        values=nv.cast(i64),
+        value_patients=(p._nv > 0).sum().cast(i64),
+        sum=p._sum.sum(),
+        mean=p._sum.sum() / ibis.ifelse(nv == 0, ibis.null(i64), nv),
+        min=p._min.min(),
+        max=p._max.max(),
+        top1=top1,
+        top2=top2,
+        abs_total=p._abs.sum().fill_null(0.0),
+        negatives=p._neg.sum().cast(i64),
+        patients_at_min=p.count(where=(p._min == p._cmin).fill_null(False)) if extremes
+        else ibis.null(i64),
+        patients_at_max=p.count(where=(p._max == p._cmax).fill_null(False)) if extremes
+        else ibis.null(i64),
     )
-    return (
-        f"WITH {pp},{p},{cells},{ext},{cls}{',' if apart else ''}{bnd}\n"
-        f"SELECT {out} FROM cells AS c\n"
-        f"LEFT JOIN ext AS e ON {_same(groups, 'c', 'e')}\n"
-        f"LEFT JOIN cls AS k ON {_same(groups, 'c', 'k')}\n{join_bnd}"
-        + (f"ORDER BY {', '.join(f'c.{c}' for c in g)}" if g else "")
-    )
+    if apart:
+        # from the relation itself, not the per-patient stage's projection of it: read twice,
+        # that projection would be a common table expression, which DuckDB materializes
+        tv = t[value].cast(f64)
+        bnd = _agg(t, groups, _bsum=tv.sum(), _bmin=tv.min(), _bmax=tv.max())
+        cells = _by_cell(cells, bnd, groups, "left")
+        cells = cells.mutate(
+            sum=cells._bsum, min=cells._bmin, max=cells._bmax,
+            mean=cells._bsum / ibis.ifelse(cells["values"] == 0, ibis.null(i64), cells["values"]))
+    if not sensitive:
+        cells = cells.mutate(modal_rows=ibis.null(i64), modal_patients=ibis.null(i64))
+        return cells.select(*groups, *EVIDENCE_COLUMNS)
+    known = pp.filter(pp._s.notnull())
+    per_value = known.group_by([*groups, "_s"]).aggregate(
+        _np=known._pid.nunique(), _nr=known._rows.sum())
+    cls = _agg(per_value, groups, modal_patients=per_value._np.max().cast(i64),
+               modal_rows=per_value._nr.max().cast(i64))
+    return _by_cell(cells, cls, groups, "left").select(*groups, *EVIDENCE_COLUMNS)
 
 
-def _count_evidence_sql(src: str, pid: str, g: list[str], per_patient: bool = False) -> str:
+def _count_expr(t: ir.Table, patient: str, groups: list[str], per_patient: bool) -> ir.Table:
     """The evidence of an output without a value or sensitive column: one aggregation, no
     per-patient stage (nothing is summed per patient). Rows without a patient id count as one
-    patient together, as in the per-patient statement. ``per_patient``: the relation holds one
-    row per cell × patient: rows are the sum of ``_rows``, patients the rows of the cell."""
-    gsel = "".join(f"{c}, " for c in g)
+    patient together, as in the per-patient stage. ``per_patient``: rows are the sum of
+    ``_rows``, patients the rows of the cell."""
+    i64, f64 = "int64", "float64"
+    pid = t[patient]
     if per_patient:
-        rows, patients = "sum(_rows)::BIGINT", "count(*)::BIGINT"
+        rows, patients = t._rows.sum(), t.count()
     else:
-        rows = "count(*)::BIGINT"
-        patients = f"(count(DISTINCT {pid}) + (count(*) > count({pid}))::INTEGER)::BIGINT"
-    nulls = ", ".join(f"NULL::{t} AS {c}" for c, t in (
-        ("sum", "DOUBLE"), ("mean", "DOUBLE"), ("min", "DOUBLE"), ("max", "DOUBLE")))
-    return (
-        f"SELECT {gsel}{rows} AS rows,\n"
-        f"       {patients} AS patients,\n"
-        f'       0::BIGINT AS "values", 0::BIGINT AS value_patients, {nulls},\n'
-        "       0.0::DOUBLE AS top1, 0.0::DOUBLE AS top2, 0.0::DOUBLE AS abs_total,\n"
-        "       0::BIGINT AS negatives, NULL::BIGINT AS patients_at_min,\n"
-        "       NULL::BIGINT AS patients_at_max, NULL::BIGINT AS modal_rows,\n"
-        f"       NULL::BIGINT AS modal_patients\nFROM {src} AS _r\n"
-        + (f"GROUP BY {', '.join(g)}\nORDER BY {', '.join(g)}" if g else "")
+        rows, patients = t.count(), pid.nunique() + (t.count() > pid.count()).cast(i64)
+    out = _agg(
+        t, groups,
+        rows=rows.cast(i64), patients=patients.cast(i64),
+        values=ibis.literal(0, i64), value_patients=ibis.literal(0, i64),
+        **{c: ibis.null(f64) for c in ("sum", "mean", "min", "max")},
+        top1=ibis.literal(0.0, f64), top2=ibis.literal(0.0, f64),
+        abs_total=ibis.literal(0.0, f64), negatives=ibis.literal(0, i64),
+        patients_at_min=ibis.null(i64), patients_at_max=ibis.null(i64),
+        modal_rows=ibis.null(i64), modal_patients=ibis.null(i64),
     )
+    return out.select(*groups, *EVIDENCE_COLUMNS)
+
+
+def evidence_frame(engine, t: ir.Table, patient: str, groups: Sequence[str],
+                   value: str | None = None, sensitive: str | None = None,
+                   complete: bool = False, extremes: bool = True, bounds: bool = False,
+                   per_patient: bool = False, top_two: str | None = None) -> pl.DataFrame:
+    """:func:`evidence_expr` run on ``engine`` (an :class:`enclave.engine.Engine`), sorted by
+    the grouping columns (nulls last).
+
+    ``complete=True`` adds the empty cells of the cross product of the levels seen in each
+    grouping column, with zero counts and null statistics (zeros rule)."""
+    ev = engine.to_polars(evidence_expr(t, patient, groups, value, sensitive, extremes, bounds,
+                                        per_patient, top_two))
+    return _typed(ev, list(groups), complete)
+
+
+def _typed(ev: pl.DataFrame, groups: list[str], complete: bool) -> pl.DataFrame:
+    ev = ev.with_columns(pl.col(c).cast(pl.Int64) for c in COUNT_COLUMNS).with_columns(
+        pl.col(c).cast(pl.Float64) for c in EVIDENCE_COLUMNS if c not in COUNT_COLUMNS)
+    if complete and groups:
+        return complete_cells(ev, groups)
+    return ev.sort(groups, nulls_last=True) if groups else ev
+
+
+#: the name the compiled statement reads its input by, replaced by the caller's relation
+INPUT = "_enclave_input_relation"
+
+
+def input_schema(con: duckdb.DuckDBPyConnection, relation: str,
+                 columns: Sequence[str | None]) -> tuple[tuple[str, str], ...]:
+    """``(name, DuckDB type)`` of the named ``columns`` of ``relation`` (a table name or a query;
+    nothing runs), the key of a compiled statement: a missing column is left out, for the
+    expression to name it."""
+    src = relation.strip()
+    rel = con.sql(src if " " in src else f"SELECT * FROM {src}")
+    want = {c for c in columns if c is not None}
+    return tuple((c, str(t)) for c, t in zip(rel.columns, rel.types, strict=True) if c in want)
+
+
+def input_table(schema: tuple[tuple[str, str], ...], name: str = INPUT) -> ir.Table:
+    """The unbound ibis table of ``schema`` (from :func:`input_schema`)."""
+    return ibis.table({c: DuckDBType.from_string(t) for c, t in schema}, name=name)
+
+
+def bind(sql: str, sources: dict[str, str]) -> str:
+    """A compiled statement with each placeholder table (``name``: its relation, a table name or
+    a query) replaced by the relation."""
+    for name, relation in sources.items():
+        src = relation.strip()
+        sql = sql.replace(f'"{name}"', f"({src})" if " " in src else src)
+    return sql
+
+
+@functools.lru_cache(maxsize=256)
+def evidence_statement(schema: tuple[tuple[str, str], ...], patient: str, groups: tuple[str, ...],
+                       value: str | None, sensitive: str | None, extremes: bool, bounds: bool,
+                       per_patient: bool) -> str:
+    """The DuckDB statement of :func:`evidence_expr` over the placeholder :data:`INPUT` of
+    ``schema``: compiled once per input schema and options (ibis takes tens of milliseconds to
+    build and compile it, more than the statement takes on a small output)."""
+    expr = evidence_expr(input_table(schema), patient, groups, value, sensitive, extremes,
+                         bounds, per_patient, top_two="list")
+    return ibis.to_sql(expr, dialect="duckdb")
 
 
 def compute_evidence(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
@@ -238,31 +319,28 @@ def compute_evidence(con: duckdb.DuckDBPyConnection, relation: str, patient: str
                      sensitive: str | None = None, complete: bool = False,
                      extremes: bool = True, bounds: bool = False,
                      per_patient: bool = False) -> pl.DataFrame:
-    """Evidence per cell of ``relation`` grouped by ``groups`` (one DuckDB statement).
-
-    ``complete=True`` adds the empty cells of the cross product of the levels seen in each
-    grouping column, with zero counts and null statistics. ``extremes=False`` leaves ``min``,
-    ``max``, ``negatives`` and ``patients_at_min``/``patients_at_max`` null (outputs without a min
-    or max do not need them; the extremes rule treats null as 0 patients, so it fails closed).
-    ``bounds=True`` computes ``min`` and ``max`` without the rest of the extremes evidence (the
-    class-disclosure rules of a sum or mean compare them). Without a value or sensitive column
-    the evidence is one aggregation (rows, distinct patients); ``per_patient``: see
-    :func:`evidence_sql`.
-    """
+    """Evidence per cell of ``relation`` (a table name or a query on ``con``) grouped by
+    ``groups``: :func:`evidence_expr` compiled to one statement run on ``con``, sorted by the
+    grouping columns (nulls last); options as in :func:`evidence_expr` and
+    :func:`evidence_frame`. DuckDB's messages may quote values: only their kind is told."""
+    groups = list(groups)
+    check_roles(patient, groups, value, sensitive)
     try:
-        ev = frame(con, evidence_sql(relation, patient, groups, value, sensitive, extremes,
-                                     bounds, per_patient))
-    except duckdb.Error as exc:
+        schema = input_schema(con, relation, [patient, *groups, value, sensitive,
+                                              *(PER_PATIENT_COLUMNS if per_patient else ())])
+        sql = evidence_statement(schema, patient, tuple(groups), value, sensitive, extremes,
+                                 bounds, per_patient)
+        ev = frame(con, bind(sql, {INPUT: relation}))
+    except (duckdb.Error, IbisError) as exc:
         raise BadInputError(
             f"could not compute disclosure evidence over the given relation: {type(exc).__name__}"
         ) from None
-    return complete_cells(ev, groups) if complete else ev
+    return _typed(ev, groups, complete)
 
 
 def complete_cells(ev: pl.DataFrame, groups: Sequence[str]) -> pl.DataFrame:
     """Add the empty cells of the cross product of the levels seen in each grouping column, with
-    zero counts and null statistics (shared with the ibis evidence of
-    :mod:`enclave.disclosure.portable`)."""
+    zero counts and null statistics."""
     if not groups:
         return ev
     grid = ev.select(pl.col(groups[0]).unique())
@@ -286,7 +364,10 @@ def margin_evidence(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
     ``level`` is ``row`` (one row per ``row`` level: the row totals), ``column`` or ``total``.
     Given ``row_levels`` and/or ``col_levels``, only those row and column totals are computed (no
     grand total), from a scan restricted to the rows that reach them. ``per_patient``: one row per
-    cell × patient with its ``_rows`` (see :func:`evidence_sql`).
+    cell × patient with its ``_rows`` (see :func:`evidence_expr`).
+
+    Written for DuckDB alone (``GROUPING SETS`` over a scan restricted to the requested levels):
+    the margins are checked only where a researcher output runs, on a DuckDB release.
     """
     src = relation.strip()
     src = f"({src})" if " " in src else src

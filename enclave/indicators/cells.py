@@ -1,7 +1,7 @@
 """The set-based part of an indicator cube as ibis expressions (DuckDB or Spark).
 
 A cube's cells are aggregates over every grouping set (each subset of the margin axes collapsed to
-``All``): the disclosure evidence (:func:`enclave.disclosure.portable.evidence_expr`) and the cell
+``All``): the disclosure evidence (:func:`enclave.disclosure.evidence.evidence_expr`) and the cell
 keys of the rounding (sum of the distinct contributors' record keys mod 2³²). Both come back as
 small polars frames, and everything after them — rules, secondary suppression, rounding — is the
 same in-memory code for every engine (:mod:`enclave.indicators.cube`).
@@ -19,7 +19,7 @@ import ibis
 import ibis.expr.types as ir
 import polars as pl
 
-from enclave.disclosure.portable import evidence_expr
+from enclave.disclosure.evidence import COUNT_COLUMNS, EVIDENCE_COLUMNS, evidence_expr
 
 ALL = "All"
 UNKNOWN_LEVEL = "unknown"
@@ -41,11 +41,13 @@ def _label_axes(t: ir.Table, axes: Sequence[str], keep: Sequence[str]) -> dict[s
 
 
 def cube_evidence_expr(t: ir.Table, axes: Sequence[str], margins: Sequence[str],
-                       value: str | None, patient: str = "person_id") -> ir.Table:
-    """Evidence of every cell, totals included (axes as strings, ``All`` = total)."""
+                       value: str | None, patient: str = "person_id",
+                       top_two: str | None = None) -> ir.Table:
+    """Evidence of every cell, totals included (axes as strings, ``All`` = total); ``top_two``
+    as in :func:`enclave.disclosure.evidence.evidence_expr`."""
     parts = []
     for keep in grouping_sets(axes, margins):
-        ev = evidence_expr(t, patient, list(keep), value, extremes=False)
+        ev = evidence_expr(t, patient, list(keep), value, extremes=False, top_two=top_two)
         labels = _label_axes(ev, axes, keep)
         parts.append(ev.select(**labels, **{c: ev[c] for c in ev.columns if c not in axes}))
     return parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=False)
@@ -53,13 +55,17 @@ def cube_evidence_expr(t: ir.Table, axes: Sequence[str], margins: Sequence[str],
 
 def cell_keys_expr(t: ir.Table, axes: Sequence[str], margins: Sequence[str],
                    record_keys: ir.Table, patient: str = "person_id") -> ir.Table:
-    """Cell key of every cell: sum of its distinct patients' record keys mod 2³²."""
+    """Cell key of every cell mod 2³²: the sum of its finest cells' keys, a finest cell's key
+    being the sum of its distinct patients' record keys (a patient in two regions counts in the
+    region total once per region). One aggregation at the finest level, then every grouping set
+    rolls up those few rows."""
     d = t.select(*axes, patient).distinct()
     rk = record_keys.select(_pk=record_keys[patient], _rkey=record_keys.rkey.cast("int64"))
     j = d.join(rk, d[patient] == rk._pk)
+    fine = (j.group_by(list(axes)) if axes else j).aggregate(_fine=j._rkey.sum())
     parts = []
     for keep in grouping_sets(axes, margins):
-        agg = (j.group_by(list(keep)) if keep else j).aggregate(_sum=j._rkey.sum())
+        agg = (fine.group_by(list(keep)) if keep else fine).aggregate(_sum=fine._fine.sum())
         parts.append(agg.select(**_label_axes(agg, axes, keep),
                                 cell_key=(agg._sum % KEY_MODULUS).cast("int64")))
     return parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=False)
@@ -69,15 +75,22 @@ def cube_frames(engine, t: ir.Table, axes: Sequence[str], margins: Sequence[str]
                 value: str | None, record_keys: ir.Table | None
                 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Run the cube's evidence (and cell keys, given ``record_keys``) on ``engine``."""
-    from enclave.disclosure.evidence import COUNT_COLUMNS, EVIDENCE_COLUMNS
-
     ev = engine.to_polars(cube_evidence_expr(t, axes, margins, value))
+    keys = None
+    if record_keys is not None:
+        keys = engine.to_polars(cell_keys_expr(t, axes, margins, record_keys))
+    return typed_frames(ev, keys, axes)
+
+
+def typed_frames(ev: pl.DataFrame, keys: pl.DataFrame | None, axes: Sequence[str]
+                 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The cube's evidence and cell keys as every engine hands them to the rules: axes as
+    strings, counts as Int64, statistics as Float64, keys as UInt64."""
     ev = ev.with_columns(
         *[pl.col(a).cast(pl.String) for a in axes],
         *[pl.col(c).cast(pl.Int64) for c in COUNT_COLUMNS],
         *[pl.col(c).cast(pl.Float64) for c in EVIDENCE_COLUMNS if c not in COUNT_COLUMNS])
-    keys = None
-    if record_keys is not None:
-        keys = engine.to_polars(cell_keys_expr(t, axes, margins, record_keys)).with_columns(
-            *[pl.col(a).cast(pl.String) for a in axes], pl.col("cell_key").cast(pl.UInt64))
+    if keys is not None:
+        keys = keys.with_columns(*[pl.col(a).cast(pl.String) for a in axes],
+                                 pl.col("cell_key").cast(pl.UInt64))
     return ev, keys

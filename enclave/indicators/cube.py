@@ -5,8 +5,9 @@ and one statistic per cell. Axes marked *margin* get an ``All`` level (the total
 which is what the dashboard shows when a filter is left open. Every cell, totals included, goes
 through the researcher-output rules of :mod:`enclave.disclosure`:
 
-1. **Evidence** — :func:`enclave.disclosure.compute_evidence` once per grouping set (every subset
-   of margin axes collapsed to ``All``), so totals are exact distinct-patient counts, not sums.
+1. **Evidence** — :func:`enclave.disclosure.evidence_expr` once per grouping set (every subset
+   of margin axes collapsed to ``All``), so totals are exact distinct-patient counts, not sums
+   (:mod:`enclave.indicators.cells`; one statement on DuckDB, one plan on Spark).
 2. **Primary suppression** — :func:`enclave.disclosure.check_cells` (minimum distinct patients,
    zeros, minimum values, N-K and p % dominance for sums and means) under the active policy.
    Empty cells of the full cross product are checked too (zeros rule).
@@ -27,11 +28,13 @@ through the researcher-output rules of :mod:`enclave.disclosure`:
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
+import ibis
 import numpy as np
 import polars as pl
 
@@ -41,10 +44,17 @@ from enclave.disclosure import (
     Rounding,
     Statistic,
     check_cells,
-    compute_evidence,
     secondary_suppression,
 )
-from enclave.indicators.cells import ALL, KEY_MODULUS, cube_frames, grouping_sets
+from enclave.disclosure.evidence import bind, input_schema, input_table
+from enclave.indicators.cells import (
+    ALL,
+    KEY_MODULUS,
+    cell_keys_expr,
+    cube_evidence_expr,
+    cube_frames,
+    typed_frames,
+)
 
 #: the one public wording of every withheld cell, whatever rule withheld it: a wording per rule
 #: would tell a reader which withheld cells are small counts, zeros (an empty cell is withheld by
@@ -63,41 +73,40 @@ class CheckedCube:
     secondary: int
 
 
-_grouping_sets = grouping_sets
+#: the placeholder names of the compiled cube statements (see :func:`cube_statements`)
+RELATION, RECORD_KEYS = "_enclave_cube_relation", "_enclave_cube_record_keys"
 
 
-def cube_evidence(con: duckdb.DuckDBPyConnection, relation: str, axes: Sequence[str],
-                  margins: Sequence[str], value: str | None) -> pl.DataFrame:
-    """Evidence of every cell of the cube, totals included (axes as strings, ``All`` = total)."""
-    parts = []
-    for keep in _grouping_sets(axes, margins):
-        ev = compute_evidence(con, relation, "person_id", list(keep), value, extremes=False)
-        ev = ev.with_columns([pl.col(a).cast(pl.String).fill_null("unknown") for a in keep]
-                             + [pl.lit(ALL).alias(a) for a in axes if a not in keep])
-        parts.append(ev.select(*axes, *[c for c in ev.columns if c not in axes]))
-    return pl.concat(parts, how="vertical_relaxed")
+@functools.lru_cache(maxsize=64)
+def cube_statements(schema: tuple[tuple[str, str], ...], axes: tuple[str, ...],
+                    margins: tuple[str, ...], value: str | None,
+                    keys_schema: tuple[tuple[str, str], ...] | None) -> tuple[str, str | None]:
+    """The DuckDB statements of the cube's evidence and cell keys (the expressions of
+    :mod:`enclave.indicators.cells`) over placeholder tables of the given schemas, compiled once
+    per schema and cube."""
+    t = input_table(schema, RELATION)
+    ev = ibis.to_sql(cube_evidence_expr(t, axes, margins, value, top_two="list"),
+                     dialect="duckdb")
+    if keys_schema is None:
+        return ev, None
+    keys = cell_keys_expr(t, axes, margins, input_table(keys_schema, RECORD_KEYS))
+    return ev, ibis.to_sql(keys, dialect="duckdb")
 
 
-def cell_keys(con: duckdb.DuckDBPyConnection, relation: str, axes: Sequence[str],
-              margins: Sequence[str], record_keys: str) -> pl.DataFrame:
-    """Cell key of every cell: sum of its distinct patients' record keys mod 2³² (one statement)."""
-    q = [f'"{a}"' for a in axes]
-    sets = ", ".join("(" + ", ".join(f'"{a}"' for a in keep) + ")"
-                     for keep in _grouping_sets(axes, margins))
-    grouping = "".join(f", GROUPING({c}) AS _g{i}" for i, c in enumerate(q))
-    src = relation.strip() if " " in relation.strip() else f"SELECT * FROM {relation.strip()}"
-    sql = f"""
-        SELECT {''.join(f'{c}::VARCHAR AS {c}, ' for c in q)}0 AS _g{grouping},
-               (sum(k.rkey) % {KEY_MODULUS})::UBIGINT AS cell_key
-        FROM (SELECT DISTINCT {''.join(f'{c}, ' for c in q)}person_id FROM ({src})) AS d
-        JOIN {record_keys} AS k USING (person_id)
-        GROUP BY GROUPING SETS ({sets})"""
-    keys = db.frame(con, sql)
-    if not axes:
-        return keys.drop("_g")
-    return keys.with_columns([
-        pl.when(pl.col(f"_g{i}") == 1).then(pl.lit(ALL)).otherwise(pl.col(a)).alias(a)
-        for i, a in enumerate(axes)]).select(*axes, "cell_key")
+def cube_frames_on(con: duckdb.DuckDBPyConnection, relation: str, axes: Sequence[str],
+                   margins: Sequence[str], value: str | None, record_keys: str | None
+                   ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The cube's evidence and cell keys over ``relation`` (a table name or a query) and the
+    table ``record_keys`` (``person_id``, ``rkey``) on a DuckDB connection: the statements of
+    :func:`cube_statements`."""
+    schema = input_schema(con, relation, ["person_id", *axes, value])
+    keys_schema = None if record_keys is None else input_schema(con, record_keys,
+                                                                ["person_id", "rkey"])
+    ev_sql, keys_sql = cube_statements(schema, tuple(axes), tuple(margins), value, keys_schema)
+    sources = {RELATION: relation, RECORD_KEYS: record_keys or ""}
+    ev = db.frame(con, bind(ev_sql, sources))
+    keys = None if keys_sql is None else db.frame(con, bind(keys_sql, sources))
+    return typed_frames(ev, keys, axes)
 
 
 def complete_grid(ev: pl.DataFrame, axes: Sequence[str], margins: Sequence[str],
@@ -280,14 +289,13 @@ def check_cube(con: duckdb.DuckDBPyConnection, relation: str, axes: Sequence[str
     """Evidence, rules, secondary suppression and rounding of one indicator cube. ``levels`` adds
     axis levels no row reaches (e.g. hospitals without a readmission), checked as empty cells.
 
-    DuckDB fast path (one hand-written statement per grouping set); :func:`check_cube_on` is the
-    same cube on any engine through ibis (``tests/spec`` holds the two to the same cells)."""
+    On a DuckDB connection (``relation`` a table name or a query, ``record_keys`` a table name):
+    the same expressions as :func:`check_cube_on`, compiled once (:func:`cube_statements`)."""
     stat = Statistic(statistic)
     axes, margins = list(axes), [a for a in axes if a in margins]
-    ev = cube_evidence(con, relation, axes, margins, value)
-    keys = None
-    if record_keys is not None and stat in (Statistic.COUNT, Statistic.PATIENTS):
-        keys = cell_keys(con, relation, axes, margins, record_keys)
+    counted = stat in (Statistic.COUNT, Statistic.PATIENTS)
+    ev, keys = cube_frames_on(con, relation, axes, margins, value,
+                              record_keys if counted else None)
     return checked_cube(ev, keys, axes, margins, stat, policy, decimals, levels)
 
 

@@ -55,7 +55,7 @@ def member_sql(sql: str, patient: str, groups: list[str], value: str | None = No
     patient together, as the evidence counts them) and ``_rows``; given a ``value``
     column, also that patient's per-cell value aggregates as the disclosure evidence reads them
     (``_nv``, ``_sum``, ``_abs``, ``_min``, ``_max``, ``_neg``; see
-    :func:`enclave.disclosure.evidence.evidence_sql` with ``per_patient``)."""
+    :func:`enclave.disclosure.evidence.evidence_expr` with ``per_patient``)."""
     g = "".join(f"_r.{_q(c)}, " for c in groups)
     person = f"_r.{_q(patient)}"  # as it is (rows without a patient: null, one group)
     if value is None:

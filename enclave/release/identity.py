@@ -24,7 +24,7 @@ import duckdb
 import polars as pl
 
 from enclave import audit
-from enclave.crypto import hmac_sha256_many
+from enclave.crypto import hmac_sha256_u64
 from enclave.keystore import load_or_create_key
 from enclave.settings import Settings
 
@@ -44,8 +44,7 @@ def identity_map_path(settings: Settings, release: str) -> Path | None:
 def ledger_tokens(settings: Settings, store_ids: pl.Series) -> pl.Series:
     """The ledger token (UInt64) of each store person id."""
     key = load_or_create_key(settings.keys_dir, LEDGER_KEY)
-    digests = hmac_sha256_many(key, (f"ledger:{int(i)}".encode() for i in store_ids.to_list()))
-    return pl.Series("token", [int.from_bytes(d[:8], "big") for d in digests], dtype=pl.UInt64)
+    return hmac_sha256_u64(key, "ledger:" + store_ids.cast(pl.Int64).cast(pl.String)).alias("token")
 
 
 def write_identity_map(settings: Settings, release: str, persons: pl.DataFrame) -> Path:

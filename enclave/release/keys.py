@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from enclave.crypto import hmac_sha256_many
+from enclave.crypto import hmac_sha256_u64
 from enclave.keystore import load_or_create_key
 
 PSEUDONYM_MASK = (1 << 62) - 1
@@ -26,18 +26,15 @@ def project_key(keys_dir: Path, project_id: str) -> bytes:
 
 def pseudonyms(key: bytes, namespace: str, ids: pl.Series) -> pl.DataFrame:
     """(id, pseudo) for the distinct non-null ``ids``."""
-    uniq = ids.drop_nulls().unique().to_list()
-    digests = hmac_sha256_many(key, (f"{namespace}:{i}".encode() for i in uniq))
-    pseudo = [int.from_bytes(d[:8], "big") & PSEUDONYM_MASK for d in digests]
-    return pl.DataFrame({"id": uniq, "pseudo": pseudo}, schema={"id": pl.Int64, "pseudo": pl.Int64})
+    uniq = ids.drop_nulls().unique().cast(pl.Int64)
+    digits = hmac_sha256_u64(key, f"{namespace}:" + uniq.cast(pl.String))
+    return pl.DataFrame({"id": uniq, "pseudo": (digits & PSEUDONYM_MASK).cast(pl.Int64)})
 
 
 def date_shifts(key: bytes, person_ids: pl.Series, max_days: int) -> pl.DataFrame:
     """(id, shift_days) per person: in [-max_days, max_days], never 0."""
-    uniq = person_ids.drop_nulls().unique().to_list()
+    uniq = person_ids.drop_nulls().unique().cast(pl.Int64)
     span = 2 * max_days + 1
-    shifts = []
-    for d in hmac_sha256_many(key, (f"shift:{i}".encode() for i in uniq)):
-        v = int.from_bytes(d[:8], "big") % span - max_days
-        shifts.append(v if v != 0 else max_days)
-    return pl.DataFrame({"id": uniq, "shift_days": shifts}, schema={"id": pl.Int64, "shift_days": pl.Int32})
+    v = (hmac_sha256_u64(key, "shift:" + uniq.cast(pl.String)) % span).cast(pl.Int64) - max_days
+    return pl.DataFrame({"id": uniq}).with_columns(
+        shift_days=pl.when(v != 0).then(v).otherwise(max_days).cast(pl.Int32))

@@ -11,12 +11,13 @@ both engines read (DuckDB through a view, Spark as a DataFrame), so each engine 
 * ``person`` / ``location`` / ``condition_occurrence`` (rows/10, 2,000, rows) for the release
   builder's one-row-per-patient table.
 
-Parts, each the same ibis expression on both engines (:mod:`enclave.disclosure.portable`,
+Parts, each the same ibis expression on both engines (:mod:`enclave.disclosure.evidence`,
 :mod:`enclave.indicators.cells`, :mod:`enclave.deid.sets`):
 
 * ``evidence count`` / ``evidence mean``: the disclosure evidence of a region × year table (200
-  cells), count and mean (with the per-patient top-2 contributions); on DuckDB also the
-  hand-written statement of :func:`enclave.disclosure.compute_evidence` (the DuckDB fast path),
+  cells), count and mean (with the per-patient top-2 contributions); on DuckDB also
+  :func:`enclave.disclosure.compute_evidence` (the same expression compiled once to a statement on
+  a DuckDB connection, as outputs and the airlock run it),
 * ``cube``: an indicator cube, patients by region × year × sex with all three margins (8 grouping
   sets): the relation computed once, then evidence + cell keys + rules + secondary suppression +
   rounding (as ``enclave indicators build`` does),
@@ -54,8 +55,7 @@ import polars as pl
 
 from enclave.codes import units as unit_codes
 from enclave.deid.sets import class_sizes_expr, measure_risk, patient_expr
-from enclave.disclosure import ACRO, compute_evidence
-from enclave.disclosure.portable import evidence_frame
+from enclave.disclosure import ACRO, compute_evidence, evidence_frame
 from enclave.engine import duckdb_engine, spark_engine
 from enclave.indicators.cube import check_cube_on
 from enclave.ingest import transforms
