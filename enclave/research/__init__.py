@@ -23,14 +23,17 @@ from __future__ import annotations
 import importlib
 
 # Names are imported on first use (PEP 562): importing the package loads neither ibis nor the
-# notebook helpers. "outputs.x" names come from the trusted package enclave.outputs.x.
+# notebook helpers. The names of the trusted package come from enclave.outputs (full module names).
 _EXPORTS = {
     "crosstab": "api", "custom": "api", "histogram": "api", "logit": "api", "ols": "api",
     "pivot_table": "api", "survival": "api", "export": "exports", "ExportRequest": "exports",
-    "ExportRequests": "exports", "my_requests": "exports", "Hit": "outputs.ledger",
-    "ledger_add": "outputs.ledger", "ledger_check": "outputs.ledger", "Output": "output",
-    "recheck": "exports", "record_hash": "outputs.record", "ReleaseRef": "workspaces",
-    "Workspace": "workspaces", "workspace": "workspaces",
+    "ExportRequests": "exports", "my_requests": "exports", "recheck": "exports",
+    "Output": "output", "ReleaseRef": "workspaces", "Workspace": "workspaces",
+    "workspace": "workspaces",
+    "Hit": "enclave.outputs.ledger",
+    "ledger_add": "enclave.outputs.ledger",
+    "ledger_check": "enclave.outputs.ledger",
+    "record_hash": "enclave.outputs.record",
 }
 
 __all__ = [
@@ -44,8 +47,7 @@ def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'enclave.research' has no attribute '{name}'")
     where = _EXPORTS[name]
-    module = importlib.import_module(f"enclave.{where}" if where.startswith("outputs.")
-                                     else f"enclave.research.{where}")
+    module = importlib.import_module(where if "." in where else f"enclave.research.{where}")
     for other, place in _EXPORTS.items():  # bind every name of that module at once
         if place == where:
             globals()[other] = getattr(module, other)
