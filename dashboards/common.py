@@ -31,7 +31,7 @@ import streamlit as st
 from dashboards import i18n
 from dashboards.data import ALL, FILTERS, FilterError, IndicatorTable, resolve_path
 from dashboards.i18n import LANGUAGES, t
-from enclave.indicators.regions import PROVINCES
+from enclave.io.indicators.regions import PROVINCES
 
 #: every wording of a withheld value (both languages): the only text a withheld cell shows
 SUPPRESSED = i18n.TEXT["withheld"][1]

@@ -21,8 +21,8 @@ import duckdb
 import polars as pl
 
 from dashboards.i18n import sort_key
-from enclave.db import frame
-from enclave.errors import BadInputError
+from enclave.core.errors import BadInputError
+from enclave.io.db import frame
 
 ALL = "All"
 INDICATORS_DB = "indicators.duckdb"

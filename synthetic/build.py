@@ -9,7 +9,7 @@ publish when the privacy bar of ``SynthSettings`` is missed.
 
 Published like a release: ``<home>/releases/synthetic/<project>/v<N>/`` (``release.duckdb`` +
 ``manifest.json``, tier ``synthetic``, same table schemas as the source release), written into a
-hidden build folder and renamed into place when complete (:mod:`enclave.publish`). Reference
+hidden build folder and renamed into place when complete (:mod:`enclave.core.publish`). Reference
 tables (``concept``, ``care_site`` ...) are copied whole; patient tables outside the chain (notes, observations ...) are
 not synthesized and are listed in the manifest. The fitted synthesizers (pickles) are kept only in
 the restricted zone, ``<home>/restricted/synth-models/<project>/v<N>.pkl``, and never loaded back.
@@ -27,13 +27,14 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from enclave import audit, db
-from enclave.errors import BadInputError, DisclosureRiskError
-from enclave.model.catalog import IdentifierRole, catalog
-from enclave.publish import Staging, staged_version
-from enclave.release.build import REFERENCE_TABLES
-from enclave.release.manifest import RELEASE_DB, load_manifest, resolve_release, verify_release
-from enclave.settings import Settings, SynthSettings
+from enclave.core import audit
+from enclave.core.errors import BadInputError, DisclosureRiskError
+from enclave.core.manifest import RELEASE_DB, load_manifest, resolve_release, verify_release
+from enclave.core.model.catalog import IdentifierRole, catalog
+from enclave.core.publish import Staging, staged_version
+from enclave.core.settings import Settings, SynthSettings
+from enclave.io import db
+from enclave.io.release.build import REFERENCE_TABLES
 from synthetic.chain import CHAIN, ChainModel, chain_tables
 from synthetic.evaluate import fidelity, privacy, privacy_failures, small_domain
 

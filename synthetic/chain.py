@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from enclave.settings import SynthSettings
+from enclave.core.settings import SynthSettings
 from synthetic.copula import Copula
 from synthetic.model import CTX, TableModel
 

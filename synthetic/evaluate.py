@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from enclave import db
-from enclave.model.catalog import IdentifierRole, catalog
-from enclave.settings import SynthSettings
+from enclave.core.model.catalog import IdentifierRole, catalog
+from enclave.core.settings import SynthSettings
+from enclave.io import db
 from synthetic import privacy as privacy_sql
 from synthetic.chain import LINKS, Link
 

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from enclave.errors import ConfigurationError
-from enclave.settings import SynthSettings
+from enclave.core.errors import ConfigurationError
+from enclave.core.settings import SynthSettings
 from synthetic.copula import Copula
 
 #: derived columns (prefix) that are always numeric

@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import replace
 
-from enclave.airlock.checks import CheckOutcome
-from enclave.airlock.exports import Airlock
-from enclave.airlock.roles import add_role
-from enclave.airlock.workflow import Actor, CheckStatus, Role
-from enclave.audit import now
-from enclave.errors import BadInputError
-from enclave.model.project import Project, ProjectStatus, SharingForm, Tier
+from enclave.core.audit import now
+from enclave.core.errors import BadInputError
+from enclave.core.model.project import Project, ProjectStatus, SharingForm, Tier
+from enclave.io.airlock.checks import CheckOutcome
+from enclave.io.airlock.exports import Airlock
+from enclave.io.airlock.roles import add_role
+from enclave.io.airlock.workflow import Actor, CheckStatus, Role
 
 STEWARDS = ("sam", "sue", "tom")
 REQUESTER = "alice"
@@ -116,8 +116,8 @@ def make_tiny_release(home, project_id: str = "alpha"):
     import duckdb
     import polars as pl
 
-    from enclave.crypto import file_sha256
-    from enclave.publish import write_manifest
+    from enclave.core.crypto import file_sha256
+    from enclave.core.publish import write_manifest
 
     rows = [(f"pz{i:04d}q", "ab"[i % 2], "FM"[(i // 2) % 2]) for i in range(80)]
     rows += [(f"pz{900 + i:04d}q", "c", "F") for i in range(3)]
@@ -249,9 +249,9 @@ class Service:
 
 def consistency_problems(settings) -> list[str]:
     """Request rows, votes, the audit trail and the outbox must tell one story."""
-    from enclave.airlock import store as _store
-    from enclave.airlock.outbox import outbox_dir
-    from enclave.audit import connect, events, verify_connection
+    from enclave.core.audit import connect, events, verify_connection
+    from enclave.io.airlock import store as _store
+    from enclave.io.airlock.outbox import outbox_dir
 
     con = connect(settings)
     problems = []

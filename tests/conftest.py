@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from enclave.settings import load_settings
+from enclave.core.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures"
 
 # The machine-wide registry of which enclave home owns which users, groups, nftables table and
-# ports (enclave.hub.registry): one per test run, inherited by the `enclave` subprocesses the tests
+# ports (enclave.io.hub.registry): one per test run, inherited by the `enclave` subprocesses the tests
 # start, and removed at the end, so the tests neither read nor write the machine's own.
 _OWN_REGISTRY = None
 if not os.environ.get("ENCLAVE_REGISTRY"):

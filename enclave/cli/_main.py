@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from enclave.errors import EnclaveError
-from enclave.settings import Settings, load_settings
+from enclave.core.errors import EnclaveError
+from enclave.core.settings import Settings, load_settings
 
 
 class _Ctx:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from enclave.cli._main import _Ctx, cli, pass_ctx
-from enclave.errors import PermissionDeniedError
+from enclave.core.errors import PermissionDeniedError
 
 
 def acting_user(as_user: str | None) -> str:
@@ -35,7 +35,7 @@ def airlock() -> None:
 
 
 def _open(obj: _Ctx):
-    from enclave.airlock.exports import Airlock
+    from enclave.io.airlock.exports import Airlock
 
     return Airlock(obj.settings)
 
@@ -182,8 +182,8 @@ def airlock_role() -> None:
 @pass_ctx
 def role_add(obj: _Ctx, user: str, role: str, as_user: str | None) -> None:
     """Grant USER the ROLE (admins only; audited)."""
-    from enclave.airlock.roles import add_role
-    from enclave.audit import now
+    from enclave.core.audit import now
+    from enclave.io.airlock.roles import add_role
 
     with _open(obj) as a:
         add_role(a.con, a.actor(acting_user(as_user)), user, role, now())
@@ -197,7 +197,7 @@ def role_add(obj: _Ctx, user: str, role: str, as_user: str | None) -> None:
 @pass_ctx
 def role_remove(obj: _Ctx, user: str, role: str, as_user: str | None) -> None:
     """Take the ROLE from USER (admins only; audited)."""
-    from enclave.airlock.roles import remove_role
+    from enclave.io.airlock.roles import remove_role
 
     with _open(obj) as a:
         remove_role(a.con, a.actor(acting_user(as_user)), user, role)
@@ -209,7 +209,7 @@ def role_remove(obj: _Ctx, user: str, role: str, as_user: str | None) -> None:
 @pass_ctx
 def role_list(obj: _Ctx, as_json: bool) -> None:
     """Roles granted in the airlock database (Unix-group roles are not listed)."""
-    from enclave.airlock.roles import list_roles
+    from enclave.io.airlock.roles import list_roles
 
     with _open(obj) as a:
         rows = list_roles(a.con)
@@ -232,9 +232,9 @@ def airlock_serve(obj: _Ctx, port: int | None, bind: str, tokens_file: Path | No
     """Run the airlock HTTP service (as a JupyterHub service, or standalone with --tokens)."""
     import asyncio
 
-    from enclave.airlock.server import load_tokens, serve
-    from enclave.hub.preflight import check_own_reach
-    from enclave.settings import resolve_home
+    from enclave.core.settings import resolve_home
+    from enclave.io.airlock.server import load_tokens, serve
+    from enclave.io.hub.preflight import check_own_reach
 
     # run by the hub as its own user: a folder it cannot pass is named before loading settings
     check_own_reach(resolve_home(obj.home), "the airlock service")

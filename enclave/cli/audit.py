@@ -23,7 +23,7 @@ def audit() -> None:
 @pass_ctx
 def audit_verify(obj: _Ctx, anchor: str | None, no_anchor: bool, as_json: bool) -> None:
     """Check every link of the chain and the newest anchor; exit 1 naming the first broken one."""
-    from enclave.audit import Anchor, newest_anchor, verify
+    from enclave.core.audit import Anchor, newest_anchor, verify
 
     note = ""
     used: str | Anchor | None = anchor
@@ -58,7 +58,7 @@ def audit_anchor(obj: _Ctx, if_due: bool) -> None:
     """Verify the chain, then append its head to <home>/audit/anchors (run as root: the
     airlock's service user must not be able to write there). The hub does this by itself after
     approvals and daily; this command is for hosts or moments without the hub."""
-    from enclave.audit import anchor_due, write_anchor
+    from enclave.core.audit import anchor_due, write_anchor
 
     s = obj.settings
     if if_due and not anchor_due(s, s.hub.anchor_max_age_s):
@@ -74,7 +74,7 @@ def audit_anchor(obj: _Ctx, if_due: bool) -> None:
 @pass_ctx
 def audit_log(obj: _Ctx, subject: str | None, as_json: bool) -> None:
     """The recorded events, oldest first."""
-    from enclave.audit import connect, database_path, events
+    from enclave.core.audit import connect, database_path, events
 
     if not database_path(obj.settings).exists():
         rows = []

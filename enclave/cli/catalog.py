@@ -19,9 +19,9 @@ def catalog_cmd(tables: tuple[str, ...], as_json: bool) -> None:
     A dataset takes the level of its most sensitive column; a column without a classification
     cannot enter any release.
     """
-    from enclave.errors import BadInputError
-    from enclave.model.catalog import catalog, dataset_level
-    from enclave.model.omop import CDM_TABLES
+    from enclave.core.errors import BadInputError
+    from enclave.core.model.catalog import catalog, dataset_level
+    from enclave.core.model.omop import CDM_TABLES
 
     unknown = [t for t in tables if t not in CDM_TABLES]
     if unknown:

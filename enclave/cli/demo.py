@@ -27,7 +27,7 @@ def demo() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo_generate(out: Path, patients: int, hospitals: int, seed: int, as_json: bool) -> None:
     """Write demo hospital extracts, each with its site.toml mapping, and truth.json."""
-    from enclave.demo.generate import generate
+    from enclave.io.demo.generate import generate
 
     truth = generate(out, patients=patients, hospitals=hospitals, seed=seed,
                      progress=sys.stderr.isatty())

@@ -20,7 +20,7 @@ def hub() -> None:
 def hub_userenv(obj: _Ctx, force: bool) -> None:
     """Build (or reuse) the user environment the notebook servers and kernels run from: exactly
     requirements/userenv.lock, rebuilt when the lock changed or the environment left it."""
-    from enclave.hub.userenv import build_userenv
+    from enclave.io.hub.userenv import build_userenv
 
     env = build_userenv(obj.settings, force=force, echo=click.echo)
     click.echo(f"user environment ready: {env}")
@@ -32,7 +32,7 @@ def hub_userenv(obj: _Ctx, force: bool) -> None:
 def hub_serviceenv(obj: _Ctx, force: bool) -> None:
     """Build (or reuse) the environment the hub services (airlock, dashboards, culler) run from:
     exactly requirements/serviceenv.lock, rebuilt when the lock changed or the environment left it."""
-    from enclave.hub.userenv import build_serviceenv
+    from enclave.io.hub.userenv import build_serviceenv
 
     env = build_serviceenv(obj.settings, force=force, echo=click.echo)
     click.echo(f"service environment ready: {env}")
@@ -44,8 +44,8 @@ def hub_sync(obj: _Ctx) -> None:
     """Create the service users and re-apply owners and modes of the zones and releases
     (project groups, 0440 files, the airlock's own folder); refused when another enclave home
     owns these users or groups."""
-    from enclave.hub.access import reconcile
-    from enclave.hub.permissions import apply_release_permissions, ensure_service_users
+    from enclave.io.hub.access import reconcile
+    from enclave.io.hub.permissions import apply_release_permissions, ensure_service_users
 
     ensure_service_users(obj.settings)
     apply_release_permissions(obj.settings, echo=click.echo)
@@ -61,7 +61,7 @@ def hub_watch(obj: _Ctx, every: float | None, once: bool) -> None:
     """Make project groups, running processes and release modes agree with the control database,
     again and again: removed members, closed or expired projects and disabled users lose access
     (the hub runs this as its enclave-access service; root only)."""
-    from enclave.hub.access import watch
+    from enclave.io.hub.access import watch
 
     watch(obj.settings, every or obj.settings.hub.access_check_interval_s,
           rounds=1 if once else None, echo=lambda m: click.echo(m, err=True))
@@ -73,8 +73,8 @@ def hub_watch(obj: _Ctx, every: float | None, once: bool) -> None:
 def hub_egress(obj: _Ctx, remove: bool) -> None:
     """Install (or remove) the nftables rule denying researchers' network egress (table
     hub.egress_table; refused when another enclave home owns it)."""
-    from enclave.hub import registry
-    from enclave.hub.egress import apply_egress, remove_egress
+    from enclave.io.hub import registry
+    from enclave.io.hub.egress import apply_egress, remove_egress
 
     registry.claim(obj.settings)  # refused when another enclave home owns the table
     if remove:
@@ -88,7 +88,7 @@ def hub_egress(obj: _Ctx, remove: bool) -> None:
 @pass_ctx
 def hub_config(obj: _Ctx) -> None:
     """Write <home>/hub/jupyterhub_config.py and print its path."""
-    from enclave.hub.config import write_hub_config
+    from enclave.io.hub.config import write_hub_config
 
     click.echo(write_hub_config(obj.settings))
 
@@ -100,7 +100,7 @@ def hub_gate(port: int, upstream: str) -> None:
     """Run a hub-OAuth gate in front of an app without a login (run by the hub as a service)."""
     import asyncio
 
-    from enclave.hub.gate import serve
+    from enclave.io.hub.gate import serve
 
     asyncio.run(serve(port, upstream))
 
@@ -110,7 +110,7 @@ def hub_gate(port: int, upstream: str) -> None:
               help="The single-user image (the user environment, built the same way).")
 def hub_k8s_values(image: str) -> None:
     """Print Zero to JupyterHub values carrying the enclave policy (YAML)."""
-    from enclave.hub.k8s import render_values_yaml
+    from enclave.io.hub.k8s import render_values_yaml
 
     click.echo(render_values_yaml(image=image), nl=False)
 
@@ -119,6 +119,6 @@ def hub_k8s_values(image: str) -> None:
 @pass_ctx
 def hub_status(obj: _Ctx) -> None:
     """Whether the hub runs, with its URL and processes (JSON)."""
-    from enclave.hub.serve import status
+    from enclave.io.hub.serve import status
 
     click.echo(json.dumps(status(obj.settings), indent=2))

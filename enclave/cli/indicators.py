@@ -25,7 +25,7 @@ def indicators() -> None:
 def indicators_build(obj: _Ctx, release: str, as_json: bool, skip_missing: bool) -> None:
     """Compute every indicator, check each cell (suppression, secondary suppression, cell-key
     rounding) and atomically publish releases/indicators/vN."""
-    from enclave.indicators import build_indicators
+    from enclave.io.indicators import build_indicators
 
     manifest = build_indicators(obj.settings, release, skip_missing=skip_missing)
     if as_json:
@@ -46,9 +46,9 @@ def indicators_build(obj: _Ctx, release: str, as_json: bool, skip_missing: bool)
 @pass_ctx
 def indicators_list(obj: _Ctx, as_json: bool) -> None:
     """Published indicator tables, newest last."""
-    from enclave.indicators import indicators_root
-    from enclave.publish import versions
-    from enclave.release.manifest import load_manifest
+    from enclave.core.manifest import load_manifest
+    from enclave.core.publish import versions
+    from enclave.io.indicators import indicators_root
 
     root = indicators_root(obj.settings)
     rows = []

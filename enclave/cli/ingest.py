@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from enclave.cli._main import _Ctx, cli, pass_ctx
-from enclave.errors import NothingLoadedError
+from enclave.core.errors import NothingLoadedError
 
 
 @cli.command()
@@ -36,8 +36,8 @@ def ingest(obj: _Ctx, path: Path, site: str, mapping_file: Path | None, dialect:
     (wrong encoding or dialect), the corrected run loads it. A run that loads nothing from a file
     or folder ends with a warning naming the likely cause and exit code 7 (see --allow-empty).
     """
-    from enclave import audit
-    from enclave.ingest.pipeline import ingest as run_ingest
+    from enclave.core import audit
+    from enclave.io.ingest.pipeline import ingest as run_ingest
 
     settings = obj.settings
     run = run_ingest(settings, path, site, mapping_file=mapping_file, dialect=dialect, redo=redo)

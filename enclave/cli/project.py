@@ -8,7 +8,7 @@ from datetime import date
 import click
 
 from enclave.cli._main import _Ctx, cli, pass_ctx
-from enclave.model.project import SharingForm, Tier
+from enclave.core.model.project import SharingForm, Tier
 
 
 @cli.group()
@@ -59,8 +59,8 @@ def project_create_cmd(obj: _Ctx, project_id: str, title: str, purpose: str, pi:
                        members: tuple[str, ...], tier: str, tables: tuple[str, ...], sharing: str,
                        expires: str, as_json: bool) -> None:
     """Record a research project (status 'proposed'; stewards approve it through the airlock)."""
-    from enclave.model.project import merge_allowed, parse_table_spec
-    from enclave.projects import SqlProjectStore, create_project
+    from enclave.core.model.project import merge_allowed, parse_table_spec
+    from enclave.io.projects import SqlProjectStore, create_project
 
     allowed = merge_allowed(parse_table_spec(spec) for spec in tables)
     p = create_project(
@@ -80,7 +80,7 @@ def project_create_cmd(obj: _Ctx, project_id: str, title: str, purpose: str, pi:
 @pass_ctx
 def project_list_cmd(obj: _Ctx, as_json: bool) -> None:
     """Every recorded project, by id."""
-    from enclave.projects import SqlProjectStore
+    from enclave.io.projects import SqlProjectStore
 
     projects = SqlProjectStore(obj.settings).list()
     if as_json:
@@ -102,7 +102,7 @@ def project_list_cmd(obj: _Ctx, as_json: bool) -> None:
 @pass_ctx
 def project_show_cmd(obj: _Ctx, project_id: str, as_json: bool) -> None:
     """One project in full."""
-    from enclave.projects import SqlProjectStore
+    from enclave.io.projects import SqlProjectStore
 
     _show(SqlProjectStore(obj.settings).get(project_id), as_json)
 
@@ -111,11 +111,11 @@ def project_show_cmd(obj: _Ctx, project_id: str, as_json: bool) -> None:
 
 def _lifecycle(obj: _Ctx, project_id: str, action: str, as_user: str | None, *,
                member: str | None = None, reason: str = "") -> None:
-    from enclave.airlock.exports import Airlock
-    from enclave.airlock.projects import change_project
     from enclave.cli.airlock import acting_user
-    from enclave.model.project import ProjectAction
-    from enclave.projects import SqlProjectStore
+    from enclave.core.model.project import ProjectAction
+    from enclave.io.airlock.exports import Airlock
+    from enclave.io.airlock.projects import change_project
+    from enclave.io.projects import SqlProjectStore
 
     store = SqlProjectStore(obj.settings)
     with Airlock(obj.settings, projects=store) as a:
@@ -132,7 +132,7 @@ def _take_access_away(obj: _Ctx) -> None:
     import os
 
     if os.geteuid() == 0:
-        from enclave.hub.access import reconcile
+        from enclave.io.hub.access import reconcile
 
         reconcile(obj.settings, echo=click.echo)
 
@@ -173,9 +173,9 @@ def project_close_cmd(obj: _Ctx, project_id: str, reason: str, as_user: str | No
 @pass_ctx
 def project_expire_cmd(obj: _Ctx) -> None:
     """Record every active project past its expiry date as expired (run daily)."""
-    from enclave.airlock.exports import Airlock
-    from enclave.airlock.projects import expire_projects
-    from enclave.projects import SqlProjectStore
+    from enclave.io.airlock.exports import Airlock
+    from enclave.io.airlock.projects import expire_projects
+    from enclave.io.projects import SqlProjectStore
 
     store = SqlProjectStore(obj.settings)
     with Airlock(obj.settings, projects=store) as a:

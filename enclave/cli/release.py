@@ -27,7 +27,7 @@ def release_build(obj: _Ctx, project_id: str, policy_file: Path | None, as_json:
     Refused (exit 5) when the measured re-identification risk is above the threshold of the
     project's sharing form; the message names the quasi-identifier that drives the risk.
     """
-    from enclave.release.build import build_release
+    from enclave.io.release.build import build_release
 
     manifest = build_release(obj.settings, project_id, policy_file=policy_file)
     if as_json:
@@ -46,7 +46,7 @@ def release_build(obj: _Ctx, project_id: str, policy_file: Path | None, as_json:
 @pass_ctx
 def release_verify(obj: _Ctx, name: str, as_json: bool) -> None:
     """Check a release's files against the hashes in its manifest (NAME: project/vN or a folder)."""
-    from enclave.release.manifest import resolve_release, verify_release
+    from enclave.core.manifest import resolve_release, verify_release
 
     path = resolve_release(obj.settings, name)
     problems = verify_release(path)
@@ -63,7 +63,7 @@ def release_verify(obj: _Ctx, name: str, as_json: bool) -> None:
 @pass_ctx
 def release_list(obj: _Ctx, as_json: bool) -> None:
     """Published releases with their risk and size."""
-    from enclave.release.manifest import load_manifest, release_dirs
+    from enclave.core.manifest import load_manifest, release_dirs
 
     rows = []
     for path in release_dirs(obj.settings):

@@ -19,7 +19,7 @@ def store() -> None:
 @pass_ctx
 def store_stats_cmd(obj: _Ctx, as_json: bool) -> None:
     """Row counts per table, the person count, rejects by reason and warnings."""
-    from enclave.store import open_store, store_stats
+    from enclave.io.store import open_store, store_stats
 
     with open_store(obj.settings, read_only=True) as con:
         stats = store_stats(con)
@@ -44,7 +44,7 @@ def store_stats_cmd(obj: _Ctx, as_json: bool) -> None:
 @pass_ctx
 def store_check_cmd(obj: _Ctx, as_json: bool) -> None:
     """Check the store's integrity: unique keys, no orphans, balanced file counts (exit 1 if not)."""
-    from enclave.store import open_store, store_check
+    from enclave.io.store import open_store, store_check
 
     with open_store(obj.settings, read_only=True) as con:
         result = store_check(con)

@@ -98,9 +98,9 @@ def status(obj: _Ctx, as_json: bool) -> None:
     records them for this home, and any other enclave home sharing one; and whether each Python
     environment (this one, the user and the service environment) holds exactly its lock in
     requirements/."""
-    from enclave.envlock import LOCKS, check_environment, environments
-    from enclave.hub import registry
-    from enclave.hub.serve import status as hub_status
+    from enclave.io.envlock import LOCKS, check_environment, environments
+    from enclave.io.hub import registry
+    from enclave.io.hub.serve import status as hub_status
 
     st = hub_status(obj.settings)
     st["instance"] = registry.summary(obj.settings)
@@ -135,7 +135,7 @@ def status(obj: _Ctx, as_json: bool) -> None:
 def _describe_env(name: str, env: dict) -> str:
     """One line on an environment of ``check_environment``: matches, differs (how, and the fix),
     not built, or why it could not be checked."""
-    from enclave.envlock import REPO, diff_of
+    from enclave.io.envlock import REPO, diff_of
 
     fix = "bash .ci/install" if name == "admin" else f"enclave hub {name}"
     if not env["built"]:

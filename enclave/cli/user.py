@@ -24,7 +24,7 @@ def user() -> None:
 @pass_ctx
 def user_add(obj: _Ctx, name: str, role: str, projects: tuple[str, ...], password_stdin: bool) -> None:
     """Create NAME as a Unix user with a 0700 home and print its password (shown once)."""
-    from enclave.hub.permissions import add_user
+    from enclave.io.hub.permissions import add_user
 
     password = click.get_text_stream("stdin").readline().strip() if password_stdin else None
     password = add_user(obj.settings, name, role, projects=projects, password=password)
@@ -39,7 +39,7 @@ def user_add(obj: _Ctx, name: str, role: str, projects: tuple[str, ...], passwor
 @pass_ctx
 def user_grant(obj: _Ctx, name: str, project: str) -> None:
     """Give a project member read access to the project's releases (at their next server start)."""
-    from enclave.hub.permissions import grant
+    from enclave.io.hub.permissions import grant
 
     grant(obj.settings, name, project)
     click.echo(f"{name} reads the releases of {project}")
@@ -50,12 +50,12 @@ def user_grant(obj: _Ctx, name: str, project: str) -> None:
 @pass_ctx
 def user_remove(obj: _Ctx, name: str) -> None:
     """Stop NAME's processes and delete the user with their home."""
-    from enclave.hub.permissions import list_users, remove_user
+    from enclave.io.hub.permissions import list_users, remove_user
 
     if name not in {u.name for u in list_users(obj.settings)}:
         raise click.BadParameter(f"'{name}' is not an enclave user", param_hint="NAME")
     remove_user(name)
-    from enclave.hub import egress, registry
+    from enclave.io.hub import egress, registry
 
     registry.release(obj.settings.home, users=[name])  # the name is free for any home again
     egress.refresh(obj.settings)
@@ -68,8 +68,8 @@ def user_remove(obj: _Ctx, name: str) -> None:
 def user_disable(obj: _Ctx, name: str) -> None:
     """Lock NAME's login, take every enclave group away and stop their server and kernels
     (audited; their home stays for the record)."""
-    from enclave.hub.access import disable_user
-    from enclave.hub.permissions import list_users
+    from enclave.io.hub.access import disable_user
+    from enclave.io.hub.permissions import list_users
 
     if name not in {u.name for u in list_users(obj.settings)}:
         raise click.BadParameter(f"'{name}' is not an enclave user", param_hint="NAME")
@@ -82,7 +82,7 @@ def user_disable(obj: _Ctx, name: str) -> None:
 @pass_ctx
 def user_list(obj: _Ctx, as_json: bool) -> None:
     """Enclave users with their roles and projects."""
-    from enclave.hub.permissions import list_users
+    from enclave.io.hub.permissions import list_users
 
     users = list_users(obj.settings)
     if as_json:

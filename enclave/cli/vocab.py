@@ -37,7 +37,7 @@ def vocab_load_cmd(obj: _Ctx, folder: Path, as_json: bool, progress: bool | None
     with its file and line) the store is unchanged. Loading the same download again changes
     nothing. Audited as vocab.load.
     """
-    from enclave.ingest.vocabulary import load_vocabulary
+    from enclave.io.ingest.vocabulary import load_vocabulary
 
     result = load_vocabulary(obj.settings, folder, progress=progress)
     if as_json:
@@ -74,7 +74,7 @@ def vocab_remap_cmd(obj: _Ctx, as_json: bool) -> None:
     preferring the table's domain). Measurements without a unit concept get the UCUM concept of
     their unit. One transaction; running it again changes nothing. Audited as vocab.remap.
     """
-    from enclave.ingest.vocabulary import remap_vocabulary
+    from enclave.io.ingest.vocabulary import remap_vocabulary
 
     result = remap_vocabulary(obj.settings)
     if as_json:

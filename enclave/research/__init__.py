@@ -14,7 +14,7 @@ SQL with the release and policy hashes and the code lists it reads (``ws.codelis
 codes, ``out.record["codelists"]``), and is compared with the user's earlier outputs in a local
 differencing ledger. This package is a thin client: the checking itself (SQL
 validation, evaluation, rules, ledger, the sandboxed re-check the airlock runs) lives in the
-trusted package :mod:`enclave.outputs`, which never imports this one. ``recheck(record,
+trusted package :mod:`enclave.io.outputs`, which never imports this one. ``recheck(record,
 settings)`` re-runs a record exactly as the airlock will.
 """
 
@@ -23,17 +23,17 @@ from __future__ import annotations
 import importlib
 
 # Names are imported on first use (PEP 562): importing the package loads neither ibis nor the
-# notebook helpers. The names of the trusted package come from enclave.outputs (full module names).
+# notebook helpers. The names of the trusted package come from enclave.io.outputs (full module names).
 _EXPORTS = {
     "crosstab": "api", "custom": "api", "histogram": "api", "logit": "api", "ols": "api",
     "pivot_table": "api", "survival": "api", "export": "exports", "ExportRequest": "exports",
     "ExportRequests": "exports", "my_requests": "exports", "recheck": "exports",
     "Output": "output", "ReleaseRef": "workspaces", "Workspace": "workspaces",
     "workspace": "workspaces",
-    "Hit": "enclave.outputs.ledger",
-    "ledger_add": "enclave.outputs.ledger",
-    "ledger_check": "enclave.outputs.ledger",
-    "record_hash": "enclave.outputs.record",
+    "Hit": "enclave.io.outputs.ledger",
+    "ledger_add": "enclave.io.outputs.ledger",
+    "ledger_check": "enclave.io.outputs.ledger",
+    "record_hash": "enclave.io.outputs.record",
 }
 
 __all__ = [

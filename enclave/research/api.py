@@ -1,7 +1,7 @@
 """The checked outputs a notebook makes: each takes ibis tables from ``ws.table(...)``.
 
 Every function compiles its ibis expression to SQL (``ibis.to_sql(expr, dialect="duckdb")``),
-evaluates the output from that SQL and a small spec (:func:`enclave.outputs.evaluation.evaluate`,
+evaluates the output from that SQL and a small spec (:func:`enclave.io.outputs.evaluation.evaluate`,
 the same code the recheck runs), writes the record (SQL, the code lists it reads, release and
 policy hashes, cells, record hash) and checks it against the user's local differencing ledger.
 """
@@ -19,16 +19,16 @@ from pathlib import Path
 
 import ibis
 
-from enclave.db import rows as db_rows
-from enclave.disclosure.policy import policy_dict, policy_from_settings, policy_hash
-from enclave.errors import BadInputError
-from enclave.outputs import ledger
-from enclave.outputs.codelists import CodeListLimits, create, from_record, referenced
-from enclave.outputs.evaluation import evaluate, q, status_of
-from enclave.outputs.record import RECORD_FORMAT, record_hash
-from enclave.outputs.tables import nice_edges, parse_aggfunc
+from enclave.core.errors import BadInputError
+from enclave.core.settings import Settings
+from enclave.io.db import rows as db_rows
+from enclave.io.outputs import ledger
+from enclave.io.outputs.codelists import CodeListLimits, create, from_record, referenced
+from enclave.io.outputs.evaluation import evaluate, q, status_of
+from enclave.io.outputs.record import RECORD_FORMAT, record_hash
+from enclave.io.outputs.tables import nice_edges, parse_aggfunc
+from enclave.logic.disclosure.policy import policy_dict, policy_from_settings, policy_hash
 from enclave.research.output import Output
-from enclave.settings import Settings
 
 PATIENT = "person_id"
 
@@ -151,8 +151,8 @@ def _recompute(con, ref, settings: Settings, policy):
     import duckdb
     import polars as pl
 
-    from enclave.outputs.recheck import record_release_dir
-    from enclave.release.manifest import RELEASE_DB
+    from enclave.core.manifest import RELEASE_DB
+    from enclave.io.outputs.recheck import record_release_dir
 
     def members(recipes: list[dict]) -> pl.DataFrame:
         parts = []
@@ -254,7 +254,7 @@ def survival(t, duration: str, event: str, group: str | None = None, *,
              interval: float | None = None, patient: str = PATIENT) -> Output:
     """Kaplan–Meier curve(s) of ``duration`` with ``event`` (non-zero = event), one row per
     patient, optionally per ``group``; times are coarsened to ``interval`` (default: the smallest
-    of ``research.survival_intervals`` that passes; see :mod:`enclave.outputs.models`)."""
+    of ``research.survival_intervals`` that passes; see :mod:`enclave.io.outputs.models`)."""
     _need(t, [duration, event, group], patient)
     settings = _settings(_backend(t))
     spec = {"kind": "survival", "patient": patient, "duration": duration, "event": event,

@@ -3,7 +3,7 @@
 ``export(output, justification=...)`` first writes the request bundle under the user's folder
 (``<research.user_dir>/exports/<output_id>/``: ``record.json``, ``justification.txt`` and the
 files under ``files/``), then submits exactly that bundle with
-``enclave.airlock.client.submit_export(record, files, justification, settings=...)`` and returns
+``enclave.io.airlock.client.submit_export(record, files, justification, settings=...)`` and returns
 an :class:`ExportRequest`: the airlock's answer (a dict, as ``submitted.json`` keeps it) that a
 notebook displays as the request's id, state and check status with a link to its page, and that
 ``refresh()`` re-reads. ``my_requests()`` lists the caller's own requests the same way.
@@ -16,10 +16,10 @@ import json
 import os
 from pathlib import Path
 
-from enclave.errors import BadInputError
+from enclave.core.errors import BadInputError
+from enclave.core.settings import Settings, load_settings
 from enclave.research.api import user_dir
 from enclave.research.output import COLOURS, Output
-from enclave.settings import Settings, load_settings
 
 
 def write_bundle(output: Output, justification: str, settings: Settings) -> Path:
@@ -111,7 +111,7 @@ class ExportRequest(dict):
 
     def refresh(self) -> ExportRequest:
         """Re-read the request from the airlock; returns itself, updated."""
-        from enclave.airlock.client import get_request
+        from enclave.io.airlock.client import get_request
 
         answer = get_request(self.request_id, settings=self.settings)
         bundle = self.get("bundle")
@@ -176,7 +176,7 @@ def my_requests(*, settings: Settings | None = None) -> ExportRequests:
 
     A notebook's entry point, like :func:`~enclave.research.workspace`: without ``settings`` it
     loads the enclave's (``ENCLAVE_HOME``)."""
-    from enclave.airlock.client import list_requests
+    from enclave.io.airlock.client import list_requests
 
     rows = list_requests(settings=load_settings() if settings is None else settings)
     rows = sorted(rows, key=lambda r: str(r.get("created_at") or ""), reverse=True)
@@ -197,7 +197,7 @@ def export(output: Output, justification: str, *,
     if settings is None:
         raise BadInputError("the output carries no settings: make it from a workspace's tables "
                             "(ws = workspace(); t = ws.table(...)) or pass settings=")
-    from enclave.airlock.client import submit_export  # the airlock decides, not this process
+    from enclave.io.airlock.client import submit_export  # the airlock decides, not this process
 
     bundle = write_bundle(output, justification, settings)
     answer = dict(submit_export(output.record, output.files(), justification, settings=settings))
@@ -208,8 +208,8 @@ def export(output: Output, justification: str, *,
 def recheck(record: dict, settings: Settings) -> dict:
     """Re-check ``record`` as the airlock will, in ``settings`` (e.g. ``ws.settings``): refused
     unless intact, then re-run in the sandbox on its release and compared cell by cell
-    (:func:`enclave.outputs.recheck.recheck`)."""
-    from enclave.outputs.recheck import recheck as trusted_recheck
+    (:func:`enclave.io.outputs.recheck.recheck`)."""
+    from enclave.io.outputs.recheck import recheck as trusted_recheck
 
     result = trusted_recheck(record, settings)
     result.pop("members", None)

@@ -7,8 +7,8 @@ import json
 
 import polars as pl
 
-from enclave.outputs.evaluation import cell_label
-from enclave.outputs.layout import MISSING, NO_VALUE, WITHHELD, display_frame, publishable_csv
+from enclave.io.outputs.evaluation import cell_label
+from enclave.io.outputs.layout import MISSING, NO_VALUE, WITHHELD, display_frame, publishable_csv
 
 COLOURS = {"pass": "#1a7f37", "review": "#9a6700", "fail": "#cf222e"}
 #: rows of the result a notebook shows (the whole result is ``out.result``)

@@ -15,10 +15,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enclave.errors import BadInputError, PermissionDeniedError
-from enclave.release.manifest import MANIFEST, RELEASE_DB
-from enclave.research.ibis_backend import connect_release
-from enclave.settings import Settings, load_settings
+from enclave.core.errors import BadInputError, PermissionDeniedError
+from enclave.core.manifest import MANIFEST, RELEASE_DB
+from enclave.core.settings import Settings, load_settings
+from enclave.io.ibis_backend import connect_release
 
 TIERS = ("desensitized", "synthetic")  # preference order: the real data where the user may read it
 
@@ -148,7 +148,7 @@ class Workspace:
         ref = release or self.current()
         if ref.name not in self._backends:
             con = connect_release(str(ref.database))
-            from enclave.airlock.client import record_event  # the audit trail: who read what
+            from enclave.io.airlock.client import record_event  # the audit trail: who read what
 
             # a trail that cannot take the event is said in one plain line on stdout (a notebook
             # shows stderr, where logging's last resort writes, as a red error)
@@ -190,7 +190,7 @@ class Workspace:
         (``out.record["codelists"]``); the airlock's re-check creates it from there in its
         sandbox before it re-runs the output's SQL, never from a file.
         """
-        from enclave.outputs.codelists import CodeList, CodeListLimits, create
+        from enclave.io.outputs.codelists import CodeList, CodeListLimits, create
 
         codelist = CodeList.of(name, codes, CodeListLimits.from_settings(self.settings))
         con = self.backend()

@@ -6,15 +6,15 @@ import json
 import sys
 from collections.abc import Callable
 
-from enclave.errors import ConfigurationError
-from enclave.ingest.pipeline import ingest_path
-from enclave.settings import Settings
-from enclave.store import ensure_restricted_zone, open_store, store_stats
+from enclave.core.errors import ConfigurationError
+from enclave.core.settings import Settings
+from enclave.io.ingest.pipeline import ingest_path
+from enclave.io.store import ensure_restricted_zone, open_store, store_stats
 
 
 def bring_up(settings: Settings, *, patients: int, hospitals: int, seed: int,
              echo: Callable[[str], None] = print) -> dict:
-    from enclave.demo.generate import generate
+    from enclave.io.demo.generate import generate
 
     ensure_restricted_zone(settings)
     # demo extracts carry identifiers: they live in the restricted zone like any hospital extract

@@ -26,13 +26,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from enclave.settings import Settings
+from enclave.core.settings import Settings
 
 DEMO_PROJECT = "demo"
 DEMO_ROLES = (("researcher", "researcher"), ("steward1", "steward"), ("steward2", "steward"),
               ("policymaker", "policymaker"))
 #: the demo project's release: what the example notebooks read plus every table an indicator
-#: reads (``enclave.indicators.definitions.INDICATOR_TABLES``; a test holds the two together),
+#: reads (``enclave.io.indicators.definitions.INDICATOR_TABLES``; a test holds the two together),
 #: so ``enclave up`` builds every indicator from it
 DEMO_TABLES = ("person", "visit_occurrence", "condition_occurrence", "measurement",
                "drug_exposure", "cost", "care_site", "concept", "death", "observation_period")
@@ -48,7 +48,7 @@ def credentials_path(settings: Settings) -> Path:
 def write_demo_credentials(settings: Settings, users: dict[str, dict]) -> Path:
     """Write ``{name: {"role", "password"}}`` to :func:`credentials_path` (0600, replaced
     atomically, never world-readable for a moment); returns the path."""
-    from enclave.store import ensure_restricted_zone
+    from enclave.io.store import ensure_restricted_zone
 
     ensure_restricted_zone(settings)
     path = credentials_path(settings)
@@ -88,7 +88,7 @@ def _last_line(proc: subprocess.CompletedProcess) -> str:
 
 def build_demo_project(settings: Settings, echo: Callable[[str], None]) -> dict:
     """Project ``demo``, release ``demo/v1``, its twin and indicators (each once)."""
-    from enclave.projects import SqlProjectStore
+    from enclave.io.projects import SqlProjectStore
 
     out: dict = {"project": DEMO_PROJECT}
     if DEMO_PROJECT not in {p.id for p in SqlProjectStore(settings).list()}:
@@ -139,7 +139,7 @@ def build_demo_project(settings: Settings, echo: Callable[[str], None]) -> dict:
 def dashboards_command(settings: Settings) -> list[str] | None:
     """The Streamlit command serving the dashboards behind the gate, when the app exists (the hub
     gives it ``ENCLAVE_HOME``; it reads the newest indicator table there)."""
-    from enclave.hub.config import service_python
+    from enclave.io.hub.config import service_python
 
     app = REPO / "dashboards" / "app.py"
     if not app.exists():
@@ -155,10 +155,10 @@ def dashboards_command(settings: Settings) -> list[str] | None:
 def check_can_serve(settings: Settings, echo: Callable[[str], None] = lambda _: None) -> None:
     """What a serving ``enclave up`` checks before any work: the service users and researchers
     (the demo researcher, who may not exist yet, and every existing one) can pass through every
-    folder on the way to what they need (:mod:`enclave.hub.preflight`), root runs it, no other
+    folder on the way to what they need (:mod:`enclave.io.hub.preflight`), root runs it, no other
     program listens on its ports, and no other enclave home owns its users, groups, nftables
-    table or ports — which it then claims (:mod:`enclave.hub.registry`)."""
-    from enclave.hub import permissions, preflight, registry
+    table or ports — which it then claims (:mod:`enclave.io.hub.registry`)."""
+    from enclave.io.hub import permissions, preflight, registry
 
     names = [n for n, role in demo_users(settings) if role == "researcher"]
     preflight.check_hub(settings, planned=True, airlock=True,
@@ -176,8 +176,8 @@ def check_can_serve(settings: Settings, echo: Callable[[str], None] = lambda _: 
 def serve_demo(settings: Settings, echo: Callable[[str], None]) -> dict:
     """Users, permissions, egress rule and the hub (root only). Returns users and their passwords
     (also written to :func:`credentials_path`; echoed nowhere)."""
-    from enclave.hub import egress, permissions, serve
-    from enclave.hub.userenv import build_serviceenv, build_userenv
+    from enclave.io.hub import egress, permissions, serve
+    from enclave.io.hub.userenv import build_serviceenv, build_userenv
 
     if os.geteuid() != 0:
         raise permissions.PermissionDeniedError(
@@ -216,6 +216,6 @@ def serve_demo(settings: Settings, echo: Callable[[str], None]) -> dict:
 
 
 def bring_down(settings: Settings) -> list[int]:
-    from enclave.hub import serve
+    from enclave.io.hub import serve
 
     return serve.stop_hub(settings)

@@ -4,7 +4,7 @@ Run: ``python tests/benchmarks/bench_airlock_sandbox.py [--repeats N]``. The rel
 ``bench_research.py`` (1M rows, 100k patients, 20 × 10 cells). A researcher's ``crosstab`` (mean,
 with dominance) makes the record; then, in interleaved rounds after a warm-up of each:
 
-* **sandboxed** — :func:`enclave.airlock.checks.run_checks` as the airlock calls it: record and
+* **sandboxed** — :func:`enclave.io.airlock.checks.run_checks` as the airlock calls it: record and
   policy hashes, release name and hashes, SQL validation, the re-run in the bubblewrap sandbox
   (``prlimit`` + ``bwrap`` + the child), the cell comparison and the differencing ledger check
   with the re-run's patient sets;
@@ -35,12 +35,12 @@ from tests.benchmarks.bench_research import make_home
 
 def unsandboxed(release_db, payload, settings):
     """The child as a plain subprocess on the release file: the same work, no sandbox."""
-    from enclave.outputs.sandbox import SandboxError, SandboxLimits, decode_answer
+    from enclave.io.outputs.sandbox import SandboxError, SandboxLimits, decode_answer
 
     limits = SandboxLimits.from_settings(settings)
     payload = payload | {"threads": limits.threads,
                          "memory_limit": f"{max(64, limits.memory_mb * 3 // 5)}MB"}
-    proc = subprocess.run([sys.executable, "-I", "-m", "enclave.outputs.child", str(release_db)],
+    proc = subprocess.run([sys.executable, "-I", "-m", "enclave.io.outputs.child", str(release_db)],
                           input=json.dumps(payload, default=str).encode(), capture_output=True,
                           timeout=limits.wall_s, check=False)
     if proc.returncode:
@@ -60,10 +60,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         os.environ["HOME"] = str(Path(tmp) / "user")
         home = make_home(Path(tmp))
-        from enclave.airlock.checks import run_checks
-        from enclave.outputs import recheck as rc
+        from enclave.core.settings import load_settings
+        from enclave.io.airlock.checks import run_checks
+        from enclave.io.outputs import recheck as rc
         from enclave.research import crosstab, workspace
-        from enclave.settings import load_settings
 
         settings = load_settings(home)
         t = workspace(home).table("visit")

@@ -11,7 +11,7 @@ rounds (one ARX run and two of ours per round, the order rotating); printed are 
 ratio ARX / ours. Both tools start from data already read and dictionary-encoded, and end with the
 released data: ARX times ``anonymize()`` + ``getOutput()`` on its data handle (``Data`` encodes
 every column into a dictionary when it is loaded, outside the timing); ours times
-:func:`enclave.deid.anonymize` on a polars frame whose columns are ``pl.Enum`` (encoded once,
+:func:`enclave.logic.deid.anonymize` on a polars frame whose columns are ``pl.Enum`` (encoded once,
 outside the timing), up to the released frame with text labels. Our run from plain text columns
 (``ours/text``, the string → code encoding included) is printed as well. Also printed: each tool's
 levels and suppressed rows, and whether both solved the same problem: the same levels, or — each tool scoring the other's
@@ -46,10 +46,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from enclave.deid import AnonymizationPolicy, LDiversity, QuasiIdentifier, TCloseness, anonymize
-from enclave.deid.hierarchy import Hierarchy, read_hierarchy
-from enclave.deid.privacy import Criteria, encode, partition
-from enclave.errors import DisclosureRiskError
+from enclave.core.errors import DisclosureRiskError
+from enclave.logic.deid import (
+    AnonymizationPolicy,
+    LDiversity,
+    QuasiIdentifier,
+    TCloseness,
+    anonymize,
+)
+from enclave.logic.deid.hierarchy import Hierarchy, read_hierarchy
+from enclave.logic.deid.privacy import Criteria, encode, partition
 
 ROOT = Path(__file__).resolve().parents[2]
 ADULT = ROOT.parent / "shared" / "benchmarks" / "adult"

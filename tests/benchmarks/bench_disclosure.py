@@ -16,7 +16,7 @@ and on the same table:
   The issue's "≤ 1.5× the bare GROUP BY" is judged against this one: it is what the rules need, so
   the ratio is the price of checking (rules, margins, suppression, the Python around them) on top
   of the unavoidable query; the ratio to the count+mean floor is printed too,
-* :func:`enclave.disclosure.check_table` for a count and for a mean: the one-statement evidence
+* :func:`enclave.logic.disclosure.check_table` for a count and for a mean: the one-statement evidence
   (distinct patients, non-missing values, per-patient top-2 contributions, …; patients at the
   extremes are skipped, as for any output without a min/max), exact margin evidence where the cells
   cannot vouch for a total, every rule of the ACRO preset and secondary suppression with margins;
@@ -45,8 +45,8 @@ from pathlib import Path
 
 import duckdb
 
-from enclave.db import frame, run
-from enclave.disclosure import (
+from enclave.io.db import frame, run
+from enclave.logic.disclosure import (
     ACRO,
     check_cells,
     check_table,

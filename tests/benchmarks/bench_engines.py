@@ -11,12 +11,12 @@ both engines read (DuckDB through a view, Spark as a DataFrame), so each engine 
 * ``person`` / ``location`` / ``condition_occurrence`` (rows/10, 2,000, rows) for the release
   builder's one-row-per-patient table.
 
-Parts, each the same ibis expression on both engines (:mod:`enclave.disclosure.evidence`,
-:mod:`enclave.indicators.cells`, :mod:`enclave.deid.sets`):
+Parts, each the same ibis expression on both engines (:mod:`enclave.logic.disclosure.evidence`,
+:mod:`enclave.io.indicators.cells`, :mod:`enclave.logic.deid.sets`):
 
 * ``evidence count`` / ``evidence mean``: the disclosure evidence of a region × year table (200
   cells), count and mean (with the per-patient top-2 contributions); on DuckDB also
-  :func:`enclave.disclosure.compute_evidence` (the same expression compiled once to a statement on
+  :func:`enclave.logic.disclosure.compute_evidence` (the same expression compiled once to a statement on
   a DuckDB connection, as outputs and the airlock run it),
 * ``cube``: an indicator cube, patients by region × year × sex with all three margins (8 grouping
   sets): the relation computed once, then evidence + cell keys + rules + secondary suppression +
@@ -25,7 +25,7 @@ Parts, each the same ibis expression on both engines (:mod:`enclave.disclosure.e
   against the population,
 * ``patient table``: the release builder's one row per patient (age, sex, region, main condition),
 * ``ingest checks`` / ``ingest map + units``: the loader's row-level transforms
-  (:mod:`enclave.ingest.transforms`) over ``--rows`` staged laboratory results: unknown patient /
+  (:mod:`enclave.io.ingest.transforms`) over ``--rows`` staged laboratory results: unknown patient /
   visit and invalid code checks and the exact-duplicate merge, then the concept mapping and unit
   conversion; summed per outcome (rows, sum of batch positions, sum of converted values).
 
@@ -53,13 +53,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from enclave.codes import units as unit_codes
-from enclave.deid.sets import class_sizes_expr, measure_risk, patient_expr
-from enclave.disclosure import ACRO, compute_evidence, evidence_frame
-from enclave.engine import duckdb_engine, spark_engine
-from enclave.indicators.cube import check_cube_on
-from enclave.ingest import transforms
-from enclave.settings import EngineSettings
+from enclave.core.settings import EngineSettings
+from enclave.io.engine import duckdb_engine, spark_engine
+from enclave.io.indicators.cube import check_cube_on
+from enclave.io.ingest import transforms
+from enclave.logic.codes import units as unit_codes
+from enclave.logic.deid.sets import class_sizes_expr, measure_risk, patient_expr
+from enclave.logic.disclosure import ACRO, compute_evidence, evidence_frame
 
 QIS = ["age_band", "sex", "region"]
 
@@ -232,8 +232,8 @@ def indicator_builds(home: str, release: str) -> None:
 
     import duckdb
 
-    from enclave.indicators.build import build_indicators
-    from enclave.settings import load_settings
+    from enclave.core.settings import load_settings
+    from enclave.io.indicators.build import build_indicators
 
     base = load_settings(home)
     tables = {}

@@ -128,7 +128,7 @@ def main() -> None:
         wall = time.perf_counter() - t
         errors = [r["error"] for r in results if "error" in r]
         ok = [r for r in results if "error" not in r]
-        from enclave import audit
+        from enclave.core import audit
 
         con = audit.connect(bed.settings)
         submitted = [e for e in audit.events(con) if e["action"] == "request.submit"]

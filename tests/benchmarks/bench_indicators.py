@@ -47,12 +47,12 @@ import duckdb
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from enclave.crypto import file_sha256
-from enclave.db import run, scalar
-from enclave.indicators import build_indicators
-from enclave.indicators.definitions import CHRONIC_CONDITIONS
-from enclave.indicators.regions import PROVINCES
-from enclave.settings import load_settings
+from enclave.core.crypto import file_sha256
+from enclave.core.settings import load_settings
+from enclave.io.db import run, scalar
+from enclave.io.indicators import build_indicators
+from enclave.io.indicators.definitions import CHRONIC_CONDITIONS
+from enclave.io.indicators.regions import PROVINCES
 
 LEVELS = ("三级甲等", "二级甲等", "一级")
 LABS = {3000905: "Leukocytes [#/volume] in Blood by Automated count",

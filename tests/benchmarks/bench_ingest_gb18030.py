@@ -56,8 +56,8 @@ def duckdb_reference(folder: Path, work: Path) -> float:
 
 
 def ours(folder: Path, work: Path) -> float:
-    from enclave.ingest.pipeline import ingest_path
-    from enclave.settings import load_settings
+    from enclave.core.settings import load_settings
+    from enclave.io.ingest.pipeline import ingest_path
 
     home = work / "home"
     shutil.rmtree(home, ignore_errors=True)
@@ -78,7 +78,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     extracts = work / "extracts"
     if not (extracts / "h1").exists():
-        from enclave.demo.generate import generate
+        from enclave.io.demo.generate import generate
 
         t = time.perf_counter()
         generate(extracts, patients=args.patients, hospitals=1, seed=7, progress=False)

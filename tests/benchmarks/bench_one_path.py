@@ -11,16 +11,16 @@ repeat by repeat, so both see the same machine load. Each job calls the public A
 checkouts have (same arguments):
 
 * ``evidence count`` / ``mean`` / ``mean+bounds`` / ``min`` / ``class``: the disclosure evidence
-  (:func:`enclave.disclosure.compute_evidence`) of a region × year table (200 cells) over ``--rows``
+  (:func:`enclave.logic.disclosure.compute_evidence`) of a region × year table (200 cells) over ``--rows``
   rows on a DuckDB connection: counts; a mean (top-2 contributions); a mean with the class
   disclosure bounds; a min (the extremes evidence); a mean with a sensitive column;
-* ``cube patients`` / ``cube mean``: an indicator cube (:func:`enclave.indicators.check_cube`),
+* ``cube patients`` / ``cube mean``: an indicator cube (:func:`enclave.io.indicators.check_cube`),
   region × year × sex with all three margins (8 grouping sets), patients with cell keys, and a mean;
-* ``risk``: the release risk (:func:`enclave.deid.sets.measure_risk`) of ``--rows``/10 released
+* ``risk``: the release risk (:func:`enclave.logic.deid.sets.measure_risk`) of ``--rows``/10 released
   patients against a population twice that size (DuckDB);
 * ``hmac pseudonyms`` / ``hmac link keys``: ``--rows``/2 pseudonyms
-  (:func:`enclave.release.keys.pseudonyms`) and link keys
-  (:func:`enclave.ingest.linkage.link_keys`).
+  (:func:`enclave.io.release.keys.pseudonyms`) and link keys
+  (:func:`enclave.io.ingest.linkage.link_keys`).
 
 Prints, per job, the median seconds of old and new and the ratio new / old (acceptance: at most
 1.10), and whether the two gave the same result (a digest of the result frame; floats rounded to
@@ -89,12 +89,12 @@ def _data(rows: int):
 def _jobs(rows: int) -> dict:
     import polars as pl
 
-    from enclave.deid.sets import measure_risk
-    from enclave.disclosure import ACRO, compute_evidence
-    from enclave.engine import duckdb_engine
-    from enclave.indicators.cube import check_cube
-    from enclave.ingest.linkage import link_keys
-    from enclave.release.keys import pseudonyms
+    from enclave.io.engine import duckdb_engine
+    from enclave.io.indicators.cube import check_cube
+    from enclave.io.ingest.linkage import link_keys
+    from enclave.io.release.keys import pseudonyms
+    from enclave.logic.deid.sets import measure_risk
+    from enclave.logic.disclosure import ACRO, compute_evidence
 
     con, _, released, population, ids = _data(rows)
     engine = duckdb_engine()

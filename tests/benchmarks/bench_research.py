@@ -37,9 +37,9 @@ sys.path.insert(0, str(REPO))
 
 import duckdb
 
-from enclave.crypto import file_sha256
-from enclave.db import frame, run
-from enclave.publish import write_manifest
+from enclave.core.crypto import file_sha256
+from enclave.core.publish import write_manifest
+from enclave.io.db import frame, run
 from tests.benchmarks.bench_disclosure import BUILD, ROWS, THIN, acro_python
 
 REPEATS = 15
@@ -113,9 +113,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["HOME"] = str(Path(tmp) / "user")  # the local ledger goes under ~/.enclave
         home = make_home(Path(tmp))
-        from enclave.disclosure import ACRO, check_table
-        from enclave.outputs.membership import materialize
-        from enclave.outputs.sql import check_output_query
+        from enclave.io.outputs.membership import materialize
+        from enclave.io.outputs.sql import check_output_query
+        from enclave.logic.disclosure import ACRO, check_table
         from enclave.research import crosstab, pivot_table, workspace
 
         ws = workspace(home)

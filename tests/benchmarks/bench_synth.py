@@ -37,7 +37,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 warnings.filterwarnings("ignore")
 
-from enclave.settings import SynthSettings
+from enclave.core.settings import SynthSettings
 from synthetic.chain import ChainModel
 from synthetic.evaluate import _to_pandas
 
@@ -173,7 +173,7 @@ def full_schema(release: str, settings: SynthSettings) -> None:
     """Our chain on every chain table of a desensitized release: fit + sample + quality report."""
     import duckdb
 
-    from enclave import db
+    from enclave.io import db
     from synthetic import build
     from synthetic.chain import chain_tables
     from synthetic.evaluate import fidelity

@@ -26,11 +26,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enclave.hub import permissions, registry, serve
-from enclave.hub.client import Hub, UserServer, login
-from enclave.hub.config import service_python
-from enclave.hub.userenv import build_serviceenv, build_userenv
-from enclave.settings import Settings, load_settings
+from enclave.core.settings import Settings, load_settings
+from enclave.io.hub import permissions, registry, serve
+from enclave.io.hub.client import Hub, UserServer, login
+from enclave.io.hub.config import service_python
+from enclave.io.hub.userenv import build_serviceenv, build_userenv
 
 TABLES = ("person", "visit_occurrence", "condition_occurrence")
 REPO = Path(__file__).resolve().parents[2]
@@ -272,7 +272,7 @@ def make_bed(port_base: int | None = None, *, researchers: int = 2, patients: in
 
 
 def teardown(bed: Bed) -> None:
-    from enclave.hub import egress
+    from enclave.io.hub import egress
 
     serve.stop_hub(bed.settings)
     try:

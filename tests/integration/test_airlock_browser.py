@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from enclave.airlock.outbox import outbox_dir
-from enclave.audit import connect, events
-from enclave.settings import load_settings
+from enclave.core.audit import connect, events
+from enclave.core.settings import load_settings
+from enclave.io.airlock.outbox import outbox_dir
 from tests.airlock_support import (
     ADMIN,
     REPO,

@@ -12,9 +12,9 @@ import urllib.request
 
 import pytest
 
-from enclave.airlock.client import submit_export
-from enclave.errors import PermissionDeniedError
-from enclave.settings import load_settings
+from enclave.core.errors import PermissionDeniedError
+from enclave.core.settings import load_settings
+from enclave.io.airlock.client import submit_export
 from tests.airlock_support import (
     REPO,
     REQUESTER,

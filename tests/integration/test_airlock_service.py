@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from enclave.airlock.outbox import outbox_dir, verify_outbox
-from enclave.audit import connect, events, verify
-from enclave.errors import PermissionDeniedError
-from enclave.settings import load_settings
+from enclave.core.audit import connect, events, verify
+from enclave.core.errors import PermissionDeniedError
+from enclave.core.settings import load_settings
+from enclave.io.airlock.outbox import outbox_dir, verify_outbox
 from tests.airlock_support import (
     MEMBER,
     OUTSIDER,
@@ -177,7 +177,7 @@ def test_a_researcher_follows_an_export_from_the_notebook(enclave, monkeypatch):
     """Through the airlock's API as a kernel in the hub calls it (URL and the user's token from
     the environment): export() answers an ExportRequest with its state and link, refresh()
     re-reads it after a steward's vote, my_requests() lists it; another user cannot read it."""
-    from enclave.airlock.client import get_request
+    from enclave.io.airlock.client import get_request
     from enclave.research import crosstab, export, my_requests, workspace
     from tests.airlock_support import token_of
 
@@ -289,7 +289,7 @@ def test_sigkill_during_an_approval_leaves_request_and_audit_consistent(tmp_path
         assert svc.proc.wait(timeout=30) == -9
     finally:
         svc.kill()
-    from enclave.airlock import store
+    from enclave.io.airlock import store
 
     con = connect(settings)
     assert store.get_request(con, rid)["status"].value == after

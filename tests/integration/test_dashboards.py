@@ -22,9 +22,9 @@ from streamlit.testing.v1 import AppTest
 from dashboards.common import COUNT_COLUMNS, NO_DATA_TEXTS, WITHHELD_TEXTS
 from dashboards.data import ALL, FILTERS, FilterError, IndicatorTable
 from dashboards.i18n import LANGUAGES, TEXT, t
-from enclave.disclosure import policy_from_settings
-from enclave.indicators.cube import WITHHELD_REASON
-from enclave.settings import load_settings
+from enclave.core.settings import load_settings
+from enclave.io.indicators.cube import WITHHELD_REASON
+from enclave.logic.disclosure import policy_from_settings
 from tests.conftest import REPO
 from tests.unit.test_indicators_build import demo_indicators
 
@@ -322,7 +322,7 @@ def test_repeat_tests_page_shows_checked_figures(app, published):
 
 
 def test_medicines_page_shows_checked_figures(app, published):
-    from enclave.indicators.definitions import MEDICINE_GROUPS
+    from enclave.io.indicators.definitions import MEDICINE_GROUPS
 
     path, threshold = published
     base = policy_from_settings(load_settings(path.parents[2]).disclosure).round_base
@@ -446,7 +446,7 @@ def test_one_public_wording_for_every_withheld_cell(published):
 def test_a_table_that_differs_from_its_manifest_is_refused(published, tmp_path):
     import shutil
 
-    from enclave.errors import BadInputError
+    from enclave.core.errors import BadInputError
 
     path, _ = published
     copy = tmp_path / "v1"

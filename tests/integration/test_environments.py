@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from enclave.envlock import (
+from enclave.core.settings import load_settings
+from enclave.io.envlock import (
     BOOTSTRAP,
     LOCKS,
     PROJECT,
@@ -23,7 +24,6 @@ from enclave.envlock import (
     installed,
     read_lock,
 )
-from enclave.settings import load_settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
 

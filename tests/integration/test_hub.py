@@ -20,7 +20,7 @@ import time
 import pytest
 import requests
 
-from enclave import audit
+from enclave.core import audit
 from tests.integration import hubbed
 
 pytestmark = [
@@ -249,7 +249,7 @@ print(ws.table("person").count().execute() > 0)""")
 
 
 def test_egress_rule_denies_researcher_uids(bed):
-    from enclave.hub import egress
+    from enclave.io.hub import egress
 
     if not os.path.exists("/usr/sbin/nft"):
         pytest.skip("nftables is not installed (apt-get install nftables)")
@@ -276,7 +276,7 @@ def test_hostile_user_config_is_ignored(bed):
     name = bed.name("r1")
     home = f"/home/{name}"
     hostile = (
-        "c.ServerApp.jpserver_extensions = {'enclave.hub.lockdown': False}\n"
+        "c.ServerApp.jpserver_extensions = {'enclave.io.hub.lockdown': False}\n"
         "c.ServerApp.terminals_enabled = True\n"
         "c.ServerApp.contents_manager_class = "
         "'jupyter_server.services.contents.largefilemanager.AsyncLargeFileManager'\n"
@@ -284,7 +284,7 @@ def test_hostile_user_config_is_ignored(bed):
     files = {
         f"{home}/.jupyter/jupyter_server_config.py": hostile,
         f"{home}/.jupyter/jupyter_server_config.json": json.dumps(
-            {"ServerApp": {"jpserver_extensions": {"enclave.hub.lockdown": False}}}),
+            {"ServerApp": {"jpserver_extensions": {"enclave.io.hub.lockdown": False}}}),
         f"{home}/jupyter_server_config.py": hostile,
         f"{home}/.local/share/jupyter/kernels/open/kernel.json": json.dumps(
             {"argv": ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],

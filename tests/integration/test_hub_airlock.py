@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from enclave import audit
-from enclave.airlock.outbox import outbox_dir
-from enclave.hub import serve
+from enclave.core import audit
+from enclave.io.airlock.outbox import outbox_dir
+from enclave.io.hub import serve
 from tests.integration import hubbed
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -55,7 +55,7 @@ def bed():
     b = hubbed.make_bed(PORTS, researchers=2, stewards=2, real_airlock=True, twin=True,
                         extra_settings=SETTINGS)
     if Path("/usr/sbin/nft").exists():  # as 'enclave up' serves: researchers' egress denied
-        from enclave.hub import egress
+        from enclave.io.hub import egress
 
         try:
             egress.apply_egress(b.settings)

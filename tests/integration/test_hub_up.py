@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from enclave.hub import permissions
-from enclave.hub.serve import port_open
-from enclave.settings import load_settings
+from enclave.core.settings import load_settings
+from enclave.io.hub import permissions
+from enclave.io.hub.serve import port_open
 from tests.integration import hubbed
 
 pytestmark = [
@@ -85,7 +85,7 @@ def test_status_reports_the_running_hub(up):
 
 def _below_hub(home: Path) -> dict[str, dict[str, list[int]]]:
     """Command line -> Uid/Groups of every process below the hub."""
-    from enclave.hub.serve import descendants
+    from enclave.io.hub.serve import descendants
 
     out = {}
     for p in descendants(json.loads((home / "hub" / "run.json").read_text())["pid"]):
@@ -123,7 +123,7 @@ def test_an_idle_server_is_culled(up):
     """The idle-culler service (as its own user) stops a server idle longer than the setting."""
     home, proc, summary, _ = up
     assert proc.returncode == 0
-    from enclave.hub.client import Hub
+    from enclave.io.hub.client import Hub
 
     hub = Hub(summary["hub"].rstrip("/"), (home / "hub" / "ops_token").read_text().strip())
     name = next(u for u, v in summary["users"].items() if v["role"] == "researcher")
@@ -146,7 +146,7 @@ def test_up_again_keeps_the_work_and_down_stops_everything(up):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "already running" in again.stdout and again.stdout.count("already ingested") == 2
     pid = json.loads((home / "hub" / "run.json").read_text())["pid"]
-    from enclave.hub.serve import descendants
+    from enclave.io.hub.serve import descendants
 
     below = descendants(pid)
     down = _enclave(home, "down")

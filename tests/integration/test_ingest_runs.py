@@ -10,11 +10,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from enclave import audit
-from enclave.ingest import diagnose
-from enclave.ingest.mapping import SiteMapping
-from enclave.ingest.reports import FileReport
-from enclave.settings import load_settings
+from enclave.core import audit
+from enclave.core.settings import load_settings
+from enclave.io.ingest import diagnose
+from enclave.io.ingest.mapping import SiteMapping
+from enclave.io.ingest.reports import FileReport
 from tests.conftest import FIXTURES
 from tests.enclave_cli import run_enclave
 

@@ -19,8 +19,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from enclave.core.settings import load_settings
 from enclave.research import recheck
-from enclave.settings import load_settings
 from tests.enclave_cli import run_enclave
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,10 +14,10 @@ import duckdb
 import polars as pl
 import pytest
 
-from enclave.errors import ConfigurationError
-from enclave.release.build import plan_table
-from enclave.release.keys import project_key, pseudonyms
-from enclave.settings import load_settings
+from enclave.core.errors import ConfigurationError
+from enclave.core.settings import load_settings
+from enclave.io.release.build import plan_table
+from enclave.io.release.keys import project_key, pseudonyms
 from tests.enclave_cli import run_enclave
 
 TABLES = ["person", "visit_occurrence", "condition_occurrence", "drug_exposure", "measurement",

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from enclave.airlock.checks import ledger_path, store_ledger_path
-from enclave.airlock.exports import Airlock
-from enclave.audit import airlock_dir
-from enclave.hub import serve
+from enclave.core.audit import airlock_dir
+from enclave.io.airlock.checks import ledger_path, store_ledger_path
+from enclave.io.airlock.exports import Airlock
+from enclave.io.hub import serve
 from tests.integration import hubbed
 
 pytestmark = [
@@ -41,7 +41,7 @@ CONTROL_TABLES = ("project", "project_member", "role")
 KERNEL = r'''
 import copy, json, os
 from enclave.research import workspace, pivot_table, record_hash
-from enclave.airlock.client import submit_export
+from enclave.io.airlock.client import submit_export
 
 ws = workspace(project=BETA)
 honest = pivot_table(ws.table("person"), "sex", aggfunc="patients")
@@ -154,7 +154,7 @@ def attacks(bed) -> dict:
 def bed():
     b = hubbed.make_bed(PORTS, researchers=2, stewards=1, real_airlock=True)
     if Path("/usr/sbin/nft").exists():  # as 'enclave up' serves: researchers' egress denied
-        from enclave.hub import egress
+        from enclave.io.hub import egress
 
         try:
             egress.apply_egress(b.settings)
@@ -364,7 +364,7 @@ print(json.dumps(json.load(urllib.request.urlopen(req, timeout=30))["checks"]))"
 def test_the_sandbox_reaches_only_its_release(bed):
     """The re-run's sandbox, started exactly as the airlock starts it and with the airlock
     service's own uid, gid and groups: its identity, and everything else out of reach."""
-    from enclave.outputs.sandbox import SandboxLimits, command
+    from enclave.io.outputs.sandbox import SandboxLimits, command
 
     pid = serve._load_run(bed.settings)["pid"]
     service = next(p for p in serve.descendants(pid)
@@ -400,15 +400,15 @@ print(json.dumps(out))
 """
     runner = f"""
 import subprocess, sys
-from enclave.outputs.sandbox import SandboxLimits, command
-from enclave.settings import load_settings
+from enclave.io.outputs.sandbox import SandboxLimits, command
+from enclave.core.settings import load_settings
 s = load_settings({str(s.home)!r})
 cmd = command({str(bed.release("beta"))!r}, s, SandboxLimits.from_settings(s),
               argv=[sys.executable, "-I", "-c", {probe!r}])
 p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 print(p.stdout, p.stderr[-500:])
 """
-    from enclave.hub.config import service_python
+    from enclave.io.hub.config import service_python
 
     proc = subprocess.run([service_python(s), "-I", "-c", runner], capture_output=True, text=True,
                           user=uid, group=gid, extra_groups=groups, cwd="/", timeout=120)

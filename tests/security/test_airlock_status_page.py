@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from enclave.airlock.server import USER_COOKIE
+from enclave.io.airlock.server import USER_COOKIE
 from tests.airlock_support import (
     ADMIN,
     MEMBER,

@@ -6,7 +6,7 @@ has it: the published means 0.0 and 1.0 say so for every patient of the group, a
 group has 20 patients and passes every threshold. The same data as a crosstab was already
 flagged (a row in one column); the mean must be flagged too — ``review`` under the default
 preset, suppressed (no value in the result or the record) under ``strict`` — and the airlock's
-own sandboxed re-run of the record (:func:`enclave.airlock.checks.run_checks`) must reproduce the
+own sandboxed re-run of the record (:func:`enclave.io.airlock.checks.run_checks`) must reproduce the
 verdict, also when the attacker forges the record to claim ``pass``. The same holds for a min
 equal to the max (every patient's value) and a median equal to the minimum.
 """
@@ -19,10 +19,10 @@ import json
 import polars as pl
 import pytest
 
-from enclave.airlock.checks import run_checks
-from enclave.airlock.workflow import CheckStatus
+from enclave.core.settings import load_settings
+from enclave.io.airlock.checks import run_checks
+from enclave.io.airlock.workflow import CheckStatus
 from enclave.research import crosstab, pivot_table, record_hash, workspace
-from enclave.settings import load_settings
 from tests.unit.test_research_api import make_release, pid
 
 GROUP = 20  # patients per group: every count threshold passes

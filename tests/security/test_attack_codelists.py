@@ -22,12 +22,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from enclave.airlock.exports import Airlock
-from enclave.airlock.outbox import outbox_dir
-from enclave.errors import BadInputError
-from enclave.outputs.recheck import recheck
+from enclave.core.errors import BadInputError
+from enclave.core.settings import load_settings
+from enclave.io.airlock.exports import Airlock
+from enclave.io.airlock.outbox import outbox_dir
+from enclave.io.outputs.recheck import recheck
 from enclave.research import crosstab, record_hash, workspace
-from enclave.settings import load_settings
 from tests.airlock_support import REQUESTER, MemoryProjects, project
 from tests.unit.test_research_api import make_release, pid
 

@@ -14,9 +14,9 @@ import os
 
 import pytest
 
-from enclave.airlock.checks import store_ledger_path
-from enclave.release.identity import identity_map_path
-from enclave.settings import load_settings
+from enclave.core.settings import load_settings
+from enclave.io.airlock.checks import store_ledger_path
+from enclave.io.release.identity import identity_map_path
 from tests.airlock_support import Service, token_of
 from tests.enclave_cli import run_enclave
 

@@ -4,8 +4,8 @@ A researcher makes a histogram with the research API on a real release; its thre
 are suppressed (empty in the rendered CSV). They know (or compute) the true counts — 1, 7 and 0 —
 and write them into the empty fields before asking for the export. Each of those numbers is also
 a published bin number, so a check that accepts any published number anywhere lets them through.
-The real :class:`~enclave.airlock.exports.Airlock`, with its real sandboxed re-run
-(:func:`~enclave.airlock.checks.run_checks`), must compare the file by position: the request is
+The real :class:`~enclave.io.airlock.exports.Airlock`, with its real sandboxed re-run
+(:func:`~enclave.io.airlock.checks.run_checks`), must compare the file by position: the request is
 rejected by the system, the problem names the file, rows and column, no true count is quoted in
 anything the airlock stored or the requester sees, and nothing reaches the outbox. The honest file
 of the same output passes the file check.
@@ -22,12 +22,12 @@ import duckdb
 import polars as pl
 import pytest
 
-from enclave.airlock import store
-from enclave.airlock.exports import Airlock
-from enclave.airlock.outbox import outbox_dir
-from enclave.audit import events
+from enclave.core.audit import events
+from enclave.core.settings import load_settings
+from enclave.io.airlock import store
+from enclave.io.airlock.exports import Airlock
+from enclave.io.airlock.outbox import outbox_dir
 from enclave.research import histogram, workspace
-from enclave.settings import load_settings
 from tests.airlock_support import REQUESTER, MemoryProjects, project
 from tests.unit.test_research_api import make_release
 

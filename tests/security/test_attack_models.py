@@ -4,7 +4,7 @@ The attacker holds a release where a column singles out one patient (``victim`` 
 everyone else) and fits ``value ~ victim``: ``Intercept + victim`` would be that patient's mean.
 Likewise ``value ~ C(region)`` with a reference region of three patients publishes their mean as
 the intercept. Both must fail in the researcher's kernel with no coefficient left in the record,
-and the airlock's own sandboxed re-run of the record (:func:`enclave.airlock.checks.run_checks`)
+and the airlock's own sandboxed re-run of the record (:func:`enclave.io.airlock.checks.run_checks`)
 must come to the same verdict — also when the attacker forges the record to claim ``pass`` with
 the values filled back in.
 """
@@ -18,10 +18,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from enclave.airlock.checks import run_checks
-from enclave.airlock.workflow import CheckStatus
+from enclave.core.settings import load_settings
+from enclave.io.airlock.checks import run_checks
+from enclave.io.airlock.workflow import CheckStatus
 from enclave.research import ols, record_hash, workspace
-from enclave.settings import load_settings
 from tests.unit.test_research_api import make_release, pid
 
 N = 120

@@ -1,7 +1,7 @@
 """Issue 16, item 4: the audit trail's integrity, attacked over the real airlock service.
 
 The real service (``enclave airlock serve``, standalone token mode) on a real enclave home; events
-are posted the way a kernel posts them (``enclave.airlock.client.record_event`` in a process of its
+are posted the way a kernel posts them (``enclave.io.airlock.client.record_event`` in a process of its
 own, with the user's token) or raw over HTTP. Each test asserts the refusal **and** that nothing
 crossed: no event with the forged subject, no byte of the oversized body in the trail, no anchor
 on a rewritten trail. The anchor test uses a real Unix user as the owner of the airlock's folder
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.audit import (
+from enclave.core.audit import (
     airlock_dir,
     anchor_dir,
     connect,
@@ -34,9 +34,9 @@ from enclave.audit import (
     verify,
     write_anchor,
 )
-from enclave.errors import StoreError
-from enclave.hub.anchor import anchor_if_due
-from enclave.settings import load_settings
+from enclave.core.errors import StoreError
+from enclave.core.settings import load_settings
+from enclave.io.hub.anchor import anchor_if_due
 from tests.airlock_support import (
     MEMBER,
     OUTSIDER,
@@ -78,7 +78,7 @@ def kernel_event(svc, user: str, action: str, subject: str, detail: dict | None 
     """What a kernel does: ``record_event`` in its own process, with the user's token."""
     code = ("import json, logging, sys\n"
             "logging.basicConfig(level=logging.WARNING, stream=sys.stdout)\n"
-            "from enclave.airlock.client import record_event\n"
+            "from enclave.io.airlock.client import record_event\n"
             f"ok = record_event({action!r}, {subject!r}, {detail or {}!r})\n"
             "print('RESULT', json.dumps(ok))\n")
     env = {**os.environ, "ENCLAVE_AIRLOCK_URL": svc.url.rstrip("/"),

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pytest
 
-from enclave.hub import egress, permissions, registry
-from enclave.hub.client import login
-from enclave.hub.serve import port_open
-from enclave.settings import MACHINE_WIDE, load_settings
+from enclave.core.settings import MACHINE_WIDE, load_settings
+from enclave.io.hub import egress, permissions, registry
+from enclave.io.hub.client import login
+from enclave.io.hub.serve import port_open
 from enclave.workflows.enclave_up import credentials_path, demo_users
 from tests.integration import hubbed
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from enclave import audit
+from enclave.core import audit
 from tests.integration import hubbed
 
 pytestmark = [

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from enclave import audit
-from enclave.hub.access import user_processes
-from enclave.hub.client import HubClientError
+from enclave.core import audit
+from enclave.io.hub.access import user_processes
+from enclave.io.hub.client import HubClientError
 from tests.integration import hubbed
 
 pytestmark = [
@@ -39,7 +39,7 @@ def bed():
     b = hubbed.make_bed(PORTS, researchers=3, real_airlock=True,
                         hub_settings="access_check_interval_s = 5")
     if NFT:
-        from enclave.hub import egress
+        from enclave.io.hub import egress
 
         try:
             egress.apply_egress(b.settings)
@@ -137,7 +137,7 @@ for port in ({bed.settings.hub.port}, {bed.settings.hub.hub_port}, {bed.settings
 
 @pytest.mark.skipif(not NFT, reason="nftables is not installed (apt-get install nftables)")
 def test_a_researcher_added_while_the_hub_runs_has_no_network_at_once(bed):
-    from enclave.hub.egress import researcher_uids
+    from enclave.io.hub.egress import researcher_uids
 
     name, password = f"{bed.prefix}late", "Late-pass-1234"
     bed.users["late"] = (name, password)

@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from enclave import audit
-from enclave.hub import permissions
-from enclave.hub.client import Hub, UserServer, login
-from enclave.settings import Settings, load_settings
+from enclave.core import audit
+from enclave.core.settings import Settings, load_settings
+from enclave.io.hub import permissions
+from enclave.io.hub.client import Hub, UserServer, login
 from enclave.workflows.enclave_up import credentials_path, demo_users
 from tests.integration import hubbed
 
@@ -171,7 +171,7 @@ def test_up_prints_the_passwords_only_when_asked(up):
 KERNEL = '''
 import json
 from enclave.research import workspace, pivot_table
-from enclave.airlock.client import submit_export
+from enclave.io.airlock.client import submit_export
 out = pivot_table(workspace().table("person"), "sex", aggfunc="patients")
 print("RESULT " + json.dumps(submit_export(out.record, out.files(), "the xsrf test")))
 '''
@@ -292,9 +292,9 @@ def test_an_address_is_locked_out_whatever_names_it_tries(up):
 # --- item 4, wired in the hub: the approval above is anchored by the hub process ----------------
 
 def test_the_hub_anchors_approvals(up):
-    config = (hubbed.REPO / "enclave" / "hub" / "config.py").read_text()
+    config = (hubbed.REPO / "enclave" / "io" / "hub" / "config.py").read_text()
     if "schedule_anchors" not in config:
-        pytest.skip("enclave.hub.anchor.schedule_anchors is not wired into the hub config yet")
+        pytest.skip("enclave.io.hub.anchor.schedule_anchors is not wired into the hub config yet")
     approved = [e for e in trail_since(up) if e["detail"].get("to") in ("approved", "released")]
     assert approved, "the xsrf test approved a request"
     deadline = time.monotonic() + 30

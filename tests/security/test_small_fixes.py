@@ -14,10 +14,10 @@ import json
 import pytest
 import requests
 
-from enclave.airlock import store
-from enclave.airlock.outbox import outbox_dir, verify_outbox
-from enclave.audit import connect, events
-from enclave.settings import load_settings
+from enclave.core.audit import connect, events
+from enclave.core.settings import load_settings
+from enclave.io.airlock import store
+from enclave.io.airlock.outbox import outbox_dir, verify_outbox
 from tests.airlock_support import (
     REQUESTER,
     STEWARDS,

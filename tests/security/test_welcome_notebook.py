@@ -1,5 +1,5 @@
 """The hub (root) writes ``~/Welcome.ipynb`` into a folder its owner controls before each spawn
-(:func:`enclave.hub.welcome.write_welcome_into`). An owner who plants a link there, or swaps the
+(:func:`enclave.io.hub.welcome.write_welcome_into`). An owner who plants a link there, or swaps the
 file for a link while root writes it, must not get root to write or chown anything else.
 
 The attacker is a real unprivileged process (user ``nobody``) working in its own 0700 home; the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.hub import welcome
+from enclave.io.hub import welcome
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root writes into another user's home")
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import polars as pl
 import pytest
 
-from enclave.engine import Engine, duckdb_engine, spark_engine, spark_session
-from enclave.settings import EngineSettings
+from enclave.core.settings import EngineSettings
+from enclave.io.engine import Engine, duckdb_engine, spark_engine, spark_session
 
 ENGINES = ("duckdb", "pyspark")
 

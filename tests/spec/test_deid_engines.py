@@ -13,14 +13,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enclave.deid.metrics import risk_report
-from enclave.deid.sets import (
+from enclave.io.engine import duckdb_engine
+from enclave.logic.deid.metrics import risk_report
+from enclave.logic.deid.sets import (
     class_sizes_expr,
     k_violations_expr,
     measure_risk,
     patient_expr,
 )
-from enclave.engine import duckdb_engine
 from tests.spec import reference
 from tests.spec.conftest import text_table
 

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enclave.disclosure.evidence import compute_evidence, evidence_expr, evidence_frame
-from enclave.engine import duckdb_engine
-from enclave.errors import BadInputError
+from enclave.core.errors import BadInputError
+from enclave.io.engine import duckdb_engine
+from enclave.logic.disclosure.evidence import compute_evidence, evidence_expr, evidence_frame
 from tests.spec import reference
 from tests.spec.conftest import text_table
 
@@ -176,8 +176,8 @@ def test_every_engine_matches_the_reference(engine, rows, case):
 
 def test_a_query_and_the_per_patient_table_give_the_same_evidence_as_the_table():
     """``compute_evidence`` reads a table name, a query, or the per-patient table of
-    :func:`enclave.outputs.membership.member_sql` (``per_patient``)."""
-    from enclave.outputs.membership import member_sql
+    :func:`enclave.io.outputs.membership.member_sql` (``per_patient``)."""
+    from enclave.io.outputs.membership import member_sql
 
     rows = [(1, "x", 0, 5.0, "p"), (1, "x", 0, -2.0, "p"), (2, "x", 1, None, "q"),
             (None, "y", 1, 7.0, None), (None, "y", 1, 1.0, "q"), (3, None, 2, 4.0, "p")]

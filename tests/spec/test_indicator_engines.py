@@ -10,8 +10,8 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enclave.indicators.cells import cell_keys_expr, cube_frames
-from enclave.indicators.cube import ALL, cube_frames_on
+from enclave.io.indicators.cells import cell_keys_expr, cube_frames
+from enclave.io.indicators.cube import ALL, cube_frames_on
 from tests.spec import reference
 
 SCHEMA = {"person_id": pl.Int64, "region": pl.String, "year": pl.String, "sex": pl.String,

@@ -8,9 +8,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from enclave.codes.units import UNIT_SYNONYMS
-from enclave.ingest import cdm_rows, transforms
-from enclave.ingest.derived import EVENT_DATES, observation_periods
+from enclave.io.ingest import cdm_rows, transforms
+from enclave.io.ingest.derived import EVENT_DATES, observation_periods
+from enclave.logic.codes.units import UNIT_SYNONYMS
 from tests.spec.conftest import assert_same_rows, text_table
 
 EVENTS = {

@@ -7,8 +7,8 @@ import datetime as dt
 
 import duckdb
 
-from enclave.engine import open_release
-from enclave.settings import load_settings
+from enclave.core.settings import load_settings
+from enclave.io.engine import open_release
 from tests.spec.conftest import assert_same_rows
 
 

@@ -36,7 +36,13 @@ MOVES: dict[str, str] = {
     "enclave.crypto": "enclave.core.crypto",
     "enclave.audit": "enclave.core.audit",
     "enclave.release.manifest": "enclave.core.manifest",
-    "enclave.publication": "enclave.core.publication",
+    "enclave.publish": "enclave.core.publish",
+    "enclave.canonical": "enclave.core.canonical",
+    "enclave.keystore": "enclave.core.keystore",
+    # the disclosure rules' declarations (thresholds, presets, wording, checks): the settings'
+    # [disclosure] section is generated from them, so they sit below the settings
+    "enclave.disclosure.registry": "enclave.core.disclosure_registry",
+    "enclave.disclosure.rules": "enclave.core.disclosure_rules",
     # logic: pure computations of the field
     "enclave.codes": "enclave.logic.codes",
     "enclave.deid": "enclave.logic.deid",

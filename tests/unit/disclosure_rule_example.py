@@ -1,5 +1,5 @@
 """The walkthrough's new disclosure rule, exactly as a developer adds it: this file, copied to
-``enclave/disclosure/rules/min_rows.py``, is the whole product change (see
+``enclave/core/disclosure_rules/min_rows.py``, is the whole product change (see
 ``tests/unit/test_disclosure_registry.py``, which does that in a copy of the package).
 
 Minimum rows: a published row count needs ``min_rows`` rows (0 = off; the ``strict`` preset asks
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from enclave.disclosure.registry import Cell, Check, Outcome, Rule, Statistic, Threshold
+from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic, Threshold
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:

@@ -11,10 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from enclave.airlock.checks import CheckOutcome
-from enclave.airlock.filecheck import NO_RESULT, unproduced_fields
-from enclave.airlock.workflow import CheckStatus
-from enclave.outputs.layout import result_keys
+from enclave.core.settings import load_settings
+from enclave.io.airlock.checks import CheckOutcome
+from enclave.io.airlock.filecheck import NO_RESULT, unproduced_fields
+from enclave.io.airlock.workflow import CheckStatus
+from enclave.io.outputs.layout import result_keys
 from enclave.research import (
     crosstab,
     histogram,
@@ -25,7 +26,6 @@ from enclave.research import (
     survival,
     workspace,
 )
-from enclave.settings import load_settings
 from tests.airlock_support import REQUESTER, make_airlock, record
 from tests.unit.test_research_api import make_release
 

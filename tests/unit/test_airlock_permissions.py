@@ -7,13 +7,13 @@ import datetime as dt
 
 import pytest
 
-from enclave.airlock import store
-from enclave.airlock.projects import change_project
-from enclave.airlock.roles import add_role
-from enclave.audit import now, verify_connection
-from enclave.errors import BadInputError, InvalidTransitionError, PermissionDeniedError
-from enclave.model.project import ProjectAction, ProjectStatus
-from enclave.settings import load_settings
+from enclave.core.audit import now, verify_connection
+from enclave.core.errors import BadInputError, InvalidTransitionError, PermissionDeniedError
+from enclave.core.model.project import ProjectAction, ProjectStatus
+from enclave.core.settings import load_settings
+from enclave.io.airlock import store
+from enclave.io.airlock.projects import change_project
+from enclave.io.airlock.roles import add_role
 from tests.airlock_support import (
     ADMIN,
     FILES,
@@ -210,7 +210,7 @@ def test_a_member_removed_before_the_checks_gets_no_rerun(tmp_path):
     re-run) are never called."""
     from dataclasses import replace
 
-    from enclave.airlock.workflow import RequestStatus
+    from enclave.io.airlock.workflow import RequestStatus
 
     projects = MemoryProjects(project())
     called = []
@@ -229,8 +229,8 @@ def test_a_member_removed_before_the_checks_gets_no_rerun(tmp_path):
 
 def test_a_requester_sees_cells_only_once_approved(tmp_path):
     """The recomputed evidence stays with the stewards until the output is approved."""
-    from enclave.airlock.checks import CheckOutcome
-    from enclave.airlock.workflow import CheckStatus
+    from enclave.io.airlock.checks import CheckOutcome
+    from enclave.io.airlock.workflow import CheckStatus
 
     cells = [{"cell": {"sex": "F"}, "statistic": "count", "value": 12, "outcome": "pass"},
              {"cell": {"sex": "M"}, "statistic": "count", "value": None, "outcome": "fail"}]

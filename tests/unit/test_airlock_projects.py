@@ -9,8 +9,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from enclave.audit import connect, events, verify
-from enclave.projects import SqlProjectStore
+from enclave.core.audit import connect, events, verify
+from enclave.io.projects import SqlProjectStore
 from tests.conftest import REPO
 
 FUTURE = (date.today() + timedelta(days=365)).isoformat()
@@ -79,8 +79,8 @@ def test_lifecycle_through_the_cli(settings, home):
 
 
 def test_expiry_is_recorded_and_ends_use(settings, home):
-    from enclave.airlock.exports import Airlock
-    from enclave.airlock.projects import expire_projects
+    from enclave.io.airlock.exports import Airlock
+    from enclave.io.airlock.projects import expire_projects
 
     assert _cli(home, "project", "approve", "alpha", "--as", "sam").returncode == 0
     assert _cli(home, "project", "activate", "alpha").returncode == 0

@@ -15,10 +15,13 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from enclave.airlock import store
-from enclave.airlock.docs import generated, render
-from enclave.airlock.outbox import outbox_dir
-from enclave.airlock.workflow import (
+from enclave.core.audit import events, verify_connection
+from enclave.core.errors import EnclaveError, InvalidTransitionError
+from enclave.core.settings import load_settings
+from enclave.io.airlock import store
+from enclave.io.airlock.docs import generated, render
+from enclave.io.airlock.outbox import outbox_dir
+from enclave.io.airlock.workflow import (
     ACTORS,
     AUDIT_ACTIONS,
     FINAL,
@@ -32,9 +35,6 @@ from enclave.airlock.workflow import (
     next_status,
     required_approvals,
 )
-from enclave.audit import events, verify_connection
-from enclave.errors import EnclaveError, InvalidTransitionError
-from enclave.settings import load_settings
 from tests.airlock_support import (
     ADMIN,
     FILES,
@@ -90,7 +90,7 @@ def test_decisions_wait_for_every_required_vote():
 def test_docs_hold_the_generated_diagram():
     doc = (REPO / "docs" / "airlock.md").read_text(encoding="utf-8")
     assert generated() in doc
-    assert render(doc) == doc, "docs/airlock.md is stale: python -m enclave.airlock.docs docs/airlock.md"
+    assert render(doc) == doc, "docs/airlock.md is stale: python -m enclave.io.airlock.docs docs/airlock.md"
     assert "stateDiagram-v2" in doc
 
 

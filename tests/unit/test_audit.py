@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from enclave.audit import (
+from enclave.core.audit import (
     GENESIS,
     connect,
     database_path,
@@ -21,7 +21,7 @@ from enclave.audit import (
     transaction,
     verify,
 )
-from enclave.errors import BadInputError, StoreError
+from enclave.core.errors import BadInputError, StoreError
 from tests.conftest import REPO
 
 N = 8
@@ -165,7 +165,7 @@ def test_bad_actions_are_refused(settings, action):
 def test_concurrent_writers_keep_one_chain(settings):
     """Threads and processes appending at once: no lost event, one unbroken chain."""
     record_event(settings, actor="a", action="x.start", subject="s")
-    code = ("import sys; from enclave.settings import load_settings; from enclave.audit import "
+    code = ("import sys; from enclave.core.settings import load_settings; from enclave.core.audit import "
             "record_event; s = load_settings(sys.argv[1])\n"
             "for i in range(25): record_event(s, actor='p', action='x.proc', subject=str(i))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(settings.home)], cwd=REPO)

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import pytest
 
-from enclave.audit import (
+from enclave.core.audit import (
     ANCHORS,
     anchor_dir,
     anchor_due,
@@ -29,8 +29,8 @@ from enclave.audit import (
     verify,
     write_anchor,
 )
-from enclave.errors import StoreError
-from enclave.hub.anchor import anchor_if_due, schedule_anchors
+from enclave.core.errors import StoreError
+from enclave.io.hub.anchor import anchor_if_due, schedule_anchors
 from tests.conftest import REPO
 
 

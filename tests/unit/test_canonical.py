@@ -1,7 +1,7 @@
 """One canonical JSON for every stored hash: each call site's known value, pinned.
 
 The values were computed by the code before the hashing was gathered into
-:mod:`enclave.canonical` (commit e5e7c70); a change of any of them breaks every stored hash of its
+:mod:`enclave.core.canonical` (commit e5e7c70); a change of any of them breaks every stored hash of its
 kind (output records, export records, disclosure and release policies, the audit chain).
 """
 
@@ -12,13 +12,13 @@ import json
 
 import pytest
 
-from enclave.airlock.exports import record_sha256
-from enclave.audit import event_hash
-from enclave.canonical import canonical_json, canonical_sha256, manifest_bytes
-from enclave.disclosure.policy import PRESETS, policy_hash
-from enclave.outputs.evaluation import cell_key
-from enclave.outputs.record import record_hash
-from enclave.release.policy import LDiversityRule, ReleasePolicy, TClosenessRule
+from enclave.core.audit import event_hash
+from enclave.core.canonical import canonical_json, canonical_sha256, manifest_bytes
+from enclave.io.airlock.exports import record_sha256
+from enclave.io.outputs.evaluation import cell_key
+from enclave.io.outputs.record import record_hash
+from enclave.io.release.policy import LDiversityRule, ReleasePolicy, TClosenessRule
+from enclave.logic.disclosure.policy import PRESETS, policy_hash
 
 RECORD = {"kind": "table", "title": "Âge × région", "cells": [{"a": 1, "b": 2.5, "c": None}],
           "when": dt.date(2024, 1, 2), "record_sha256": "ignored",

@@ -11,9 +11,9 @@ from importlib import resources
 
 import pytest
 
-import enclave.model.catalog
-from enclave.errors import BadInputError, ConfigurationError
-from enclave.model.catalog import (
+import enclave.core.model.catalog
+from enclave.core.errors import BadInputError, ConfigurationError
+from enclave.core.model.catalog import (
     Category,
     ColumnClass,
     IdentifierRole,
@@ -28,12 +28,12 @@ from enclave.model.catalog import (
     render_catalog_doc,
     table_level,
 )
-from enclave.model.omop import CDM_TABLES, cdm_columns
+from enclave.core.model.omop import CDM_TABLES, cdm_columns
 from tests.conftest import REPO
 
 
 def _csv_rows() -> list[dict[str, str]]:
-    file = resources.files("enclave.model").joinpath("classification.csv")
+    file = resources.files("enclave.core.model").joinpath("classification.csv")
     text = file.read_text(encoding="utf-8")
     return list(csv.DictReader(text.splitlines()))
 
@@ -192,7 +192,7 @@ def test_duplicate_catalog_rows_are_refused():
 def test_catalog_doc_is_generated_from_the_csv():
     doc = REPO / "docs" / "catalog.md"
     assert doc.read_text(encoding="utf-8") == render_catalog_doc(), (
-        "docs/catalog.md is stale: regenerate with python -c 'from enclave.model.catalog import "
+        "docs/catalog.md is stale: regenerate with python -c 'from enclave.core.model.catalog import "
         "render_catalog_doc as r; print(r(), end=\"\")' > docs/catalog.md"
     )
 
@@ -206,7 +206,7 @@ def test_catalog_doc_lists_every_classified_column():
 
 
 def test_module_doctests():
-    assert doctest.testmod(enclave.model.catalog).failed == 0
+    assert doctest.testmod(enclave.core.model.catalog).failed == 0
 
 
 def _cli(tmp_path, *args):

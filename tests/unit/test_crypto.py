@@ -5,7 +5,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclave.crypto import hmac_sha256_hex, hmac_sha256_u64
+from enclave.core.crypto import hmac_sha256_hex, hmac_sha256_u64
 
 
 @settings(deadline=None, max_examples=60)

@@ -19,14 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enclave.codes import icd10, resident_id
-from enclave.demo.generate import generate, load_writer
-from enclave.demo.population import build_population
-from enclave.demo.writers import DefectKind, csv_chinese, csv_pinyin, frontsheet
-from enclave.errors import ConfigurationError
-from enclave.ingest.adapters import get_adapter
-from enclave.ingest.mapping import SITE_FILE, load_mapping_file
-from enclave.ingest.staging import column_names
+from enclave.core.errors import ConfigurationError
+from enclave.io.demo.generate import generate, load_writer
+from enclave.io.demo.population import build_population
+from enclave.io.demo.writers import DefectKind, csv_chinese, csv_pinyin, frontsheet
+from enclave.io.ingest.adapters import get_adapter
+from enclave.io.ingest.mapping import SITE_FILE, load_mapping_file
+from enclave.io.ingest.staging import column_names
+from enclave.logic.codes import icd10, resident_id
 
 WRITERS = {"csv_gb18030": csv_pinyin.write, "csv_zh": csv_chinese.write, "frontsheet": frontsheet.write}
 COMPARED = ("person", "visit", "condition", "drug", "measurement", "procedure", "note", "care_site",

@@ -7,8 +7,8 @@ import string
 
 from dashboards.data import DIMENSIONS as DASH_DIMENSIONS
 from dashboards.i18n import LANGUAGES, TEXT, level_label, short_province, sort_key, t, value_label
-from enclave.indicators.build import DIMENSIONS
-from enclave.indicators.regions import PROVINCES
+from enclave.io.indicators.build import DIMENSIONS
+from enclave.io.indicators.regions import PROVINCES
 
 
 def test_every_message_has_both_languages_with_the_same_fields():

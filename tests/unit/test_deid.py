@@ -1,4 +1,4 @@
-"""Tests of the anonymization engine (enclave.deid): hierarchies, criteria, search, reports."""
+"""Tests of the anonymization engine (enclave.logic.deid): hierarchies, criteria, search, reports."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycanon import anonymity
 
-import enclave.deid
-from enclave.deid import (
+import enclave.logic.deid
+from enclave.core.errors import BadInputError, ConfigurationError, DisclosureRiskError
+from enclave.logic.deid import (
     AnonymizationPolicy,
     LDiversity,
     QuasiIdentifier,
@@ -26,7 +27,7 @@ from enclave.deid import (
     anonymize,
     per_patient,
 )
-from enclave.deid.hierarchy import (
+from enclave.logic.deid.hierarchy import (
     Hierarchy,
     age_bands,
     date_granularity,
@@ -34,10 +35,9 @@ from enclave.deid.hierarchy import (
     read_hierarchy,
     region_codes,
 )
-from enclave.deid.lattice import Lattice, NodeCheck, search
-from enclave.deid.metrics import risk_report
-from enclave.deid.privacy import emd, l_diverse
-from enclave.errors import BadInputError, ConfigurationError, DisclosureRiskError
+from enclave.logic.deid.lattice import Lattice, NodeCheck, search
+from enclave.logic.deid.metrics import risk_report
+from enclave.logic.deid.privacy import emd, l_diverse
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 ADULT = SHARED / "benchmarks" / "adult"
@@ -428,4 +428,4 @@ def test_empty_and_single_patient_tables() -> None:
 
 
 def test_docstring_examples() -> None:
-    assert doctest.testmod(enclave.deid).failed == 0
+    assert doctest.testmod(enclave.logic.deid).failed == 0

@@ -1,4 +1,4 @@
-"""Roll-up of equivalence classes (enclave.deid.classes) and the search built on it: the class
+"""Roll-up of equivalence classes (enclave.logic.deid.classes) and the search built on it: the class
 tables, the loss with suppression and the optimum equal their row-level definitions."""
 
 from __future__ import annotations
@@ -12,16 +12,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enclave.deid import AnonymizationPolicy, LDiversity, QuasiIdentifier, TCloseness, anonymize
-from enclave.deid.classes import (
+from enclave.core.errors import BadInputError, DisclosureRiskError
+from enclave.logic.deid import (
+    AnonymizationPolicy,
+    LDiversity,
+    QuasiIdentifier,
+    TCloseness,
+    anonymize,
+)
+from enclave.logic.deid.classes import (
     ClassCache,
     suppressed_loss,
     suppression_penalties,
 )
-from enclave.deid.hierarchy import Hierarchy, interval_bands
-from enclave.deid.metrics import MEASURES, cell_costs, decomposed_loss
-from enclave.deid.privacy import Criteria, classes_of, encode, judge, partition
-from enclave.errors import BadInputError, DisclosureRiskError
+from enclave.logic.deid.hierarchy import Hierarchy, interval_bands
+from enclave.logic.deid.metrics import MEASURES, cell_costs, decomposed_loss
+from enclave.logic.deid.privacy import Criteria, classes_of, encode, judge, partition
 
 H_A = interval_bands("a", 0, 11, (2, 4))  # 4 levels
 H_B = Hierarchy("b", (("p", "q", "r", "s"), ("pq", "pq", "rs", "rs"), ("*",) * 4))

@@ -1,4 +1,4 @@
-"""Invariants of the demo population (enclave.demo.population)."""
+"""Invariants of the demo population (enclave.io.demo.population)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections import defaultdict
 import polars as pl
 import pytest
 
-from enclave.codes import icd10, resident_id
-from enclave.demo import clinical
-from enclave.demo.population import build_population, hospital_specs
-from enclave.demo.writers import WRITERS, DefectKind
+from enclave.io.demo import clinical
+from enclave.io.demo.population import build_population, hospital_specs
+from enclave.io.demo.writers import WRITERS, DefectKind
+from enclave.logic.codes import icd10, resident_id
 
 N_PATIENTS = 1500
 

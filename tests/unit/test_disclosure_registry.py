@@ -1,7 +1,7 @@
 """The disclosure rules as a registry: one module per rule, and everything else reads it.
 
 The walkthrough test adds a rule the way a developer does, as one new file in
-``enclave/disclosure/rules/`` (``tests/unit/disclosure_rule_example.py``, copied into a copy of the
+``enclave/core/disclosure_rules/`` (``tests/unit/disclosure_rule_example.py``, copied into a copy of the
 package), and shows the checker applying it, the presets, the policy hash, the settings and the
 generated docs listing it, with no other file changed.
 """
@@ -18,13 +18,20 @@ from dataclasses import fields
 
 import pytest
 
-from enclave.disclosure import PRESETS, DisclosurePolicy, Rule, Threshold, policy_hash, rules_table
-from enclave.disclosure.registry import overrides, rules, thresholds, validated
-from enclave.errors import ConfigurationError
-from enclave.settings import DisclosureSettings, iter_settings
+from enclave.core.disclosure_registry import overrides, rules, thresholds, validated
+from enclave.core.errors import ConfigurationError
+from enclave.core.settings import DisclosureSettings, iter_settings
+from enclave.logic.disclosure import (
+    PRESETS,
+    DisclosurePolicy,
+    Rule,
+    Threshold,
+    policy_hash,
+    rules_table,
+)
 from tests.conftest import REPO
 
-RULES_DIR = REPO / "enclave" / "disclosure" / "rules"
+RULES_DIR = REPO / "enclave" / "logic" / "disclosure" / "rules"
 
 
 def test_every_rule_module_declares_a_rule_and_the_registry_finds_it():
@@ -64,7 +71,7 @@ def test_the_rules_table_of_the_docs_is_generated_from_the_registry():
     doc = (REPO / "docs" / "disclosure.md").read_text(encoding="utf-8")
     assert "<!-- rules:start -->\n" + rules_table() + "<!-- rules:end -->" in doc, (
         "docs/disclosure.md is stale: paste the output of "
-        "python -c 'from enclave.disclosure import rules_table; print(rules_table(), end=\"\")' "
+        "python -c 'from enclave.logic.disclosure import rules_table; print(rules_table(), end=\"\")' "
         "between the rules markers")
 
 
@@ -73,10 +80,10 @@ WALKTHROUGH = textwrap.dedent("""
     import duckdb
     import polars as pl
     import enclave
-    from enclave.disclosure import (ACRO, PRESETS, STRICT, check_cells, check_table,
+    from enclave.logic.disclosure import (ACRO, PRESETS, STRICT, check_cells, check_table,
                                     policy_from_settings, policy_hash, presets_table, rules_table)
-    from enclave.disclosure.registry import rules
-    from enclave.settings import iter_settings, load_settings
+    from enclave.core.disclosure_registry import rules
+    from enclave.core.settings import iter_settings, load_settings
 
     home = sys.argv[1]
     with open(home + "/settings.toml", "w") as f:
@@ -107,12 +114,12 @@ WALKTHROUGH = textwrap.dedent("""
 
 
 def test_walkthrough_a_new_rule_is_one_file(tmp_path):
-    """A developer adds ``enclave/disclosure/rules/min_rows.py`` and nothing else."""
+    """A developer adds ``enclave/core/disclosure_rules/min_rows.py`` and nothing else."""
     tree = tmp_path / "tree"
     shutil.copytree(REPO / "enclave", tree / "enclave",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "tests" / "unit" / "disclosure_rule_example.py",
-                tree / "enclave" / "disclosure" / "rules" / "min_rows.py")
+                tree / "enclave" / "logic" / "disclosure" / "rules" / "min_rows.py")
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, "PYTHONPATH": str(tree)}

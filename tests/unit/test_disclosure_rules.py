@@ -15,8 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclave.db import create_table_as, run
-from enclave.disclosure import (
+from enclave.core.errors import BadInputError, ConfigurationError
+from enclave.core.settings import load_settings
+from enclave.io.db import create_table_as, run
+from enclave.logic.disclosure import (
     ABS,
     ACRO,
     OPENSAFELY,
@@ -36,8 +38,6 @@ from enclave.disclosure import (
     residual_dof,
     round_counts,
 )
-from enclave.errors import BadInputError, ConfigurationError
-from enclave.settings import load_settings
 from tests.conftest import REPO
 
 
@@ -312,7 +312,7 @@ def test_the_rule_needs_bounds_and_check_table_computes_them(con):
 
 # --- class disclosure in tables: quantiles, crosstab rows, histograms --------------------------
 def evaluate(con, spec: dict, policy=ACRO, where: str = "") -> dict:
-    from enclave.outputs.tables import evaluate_groups, evaluate_histogram
+    from enclave.io.outputs.tables import evaluate_groups, evaluate_histogram
 
     kind = evaluate_histogram if spec["kind"] == "histogram" else evaluate_groups
     ev = kind(con, f"SELECT * FROM t {where}", {"patient": "patient", **spec}, policy)
@@ -546,7 +546,7 @@ def test_disclosure_doc_table_is_generated_from_code():
     doc = (REPO / "docs" / "disclosure.md").read_text(encoding="utf-8")
     assert presets_table() in doc, (
         "docs/disclosure.md is stale: paste the output of "
-        "python -c 'from enclave.disclosure import presets_table; print(presets_table())' "
+        "python -c 'from enclave.logic.disclosure import presets_table; print(presets_table())' "
         "between the preset markers"
     )
 

@@ -12,8 +12,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from enclave.disclosure import secondary_suppression, suppress_frame
-from enclave.errors import BadInputError
+from enclave.core.errors import BadInputError
+from enclave.logic.disclosure import secondary_suppression, suppress_frame
 
 
 def recovered_by_subtraction(suppressed: np.ndarray) -> set[tuple[int, int]]:

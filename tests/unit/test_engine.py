@@ -6,9 +6,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from enclave.engine import duckdb_engine, export_parquet, open_engine, open_release, spark_conf
-from enclave.errors import ConfigurationError
-from enclave.settings import EngineSettings, load_settings
+from enclave.core.errors import ConfigurationError
+from enclave.core.settings import EngineSettings, load_settings
+from enclave.io.engine import duckdb_engine, export_parquet, open_engine, open_release, spark_conf
 
 
 def test_spark_runs_locked_down_by_default_and_takes_extra_properties(tmp_path):

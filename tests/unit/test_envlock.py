@@ -1,4 +1,4 @@
-"""Lock files (enclave.envlock): reading a lock, how installed packages differ from it, installing
+"""Lock files (enclave.io.envlock): reading a lock, how installed packages differ from it, installing
 exactly a lock into a real venv (hand-made wheels, no network), and the repository's three locks
 against pyproject.toml and each other."""
 
@@ -17,7 +17,8 @@ import pytest
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-from enclave.envlock import (
+from enclave.core.errors import ConfigurationError
+from enclave.io.envlock import (
     BOOTSTRAP,
     LOCKS,
     PROJECT,
@@ -32,8 +33,7 @@ from enclave.envlock import (
     read_lock,
     sync,
 )
-from enclave.errors import ConfigurationError
-from enclave.relock import CUDA
+from enclave.io.relock import CUDA
 
 LOCK_TEXT = """\
 # The demo environment.

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from enclave.disclosure import ACRO, check_table, compute_evidence, margin_evidence
-from enclave.outputs.membership import materialize
+from enclave.io.outputs.membership import materialize
+from enclave.logic.disclosure import ACRO, check_table, compute_evidence, margin_evidence
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_checked_tables_agree(con, stat):
 def test_patients_that_are_not_persons_of_the_release_are_refused(tmp_path, monkeypatch):
     """Each kind checks that every patient it counts is in ``person`` (tables on their
     per-patient table, models on the SQL)."""
-    from enclave.outputs.sql import UnsafeQueryError
+    from enclave.io.outputs.sql import UnsafeQueryError
     from enclave.research import crosstab, histogram, ols, workspace
     from tests.unit.test_research_api import make_release, pid
 

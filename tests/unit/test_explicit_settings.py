@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from enclave.airlock import client
-from enclave.errors import BadInputError, ConfigurationError
+from enclave.core.errors import BadInputError, ConfigurationError
+from enclave.io.airlock import client
 from enclave.research import custom, recheck
 from enclave.research.api import _settings
 

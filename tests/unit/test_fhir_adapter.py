@@ -15,12 +15,12 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enclave.codes import icd10, resident_id
-from enclave.demo.writers import Defect, DefectKind, HospitalSpec
-from enclave.demo.writers import fhir as fhir_writer
-from enclave.ingest.adapters.fhir import stage
-from enclave.ingest.mapping import builtin_profile, parse_mapping
-from enclave.ingest.staging import StagedBatch, column_names, conform
+from enclave.io.demo.writers import Defect, DefectKind, HospitalSpec
+from enclave.io.demo.writers import fhir as fhir_writer
+from enclave.io.ingest.adapters.fhir import stage
+from enclave.io.ingest.mapping import builtin_profile, parse_mapping
+from enclave.io.ingest.staging import StagedBatch, column_names, conform
+from enclave.logic.codes import icd10, resident_id
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "fhir-r4"

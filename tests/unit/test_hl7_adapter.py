@@ -13,11 +13,11 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enclave.demo.writers import HospitalSpec
-from enclave.demo.writers import hl7 as hl7_writer
-from enclave.ingest.adapters.hl7v2 import stage
-from enclave.ingest.mapping import builtin_profile, parse_mapping
-from enclave.ingest.staging import conform
+from enclave.io.demo.writers import HospitalSpec
+from enclave.io.demo.writers import hl7 as hl7_writer
+from enclave.io.ingest.adapters.hl7v2 import stage
+from enclave.io.ingest.mapping import builtin_profile, parse_mapping
+from enclave.io.ingest.staging import conform
 from tests.unit.test_fhir_adapter import (
     RID,
     assert_all_counted,

@@ -22,8 +22,8 @@ import pytest
 from tornado import web
 from traitlets.config import Config
 
-from enclave.hub import audit, config, egress, userenv
-from enclave.settings import load_settings
+from enclave.core.settings import load_settings
+from enclave.io.hub import audit, config, egress, userenv
 from tests.integration.hubbed import AuditStub
 
 
@@ -47,7 +47,7 @@ def test_hub_config_carries_the_policy(hub_settings):
     c = Config()
     config.configure(c, hub_settings, airlock=True, dashboards=["streamlit", "run", "app.py"])
     h = hub_settings.hub
-    assert c.JupyterHub.authenticator_class == "enclave.hub.auth.EnclaveAuthenticator"
+    assert c.JupyterHub.authenticator_class == "enclave.io.hub.auth.EnclaveAuthenticator"
     assert c.Authenticator.allowed_groups == {h.researchers_group, h.stewards_group,
                                               h.policymakers_group}
     assert c.Authenticator.manage_groups is True and not c.Authenticator.admin_users
@@ -82,7 +82,7 @@ def test_hub_config_carries_the_policy(hub_settings):
 
 
 def test_hub_config_refuses_a_missing_user_environment(tmp_path):
-    from enclave.errors import ConfigurationError
+    from enclave.core.errors import ConfigurationError
 
     s = load_settings(tmp_path)
     (tmp_path / "settings.toml").write_text(f'[hub]\nuserenv_dir = "{tmp_path / "none"}"\n')
@@ -94,7 +94,7 @@ def test_hub_config_refuses_a_missing_user_environment(tmp_path):
 def test_hub_config_refuses_a_missing_service_environment_or_user(hub_settings, tmp_path):
     from dataclasses import replace
 
-    from enclave.errors import ConfigurationError
+    from enclave.core.errors import ConfigurationError
 
     h = hub_settings.hub
     gone = replace(hub_settings, hub=replace(h, serviceenv_dir=str(tmp_path / "none")))
@@ -122,13 +122,13 @@ def test_lab_plugins_that_move_data_out_are_disabled_and_locked():
 def test_server_policy_allows_one_kernel_and_no_terminals():
     p = userenv.server_policy()
     assert p["ServerApp"]["terminals_enabled"] is False
-    assert p["ServerApp"]["jpserver_extensions"]["enclave.hub.lockdown"] is True
+    assert p["ServerApp"]["jpserver_extensions"]["enclave.io.hub.lockdown"] is True
     assert p["ServerApp"]["jpserver_extensions"]["jupyter_server_terminals"] is False
     assert p["ServerApp"]["contents_manager_class"].endswith("EnclaveContentsManager")
     assert p["KernelSpecManager"]["allowed_kernelspecs"] == ["enclave"]
     assert p["KernelManager"]["transport"] == "ipc"
     spec = userenv.kernel_spec(Path("/opt/x"))
-    assert spec["argv"][:4] == ["/opt/x/bin/python", "-I", "-m", "enclave.hub.kernel"]
+    assert spec["argv"][:4] == ["/opt/x/bin/python", "-I", "-m", "enclave.io.hub.kernel"]
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def test_audit_forward_failure_is_reported_not_raised(stub, caplog):
 
 def test_contents_manager_refuses_uploads_and_binary_downloads(tmp_path, stub, monkeypatch):
     pytest.importorskip("jupyter_server")
-    from enclave.hub.lockdown import EnclaveContentsManager
+    from enclave.io.hub.lockdown import EnclaveContentsManager
 
     listener, url = stub
     monkeypatch.setenv(audit.AUDIT_URL_ENV, url)
@@ -198,10 +198,10 @@ def test_contents_manager_refuses_uploads_and_binary_downloads(tmp_path, stub, m
 def test_kernel_launcher_refuses_tcp_channels(tmp_path):
     cf = tmp_path / "kernel.json"
     cf.write_text(json.dumps({"transport": "tcp", "ip": "127.0.0.1", "shell_port": 1}))
-    proc = subprocess.run([sys.executable, "-I", "-m", "enclave.hub.kernel", "-f", str(cf)],
+    proc = subprocess.run([sys.executable, "-I", "-m", "enclave.io.hub.kernel", "-f", str(cf)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3 and "ipc transport" in proc.stderr
-    proc = subprocess.run([sys.executable, "-I", "-m", "enclave.hub.kernel"],
+    proc = subprocess.run([sys.executable, "-I", "-m", "enclave.io.hub.kernel"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3 and "connection file" in proc.stderr
 
@@ -214,13 +214,13 @@ def test_kernel_launcher_enters_an_empty_network_namespace(tmp_path):
     # sockets in /tmp are refused: the kernel's /tmp is its own, the server could not connect
     in_tmp = tmp_path / "kernel.json"
     in_tmp.write_text(json.dumps({"transport": "ipc", "ip": str(tmp_path / "k")}))
-    refused = subprocess.run([sys.executable, "-I", "-m", "enclave.hub.kernel", "-f", str(in_tmp)],
+    refused = subprocess.run([sys.executable, "-I", "-m", "enclave.io.hub.kernel", "-f", str(in_tmp)],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 3 and "must not be in /tmp" in refused.stderr
     runtime = Path(tempfile.mkdtemp(dir="/var/tmp"))  # where a user's runtime folder would be
     cf = runtime / "kernel.json"
     cf.write_text(json.dumps({"transport": "ipc", "ip": str(runtime / "k")}))
-    code = ("import sys, socket, enclave.hub.kernel as k\n"
+    code = ("import sys, socket, enclave.io.hub.kernel as k\n"
             "sys.modules['ipykernel'] = None\n"  # make the final import fail after the checks
             "try:\n    k.main(sys.argv[1:])\n"
             "except ImportError:\n    print(sorted(n for _, n in socket.if_nameindex()))\n"
@@ -267,7 +267,7 @@ def test_enclave_up_serves_unless_told_not_to(monkeypatch):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown/chgrp need root")
 def test_release_permissions_follow_projects_and_zones():
-    from enclave.hub import permissions
+    from enclave.io.hub import permissions
 
     prefix = "zz" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4))
     home = Path(tempfile.mkdtemp(prefix=f"enclave-{prefix}-", dir="/tmp"))
@@ -353,8 +353,8 @@ def test_release_permissions_follow_projects_and_zones():
 def test_what_root_writes_in_the_airlock_folder_goes_back_to_the_service_user(tmp_path):
     """The CLI (root) approving a request writes the outbox; the service (its own user) must
     still read it, and its database files."""
-    from enclave.airlock.exports import Airlock
-    from enclave.audit import airlock_dir
+    from enclave.core.audit import airlock_dir
+    from enclave.io.airlock.exports import Airlock
 
     s = load_settings(tmp_path)
     folder = airlock_dir(s)

@@ -12,7 +12,7 @@ import asyncio
 import pytest
 import yaml
 
-from enclave.hub.k8s import network_policy, render_values, render_values_yaml
+from enclave.io.hub.k8s import network_policy, render_values, render_values_yaml
 
 kubespawner = pytest.importorskip("kubespawner")
 from traitlets.config import Config

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 from tornado.httputil import HTTPHeaders
 
-from enclave.hub.auth import LoginThrottle, client_address
-from enclave.settings import HubSettings
+from enclave.core.settings import HubSettings
+from enclave.io.hub.auth import LoginThrottle, client_address
 
 
 class Clock:

@@ -12,8 +12,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from enclave.disclosure import ACRO, OPENSAFELY, recoverable
-from enclave.indicators.cube import (
+from enclave.io.indicators.cube import (
     ALL,
     SECONDARY_REASON,
     WITHHELD_REASON,
@@ -22,6 +21,7 @@ from enclave.indicators.cube import (
     public_reasons,
     suppress_cube,
 )
+from enclave.logic.disclosure import ACRO, OPENSAFELY, recoverable
 
 
 def rounded(counts, keys, policy=ACRO) -> list[int]:
@@ -181,7 +181,7 @@ def test_extra_levels_become_checked_empty_cells(relation):
 @hsettings(max_examples=200, deadline=None)
 @given(st.integers(0, 100_000), st.integers(2, 7), st.integers(2, 7), st.floats(0.05, 0.6))
 def test_the_bridge_check_agrees_with_the_exact_svd_test(seed, m, n, share):
-    from enclave.indicators.cube import pinned_cells
+    from enclave.io.indicators.cube import pinned_cells
 
     rng = np.random.default_rng(seed)
     sup = rng.random((m, n)) < share

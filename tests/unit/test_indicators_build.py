@@ -12,11 +12,11 @@ import duckdb
 import polars as pl
 import pytest
 
-from enclave.crypto import file_sha256
-from enclave.disclosure import policy_from_settings, policy_hash
-from enclave.indicators.cube import public_reasons
-from enclave.release.manifest import load_manifest, verify_release
-from enclave.settings import load_settings
+from enclave.core.crypto import file_sha256
+from enclave.core.manifest import load_manifest, verify_release
+from enclave.core.settings import load_settings
+from enclave.io.indicators.cube import public_reasons
+from enclave.logic.disclosure import policy_from_settings, policy_hash
 from tests.enclave_cli import run_enclave
 
 TABLES = ("person", "visit_occurrence", "condition_occurrence", "drug_exposure", "measurement",
@@ -180,7 +180,7 @@ def test_a_release_lacking_a_table_is_refused_unless_skipping_is_asked_for(built
 def test_every_indicator_is_built_from_the_demo_project_release():
     """``enclave up``'s demo release holds every table an indicator reads, so ``enclave up``
     builds them all (the build refuses a release that lacks one)."""
-    from enclave.indicators.definitions import INDICATOR_TABLES
+    from enclave.io.indicators.definitions import INDICATOR_TABLES
     from enclave.workflows.enclave_up import DEMO_TABLES
 
     assert set(INDICATOR_TABLES) <= set(DEMO_TABLES)

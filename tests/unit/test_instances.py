@@ -1,6 +1,6 @@
 """Several enclaves on one machine: the machine-wide names (Unix users and groups, the nftables
-table, ports) derive from the home or ``hub.instance`` (``enclave.settings``), and the registry
-(``enclave.hub.registry``, real files in a folder of this test) refuses a home that would take
+table, ports) derive from the home or ``hub.instance`` (``enclave.core.settings``), and the registry
+(``enclave.io.hub.registry``, real files in a folder of this test) refuses a home that would take
 another existing home's names, before anything is done."""
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from enclave.errors import ConfigurationError
-from enclave.hub import registry
-from enclave.model.project import USER_NAME
-from enclave.settings import (
+from enclave.core.errors import ConfigurationError
+from enclave.core.model.project import USER_NAME
+from enclave.core.settings import (
     DEFAULT_HOME,
     MACHINE_WIDE,
     PORT_BLOCK_SIZE,
@@ -25,6 +24,7 @@ from enclave.settings import (
     derive_instance,
     load_settings,
 )
+from enclave.io.hub import registry
 from tests.enclave_cli import run_enclave
 
 DEMO = ("researcher", "steward1", "steward2", "policymaker")  # enclave_up.DEMO_ROLES

@@ -36,10 +36,13 @@ PACKAGES = ("enclave", "synthetic", "dashboards")
 #: below it, or (``=name``) one module alone. A module belongs to the unit with the longest name.
 LAYERS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
     ("core", (
-        ("=enclave", "=enclave.core", "enclave.core.errors"),
-        ("enclave.core.settings",),
+        ("=enclave", "=enclave.core", "enclave.core.errors", "enclave.core.canonical",
+         "enclave.core.keystore"),
+        ("enclave.core.disclosure_registry",),
+        ("enclave.core.settings", "enclave.core.disclosure_rules"),
         ("enclave.core.model", "enclave.core.crypto"),  # no database below this line
-        ("enclave.core.audit", "enclave.core.manifest", "enclave.core.publication"),
+        ("enclave.core.audit", "enclave.core.publish"),
+        ("enclave.core.manifest",),
     )),
     ("logic", (
         ("=enclave.logic", "enclave.logic.codes", "enclave.logic.deid"),

@@ -7,9 +7,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from enclave.release.identity import identity_map_path, to_tokens, write_identity_map
-from enclave.release.keys import pseudonyms
-from enclave.settings import load_settings
+from enclave.core.settings import load_settings
+from enclave.io.release.identity import identity_map_path, to_tokens, write_identity_map
+from enclave.io.release.keys import pseudonyms
 
 
 def members_of(release_ids: list[int]) -> pl.DataFrame:

@@ -8,13 +8,13 @@ import duckdb
 import polars as pl
 import pytest
 
-from enclave.codes.resident_id import check_char
-from enclave.errors import BadInputError
-from enclave.ingest.loader import load_batch
-from enclave.ingest.mapping import SiteMapping
-from enclave.ingest.staging import StagedBatch
-from enclave.keystore import load_or_create_key
-from enclave.store import open_store, store_stats
+from enclave.core.errors import BadInputError
+from enclave.core.keystore import load_or_create_key
+from enclave.io.ingest.loader import load_batch
+from enclave.io.ingest.mapping import SiteMapping
+from enclave.io.ingest.staging import StagedBatch
+from enclave.io.store import open_store, store_stats
+from enclave.logic.codes.resident_id import check_char
 
 
 def rid(region: str, birth: str, seq: str) -> str:
@@ -159,7 +159,7 @@ def test_reingesting_the_same_file_changes_nothing(settings):
 
 
 def test_a_failing_load_leaves_the_store_as_it_was(settings, monkeypatch):
-    from enclave.ingest import loader
+    from enclave.io.ingest import loader
 
     with open_store(settings) as con:
         key = load_or_create_key(settings.keys_dir)

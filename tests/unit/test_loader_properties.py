@@ -9,13 +9,13 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from enclave.codes.resident_id import check_char
-from enclave.ingest.loader import load_batch
-from enclave.ingest.mapping import SiteMapping
-from enclave.ingest.staging import StagedBatch
-from enclave.keystore import load_or_create_key
-from enclave.settings import load_settings
-from enclave.store import open_store, store_stats
+from enclave.core.keystore import load_or_create_key
+from enclave.core.settings import load_settings
+from enclave.io.ingest.loader import load_batch
+from enclave.io.ingest.mapping import SiteMapping
+from enclave.io.ingest.staging import StagedBatch
+from enclave.io.store import open_store, store_stats
+from enclave.logic.codes.resident_id import check_char
 
 
 def _rid(n: int) -> str:

@@ -6,8 +6,8 @@ import csv
 
 import duckdb
 
-from enclave.model.omop import CDM_TABLES
-from enclave.store import create_schema
+from enclave.core.model.omop import CDM_TABLES
+from enclave.io.store import create_schema
 from tests.conftest import SHARED
 
 SPEC = SHARED / "reference" / "omop-cdm-5.4" / "OMOP_CDMv5.4_Field_Level.csv"

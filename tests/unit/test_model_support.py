@@ -14,8 +14,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from enclave.disclosure import ACRO, DisclosurePolicy
-from enclave.outputs.evaluation import evaluate
+from enclave.io.outputs.evaluation import evaluate
+from enclave.logic.disclosure import ACRO, DisclosurePolicy
 from enclave.research import logit, ols, recheck, survival, workspace
 from tests.unit.test_research_api import make_release, pid
 

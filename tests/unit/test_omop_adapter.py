@@ -10,9 +10,9 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enclave.ingest.adapters import get_adapter
-from enclave.ingest.adapters.omop_csv import stage
-from enclave.ingest.mapping import builtin_profile
+from enclave.io.ingest.adapters import get_adapter
+from enclave.io.ingest.adapters.omop_csv import stage
+from enclave.io.ingest.mapping import builtin_profile
 
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "omop-synthea27nj"
 MAPPING = builtin_profile("omop").with_site("o1")

@@ -1,5 +1,5 @@
-"""Issue 15: the trusted output checking (``enclave.outputs``) sits below the notebook API and the
-airlock. No module of it imports ``enclave.research`` or ``enclave.airlock`` — at the top of a
+"""Issue 15: the trusted output checking (``enclave.io.outputs``) sits below the notebook API and the
+airlock. No module of it imports ``enclave.research`` or ``enclave.io.airlock`` — at the top of a
 file or inside a function — and the rule itself is tested on a violating import map."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from enclave.outputs.formula import UnsafeFormulaError, check_formula
-from enclave.outputs.sql import UnsafeQueryError, check_patient_column, validate_query
+from enclave.io.outputs.formula import UnsafeFormulaError, check_formula
+from enclave.io.outputs.sql import UnsafeQueryError, check_patient_column, validate_query
 
 ROOT = Path(__file__).resolve().parents[2] / "enclave"
-TRUSTED = "enclave.outputs"
-FORBIDDEN = ("enclave.research", "enclave.airlock")
+TRUSTED = "enclave.io.outputs"
+FORBIDDEN = ("enclave.research", "enclave.io.airlock")
 
 
 def imports_of(source: str, module: str) -> set[str]:
@@ -56,24 +56,24 @@ def project_import_map() -> dict[str, set[str]]:
 
 def test_the_trusted_package_imports_neither_research_nor_airlock():
     found = project_import_map()
-    assert any(m.startswith(TRUSTED + ".") for m in found), "enclave.outputs was not scanned"
+    assert any(m.startswith(TRUSTED + ".") for m in found), "enclave.io.outputs was not scanned"
     assert violations(found) == []
 
 
 def test_the_rule_catches_every_way_of_importing_upwards():
     sources = {
-        "enclave.outputs.a": "from enclave.research import workspace",
-        "enclave.outputs.b": "import enclave.airlock.exports",
-        "enclave.outputs.c": "def f():\n    from enclave.airlock.checks import run_checks\n",
-        "enclave.outputs.d": "from ..research import api",
-        "enclave.outputs.e": "import importlib\nimportlib.import_module('enclave.research.api')",
-        "enclave.outputs.f": "from enclave.disclosure import rules",          # allowed: below
-        "enclave.research.g": "from enclave.outputs import recheck",           # allowed: above
+        "enclave.io.outputs.a": "from enclave.research import workspace",
+        "enclave.io.outputs.b": "import enclave.io.airlock.exports",
+        "enclave.io.outputs.c": "def f():\n    from enclave.io.airlock.checks import run_checks\n",
+        "enclave.io.outputs.d": "from ..research import api",
+        "enclave.io.outputs.e": "import importlib\nimportlib.import_module('enclave.research.api')",
+        "enclave.io.outputs.f": "from enclave.logic.disclosure import rules",          # allowed: below
+        "enclave.research.g": "from enclave.io.outputs import recheck",           # allowed: above
     }
     found = violations({m: imports_of(src, m) for m, src in sources.items()})
     assert sorted({v.split(" imports ")[0] for v in found}) == [
-        "enclave.outputs.a", "enclave.outputs.b", "enclave.outputs.c", "enclave.outputs.d",
-        "enclave.outputs.e"], found
+        "enclave.io.outputs.a", "enclave.io.outputs.b", "enclave.io.outputs.c", "enclave.io.outputs.d",
+        "enclave.io.outputs.e"], found
 
 
 TABLES = {"person": {"person_id": "VARCHAR", "sex": "VARCHAR"},

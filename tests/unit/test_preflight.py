@@ -1,4 +1,4 @@
-"""The preflight (``enclave.hub.preflight``): who can pass through which folder, decided from
+"""The preflight (``enclave.io.hub.preflight``): who can pass through which folder, decided from
 owner, group, mode and ACL by stat; and ``enclave up`` (the real command line), ``start_hub`` and
 ``airlock serve`` refusing a home under a 0700 folder before doing anything.
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from enclave.errors import ConfigurationError
-from enclave.hub import preflight
-from enclave.hub.preflight import READ, SEARCH, Account, Need
-from enclave.settings import Settings, load_settings
+from enclave.core.errors import ConfigurationError
+from enclave.core.settings import Settings, load_settings
+from enclave.io.hub import preflight
+from enclave.io.hub.preflight import READ, SEARCH, Account, Need
 from tests.enclave_cli import run_enclave
 
 OUTSIDER = os.getuid() + 54321  # neither owner of the folders made here nor in their group
@@ -160,7 +160,7 @@ def test_the_hub_needs_name_every_service_and_researcher(locked):
 
 
 def test_start_hub_refuses_before_starting_anything(locked, monkeypatch):
-    from enclave.hub import serve
+    from enclave.io.hub import serve
 
     def started(*a, **k):
         raise AssertionError("start_hub went past its preflight")
@@ -172,8 +172,8 @@ def test_start_hub_refuses_before_starting_anything(locked, monkeypatch):
 
 
 def test_airlock_serve_as_its_user_names_the_folder(locked, monkeypatch, capsys):
-    from enclave.airlock import server
     from enclave.cli import main
+    from enclave.io.airlock import server
 
     def served(*a, **k):
         raise AssertionError("airlock serve went past its preflight")

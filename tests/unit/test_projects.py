@@ -10,11 +10,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-import enclave.model.project
-from enclave.errors import BadInputError
-from enclave.model.catalog import parse_catalog
-from enclave.model.omop import cdm_columns
-from enclave.model.project import (
+import enclave.core.model.project
+from enclave.core.errors import BadInputError
+from enclave.core.model.catalog import parse_catalog
+from enclave.core.model.omop import cdm_columns
+from enclave.core.model.project import (
     ALL_COLUMNS,
     Project,
     ProjectStatus,
@@ -23,8 +23,8 @@ from enclave.model.project import (
     merge_allowed,
     parse_table_spec,
 )
-from enclave.projects import ProjectStore, SqlProjectStore, create_project, validate_project
-from enclave.settings import load_settings
+from enclave.core.settings import load_settings
+from enclave.io.projects import ProjectStore, SqlProjectStore, create_project, validate_project
 from tests.conftest import REPO
 
 TODAY = date(2025, 6, 1)
@@ -187,7 +187,7 @@ def test_is_expired_counts_the_expiry_day_as_usable():
 
 
 def test_module_doctests():
-    assert doctest.testmod(enclave.model.project).failed == 0
+    assert doctest.testmod(enclave.core.model.project).failed == 0
 
 
 # --- through the real command line ----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Publishing a versioned folder (enclave.publish): all or nothing, one build at a time."""
+"""Publishing a versioned folder (enclave.core.publish): all or nothing, one build at a time."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import stat
 
 import pytest
 
-from enclave.crypto import file_sha256
-from enclave.errors import BadInputError, DisclosureRiskError
-from enclave.keystore import load_or_create_key
-from enclave.publish import MANIFEST, build_lock, staged_version, versions
-from enclave.release.manifest import verify_release
+from enclave.core.crypto import file_sha256
+from enclave.core.errors import BadInputError, DisclosureRiskError
+from enclave.core.keystore import load_or_create_key
+from enclave.core.manifest import verify_release
+from enclave.core.publish import MANIFEST, build_lock, staged_version, versions
 
 
 def _build(root, payload: bytes = b"rows", fail: Exception | None = None):

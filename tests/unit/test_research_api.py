@@ -19,10 +19,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from enclave.crypto import file_sha256
-from enclave.disclosure import round_significant
-from enclave.errors import BadInputError, EnclaveError, PermissionDeniedError
-from enclave.publish import write_manifest
+from enclave.core.crypto import file_sha256
+from enclave.core.errors import BadInputError, EnclaveError, PermissionDeniedError
+from enclave.core.publish import write_manifest
+from enclave.logic.disclosure import round_significant
 from enclave.research import (
     crosstab,
     custom,
@@ -133,8 +133,8 @@ def test_workspace_tables_are_read_only(tmp_path):
 
 
 def test_opening_a_release_is_recorded_in_the_audit_trail(tmp_path):
-    from enclave import audit
-    from enclave.settings import load_settings
+    from enclave.core import audit
+    from enclave.core.settings import load_settings
 
     home = tmp_path / "home"
     make_release(home, {"person": parse_table("person_id | x\n a1 | 1")})
@@ -183,8 +183,8 @@ def test_os_permissions_decide_which_tier_a_user_gets():
                 os.close(r)
                 os.setgid(65534)
                 os.setuid(65534)
+                from enclave.core.settings import Settings
                 from enclave.research.workspaces import readable_releases
-                from enclave.settings import Settings
 
                 names = [x.name for x in readable_releases(Settings(home=home))]
                 os.write(w, json.dumps(names).encode())
@@ -479,7 +479,7 @@ def test_age_bands_sort_by_their_lower_bound_not_as_text(banded):
 
 
 def test_level_order_puts_numbers_first_then_text_then_missing():
-    from enclave.outputs.tables import level_key
+    from enclave.io.outputs.tables import level_key
 
     labels = ["80+", "<40", "unknown", None, "60-79", "40-59", "2019", "5-9"]
     assert sorted(labels, key=level_key) == ["5-9", "<40", "40-59", "60-79", "80+", "2019",
@@ -502,8 +502,8 @@ def test_withheld_values_read_withheld_and_missing_labels_read_missing(banded):
 
 
 def test_the_exported_csv_says_withheld_and_leaves_missing_labels_empty(banded, tmp_path):
+    from enclave.core.settings import load_settings
     from enclave.research import recheck
-    from enclave.settings import load_settings
 
     out = crosstab(banded.table("people"), "age_band", "sex", aggfunc="patients")
     (data,) = out.files().values()
@@ -514,7 +514,7 @@ def test_the_exported_csv_says_withheld_and_leaves_missing_labels_empty(banded, 
     # the airlock's re-run renders its own result table the same way, so the file compares
     again = recheck(out.record, settings=load_settings(tmp_path / "home"))
     assert again["verified"], again["problems"]
-    from enclave.airlock.filecheck import unproduced_fields
+    from enclave.io.airlock.filecheck import unproduced_fields
 
     assert unproduced_fields(out.files(), again["result_csv"], again["result_keys"]) == []
 
@@ -531,7 +531,7 @@ def test_a_failed_model_shows_every_value_withheld(cohort):
 def test_a_value_that_does_not_exist_is_not_withheld():
     """A null the checks did not withhold (e.g. the mean of an empty cell where empty cells may
     be shown) is no value, shown as a dash and written empty."""
-    from enclave.outputs.layout import display_frame, publishable_csv, withheld_positions
+    from enclave.io.outputs.layout import display_frame, publishable_csv, withheld_positions
 
     result = pl.DataFrame({"g": ["a", "b", None], "mean": [1.5, None, None]})
     cells = [{"cell": {"g": "a"}, "statistic": "mean", "value": 1.5, "outcome": "pass"},
@@ -592,7 +592,7 @@ def test_a_trail_that_cannot_record_a_read_says_so_in_one_plain_line(tmp_path, c
     the warning still reaches the program's own log handlers."""
     import logging
 
-    from enclave.airlock import client
+    from enclave.io.airlock import client
 
     home = tmp_path / "home"
     make_release(home, {"person": parse_table("person_id | x\n a1 | 1")})
@@ -624,8 +624,8 @@ def test_a_trail_that_cannot_record_a_read_says_so_in_one_plain_line(tmp_path, c
 
 
 def test_statistics_are_published_to_the_policys_significant_digits(cohort, tmp_path):
+    from enclave.core.settings import load_settings
     from enclave.research import recheck
-    from enclave.settings import load_settings
 
     ws, df = cohort
     out = pivot_table(ws.table("cohort"), "sex", "y", ["count", "mean", "std", "q75"])
@@ -651,9 +651,9 @@ def test_statistics_are_published_to_the_policys_significant_digits(cohort, tmp_
 
 
 def test_the_significant_digits_are_a_setting_and_part_of_the_policy(cohort, tmp_path):
-    from enclave.disclosure import ACRO, policy_hash
+    from enclave.core.settings import load_settings
+    from enclave.logic.disclosure import ACRO, policy_hash
     from enclave.research import recheck
-    from enclave.settings import load_settings
 
     _, df = cohort
     (tmp_path / "home" / "settings.toml").write_text("[disclosure]\nsignificant_digits = 3\n")

@@ -18,13 +18,13 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from enclave.airlock.exports import Airlock
-from enclave.errors import BadInputError
-from enclave.outputs.codelists import CodeListError
-from enclave.outputs.sql import UnsafeQueryError
-from enclave.projects import SqlProjectStore
+from enclave.core.errors import BadInputError
+from enclave.io.airlock.exports import Airlock
+from enclave.io.ibis_backend import ReleaseBackend
+from enclave.io.outputs.codelists import CodeListError
+from enclave.io.outputs.sql import UnsafeQueryError
+from enclave.io.projects import SqlProjectStore
 from enclave.research import crosstab, export, pivot_table, recheck, workspace
-from enclave.research.ibis_backend import ReleaseBackend
 from tests.airlock_support import project
 from tests.unit.test_research_api import make_release, pid
 

@@ -8,8 +8,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from enclave.outputs.evaluation import POPULATION
-from enclave.outputs.ledger import LedgerStore, find_hits, pairs_from_sets
+from enclave.io.outputs.evaluation import POPULATION
+from enclave.io.outputs.ledger import LedgerStore, find_hits, pairs_from_sets
 from enclave.research import crosstab, ledger_add, ledger_check, pivot_table, workspace
 from tests.unit.test_research_api import make_release, pid
 
@@ -101,7 +101,7 @@ def test_two_crosstabs_whose_populations_differ_by_one_patient_are_flagged(ws, u
     # the local ledger is the user's own file: profiles and recipes of all three outputs, no
     # patient set (those are recomputed when a pair survives the profiles)
     path = user_home / ".enclave" / "ledger.duckdb"
-    from enclave.outputs.ledger import release
+    from enclave.io.outputs.ledger import release
 
     release()  # the kernel keeps its ledger attached for a few seconds after a burst
     con = duckdb.connect(str(path), read_only=True)
@@ -151,13 +151,13 @@ def test_airlock_api_recomputes_members_from_the_record(ws, tmp_path):
 def test_the_profile_where_the_data_are_equals_the_profile_of_the_exact_sets(ws):
     """The kernel's profile (one aggregation in the release) and the airlock's (from the
     fetched member sets) are the same numbers, rows included."""
-    from enclave.outputs.membership import members_profile, normalize_members
+    from enclave.io.outputs.membership import members_profile, normalize_members
 
     t = ws.table("person")
     out = crosstab(t, "region", "sex")
     con = ws.backend().con
-    from enclave.disclosure import ACRO
-    from enclave.outputs.evaluation import evaluate
+    from enclave.io.outputs.evaluation import evaluate
+    from enclave.logic.disclosure import ACRO
 
     ev = evaluate(con, out.record["sql"], out.record["spec"], ACRO)
     fast = ev.membership.profile().sort("cell_key")
@@ -224,9 +224,9 @@ def test_an_old_ledger_file_is_upgraded_in_place(tmp_path):
 
 
 def test_the_requester_sees_no_other_project_in_a_hit():
-    from enclave.airlock.exports import requester_checks
-    from enclave.airlock.workflow import RequestStatus
-    from enclave.outputs.ledger import Hit
+    from enclave.io.airlock.exports import requester_checks
+    from enclave.io.airlock.workflow import RequestStatus
+    from enclave.io.outputs.ledger import Hit
 
     theirs = Hit("nested populations", "o-alpha-1", POPULATION, POPULATION, 1,
                  earlier_project="alpha").as_dict()

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from enclave.core.settings import DisclosureSettings
 from enclave.research import (
     crosstab,
     histogram,
@@ -21,7 +22,6 @@ from enclave.research import (
     survival,
     workspace,
 )
-from enclave.settings import DisclosureSettings
 from tests.unit.test_research_api import make_release, pid
 
 

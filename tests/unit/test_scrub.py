@@ -1,4 +1,4 @@
-"""Tests of the free-text scrubber for Chinese clinical notes (enclave.release.scrub)."""
+"""Tests of the free-text scrubber for Chinese clinical notes (enclave.io.release.scrub)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-import enclave.release.scrub
-from enclave.codes.resident_id import check_char
-from enclave.demo.population import build_population
-from enclave.errors import BadInputError
-from enclave.release.scrub import TOKENS, KnownIdentifiers, scrub
+import enclave.io.release.scrub
+from enclave.core.errors import BadInputError
+from enclave.io.demo.population import build_population
+from enclave.io.release.scrub import TOKENS, KnownIdentifiers, scrub
+from enclave.logic.codes.resident_id import check_char
 
 ZERO = dict.fromkeys(TOKENS, 0)
 FULLWIDTH = str.maketrans("0123456789X", "０１２３４５６７８９Ｘ")
@@ -287,7 +287,7 @@ def test_non_text_column_is_refused_without_values():
 
 
 def test_module_docstring_examples_run():
-    failures, tried = doctest.testmod(enclave.release.scrub)
+    failures, tried = doctest.testmod(enclave.io.release.scrub)
     assert tried > 0 and failures == 0
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from enclave.errors import ConfigurationError
-from enclave.settings import iter_settings, load_settings
+from enclave.core.errors import ConfigurationError
+from enclave.core.settings import iter_settings, load_settings
 from tests.conftest import REPO
 
 
 def render_settings_doc() -> str:
-    lines = ["# Settings", "", "Generated from `enclave/settings.py` (a test keeps this file in sync).",
+    lines = ["# Settings", "", "Generated from `enclave/core/settings.py` (a test keeps this file in sync).",
              "Override in `<home>/settings.toml`, e.g. `[ingest]` / `max_reject_share = 0.2`.", "",
              "| setting | default | meaning |", "|---|---|---|"]
     for name, default, help_text in iter_settings():

@@ -11,10 +11,10 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enclave.ingest.adapters import get_adapter
-from enclave.ingest.adapters._delimited import read_delimited
-from enclave.ingest.adapters.synthea import stage
-from enclave.ingest.mapping import builtin_profile
+from enclave.io.ingest.adapters import get_adapter
+from enclave.io.ingest.adapters._delimited import read_delimited
+from enclave.io.ingest.adapters.synthea import stage
+from enclave.io.ingest.mapping import builtin_profile
 
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "synthea-csv"
 MAPPING = builtin_profile("synthea").with_site("s1")

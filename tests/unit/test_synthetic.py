@@ -19,10 +19,10 @@ import duckdb
 import polars as pl
 import pytest
 
-from enclave import db
 from enclave.cli import main
-from enclave.errors import ConfigurationError
-from enclave.settings import SynthSettings, load_settings
+from enclave.core.errors import ConfigurationError
+from enclave.core.settings import SynthSettings, load_settings
+from enclave.io import db
 from synthetic.model import TableModel
 from tests.enclave_cli import run_enclave
 

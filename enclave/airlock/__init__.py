@@ -1,9 +1,0 @@
-"""The airlock: the only way out of the enclave (security-critical).
-
-Researchers submit export requests (an output record and its rendered files); the airlock re-runs
-the recorded query and the differencing ledger itself (:mod:`enclave.airlock.checks`), stewards vote
-blind (:mod:`enclave.airlock.workflow` holds the rules as tables), approved outputs are written
-atomically to the outbox with a manifest (:mod:`enclave.airlock.outbox`), and every status change is
-committed with its audit event (:mod:`enclave.audit`). :mod:`enclave.airlock.server` is the HTTP
-service (hub service or standalone), :mod:`enclave.airlock.client` what kernels call.
-"""

@@ -1,0 +1,41 @@
+"""Minimum values: a magnitude statistic needs ``min_values`` patients with a non-missing value."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from enclave.core.disclosure_registry import (
+    MAGNITUDES,
+    Cell,
+    Check,
+    Outcome,
+    Rule,
+    Statistic,
+    Threshold,
+)
+from enclave.core.disclosure_rules._problems import at_least_zero
+
+
+def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
+    if stat not in MAGNITUDES:
+        return []
+    vals = pl.col("value_patients")
+    return [Check((pl.col("patients") > 0) & (vals < policy.min_values), Outcome.SUPPRESS,
+                  pl.format("cell has non-missing values from {} patients ({} rows); at least {} "
+                            "are needed", vals, pl.col("rows"), pl.lit(policy.min_values)))]
+
+
+RULE = Rule(
+    name="minimum values", order=30, check=check,
+    thresholds=(Threshold(
+        "min_values", 10, "a magnitude statistic needs this many patients with a non-missing value",
+        presets={"opensafely": 8, "opensafely-midpoint6": 8},
+        setting="Override: fewest patients with a non-missing value behind a statistic "
+                "(-1 = preset's).",
+        problem=at_least_zero),),
+    evidence=lambda policy, stat: ("patients", "value_patients", "rows") if stat in MAGNITUDES
+    else (),
+    docs=(("minimum values", "sum, mean, min, max, quantile",
+           ("patients with a non-missing value < `min_values` (a mean of 3 values in a 10-row cell "
+            "fails)")),),
+)

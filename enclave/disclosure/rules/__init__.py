@@ -1,7 +1,0 @@
-"""The disclosure rules, one module per rule: each declares ``RULE = Rule(...)``.
-
-Adding a rule is adding a module here (and its tests): :func:`enclave.disclosure.registry.rules`
-finds it, and the policy, its presets and hash, the settings, the checker and the docs read it.
-See :mod:`enclave.disclosure.registry` for what a rule declares; modules named ``_*`` hold helpers
-shared by rules.
-"""
