@@ -16,8 +16,6 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from enclave.io import db
-
 _BLOCK = 64
 
 
@@ -36,7 +34,8 @@ def hmac_sha256_hex(key: bytes, messages: pl.Series, chars: int = 64) -> pl.Seri
     inner_pad, outer_pad = _pads(key)
     con = duckdb.connect()
     try:
-        con.register("_messages", db.arrow(pl.DataFrame({"m": messages.cast(pl.Utf8)})))
+        frame = pl.DataFrame({"m": messages.cast(pl.Utf8)})  # string views, no copy (io.db.arrow)
+        con.register("_messages", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
         # a projection of one scan keeps the input's order (DuckDB preserves insertion order)
         out = con.sql("SELECT left(sha256($outer || unhex(sha256($inner || encode(m)))), $n) "
                       "AS k FROM _messages",

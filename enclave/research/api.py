@@ -23,8 +23,9 @@ from enclave.core.errors import BadInputError
 from enclave.core.settings import Settings
 from enclave.io.db import rows as db_rows
 from enclave.io.outputs import ledger
+from enclave.io.outputs.cells import q, status_of
 from enclave.io.outputs.codelists import CodeListLimits, create, from_record, referenced
-from enclave.io.outputs.evaluation import evaluate, q, status_of
+from enclave.io.outputs.evaluation import evaluate
 from enclave.io.outputs.record import RECORD_FORMAT, record_hash
 from enclave.io.outputs.tables import nice_edges, parse_aggfunc
 from enclave.logic.disclosure.policy import policy_dict, policy_from_settings, policy_hash

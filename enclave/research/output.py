@@ -7,7 +7,7 @@ import json
 
 import polars as pl
 
-from enclave.io.outputs.evaluation import cell_label
+from enclave.io.outputs.cells import cell_label
 from enclave.io.outputs.layout import MISSING, NO_VALUE, WITHHELD, display_frame, publishable_csv
 
 COLOURS = {"pass": "#1a7f37", "review": "#9a6700", "fail": "#cf222e"}

@@ -27,6 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from enclave.core.settings import Settings
+from enclave.io.hub import egress, permissions, preflight, registry, serve
+from enclave.io.hub.config import service_python
+from enclave.io.hub.userenv import build_serviceenv, build_userenv
+from enclave.io.projects import SqlProjectStore
+from enclave.io.store import ensure_restricted_zone
 
 DEMO_PROJECT = "demo"
 DEMO_ROLES = (("researcher", "researcher"), ("steward1", "steward"), ("steward2", "steward"),
@@ -48,7 +53,6 @@ def credentials_path(settings: Settings) -> Path:
 def write_demo_credentials(settings: Settings, users: dict[str, dict]) -> Path:
     """Write ``{name: {"role", "password"}}`` to :func:`credentials_path` (0600, replaced
     atomically, never world-readable for a moment); returns the path."""
-    from enclave.io.store import ensure_restricted_zone
 
     ensure_restricted_zone(settings)
     path = credentials_path(settings)
@@ -88,7 +92,6 @@ def _last_line(proc: subprocess.CompletedProcess) -> str:
 
 def build_demo_project(settings: Settings, echo: Callable[[str], None]) -> dict:
     """Project ``demo``, release ``demo/v1``, its twin and indicators (each once)."""
-    from enclave.io.projects import SqlProjectStore
 
     out: dict = {"project": DEMO_PROJECT}
     if DEMO_PROJECT not in {p.id for p in SqlProjectStore(settings).list()}:
@@ -139,7 +142,6 @@ def build_demo_project(settings: Settings, echo: Callable[[str], None]) -> dict:
 def dashboards_command(settings: Settings) -> list[str] | None:
     """The Streamlit command serving the dashboards behind the gate, when the app exists (the hub
     gives it ``ENCLAVE_HOME``; it reads the newest indicator table there)."""
-    from enclave.io.hub.config import service_python
 
     app = REPO / "dashboards" / "app.py"
     if not app.exists():
@@ -158,7 +160,6 @@ def check_can_serve(settings: Settings, echo: Callable[[str], None] = lambda _: 
     folder on the way to what they need (:mod:`enclave.io.hub.preflight`), root runs it, no other
     program listens on its ports, and no other enclave home owns its users, groups, nftables
     table or ports — which it then claims (:mod:`enclave.io.hub.registry`)."""
-    from enclave.io.hub import permissions, preflight, registry
 
     names = [n for n, role in demo_users(settings) if role == "researcher"]
     preflight.check_hub(settings, planned=True, airlock=True,
@@ -169,15 +170,13 @@ def check_can_serve(settings: Settings, echo: Callable[[str], None] = lambda _: 
             "serving the hub creates Unix users: run 'enclave up' as root (or use --no-serve)")
     users = [n for n, _ in demo_users(settings)]
     registry.claim(settings, users=users, write=False)  # another home's names: named as such
-    registry.check_ports_free(settings)
+    serve.check_ports_free(settings)
     registry.claim(settings, users=users, echo=echo)
 
 
 def serve_demo(settings: Settings, echo: Callable[[str], None]) -> dict:
     """Users, permissions, egress rule and the hub (root only). Returns users and their passwords
     (also written to :func:`credentials_path`; echoed nowhere)."""
-    from enclave.io.hub import egress, permissions, serve
-    from enclave.io.hub.userenv import build_serviceenv, build_userenv
 
     if os.geteuid() != 0:
         raise permissions.PermissionDeniedError(
@@ -216,6 +215,5 @@ def serve_demo(settings: Settings, echo: Callable[[str], None]) -> dict:
 
 
 def bring_down(settings: Settings) -> list[int]:
-    from enclave.io.hub import serve
 
     return serve.stop_hub(settings)

@@ -24,7 +24,7 @@ from enclave.core.settings import (
     derive_instance,
     load_settings,
 )
-from enclave.io.hub import registry
+from enclave.io.hub import registry, serve
 from tests.enclave_cli import run_enclave
 
 DEMO = ("researcher", "steward1", "steward2", "policymaker")  # enclave_up.DEMO_ROLES
@@ -167,8 +167,8 @@ def test_a_port_another_program_listens_on_is_refused(tmp_path, reg):
         s = load_settings(home_with(tmp_path, "a", f"dashboards_port = {port}"))
         with pytest.raises(registry.NameConflictError,
                            match=rf"port {port} \(hub.dashboards_port\) is in use"):
-            registry.check_ports_free(s)
-        registry.check_ports_free(s, ["port"])               # the others are free
+            serve.check_ports_free(s)
+        serve.check_ports_free(s, ["port"])               # the others are free
 
 
 def test_status_shows_the_instance_and_what_it_shares(tmp_path, reg):

@@ -136,8 +136,7 @@ def imports_of(module: str, source: str, path: str, modules: Iterable[str],
     def walk(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.Import, ast.ImportFrom)):
-                for name in targets(child):
-                    target = _known(name, mods)
+                for target in dict.fromkeys(_known(n, mods) for n in targets(child)):
                     if target and target != module:
                         found.append(Import(module, target, path, child.lineno, in_function))
             walk(child, in_function or isinstance(child, (ast.FunctionDef,

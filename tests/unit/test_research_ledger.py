@@ -8,7 +8,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from enclave.io.outputs.evaluation import POPULATION
+from enclave.io.outputs.cells import POPULATION
 from enclave.io.outputs.ledger import LedgerStore, find_hits, pairs_from_sets
 from enclave.research import crosstab, ledger_add, ledger_check, pivot_table, workspace
 from tests.unit.test_research_api import make_release, pid

@@ -15,9 +15,9 @@ import pytest
 from enclave.cli import main
 from enclave.core import audit
 from enclave.core.model.omop import CDM_TABLES, VOCABULARY_TABLES, table_columns
+from enclave.core.model.vocab import LOCAL_CONCEPT_BASE
 from enclave.core.settings import load_settings
 from enclave.io.ingest.athena import ATHENA_FILES
-from enclave.io.ingest.concepts import LOCAL_CONCEPT_BASE
 from enclave.io.ingest.vocabulary import standard_targets
 from enclave.io.store import create_schema, open_store
 from tests.unit.test_model import spec_columns

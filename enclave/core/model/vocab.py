@@ -8,6 +8,10 @@ from importlib import resources
 
 import polars as pl
 
+#: local source concepts (codes no loaded vocabulary holds) get ids above this; a vocabulary load
+#: never inserts, changes or removes them (OMOP reserves ids above 2,000,000,000 for local use)
+LOCAL_CONCEPT_BASE = 2_000_000_000
+
 
 def _text(name: str) -> str:
     return resources.files("enclave.core.model").joinpath(f"vocabulary/{name}").read_text("utf-8")

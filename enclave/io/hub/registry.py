@@ -11,7 +11,8 @@ or take over such a name — a serving ``enclave up``, ``start_hub``, ``enclave 
 when another home that still exists holds one of them (naming the name, that home and the fix).
 The names of a home that no longer exists are taken over (and said so). Names that exist on the
 machine but are in no record (made before this registry, or by hand) are claimed by the first home
-that asks; a port that something else listens on is refused by :func:`check_ports_free`.
+that asks; a port that something else listens on is refused by
+:func:`enclave.io.hub.serve.check_ports_free`.
 """
 
 from __future__ import annotations
@@ -257,20 +258,3 @@ def release(home: str | Path, users: Iterable[str] | None = None) -> None:
             return
         gone = set(users)
         _write(own, replace(record, users=tuple(u for u in record.users if u not in gone)))
-
-
-def check_ports_free(settings: Settings, names: Iterable[str] = PORT_SETTINGS) -> None:
-    """Refuse when a port of ``names`` (the [hub] port settings) is in use while this home's
-    hub is not running: another program, or an enclave from before this registry, holds it."""
-    from enclave.io.hub.serve import port_open, status
-
-    if status(settings)["hub"]["running"]:
-        return
-    taken = [(n, getattr(settings.hub, n)) for n in names if port_open(getattr(settings.hub, n))]
-    if taken:
-        raise NameConflictError(
-            f"the enclave at {settings.home} (instance {settings.hub.instance}) cannot serve: "
-            + ", ".join(f"port {p} (hub.{n})" for n, p in taken)
-            + " is in use by another program; nothing was done.\n  fix: stop what listens there "
-            f"(ss -ltnp shows it), or choose other ports in {settings.home / 'settings.toml'} "
-            "[hub] (or another hub.instance, whose port block differs)")

@@ -16,10 +16,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 from enclave.core.errors import ConfigurationError
 from enclave.core.settings import Settings
+from enclave.io.hub import preflight, registry
 from enclave.io.hub.config import hub_dir, write_hub_config
 
 
@@ -102,8 +104,6 @@ def start_hub(settings: Settings, *, dashboards: list[str] | None = None,
     when a service user or researcher cannot reach what it needs: :mod:`.preflight`, when
     another enclave home owns its names or another program listens on its ports:
     :mod:`.registry`)."""
-    from enclave.io.hub import preflight, registry
-
     preflight.check_hub(settings, planned=False, airlock=airlock,
                         dashboards=bool(dashboards), researchers=preflight.researchers(settings))
     run = _load_run(settings)
@@ -113,7 +113,7 @@ def start_hub(settings: Settings, *, dashboards: list[str] | None = None,
     registry.claim(settings, write=False)
     # the ports the hub and the services it starts listen on (an airlock or dashboards run
     # elsewhere, as by the tests' stand-ins, is not the hub's to check)
-    registry.check_ports_free(settings, ["port", "hub_port", "proxy_api_port"]
+    check_ports_free(settings, ["port", "hub_port", "proxy_api_port"]
                               + (["airlock_port"] if airlock else [])
                               + (["dashboards_port", "dashboards_app_port"] if dashboards else []))
     registry.claim(settings)
@@ -183,3 +183,18 @@ def _wait(pids: list[int], seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.2)
+
+
+def check_ports_free(settings: Settings, names: Iterable[str] = registry.PORT_SETTINGS) -> None:
+    """Refuse when a port of ``names`` (the [hub] port settings) is in use while this home's
+    hub is not running: another program, or an enclave from before this registry, holds it."""
+    if status(settings)["hub"]["running"]:
+        return
+    taken = [(n, getattr(settings.hub, n)) for n in names if port_open(getattr(settings.hub, n))]
+    if taken:
+        raise registry.NameConflictError(
+            f"the enclave at {settings.home} (instance {settings.hub.instance}) cannot serve: "
+            + ", ".join(f"port {p} (hub.{n})" for n, p in taken)
+            + " is in use by another program; nothing was done.\n  fix: stop what listens there "
+            f"(ss -ltnp shows it), or choose other ports in {settings.home / 'settings.toml'} "
+            "[hub] (or another hub.instance, whose port block differs)")

@@ -29,14 +29,13 @@ import datetime as dt
 import duckdb
 import polars as pl
 
-from enclave.core.model.vocab import icd10_standard
+from enclave.core.model.vocab import LOCAL_CONCEPT_BASE, icd10_standard
 from enclave.io import db
 from enclave.io.db import insert_frame
 from enclave.io.ingest.staging import CodeSystem, RejectReason
 from enclave.io.ingest.vocabulary import standard_targets
 from enclave.logic.codes import icd10
 
-LOCAL_CONCEPT_BASE = 2_000_000_000
 #: a declared vocabulary the loader has no syntax for must still look like a vocabulary_id
 VOCABULARY_ID_SHAPE = r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,19}$"
 #: ICD-10 flavours the shipped WHO → SNOMED table can map when the store's vocabulary cannot

@@ -8,7 +8,7 @@ CDM model. In one transaction: a row whose key (:attr:`AthenaFile.key`) is new i
 whose key is stored with other values replaces them (so a newer download updates concepts), and a
 stored row of a relationship-like table whose concepts are all in this download's ``CONCEPT.csv``
 but that the file no longer lists is removed. The enclave's local concepts (ids above
-:data:`~enclave.io.ingest.concepts.LOCAL_CONCEPT_BASE`) are never inserted, changed or removed.
+:data:`~enclave.core.model.vocab.LOCAL_CONCEPT_BASE`) are never inserted, changed or removed.
 Loading the same download twice changes nothing.
 
 **Re-map** (:func:`remap_concepts`, ``enclave vocab remap``): rows loaded before the vocabulary
@@ -29,6 +29,7 @@ import duckdb
 import polars as pl
 
 from enclave.core import audit
+from enclave.core.model.vocab import LOCAL_CONCEPT_BASE
 from enclave.core.settings import Settings
 from enclave.io import db
 from enclave.io.ingest.athena import VocabularyLoad, load_athena
@@ -71,13 +72,6 @@ def standard_targets(con: duckdb.DuckDBPyConnection, source_concept_ids: Sequenc
     finally:
         con.unregister("_map_sources")
     return out.select(pl.col("source_concept_id").cast(pl.Int64), pl.col("target_concept_id").cast(pl.Int64))
-
-
-def _local_base() -> int:
-    # imported late: enclave.io.ingest.concepts may import MAPS_TO_SQL from here
-    from enclave.io.ingest.concepts import LOCAL_CONCEPT_BASE
-
-    return LOCAL_CONCEPT_BASE
 
 
 # --- re-map -------------------------------------------------------------------------------------
@@ -155,7 +149,7 @@ def remap_concepts(con: duckdb.DuckDBPyConnection) -> VocabularyRemap:
     3. A measurement with unit_concept_id 0 whose unit_source_value is a UCUM code in
        ``concept`` gets that unit's concept.
     """
-    base = _local_base()
+    base = LOCAL_CONCEPT_BASE
     db.run(con, "BEGIN TRANSACTION")
     try:
         db.run(con, """
@@ -222,7 +216,7 @@ def load_vocabulary(settings: Settings, folder: Path, *, progress: bool | None =
 
     try:
         with open_store(settings) as con:
-            result = load_athena(con, Path(folder), local_base=_local_base(), progress=step)
+            result = load_athena(con, Path(folder), local_base=LOCAL_CONCEPT_BASE, progress=step)
     finally:
         if bar:
             bar.close()

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 import polars as pl
 
 from enclave.core.errors import BadInputError
+from enclave.io.outputs.cells import jsonable
 
 #: what a file and the notebook show for a value the checks withheld
 WITHHELD = "withheld"
@@ -76,8 +77,6 @@ def _level_name(value: object) -> str:
 
 
 def _jsonable(value: object) -> object:
-    from enclave.io.outputs.evaluation import jsonable
-
     return jsonable(value)
 
 

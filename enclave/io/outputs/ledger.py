@@ -43,7 +43,7 @@ import duckdb
 import polars as pl
 
 from enclave.io.db import frame, run, scalar
-from enclave.io.outputs.evaluation import cell_label
+from enclave.io.outputs.cells import cell_label
 from enclave.io.outputs.membership import (
     PARTS,
     POPULATION,

@@ -28,7 +28,7 @@ import polars as pl
 
 from enclave.core.errors import BadInputError
 from enclave.io.db import frame
-from enclave.io.outputs.evaluation import POPULATION, Evaluation, cell_key, make_cell, q, sub
+from enclave.io.outputs.cells import POPULATION, Evaluation, cell_key, make_cell, q, sub
 from enclave.io.outputs.formula import check_formula
 from enclave.io.outputs.membership import patient_hashes, person_hash
 from enclave.io.outputs.support import check_model, class_outcome

@@ -37,8 +37,8 @@ from enclave.core.crypto import file_sha256
 from enclave.core.errors import EnclaveError
 from enclave.core.manifest import MANIFEST, RELEASE_DB
 from enclave.core.settings import Settings
+from enclave.io.outputs.cells import compare_cells, status_of, summarize
 from enclave.io.outputs.codelists import CodeListError, CodeListLimits, from_record
-from enclave.io.outputs.evaluation import compare_cells, status_of, summarize
 from enclave.io.outputs.record import record_hash
 from enclave.io.outputs.sandbox import run_in_sandbox
 from enclave.io.outputs.sql import UnsafeQueryError, validate_query

@@ -29,7 +29,7 @@ import polars as pl
 
 from enclave.core.errors import BadInputError
 from enclave.io.db import frame
-from enclave.io.outputs.evaluation import (
+from enclave.io.outputs.cells import (
     OUTCOMES,
     Evaluation,
     cell_key,
@@ -239,8 +239,6 @@ def in_level_order(result: pl.DataFrame, groups: list[str]) -> pl.DataFrame:
 
 
 def _key(cell: dict) -> str:
-    from enclave.io.outputs.evaluation import cell_key
-
     return cell_key(cell["cell"])
 
 
