@@ -35,6 +35,7 @@ import pyarrow as pa
 from enclave.core.errors import ConfigurationError
 from enclave.core.settings import EngineSettings, Settings
 from enclave.io import db
+from enclave.io.ibis_backend import ReleaseBackend
 
 BACKENDS = ("duckdb", "pyspark")
 
@@ -176,8 +177,6 @@ def _spark_safe(arrow: pa.Table) -> pa.Table:
 def duckdb_engine(con: duckdb.DuckDBPyConnection | None = None, *,
                   database: str | Path | None = None, read_only: bool = True) -> Engine:
     """DuckDB: an existing connection (left open on close), a database file, or in memory."""
-    from enclave.io.ibis_backend import ReleaseBackend  # DuckDB 2.0 shim of ibis 12
-
     owns = con is None
     if con is None:
         con = duckdb.connect(str(database), read_only=read_only) if database else duckdb.connect()

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Protocol
 
+from enclave.core import audit
 from enclave.core.errors import BadInputError, ConfigurationError, StoreError
 from enclave.core.model.catalog import Catalog, check_classified
 from enclave.core.model.omop import CDM_TABLES, cdm_columns
@@ -237,8 +238,6 @@ class SqlProjectStore:
 
     @contextmanager
     def _write(self, con: sqlite3.Connection | None) -> Iterator[sqlite3.Connection]:
-        from enclave.core import audit
-
         if con is not None:  # the caller's transaction
             yield con
             return
@@ -251,8 +250,6 @@ class SqlProjectStore:
 
     def create(self, project: Project, *, con: sqlite3.Connection | None = None) -> Project:
         """Record a new project and its ``project.create`` audit event in one transaction."""
-        from enclave.core import audit
-
         with self._write(con) as c:
             for ddl in _DDL:
                 c.execute(ddl)

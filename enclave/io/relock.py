@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from enclave.core.errors import ConfigurationError
+from enclave.core.settings import load_settings
 from enclave.io.envlock import (
     LOCK_DIR,
     LOCKS,
@@ -106,8 +107,6 @@ def relock(uv_args: list[str], *, system_python: str, echo=print) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from enclave.core.settings import load_settings
-
     args = list(sys.argv[1:] if argv is None else argv)
     uv_args = [a for a in args if a != "--keep"] or ([] if "--keep" in args else ["--upgrade"])
     try:

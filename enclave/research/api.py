@@ -20,12 +20,14 @@ from pathlib import Path
 import ibis
 
 from enclave.core.errors import BadInputError
+from enclave.core.manifest import RELEASE_DB
 from enclave.core.settings import Settings
 from enclave.io.db import rows as db_rows
 from enclave.io.outputs import ledger
 from enclave.io.outputs.cells import q, status_of
 from enclave.io.outputs.codelists import CodeListLimits, create, from_record, referenced
 from enclave.io.outputs.evaluation import evaluate
+from enclave.io.outputs.recheck import record_release_dir
 from enclave.io.outputs.record import RECORD_FORMAT, record_hash
 from enclave.io.outputs.tables import nice_edges, parse_aggfunc
 from enclave.logic.disclosure.policy import policy_dict, policy_from_settings, policy_hash
@@ -152,8 +154,6 @@ def _recompute(con, ref, settings: Settings, policy):
     import duckdb
     import polars as pl
 
-    from enclave.core.manifest import RELEASE_DB
-    from enclave.io.outputs.recheck import record_release_dir
 
     def members(recipes: list[dict]) -> pl.DataFrame:
         parts = []

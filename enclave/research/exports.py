@@ -18,6 +18,8 @@ from pathlib import Path
 
 from enclave.core.errors import BadInputError
 from enclave.core.settings import Settings, load_settings
+from enclave.io.airlock.client import get_request, list_requests, submit_export
+from enclave.io.outputs.recheck import recheck as trusted_recheck
 from enclave.research.api import user_dir
 from enclave.research.output import COLOURS, Output
 
@@ -111,8 +113,6 @@ class ExportRequest(dict):
 
     def refresh(self) -> ExportRequest:
         """Re-read the request from the airlock; returns itself, updated."""
-        from enclave.io.airlock.client import get_request
-
         answer = get_request(self.request_id, settings=self.settings)
         bundle = self.get("bundle")
         self.clear()
@@ -176,8 +176,6 @@ def my_requests(*, settings: Settings | None = None) -> ExportRequests:
 
     A notebook's entry point, like :func:`~enclave.research.workspace`: without ``settings`` it
     loads the enclave's (``ENCLAVE_HOME``)."""
-    from enclave.io.airlock.client import list_requests
-
     rows = list_requests(settings=load_settings() if settings is None else settings)
     rows = sorted(rows, key=lambda r: str(r.get("created_at") or ""), reverse=True)
     return ExportRequests({**r, "url": request_url(str(r["id"]))} for r in rows)
@@ -197,7 +195,6 @@ def export(output: Output, justification: str, *,
     if settings is None:
         raise BadInputError("the output carries no settings: make it from a workspace's tables "
                             "(ws = workspace(); t = ws.table(...)) or pass settings=")
-    from enclave.io.airlock.client import submit_export  # the airlock decides, not this process
 
     bundle = write_bundle(output, justification, settings)
     answer = dict(submit_export(output.record, output.files(), justification, settings=settings))
@@ -209,8 +206,6 @@ def recheck(record: dict, settings: Settings) -> dict:
     """Re-check ``record`` as the airlock will, in ``settings`` (e.g. ``ws.settings``): refused
     unless intact, then re-run in the sandbox on its release and compared cell by cell
     (:func:`enclave.io.outputs.recheck.recheck`)."""
-    from enclave.io.outputs.recheck import recheck as trusted_recheck
-
     result = trusted_recheck(record, settings)
     result.pop("members", None)
     return result

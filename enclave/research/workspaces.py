@@ -18,7 +18,9 @@ from pathlib import Path
 from enclave.core.errors import BadInputError, PermissionDeniedError
 from enclave.core.manifest import MANIFEST, RELEASE_DB
 from enclave.core.settings import Settings, load_settings
+from enclave.io.airlock.client import record_event
 from enclave.io.ibis_backend import connect_release
+from enclave.io.outputs.codelists import CodeList, CodeListLimits, create
 
 TIERS = ("desensitized", "synthetic")  # preference order: the real data where the user may read it
 
@@ -148,7 +150,6 @@ class Workspace:
         ref = release or self.current()
         if ref.name not in self._backends:
             con = connect_release(str(ref.database))
-            from enclave.io.airlock.client import record_event  # the audit trail: who read what
 
             # a trail that cannot take the event is said in one plain line on stdout (a notebook
             # shows stderr, where logging's last resort writes, as a red error)
@@ -190,8 +191,6 @@ class Workspace:
         (``out.record["codelists"]``); the airlock's re-check creates it from there in its
         sandbox before it re-runs the output's SQL, never from a file.
         """
-        from enclave.io.outputs.codelists import CodeList, CodeListLimits, create
-
         codelist = CodeList.of(name, codes, CodeListLimits.from_settings(self.settings))
         con = self.backend()
         create(con.con, [codelist])  # refuses a name of one of this release's tables

@@ -8,14 +8,13 @@ from collections.abc import Callable
 
 from enclave.core.errors import ConfigurationError
 from enclave.core.settings import Settings
+from enclave.io.demo.generate import generate
 from enclave.io.ingest.pipeline import ingest_path
 from enclave.io.store import ensure_restricted_zone, open_store, store_stats
 
 
 def bring_up(settings: Settings, *, patients: int, hospitals: int, seed: int,
              echo: Callable[[str], None] = print) -> dict:
-    from enclave.io.demo.generate import generate
-
     ensure_restricted_zone(settings)
     # demo extracts carry identifiers: they live in the restricted zone like any hospital extract
     extracts = settings.restricted_dir / "demo-extracts"

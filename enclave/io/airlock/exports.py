@@ -65,6 +65,7 @@ from enclave.io.airlock.workflow import (
     next_status,
     required_approvals,
 )
+from enclave.io.projects import SqlProjectStore
 
 #: the actor name of the airlock's own (system) transitions
 SYSTEM = "airlock"
@@ -123,8 +124,6 @@ class Airlock:
     def __init__(self, settings: Settings, *, checks: Checks = run_checks,
                  ledger_add: Callable[[dict, CheckOutcome, Settings], bool] = add_to_ledger,
                  projects: object | None = None, today: Callable[[], date] = date.today):
-        from enclave.io.projects import SqlProjectStore
-
         self.settings = settings
         self.checks = checks
         self.ledger_add = ledger_add

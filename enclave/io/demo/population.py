@@ -27,9 +27,12 @@ import numpy as np
 import polars as pl
 
 from enclave.io.demo import clinical as cl
+from enclave.io.demo import defects as dft
 from enclave.io.demo import names
+from enclave.io.demo import records as rec
+from enclave.io.demo.records import DISEASES
 from enclave.io.demo.writers import WRITERS, Defect, HospitalSpec
-from enclave.io.ingest.staging import column_names
+from enclave.io.ingest.staging import column_names, kind_schema
 from enclave.logic.codes.resident_id import CHECK_CHARS, WEIGHTS
 
 START, END = dt.date(2019, 1, 1), dt.date(2024, 12, 31)
@@ -245,8 +248,6 @@ def _main_diagnosis(rng, visits: pl.DataFrame, chronic: np.ndarray) -> np.ndarra
 # ---------------------------------------------------------------------------------- orchestration
 def build_population(patients: int, hospitals: int, seed: int) -> Population:
     """Build the demo population (deterministic for a seed)."""
-    from enclave.io.demo import defects as dft
-    from enclave.io.demo import records as rec
 
     if patients < 1 or hospitals < 1:
         raise ValueError("patients and hospitals must be at least 1")
@@ -316,8 +317,6 @@ def build_population(patients: int, hospitals: int, seed: int) -> Population:
 
 def _repeat_visits(rng: np.random.Generator, visits: pl.DataFrame, enr: pl.DataFrame) -> pl.DataFrame:
     """Outpatient follow-ups at another of the person's hospitals 1–29 days later, same lab panel."""
-    from enclave.io.demo.records import DISEASES
-
     k = enr.group_by("pid").agg(pl.len().alias("k"))
     with_labs = pl.Series([len(d.labs) > 0 for d in DISEASES])
     cand = visits.join(k, on="pid").filter(
@@ -359,8 +358,6 @@ def _readmissions(rng: np.random.Generator, visits: pl.DataFrame, share: float =
 
 def _number_visits(visits: pl.DataFrame, specs, persons: pl.DataFrame) -> pl.DataFrame:
     """Visit ids per hospital in date order; department, provider and care site of each visit."""
-    from enclave.io.demo.records import DISEASES
-
     depts = list(cl.DEPARTMENTS)
     dept = np.array([depts.index(d.department) for d in DISEASES])[visits["main"].to_numpy()]
     ages = persons["age"].to_numpy()[visits["pid"].to_numpy()]
@@ -409,8 +406,6 @@ def _care_sites_and_providers(spec: HospitalSpec, h: int, rng: np.random.Generat
 
 def _contract(kind: str, frame: pl.DataFrame) -> pl.DataFrame:
     """The staging columns of ``kind`` (contract types, no bookkeeping), missing ones as nulls."""
-    from enclave.io.ingest.staging import kind_schema
-
     schema = kind_schema(kind)
     return frame.select([
         (pl.col(c) if c in frame.columns else pl.lit(None)).cast(schema[c]).alias(c)

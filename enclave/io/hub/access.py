@@ -33,8 +33,11 @@ from dataclasses import dataclass
 from datetime import date
 
 from enclave.core import audit
+from enclave.core.errors import PermissionDeniedError
 from enclave.core.settings import Settings
-from enclave.io.hub.permissions import project_group
+from enclave.io.hub import egress
+from enclave.io.hub.permissions import groups_of, project_group, role_groups
+from enclave.io.projects import SqlProjectStore
 
 ACTOR = "enclave-access"
 
@@ -48,8 +51,6 @@ class Revocation:
 
 def _project_states(settings: Settings, today: date) -> dict[str, tuple[set[str], str | None]]:
     """project id → (members who may read now, why nobody may — None while usable)."""
-    from enclave.io.projects import SqlProjectStore
-
     out = {}
     for p in SqlProjectStore(settings).list():
         if p.is_usable(today):
@@ -152,7 +153,6 @@ def reconcile(settings: Settings, *, today: date | None = None,
             echo(f"{user}: {len(stopped)} process(es) stopped")
     if written:  # root wrote the airlock's database: its service user keeps owning it
         audit.hand_over(settings)
-    from enclave.io.hub import egress
 
     egress.refresh(settings)
     return done
@@ -174,11 +174,7 @@ def watch(settings: Settings, interval_s: float, *, rounds: int | None = None,
 
 def disable_user(settings: Settings, name: str) -> list[str]:
     """Lock NAME's password, take every enclave group away, stop their processes (audited)."""
-    from enclave.io.hub.permissions import groups_of, role_groups
-
     if os.geteuid() != 0:
-        from enclave.core.errors import PermissionDeniedError
-
         raise PermissionDeniedError("disabling a user needs root")
     prefix = settings.hub.project_group_prefix
     ours = set(role_groups(settings).values())
@@ -192,7 +188,6 @@ def disable_user(settings: Settings, name: str) -> list[str]:
                        subject=f"user:{name}",
                        detail={"groups": removed, "processes": len(stopped)})
     audit.hand_over(settings)
-    from enclave.io.hub import egress
 
     egress.refresh(settings)
     return removed

@@ -20,7 +20,8 @@ from typing import Any
 
 from enclave.core.errors import ConfigurationError
 from enclave.core.settings import Settings
-from enclave.io.hub import welcome
+from enclave.io.hub import egress, welcome
+from enclave.io.hub.anchor import schedule_anchors
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -205,7 +206,6 @@ def configure(c: Any, settings: Settings, *, airlock: bool = True,
     # the home page per role (templates/home.html): only researchers see a start button
     c.JupyterHub.template_paths = [str(TEMPLATES)]
     c.JupyterHub.template_vars = {"enclave": _home_vars(settings)}
-    from enclave.io.hub.anchor import schedule_anchors
 
     schedule_anchors(settings)  # root-side audit anchors; nothing outside the hub's event loop
 
@@ -226,7 +226,6 @@ def _prepare_spawn(settings: Settings):
         groups = {grp.getgrgid(g).gr_name for g in os.getgrouplist(name, pw.pw_gid)}
         if group not in groups:
             raise PermissionError(f"{name} is not a researcher: no notebook server")
-        from enclave.io.hub import egress  # the egress set holds every researcher before they run
 
         egress.refresh(settings)
         welcome.write_welcome(settings, name)

@@ -41,6 +41,8 @@ from pathlib import Path
 from enclave.core.errors import BadInputError, ConfigurationError, PermissionDeniedError
 from enclave.core.model.project import USER_NAME
 from enclave.core.settings import Settings
+from enclave.io.hub import egress, registry
+from enclave.io.projects import SqlProjectStore
 
 ROLES = ("researcher", "steward", "policymaker")
 
@@ -118,7 +120,6 @@ def add_user(settings: Settings, name: str, role: str, *, projects: tuple[str, .
     _check_membership(settings, name, projects)
     if user_exists(name):
         raise BadInputError(f"user '{name}' already exists (use 'enclave user grant' to add projects)")
-    from enclave.io.hub import registry  # another enclave home's user or groups are not ours
 
     registry.claim(settings, users=[name])
     for g in role_groups(settings).values():
@@ -132,7 +133,6 @@ def add_user(settings: Settings, name: str, role: str, *, projects: tuple[str, .
         copy_examples(name)
     for p in projects:
         grant(settings, name, p)
-    from enclave.io.hub import egress  # a new researcher is in the egress set before they log in
 
     egress.refresh(settings)
     return password
@@ -163,7 +163,6 @@ def copy_examples(name: str) -> None:
 def _check_membership(settings: Settings, name: str, projects: tuple[str, ...]) -> None:
     if not projects:
         return
-    from enclave.io.projects import SqlProjectStore
 
     store = SqlProjectStore(settings)
     for p in projects:
@@ -178,7 +177,6 @@ def grant(settings: Settings, name: str, project_id: str) -> None:
     _check_membership(settings, name, (project_id,))
     ensure_group(project_group(settings, project_id))
     _sh(["usermod", "--append", "--groups", project_group(settings, project_id), name])
-    from enclave.io.hub import egress
 
     egress.refresh(settings)
 
@@ -187,8 +185,6 @@ def ensure_service_users(settings: Settings) -> dict[str, int]:
     """Create the airlock and dashboards system users (no login shell, no password, own group,
     0700 home under /var/lib) when missing; returns their uids. Refused when another enclave
     home owns them (:mod:`enclave.io.hub.registry`)."""
-    from enclave.io.hub import registry
-
     registry.claim(settings)
     out = {}
     for name in (settings.hub.airlock_user, settings.hub.dashboards_user):
@@ -324,7 +320,6 @@ def apply_release_permissions(settings: Settings, echo: Callable[[str], None] = 
 def _usable_projects(settings: Settings) -> set[str]:
     from datetime import date
 
-    from enclave.io.projects import SqlProjectStore
 
     return {p.id for p in SqlProjectStore(settings).list() if p.is_usable(date.today())}
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from enclave.core.errors import ConfigurationError
 from enclave.core.settings import Settings
+from enclave.io.hub.config import REPO
 
 SEARCH, READ = 1, 4  # permission bits within one class (x, r)
 
@@ -286,8 +287,6 @@ def hub_needs(settings: Settings, *, planned: bool, airlock: bool = True, dashbo
     """What the hub's users need: the airlock service (when ``airlock``), the dashboards service
     (when ``dashboards``; its app imports from the repository), the idle culler, and each of
     ``researchers``. ``planned``: before ``enclave up`` made anything (see the module docstring)."""
-    from enclave.io.hub.config import REPO
-
     h, home = settings.hub, settings.home
     service_env, user_env = Path(h.serviceenv_dir), Path(h.userenv_dir)
     at_home = (home,) if planned else ()

@@ -51,6 +51,7 @@ from enclave.io.outputs.membership import (
     members_profile,
     normalize_members,
 )
+from enclave.io.outputs.recheck import RecordRefused, policy_for, recheck
 
 SCHEMA = (
     ("CREATE TABLE IF NOT EXISTS outputs (output_id VARCHAR PRIMARY KEY, scope VARCHAR, "
@@ -493,8 +494,6 @@ def release() -> None:
 def _members_from_release(record: Mapping, settings) -> tuple[pl.DataFrame, int]:
     """The record's member sets, recomputed in the sandbox (a record that does not reproduce
     is refused: its sets would be whatever the researcher's process claimed)."""
-    from enclave.io.outputs.recheck import RecordRefused, policy_for, recheck
-
     result = recheck(record, settings, members=True)
     if not result["verified"]:
         raise RecordRefused("; ".join(result["problems"]) or "the record does not reproduce")

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
+import enclave
 from enclave.core.errors import ConfigurationError, EnclaveError
 from enclave.core.settings import Settings
 
@@ -81,8 +82,6 @@ def _under(path: Path, roots: Sequence[Path]) -> bool:
 def code_paths() -> list[Path]:
     """What the child needs to run, read-only: the interpreter's prefixes, the site-packages
     it imports from, and the ``enclave`` package itself (not the folder around it)."""
-    import enclave
-
     wanted = [Path("/usr"), Path(sys.base_prefix), Path(sys.prefix), Path(sys.exec_prefix),
               Path(os.path.realpath(sys.executable)).parent.parent,
               Path(enclave.__file__).resolve().parent]
