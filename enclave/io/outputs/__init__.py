@@ -6,7 +6,8 @@ kernel) and the airlock (:mod:`enclave.io.airlock`), and importing neither (a te
 * :mod:`.record` — an output record's format and hashes;
 * :mod:`.sql` — what SQL a record may carry, and where its patient column must come from;
 * :mod:`.evaluation`, :mod:`.tables`, :mod:`.models` — result and per-cell disclosure evidence of
-  an output from its SQL and spec (the same code in the kernel and in the sandbox);
+  an output from its SQL and spec (the same code in the kernel and in the sandbox); :mod:`.cells`
+  — the cells and helpers they share;
 * :mod:`.sandbox`, :mod:`.child` — the process that re-runs a record with the requester's rights:
   one release, no network, no writes that outlive it, resource limits;
 * :mod:`.recheck` — refuse a record that is altered, foreign or unsafe, else re-run and compare;
