@@ -70,14 +70,6 @@ LAYERS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
 #: Known violations that another change removes, each with its reason. The test fails when one of
 #: them no longer occurs, so this list can only shrink.
 PENDING: Mapping[tuple[str, str], str] = {
-    ("enclave.io.release.keys", "enclave.io.ingest.linkage"):
-        "the key store (load_or_create_key) moves to enclave.core.crypto (issue 22, item 2)",
-    ("enclave.io.release.identity", "enclave.io.ingest.linkage"):
-        "the key store (load_or_create_key) moves to enclave.core.crypto (issue 22, item 2)",
-    ("enclave.io.indicators.build", "enclave.io.ingest.linkage"):
-        "the key store (load_or_create_key) moves to enclave.core.crypto (issue 22, item 2)",
-    ("enclave.logic.disclosure.evidence", "enclave.io.db"):
-        "the hand-written evidence SQL goes with one implementation per computation (item 3)",
 }
 
 

@@ -13,7 +13,7 @@ _spec.loader.exec_module(relayer)
 
 def test_dotted_names_paths_and_path_parts_are_rewritten():
     text = "\n".join([
-        "from enclave.disclosure.rules import check_cells",
+        "from enclave.disclosure.check import check_cells",
         "import enclave.engine as eng",
         'CHILD = "enclave.outputs.child"',
         'c.authenticator_class = "enclave.hub.auth.EnclaveAuthenticator"',
@@ -22,7 +22,7 @@ def test_dotted_names_paths_and_path_parts_are_rewritten():
         "python -m enclave.envlock sync",
     ])
     assert relayer.rewrite(text).splitlines() == [
-        "from enclave.logic.disclosure.rules import check_cells",
+        "from enclave.logic.disclosure.check import check_cells",
         "import enclave.io.engine as eng",
         'CHILD = "enclave.io.outputs.child"',
         'c.authenticator_class = "enclave.io.hub.auth.EnclaveAuthenticator"',

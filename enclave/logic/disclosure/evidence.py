@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 import ibis
@@ -52,7 +53,6 @@ from ibis.backends.sql.datatypes import DuckDBType
 from ibis.common.exceptions import IbisError
 
 from enclave.core.errors import BadInputError
-from enclave.io.db import frame
 
 EVIDENCE_COLUMNS = (
     "rows", "patients", "values", "value_patients", "sum", "mean", "min", "max", "top1", "top2",
@@ -277,6 +277,12 @@ def _typed(ev: pl.DataFrame, groups: list[str], complete: bool) -> pl.DataFrame:
 INPUT = "_enclave_input_relation"
 
 
+def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None
+           ) -> pl.DataFrame:
+    """The answer of ``sql`` on the caller's connection, as a polars frame (through Arrow)."""
+    return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
+
+
 def input_schema(con: duckdb.DuckDBPyConnection, relation: str,
                  columns: Sequence[str | None]) -> tuple[tuple[str, str], ...]:
     """``(name, DuckDB type)`` of the named ``columns`` of ``relation`` (a table name or a query;
@@ -330,7 +336,7 @@ def compute_evidence(con: duckdb.DuckDBPyConnection, relation: str, patient: str
                                               *(PER_PATIENT_COLUMNS if per_patient else ())])
         sql = evidence_statement(schema, patient, tuple(groups), value, sensitive, extremes,
                                  bounds, per_patient)
-        ev = frame(con, bind(sql, {INPUT: relation}))
+        ev = _frame(con, bind(sql, {INPUT: relation}))
     except (duckdb.Error, IbisError) as exc:
         raise BadInputError(
             f"could not compute disclosure evidence over the given relation: {type(exc).__name__}"
@@ -387,7 +393,7 @@ def margin_evidence(con: duckdb.DuckDBPyConnection, relation: str, patient: str,
     FROM {src} AS _r {where} GROUP BY GROUPING SETS (({r}), ({c}), ())
     """
     try:
-        out = frame(con, sql, params)
+        out = _frame(con, sql, params)
     except duckdb.Error as exc:
         raise BadInputError(
             f"could not compute margin evidence over the given relation: {type(exc).__name__}"
