@@ -137,7 +137,7 @@ def rules() -> tuple[Rule, ...]:
     """Every rule of :mod:`enclave.core.disclosure_rules`, in rule order (found once per process)."""
     package = "enclave.core.disclosure_rules"
     found: list[Rule] = []
-    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent / "rules")]),
+    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent / "disclosure_rules")]),
                        key=lambda m: m.name):
         if info.name.startswith("_"):  # helpers shared by rule modules
             continue

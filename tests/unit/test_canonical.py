@@ -15,7 +15,7 @@ import pytest
 from enclave.core.audit import event_hash
 from enclave.core.canonical import canonical_json, canonical_sha256, manifest_bytes
 from enclave.io.airlock.exports import record_sha256
-from enclave.io.outputs.evaluation import cell_key
+from enclave.io.outputs.cells import cell_key
 from enclave.io.outputs.record import record_hash
 from enclave.io.release.policy import LDiversityRule, ReleasePolicy, TClosenessRule
 from enclave.logic.disclosure.policy import PRESETS, policy_hash

@@ -31,7 +31,7 @@ from enclave.logic.disclosure import (
 )
 from tests.conftest import REPO
 
-RULES_DIR = REPO / "enclave" / "logic" / "disclosure" / "rules"
+RULES_DIR = REPO / "enclave" / "core" / "disclosure_rules"
 
 
 def test_every_rule_module_declares_a_rule_and_the_registry_finds_it():
@@ -119,7 +119,7 @@ def test_walkthrough_a_new_rule_is_one_file(tmp_path):
     shutil.copytree(REPO / "enclave", tree / "enclave",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "tests" / "unit" / "disclosure_rule_example.py",
-                tree / "enclave" / "logic" / "disclosure" / "rules" / "min_rows.py")
+                tree / "enclave" / "core" / "disclosure_rules" / "min_rows.py")
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, "PYTHONPATH": str(tree)}
