@@ -265,17 +265,14 @@ def _text(v: View) -> pd.DataFrame:
 
 
 def show(v: View, name: str) -> None:
-    """The view as a table, and the same (already checked) aggregates as a CSV download (made
-    on click)."""
+    """The view as a table, and the same (already checked) aggregates as a CSV download."""
     if not v.values:
         st.info(t("no_data", lang()))
         return
     shown = _text(v)
     st.dataframe(shown, hide_index=True, width="stretch")
-    # the CSV is made when the button is clicked (Streamlit runs the callable then), not on
-    # every run of the page: a page with five tables no longer renders five CSVs per filter change
     st.download_button(t("download", lang(), name=name),
-                       lambda: shown.to_csv(index=False).encode("utf-8-sig"),
+                       shown.to_csv(index=False).encode("utf-8-sig"),
                        file_name=f"{name}.csv", mime="text/csv", key=f"dl_{name}")
 
 

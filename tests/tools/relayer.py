@@ -224,7 +224,7 @@ def _path_pattern() -> re.Pattern:
 PATHS = _path_pattern()
 FROM_IMPORT = re.compile(
     r"^(?P<indent>[ \t]*)from[ \t]+(?P<module>enclave(?:\.\w+)*)[ \t]+import[ \t]+"
-    r"(?P<names>\([^)]*\)|[^\n#;]*[^\s#;])", re.M)
+    r"(?P<names>\([^)]*\)|[^\n#;]*[^\s#;])", re.MULTILINE)
 
 
 def _rewrite_path(m: re.Match) -> str:
@@ -262,8 +262,8 @@ def _rewrite_from(m: re.Match) -> str:
 
 
 _TOP = sorted({o.split(".")[1] for o in MOVES}, key=len, reverse=True)
-PARTS = re.compile(r"""(?P<q>["'])enclave(?P=q)(?P<sep>\s*[/,]\s*)(?P<q2>["'])(?P<name>%s)"""
-                   r"""(?P<py>\.py)?(?P=q2)""" % "|".join(_TOP))
+PARTS = re.compile(r"""(?P<q>["'])enclave(?P=q)(?P<sep>\s*[/,]\s*)(?P<q2>["'])(?P<name>"""
+                   + "|".join(_TOP) + r""")(?P<py>\.py)?(?P=q2)""")
 
 
 def _rewrite_parts(m: re.Match) -> str:
@@ -337,7 +337,8 @@ def leftovers() -> list[str]:
            for p in sorted((ROOT / "enclave").iterdir())
            if p.name not in LAYER_FOLDERS and p.name != "__pycache__"]
     words = sorted({o.rpartition(".")[2] for o in MOVES} - {"model", "db", "store", "demo"})
-    quoted = re.compile(r"""["']enclave["']\s*(?:/|,)\s*["'](%s)(?:\.py)?["']""" % "|".join(words))
+    quoted = re.compile(r"""["']enclave["']\s*(?:/|,)\s*["'](""" + "|".join(words)
+                        + r""")(?:\.py)?["']""")
     for p in text_files():
         try:
             text = p.read_text(encoding="utf-8")

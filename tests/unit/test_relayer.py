@@ -12,7 +12,7 @@ _spec.loader.exec_module(relayer)
 
 
 def test_dotted_names_paths_and_path_parts_are_rewritten():
-    text = "\n".join([
+    text = "\n".join([  # noqa: FLY002 - one line per case
         "from enclave.disclosure.check import check_cells",
         "import enclave.engine as eng",
         'CHILD = "enclave.outputs.child"',
