@@ -37,3 +37,24 @@ def test_the_column_hmac_matches_the_standard_library(key, msgs):
                    for m in msgs]
     assert hmac_sha256_hex(key, pl.Series("m", msgs, dtype=pl.Utf8), 32).to_list() == [
         None if g is None else g[:32] for g in got]
+
+
+def _key_in_child(args) -> bytes:
+    from enclave.core.keystore import load_or_create_key
+
+    keys_dir, name = args
+    return load_or_create_key(keys_dir, name)
+
+
+def test_processes_creating_one_key_at_once_all_get_the_whole_same_key(tmp_path):
+    """Never an empty or half-written key: every process reads the one key that won."""
+    import multiprocessing
+
+    from enclave.core.keystore import KEY_BYTES
+
+    for round_ in range(5):
+        with multiprocessing.get_context("fork").Pool(6) as pool:
+            keys = pool.map(_key_in_child, [(tmp_path / "keys", f"k{round_}.key")] * 12)
+        assert {len(k) for k in keys} == {KEY_BYTES} and len(set(keys)) == 1
+        assert (tmp_path / "keys" / f"k{round_}.key").read_bytes() == keys[0]
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == [f"k{i}.key" for i in range(5)]
