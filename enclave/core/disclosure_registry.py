@@ -19,7 +19,9 @@ in plain words for the researcher and the stewards (the dashboards publish one w
 withheld cell, :data:`enclave.io.indicators.cube.WITHHELD_REASON`, whichever rule withheld it). A rule
 without ``check`` is implemented where its numbers are computed (models, survival, quantile
 values: ``implemented_in``) and declares here its thresholds and documentation. Rule modules
-import this module, polars and nothing else of the package, so the registry has no cycle.
+import this module and nothing else of the package, so the registry has no cycle; they import
+polars inside ``check``, because the settings read every rule's declarations: a process that
+only loads the settings (the JupyterHub process) does not load polars.
 
 Evidence: the columns a rule may read are those of :mod:`enclave.logic.disclosure.evidence`
 (``EVIDENCE_COLUMNS``), plus any polars expression over them that ``check`` builds itself; a rule
@@ -35,11 +37,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from enclave.core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class Outcome(str, Enum):

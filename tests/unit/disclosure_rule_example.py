@@ -8,12 +8,11 @@ for 20), overridable as the setting ``disclosure.min_rows``. It reads the eviden
 
 from __future__ import annotations
 
-import polars as pl
-
 from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic, Threshold
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
+    import polars as pl
     if stat is not Statistic.COUNT or policy.min_rows <= 0:
         return []
     rows = pl.col("rows")

@@ -149,3 +149,13 @@ def test_walkthrough_a_new_rule_is_one_file(tmp_path):
     # a new threshold enters every preset's hash: records made before it are refused as made
     # under another policy
     assert not set(got["hashes"].items()) & {(p.name, policy_hash(p)) for p in PRESETS.values()}
+
+
+def test_the_settings_load_the_rules_declarations_without_polars():
+    """The JupyterHub process loads the settings (and so every rule's declarations) but never
+    evaluates a rule: it must not load polars (or DuckDB) for that."""
+    probe = ("import sys, enclave.core.settings, enclave.io.hub.config; "
+             "print(sorted(m for m in ('polars', 'duckdb') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]", out.stdout

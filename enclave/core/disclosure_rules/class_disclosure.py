@@ -11,8 +11,6 @@ in :mod:`enclave.io.outputs.models`, where their values are computed; they read
 
 from __future__ import annotations
 
-import polars as pl
-
 from enclave.core.disclosure_registry import (
     SAME_VALUE,
     Cell,
@@ -30,6 +28,7 @@ def class_outcome(policy) -> Outcome:
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
+    import polars as pl
     if not policy.class_disclosure:
         return []
     pats, vals = pl.col("patients"), pl.col("value_patients")

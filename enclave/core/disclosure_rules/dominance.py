@@ -4,20 +4,23 @@ Contributions are per-patient sums of absolute values, so negatives count as mag
 
 from __future__ import annotations
 
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic, Threshold
+
+if TYPE_CHECKING:
+    import polars as pl
 
 APPLIES = (Statistic.SUM, Statistic.MEAN)
 
 
 def _pct(x: pl.Expr) -> pl.Expr:
+    import polars as pl
     return (x * 100).round(1).cast(pl.String)
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
+    import polars as pl
     if stat not in APPLIES:
         return []
     total = pl.col("abs_total")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic, Threshold
 from enclave.core.disclosure_rules._problems import at_least_zero
 
@@ -11,6 +9,7 @@ APPLIES = (Statistic.MIN, Statistic.MAX)
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
+    import polars as pl
     if stat not in APPLIES:
         return []
     which = stat.value

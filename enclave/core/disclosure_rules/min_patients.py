@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic, Threshold
 from enclave.core.disclosure_rules._problems import at_least_zero
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
+    import polars as pl
     pats = pl.col("patients")
     return [Check((pats > 0) & (pats < policy.min_patients), Outcome.SUPPRESS,
                   pl.format("cell has {} patients; at least {} are needed", pats,

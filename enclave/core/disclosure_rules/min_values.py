@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 from enclave.core.disclosure_registry import (
     MAGNITUDES,
     Cell,
@@ -17,6 +15,7 @@ from enclave.core.disclosure_rules._problems import at_least_zero
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
+    import polars as pl
     if stat not in MAGNITUDES:
         return []
     vals = pl.col("value_patients")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic, Threshold
 
 APPLIES = (Statistic.SUM, Statistic.MEAN)
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
+    import polars as pl
     if stat not in APPLIES or policy.p_ratio <= 0:
         return []
     total = pl.col("abs_total")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic, Threshold
 from enclave.core.disclosure_rules._problems import at_least_zero
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
+    import polars as pl
     if stat is not Statistic.QUANTILE:
         return []
     vals = pl.col("value_patients")

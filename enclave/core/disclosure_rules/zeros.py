@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic, Threshold
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
+    import polars as pl
     if not policy.zeros_disclosive:
         return []
     return [Check(pl.col("patients") == 0, Outcome.SUPPRESS,
