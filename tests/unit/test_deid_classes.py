@@ -84,6 +84,23 @@ def test_rolled_up_classes_equal_direct_grouping(rows, visits) -> None:
 
 
 @SETTINGS
+@given(rows=tables, visits=st.lists(nodes, min_size=1, max_size=12))
+def test_counts_for_judging_equal_direct_grouping_but_for_empty_classes(rows, visits) -> None:
+    """What the top-down search judges (sizes and histograms, empty classes allowed) holds every
+    class of the node with its size and histogram, and nothing else but empty classes."""
+    micro = encode(pl.DataFrame(rows), HIERARCHIES, Criteria(1, LDiversity("dx", 2)))
+    cache = ClassCache(micro, (0, 0, 0))
+    for levels in visits:
+        sizes, hists = cache.counts_at(levels)
+        assert len(hists) == 1 and hists[0].shape == (sizes.size, micro.sensitive_cards[0])
+        present = sizes > 0
+        assert not hists[0][~present].any()
+        got = sorted((float(s), tuple(float(v) for v in h))
+                     for s, h in zip(sizes[present], hists[0][present], strict=True))
+        assert got == sorted((size, hist) for _, size, hist in _direct(micro, levels))
+
+
+@SETTINGS
 @given(rows=tables, levels=nodes, data=st.data())
 def test_loss_with_suppression_per_class_equals_per_row(rows, levels, data) -> None:
     micro = encode(pl.DataFrame(rows), HIERARCHIES, Criteria())

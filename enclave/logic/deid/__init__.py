@@ -54,7 +54,6 @@ from enclave.logic.deid.privacy import (
     LDiversity,
     Microdata,
     TCloseness,
-    counts,
     encode,
     judge,
     partition,
@@ -182,7 +181,7 @@ class _Engine:
         )
         self.limit = math.floor(policy.max_suppression * self.micro.n + 1e-9)
         self.leaf_counts = [
-            counts(self.micro.leaf_codes[:, q], self.micro.weights, len(h.leaves))
+            self.micro.counts(self.micro.leaf_codes[:, q], len(h.leaves))
             for q, h in enumerate(self.micro.hierarchies)
         ]
         self.costs: dict[str, list[CellCosts]] = {}
@@ -236,8 +235,8 @@ class _Engine:
             h = micro.hierarchies[q]
             leaf = micro.leaf_codes[:, q]
             sizes0 = self.leaf_counts[q]
-            hists0 = [counts(leaf.astype(np.int64) * card + micro.sensitive_codes[:, a],
-                             micro.weights, sizes0.size * card).reshape(sizes0.size, card)
+            hists0 = [micro.counts(leaf.astype(np.int64) * card + micro.sensitive_codes[:, a],
+                                   sizes0.size * card).reshape(sizes0.size, card)
                       for a, card in enumerate(micro.sensitive_cards)]
             level = qi.lowest
             while level <= qi.top:
@@ -261,10 +260,23 @@ class _Engine:
     def checker(self, lb: np.ndarray, floor: Sequence[int]):
         """The search's node check: classes rolled up from the finest cached node
         (:mod:`enclave.logic.deid.classes`; grouped from the rows once, at ``floor``), criteria once per
-        class, the loss with suppression per class (lower bound + suppression penalties)."""
+        class, the loss with suppression per class (lower bound + suppression penalties).
+
+        Without suppression the search runs top-down (:func:`enclave.logic.deid.lattice.search`):
+        every node it checks is coarser than the floor but finer than or beside the nodes checked
+        before, so no checked table can serve a later check; there each node's class sizes and
+        histograms are rolled up from the floor's table (:meth:`ClassCache.counts_at`) and
+        nothing is cached."""
         measure = self.policy.measure
         cache = self.cache = ClassCache(self.micro, floor)
         penalties = self.penalties(measure) if self.limit else []  # no suppression: not needed
+        if self.limit == 0 and self.monotone:
+            def check(idx: int) -> NodeCheck:
+                sizes, hists = cache.counts_at(self.nodes[idx])
+                ok = not judged(self.micro, sizes, hists.__getitem__, self.criteria).suppressed
+                return NodeCheck(ok, float(lb[idx]), not ok)
+
+            return check
 
         def check(idx: int) -> NodeCheck:
             table = cache.table(self.nodes[idx])

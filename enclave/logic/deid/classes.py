@@ -24,7 +24,7 @@ import numpy as np
 
 from enclave.core.errors import EnclaveError
 from enclave.logic.deid.metrics import CellCosts
-from enclave.logic.deid.privacy import Microdata, classes_of, counts, partition
+from enclave.logic.deid.privacy import Microdata, classes_of, partition
 
 #: memory the cache may hold (bytes); the bottom table is kept whatever its size
 CACHE_BYTES = 256 << 20
@@ -77,25 +77,38 @@ def _representatives(cls: np.ndarray, c: int) -> np.ndarray:
 def _group(cols: list[np.ndarray], cards: list[int], m: int) -> tuple[np.ndarray, int, np.ndarray]:
     """Class of each of ``m`` rows grouped by ``cols``, the number of classes and each class's
     codes (Q × classes). When the combined key range is small (coarse nodes) the codes are read
-    back from the present keys; otherwise from one representative row per class."""
+    back from the present keys — and when every key is present (common near the top of the
+    lattice) the key itself is the class; otherwise from one representative row per class.
+    Columns with one code (a QI at its top level) add nothing to the key and are skipped."""
     bound = 1
     for card in cards:
         bound *= max(card, 1)
     if bound <= max(16 * m, 1 << 16):
-        key = np.zeros(m, dtype=np.int64)
+        key = None
         for col, card in zip(cols, cards, strict=True):
-            key *= card
-            key += col
+            if card <= 1:
+                continue
+            if key is None:
+                key = col.astype(np.int64)
+            else:
+                key *= card
+                key += col
+        if key is None:
+            key = np.zeros(m, dtype=np.int64)
         present = np.zeros(bound, dtype=bool)
         present[key] = True
         uniq = np.flatnonzero(present)
-        lookup = np.empty(bound, dtype=np.int64)
-        lookup[uniq] = np.arange(uniq.size)
-        codes = np.empty((len(cols), uniq.size), dtype=np.int64)
-        rest = uniq
-        for q in range(len(cols) - 1, -1, -1):
-            rest, codes[q] = np.divmod(rest, max(cards[q], 1))
-        return lookup[key], int(uniq.size), codes
+        if uniq.size == bound:
+            cls = key
+        else:
+            lookup = np.empty(bound, dtype=np.int64)
+            lookup[uniq] = np.arange(uniq.size)
+            cls = lookup[key]
+        live = [q for q, card in enumerate(cards) if card > 1]
+        codes = np.zeros((len(cols), uniq.size), dtype=np.int64)
+        if live:
+            codes[live] = np.unravel_index(uniq, [cards[q] for q in live])
+        return cls, int(uniq.size), codes
     cls, c = classes_of(cols, cards, m)
     rep = _representatives(cls, c)
     codes = np.empty((len(cols), c), dtype=np.int64)
@@ -115,7 +128,7 @@ def _bottom(micro: Microdata, levels: Sequence[int]) -> tuple[ClassTable, np.nda
     hists = []
     for a, card in enumerate(micro.sensitive_cards):
         flat = part.cls * card + micro.sensitive_codes[:, a]
-        hists.append(counts(flat, micro.weights, c * card).reshape(c, card))
+        hists.append(micro.counts(flat, c * card).reshape(c, card))
     return ClassTable(tuple(int(v) for v in levels), codes, part.sizes, tuple(hists)), part.cls
 
 
@@ -175,6 +188,34 @@ class ClassCache:
         :func:`enclave.logic.deid.privacy.partition`, without grouping the rows again."""
         table, up = self._roll(self.bottom, tuple(int(v) for v in levels))
         return table, up[self._bottom_rows]
+
+    def counts_at(self, levels: Sequence[int]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Sizes and sensitive histograms of the classes of ``levels``, rolled up from the bottom
+        table (not cached), enough to judge the node. When the node's key range is no larger than
+        the bottom table, classes are indexed by their key and empty ones stay in (size 0: no
+        criterion counts records of theirs as suppressed), which saves numbering the classes;
+        otherwise they are those of :meth:`_roll`."""
+        bottom = self.bottom
+        cards = [h.cardinality(int(v)) for h, v in zip(self.micro.hierarchies, levels, strict=True)]
+        bound = 1
+        for card in cards:
+            bound *= card
+        if bound > bottom.sizes.size:
+            table, _ = self._roll(bottom, tuple(int(v) for v in levels))
+            return table.sizes, table.hists
+        key = np.zeros(bottom.sizes.size, dtype=np.int64)
+        for q, card in enumerate(cards):
+            if card > 1:
+                level = int(levels[q])
+                key *= card
+                key += (bottom.codes[q] if level == bottom.levels[q]
+                        else self._bottom_column(q, level))
+        sizes = np.bincount(key, weights=bottom.sizes, minlength=bound)
+        hists = tuple(
+            np.bincount(key[cell_cls] * h.shape[1] + value, weights=count,
+                        minlength=bound * h.shape[1]).reshape(bound, h.shape[1])
+            for h, (cell_cls, value, count) in zip(bottom.hists, _cells(bottom), strict=True))
+        return sizes, hists
 
     def table(self, levels: Sequence[int]) -> ClassTable:
         """The classes of ``levels`` (rolled up, then cached)."""

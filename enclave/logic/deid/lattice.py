@@ -43,6 +43,8 @@ from enclave.core.errors import ConfigurationError
 #: ``release.max_lattice_nodes``; see :class:`enclave.logic.deid.AnonymizationPolicy`)
 MAX_NODES = 5_000_000
 _TOL = 1e-12
+#: nodes scanned at a time for the next candidate of the top-down search
+_WINDOW = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +137,7 @@ def search(lattice: Lattice, lower_bound: np.ndarray, check: Callable[[int], Nod
             best, best_loss = idx, value
 
     if monotone and exact:
-        return _search_exact(nodes, lower_bound, height, status, check,
+        return _search_exact(order, lower_bound, height, status, check,
                              lambda idx: cone(ge, idx), lambda idx: cone(le, idx))
 
     def run(idx: int) -> None:
@@ -215,26 +217,35 @@ def search(lattice: Lattice, lower_bound: np.ndarray, check: Callable[[int], Nod
     return SearchResult(best, float(best_loss) if best is not None else float("nan"), checked)
 
 
-def _search_exact(nodes: np.ndarray, lower_bound: np.ndarray, height: np.ndarray,
+def _search_exact(order: np.ndarray, lower_bound: np.ndarray, height: np.ndarray,
                   status: np.ndarray, check: Callable[[int], NodeCheck],
                   above: Callable[[int], np.ndarray],
                   below: Callable[[int], np.ndarray]) -> SearchResult:
     """The first anonymous node in the order (bound, height, position) of a monotone policy whose
-    anonymous nodes cost their bound (see the module docstring)."""
-    n_nodes = nodes.shape[0]
+    anonymous nodes cost their bound (see the module docstring); ``order`` lists the nodes in
+    that order."""
+    n_nodes = order.size
     rank = np.empty(n_nodes, dtype=np.int64)
-    rank[np.lexsort((height, lower_bound))] = np.arange(n_nodes)
-    # candidates in the order they are picked: the last one of this order first
+    rank[order] = np.arange(n_nodes)
+    # candidates in the order they are picked: the last one of this order first. A candidate
+    # stays valid while it is untagged and ranks before the best node found; both only ever stop
+    # holding, so the scan for the last valid one moves one way, a window at a time
     pick = np.lexsort((lower_bound, height))
-    best, checked = None, 0
+    pick_rank = rank[pick]
+    best, checked, end = None, 0, n_nodes
     while True:
-        todo = status[pick] == 0
-        if best is not None:
-            todo &= rank[pick] < rank[best]
-        hits = np.flatnonzero(todo)
-        if not hits.size:
+        limit = n_nodes if best is None else rank[best]
+        idx = -1
+        while end > 0:
+            start = max(0, end - _WINDOW)
+            hits = np.flatnonzero((status[pick[start:end]] == 0) & (pick_rank[start:end] < limit))
+            if hits.size:
+                end = start + int(hits[-1])
+                idx = int(pick[end])
+                break
+            end = start
+        if idx < 0:
             break
-        idx = int(pick[hits[-1]])
         checked += 1
         out = check(idx)
         if out.anonymous:

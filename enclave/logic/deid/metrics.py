@@ -28,6 +28,7 @@ average class size.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -59,23 +60,35 @@ class CellCosts:
         return np.array([_dot(leaf_counts, c) for c in self.levels]) * self.weight
 
 
-def cell_costs(hierarchy: Hierarchy, leaf_counts: np.ndarray, n_qis: int,
-               measure: LossMeasure) -> CellCosts:
-    """Cell costs of ``measure`` for one QI, normalized so the whole-table value is in [0, 1]."""
-    n = float(leaf_counts.sum()) or 1.0
+@functools.lru_cache(maxsize=64)
+def _data_free_costs(hierarchy: Hierarchy,
+                     measure: LossMeasure) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The cell costs of ``height`` and ``loss``, which depend on the hierarchy alone (made once
+    per hierarchy; read-only arrays)."""
     h = hierarchy.height
     n_leaves = len(hierarchy.leaves)
     if measure == "height":
         levels = tuple(np.full(n_leaves, j / h if h else 0.0) for j in range(h + 1))
-        return CellCosts(levels, np.ones(n_leaves), 1.0 / (n * n_qis))
-    if measure == "loss":
+    else:
         denom = max(n_leaves - 1, 1)
         levels = tuple((hierarchy.group_sizes(j) - 1) / denom for j in range(h + 1))
-        return CellCosts(levels, np.ones(n_leaves), 1.0 / (n * n_qis))
+    ones = np.ones(n_leaves)
+    for array in (*levels, ones):
+        array.flags.writeable = False
+    return levels, ones
+
+
+def cell_costs(hierarchy: Hierarchy, leaf_counts: np.ndarray, n_qis: int,
+               measure: LossMeasure) -> CellCosts:
+    """Cell costs of ``measure`` for one QI, normalized so the whole-table value is in [0, 1]."""
+    n = float(leaf_counts.sum()) or 1.0
+    if measure in ("height", "loss"):
+        levels, ones = _data_free_costs(hierarchy, measure)
+        return CellCosts(levels, ones, 1.0 / (n * n_qis))
     # non-uniform entropy: -log2 (count(leaf) / count(generalized value))
     counts = leaf_counts.astype(np.float64)
     levels_list = []
-    for j in range(h + 1):
+    for j in range(hierarchy.height + 1):
         codes = hierarchy.codes[j]
         group = np.bincount(codes, weights=counts, minlength=hierarchy.cardinality(j))[codes]
         with np.errstate(divide="ignore", invalid="ignore"):

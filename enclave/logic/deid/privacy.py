@@ -108,17 +108,22 @@ class Microdata:
     def distinct_rows(self) -> int:
         return int(self.weights.size)
 
+    #: every weight is 1 (as :func:`encode` makes them): counts are plain integer counts
+    unit_weights: bool = False
+
     def level_codes(self, q: int, level: int) -> np.ndarray:
-        """Level code of every row for QI ``q`` at ``level`` (int64)."""
+        """Level code of every row for QI ``q`` at ``level`` (int64; at level 0, the leaf codes
+        themselves: a leaf's level-0 code is its index)."""
+        if level == 0:
+            return self.leaf_codes[:, q]
         return self.hierarchies[q].codes[level].astype(np.int64)[self.leaf_codes[:, q]]
 
-
-def counts(codes: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
-    """Weighted count of every code ``0..size-1`` (float64); the integer count when every weight
-    is 1 (as :func:`encode` makes them), which is exact and faster."""
-    if weights.size and weights[0] == 1.0 and weights.min() == 1.0 == weights.max():
-        return np.bincount(codes, minlength=size).astype(np.float64)
-    return np.bincount(codes, weights=weights, minlength=size)
+    def counts(self, codes: np.ndarray, size: int) -> np.ndarray:
+        """Weighted count of every code ``0..size-1`` over the rows (float64); the integer count
+        when every weight is 1, which is exact and faster."""
+        if self.unit_weights:
+            return np.bincount(codes, minlength=size).astype(np.float64)
+        return np.bincount(codes, weights=self.weights, minlength=size)
 
 
 def _mask_limit(m: int) -> int:
@@ -242,7 +247,7 @@ def encode(frame: pl.DataFrame, hierarchies: Mapping[str, Hierarchy],
     sens_codes = np.column_stack(sens) if sens else np.zeros((n, 0), np.int64)
     dists = tuple(np.bincount(s, minlength=c) / max(n, 1) for s, c in zip(sens, cards, strict=True))
     return Microdata(n, qis, hier, leaf_codes, weights, criteria.sensitive,
-                     sens_codes.astype(np.int64), tuple(cards), dists)
+                     sens_codes.astype(np.int64), tuple(cards), dists, unit_weights=True)
 
 
 def _leaf_codes(frame: pl.DataFrame, qis: Sequence[str],
@@ -296,7 +301,7 @@ def partition(micro: Microdata, levels: Sequence[int]) -> Partition:
     cols = [micro.level_codes(q, lv) for q, lv in enumerate(levels)]
     cards = [h.cardinality(lv) for h, lv in zip(micro.hierarchies, levels, strict=True)]
     cls, c = classes_of(cols, cards, micro.distinct_rows)
-    sizes = counts(cls, micro.weights, c)
+    sizes = micro.counts(cls, c)
     return Partition(tuple(levels), cls, sizes)
 
 
@@ -304,7 +309,7 @@ def _histograms(micro: Microdata, part: Partition, a: int) -> np.ndarray:
     card = micro.sensitive_cards[a]
     c = part.sizes.size
     flat = part.cls * card + micro.sensitive_codes[:, a]
-    return counts(flat, micro.weights, c * card).reshape(c, card)
+    return micro.counts(flat, c * card).reshape(c, card)
 
 
 def l_diverse(hist: np.ndarray, crit: LDiversity) -> np.ndarray:
