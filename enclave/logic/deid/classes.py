@@ -61,7 +61,7 @@ def _cells(table: ClassTable) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     return table.cells
 
 
-def _sum_rows(cls: np.ndarray, c: int, values: np.ndarray) -> np.ndarray:
+def sum_rows(cls: np.ndarray, c: int, values: np.ndarray) -> np.ndarray:
     """Per-class sums of the rows of ``values`` (rows × card) grouped by ``cls``."""
     card = values.shape[1]
     flat = (cls[:, None] * card + np.arange(card)).reshape(-1)
@@ -242,7 +242,7 @@ class ClassCache:
                             minlength=c * h.shape[1]).reshape(c, h.shape[1])
                 for h, (cell_cls, value, count) in zip(base.hists, _cells(base), strict=True))
         else:
-            hists = tuple(_sum_rows(cls, c, h) for h in base.hists)
+            hists = tuple(sum_rows(cls, c, h) for h in base.hists)
         return ClassTable(lv, codes, sizes, hists), cls
 
     def _keep(self, table: ClassTable) -> None:

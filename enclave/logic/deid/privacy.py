@@ -118,12 +118,14 @@ class Microdata:
             return self.leaf_codes[:, q]
         return self.hierarchies[q].codes[level].astype(np.int64)[self.leaf_codes[:, q]]
 
-    def counts(self, codes: np.ndarray, size: int) -> np.ndarray:
-        """Weighted count of every code ``0..size-1`` over the rows (float64); the integer count
-        when every weight is 1, which is exact and faster."""
+    def counts(self, codes: np.ndarray, size: int, repeat: int = 1) -> np.ndarray:
+        """Weighted count of every code ``0..size-1`` over the rows (float64; ``codes`` holds
+        one code per row, or ``repeat`` blocks of one per row); the integer count when every
+        weight is 1, which is exact and faster."""
         if self.unit_weights:
             return np.bincount(codes, minlength=size).astype(np.float64)
-        return np.bincount(codes, weights=self.weights, minlength=size)
+        weights = np.tile(self.weights, repeat) if repeat > 1 else self.weights
+        return np.bincount(codes, weights=weights, minlength=size)
 
 
 def _mask_limit(m: int) -> int:
@@ -331,7 +333,8 @@ def emd(hist: np.ndarray, reference: np.ndarray, distance: str,
         hierarchy: Hierarchy | None = None) -> np.ndarray:
     """Earth Mover's Distance of every class distribution (rows of ``hist``) to ``reference``."""
     total = hist.sum(axis=1, keepdims=True)
-    diff = hist / np.where(total > 0, total, 1) - reference[None, :]
+    diff = hist / np.where(total > 0, total, 1)
+    diff -= reference  # in place: subtracting a broadcast row from a temporary is slow in numpy
     if distance == "hierarchical" and hierarchy is not None:
         return _hierarchical_emd(diff, hierarchy)
     if distance == "equal":
