@@ -86,18 +86,18 @@ def cell_costs(hierarchy: Hierarchy, leaf_counts: np.ndarray, n_qis: int,
         levels, ones = _data_free_costs(hierarchy, measure)
         return CellCosts(levels, ones, 1.0 / (n * n_qis))
     # non-uniform entropy: -log2 (count(leaf) / count(generalized value))
+    # (every level at once: the groups of level j are numbered after those of the levels below)
     counts = leaf_counts.astype(np.float64)
-    levels_list = []
-    for j in range(hierarchy.height + 1):
-        codes = hierarchy.codes[j]
-        group = np.bincount(codes, weights=counts, minlength=hierarchy.cardinality(j))[codes]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cost = np.where(counts > 0, -np.log2(counts / np.where(group > 0, group, 1)), 0.0)
-        levels_list.append(cost)
+    cards = [hierarchy.cardinality(j) for j in range(hierarchy.height + 1)]
+    keys = hierarchy.codes + np.cumsum([0, *cards[:-1]])[:, None]  # levels × leaves
+    group = np.bincount(keys.ravel(), weights=np.tile(counts, len(cards)),
+                        minlength=sum(cards))[keys]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = np.where(counts > 0, -np.log2(counts / np.where(group > 0, group, 1)), 0.0)
     with np.errstate(divide="ignore"):
         supp = np.where(counts > 0, -np.log2(np.where(counts > 0, counts, 1) / n), 0.0)
     total = _dot(counts, supp)
-    return CellCosts(tuple(levels_list), supp, 1.0 / (total * n_qis) if total > 0 else 0.0)
+    return CellCosts(tuple(cost), supp, 1.0 / (total * n_qis) if total > 0 else 0.0)
 
 
 @dataclass(frozen=True, slots=True)
