@@ -84,20 +84,25 @@ def test_rolled_up_classes_equal_direct_grouping(rows, visits) -> None:
 
 
 @SETTINGS
-@given(rows=tables, visits=st.lists(nodes, min_size=1, max_size=12))
-def test_counts_for_judging_equal_direct_grouping_but_for_empty_classes(rows, visits) -> None:
-    """What the top-down search judges (sizes and histograms, empty classes allowed) holds every
-    class of the node with its size and histogram, and nothing else but empty classes."""
+@given(rows=tables, batches=st.lists(st.lists(nodes, min_size=1, max_size=8), min_size=1,
+                                     max_size=6))
+def test_counts_for_judging_equal_direct_grouping_but_for_empty_classes(rows, batches) -> None:
+    """What the top-down search judges for a batch of nodes (sizes and histograms laid end to
+    end, empty classes allowed) holds, for each node, every class of it with its size and
+    histogram, and nothing else but empty classes — through a cache of the batches' meets."""
     micro = encode(pl.DataFrame(rows), HIERARCHIES, Criteria(1, LDiversity("dx", 2)))
-    cache = ClassCache(micro, (0, 0, 0))
-    for levels in visits:
-        sizes, hists = cache.counts_at(levels)
+    cache = ClassCache(micro, (0, 0, 0), slots=4)
+    for batch in batches:
+        sizes, hists, node = cache.counts_many(np.array(batch))
         assert len(hists) == 1 and hists[0].shape == (sizes.size, micro.sensitive_cards[0])
+        assert node.shape == sizes.shape and set(node.tolist()) <= set(range(len(batch)))
         present = sizes > 0
         assert not hists[0][~present].any()
-        got = sorted((float(s), tuple(float(v) for v in h))
-                     for s, h in zip(sizes[present], hists[0][present], strict=True))
-        assert got == sorted((size, hist) for _, size, hist in _direct(micro, levels))
+        for i, levels in enumerate(batch):
+            mine = present & (node == i)
+            got = sorted((float(s), tuple(float(v) for v in h))
+                         for s, h in zip(sizes[mine], hists[0][mine], strict=True))
+            assert got == sorted((size, hist) for _, size, hist in _direct(micro, levels))
 
 
 @SETTINGS

@@ -23,7 +23,7 @@ records of violating classes are removed from the output. When no node qualifies
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -270,26 +270,32 @@ class _Engine:
             out.append(passing[0])
         return tuple(out)
 
-    def checker(self, lb: np.ndarray, floor: Sequence[int]):
-        """The search's node check: classes rolled up from the finest cached node
-        (:mod:`enclave.logic.deid.classes`; grouped from the rows once, at ``floor``), criteria once per
-        class, the loss with suppression per class (lower bound + suppression penalties).
+    def checker(self, lb: np.ndarray, floor: Sequence[int]) -> tuple[
+            Callable[[int], NodeCheck], Callable[[list[int]], list[NodeCheck]] | None]:
+        """The search's node check, and its check of several nodes at once where there is one:
+        classes rolled up from the finest cached node (:mod:`enclave.logic.deid.classes`;
+        grouped from the rows once, at ``floor``), criteria once per class, the loss with
+        suppression per class (lower bound + suppression penalties).
 
         Without suppression the search runs top-down (:func:`enclave.logic.deid.lattice.search`):
         every node it checks is coarser than the floor but finer than or beside the nodes checked
-        before, so no checked table can serve a later check; there each node's class sizes and
-        histograms are rolled up from the floor's table (:meth:`ClassCache.counts_at`) and
-        nothing is cached."""
+        before, so no checked table can serve a later check; there the class sizes and
+        histograms of a batch of nodes are rolled up from the floor's table in one pass
+        (:meth:`ClassCache.counts_many`), all their classes judged at once, and nothing is
+        cached."""
         measure = self.policy.measure
         cache = self.cache = ClassCache(self.micro, floor)
         penalties = self.penalties(measure) if self.limit else []  # no suppression: not needed
         if self.limit == 0 and self.monotone:
-            def check(idx: int) -> NodeCheck:
-                sizes, hists = cache.counts_at(self.nodes[idx])
-                ok = not judged(self.micro, sizes, hists.__getitem__, self.criteria).suppressed
-                return NodeCheck(ok, float(lb[idx]), not ok)
+            def check_many(idxs: list[int]) -> list[NodeCheck]:
+                sizes, hists, node = cache.counts_many(self.nodes[idxs])
+                bad = judged(self.micro, sizes, hists.__getitem__, self.criteria).violating
+                # a node passes when no violating class of it holds a record
+                failed = np.rint(np.bincount(node[bad], weights=sizes[bad], minlength=len(idxs))) > 0
+                return [NodeCheck(not f, float(lb[i]), bool(f))
+                        for i, f in zip(idxs, failed.tolist(), strict=True)]
 
-            return check
+            return lambda idx: check_many([idx])[0], check_many
 
         def check(idx: int) -> NodeCheck:
             table = cache.table(self.nodes[idx])
@@ -301,7 +307,7 @@ class _Engine:
             below = (not ok) if self.monotone else verdict.k_suppressed > self.limit
             return NodeCheck(ok, value, below)
 
-        return check
+        return check, None
 
     def suppressed_at(self, levels: Sequence[int]) -> int:
         return judge(self.micro, partition(self.micro, levels), self.criteria).suppressed
@@ -387,7 +393,8 @@ def anonymize(frame: pl.DataFrame, policy: AnonymizationPolicy,
     floor = engine.floor()
     if floor is None:
         raise engine.refuse()
-    found = search(engine.lattice, lb, engine.checker(lb, floor), monotone=engine.monotone,
+    check, check_many = engine.checker(lb, floor)
+    found = search(engine.lattice, lb, check, check_many=check_many, monotone=engine.monotone,
                    exact=engine.limit == 0, floor=floor)
     if found.best is None:
         raise engine.refuse()

@@ -189,33 +189,69 @@ class ClassCache:
         table, up = self._roll(self.bottom, tuple(int(v) for v in levels))
         return table, up[self._bottom_rows]
 
-    def counts_at(self, levels: Sequence[int]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        """Sizes and sensitive histograms of the classes of ``levels``, rolled up from the bottom
-        table (not cached), enough to judge the node. When the node's key range is no larger than
-        the bottom table, classes are indexed by their key and empty ones stay in (size 0: no
-        criterion counts records of theirs as suppressed), which saves numbering the classes;
-        otherwise they are those of :meth:`_roll`."""
-        bottom = self.bottom
-        cards = [h.cardinality(int(v)) for h, v in zip(self.micro.hierarchies, levels, strict=True)]
-        bound = 1
-        for card in cards:
-            bound *= card
-        if bound > bottom.sizes.size:
-            table, _ = self._roll(bottom, tuple(int(v) for v in levels))
-            return table.sizes, table.hists
-        key = np.zeros(bottom.sizes.size, dtype=np.int64)
-        for q, card in enumerate(cards):
-            if card > 1:
-                level = int(levels[q])
-                key *= card
-                key += (bottom.codes[q] if level == bottom.levels[q]
-                        else self._bottom_column(q, level))
-        sizes = np.bincount(key, weights=bottom.sizes, minlength=bound)
-        hists = tuple(
-            np.bincount(key[cell_cls] * h.shape[1] + value, weights=count,
-                        minlength=bound * h.shape[1]).reshape(bound, h.shape[1])
-            for h, (cell_cls, value, count) in zip(bottom.hists, _cells(bottom), strict=True))
-        return sizes, hists
+    def counts_many(self, nodes: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...],
+                                                      np.ndarray]:
+        """Sizes and sensitive histograms of the classes of several nodes (rows of ``nodes``),
+        enough to judge them, laid end to end, and the node (row) of every class.
+
+        They are rolled up together from the table of the nodes' meet (their lowest levels, a
+        node finer than each; cached like any table), which has far fewer classes than the bottom
+        table when the nodes are near each other. A node whose key range is no larger than the
+        meet's table gets its classes indexed by key, empty ones included (size 0: no criterion
+        counts records of theirs as suppressed), which saves numbering them; the others get the
+        classes of :meth:`_roll`."""
+        base = self.table(nodes.min(axis=0))
+        hierarchies, m = self.micro.hierarchies, base.sizes.size
+        cards = np.array([[h.cardinality(v) for h, v in zip(hierarchies, row, strict=True)]
+                          for row in nodes.tolist()], dtype=np.int64).reshape(len(nodes), -1)
+        bounds = cards.prod(axis=1)
+        small = np.flatnonzero(bounds <= m)
+        parts: list[tuple[np.ndarray, tuple[np.ndarray, ...]]] = []
+        owner: list[np.ndarray] = []
+        if small.size:
+            total = int(bounds[small].sum())
+            # int32 keys when they fit: numpy's int64 broadcast arithmetic is several times slower
+            widest = total * max([1, *(h.shape[1] for h in base.hists)])
+            dtype = np.int32 if widest < 2**31 else np.int64
+            key = np.zeros((small.size, m), dtype=dtype)
+            for q in range(nodes.shape[1]):
+                card = cards[small, q].astype(dtype)
+                if (card > 1).any():
+                    levels = nodes[small, q].tolist()
+                    column = {v: self._column(base, q, v).astype(dtype) for v in set(levels)}
+                    key *= card[:, None]
+                    key += np.stack([column[v] for v in levels])
+            start = (np.cumsum(bounds[small]) - bounds[small]).astype(dtype)
+            key += start[:, None]
+            sizes = np.bincount(key.ravel(), weights=np.tile(base.sizes, small.size),
+                                minlength=total)
+            hists = []
+            for h, (cell_cls, value, count) in zip(base.hists, _cells(base), strict=True):
+                card = h.shape[1]
+                flat = key[:, cell_cls]
+                flat *= card
+                flat += value.astype(dtype)
+                hists.append(np.bincount(flat.ravel(), weights=np.tile(count, small.size),
+                                         minlength=total * card).reshape(total, card))
+            parts.append((sizes, tuple(hists)))
+            owner.append(np.repeat(small, bounds[small]))
+        for i in np.flatnonzero(bounds > m).tolist():
+            table, _ = self._roll(base, tuple(int(v) for v in nodes[i]))
+            parts.append((table.sizes, table.hists))
+            owner.append(np.full(table.sizes.size, i))
+        if len(parts) == 1:
+            return parts[0][0], parts[0][1], owner[0]
+        return (np.concatenate([p[0] for p in parts]),
+                tuple(np.concatenate(h) for h in zip(*(p[1] for p in parts), strict=True)),
+                np.concatenate(owner))
+
+    def _column(self, base: ClassTable, q: int, level: int) -> np.ndarray:
+        """Level-``level`` code of QI ``q`` of every class of ``base`` (a finer table)."""
+        if level == base.levels[q]:
+            return base.codes[q]
+        if base is self.bottom:
+            return self._bottom_column(q, level)
+        return self._up(q, base.levels[q], level)[base.codes[q]]
 
     def table(self, levels: Sequence[int]) -> ClassTable:
         """The classes of ``levels`` (rolled up, then cached)."""
@@ -230,9 +266,7 @@ class ClassCache:
     def _roll(self, base: ClassTable, lv: tuple[int, ...]) -> tuple[ClassTable, np.ndarray]:
         """The table of node ``lv`` from the finer ``base``, and the new class of each base class."""
         hierarchies = self.micro.hierarchies
-        cols = [base.codes[q] if v == base.levels[q] else self._bottom_column(q, v)
-                if base is self.bottom else self._up(q, base.levels[q], v)[base.codes[q]]
-                for q, v in enumerate(lv)]
+        cols = [self._column(base, q, v) for q, v in enumerate(lv)]
         cards = [h.cardinality(v) for h, v in zip(hierarchies, lv, strict=True)]
         cls, c, codes = _group(cols, cards, base.sizes.size)
         sizes = np.bincount(cls, weights=base.sizes, minlength=c)
