@@ -277,12 +277,14 @@ def _leaf_codes(frame: pl.DataFrame, qis: Sequence[str],
         bad = col.null_count() > 0
         if not bad:
             codes = col.to_numpy()
-            if is_enum:  # category → leaf, one lookup per category
+            if is_enum:  # category → leaf, one lookup per category, into the column itself
                 lut = np.array([h.index.get(c, -1) for c in schema[q].categories.to_list()],
                                dtype=np.int32)
-                codes = lut[codes] if codes.size else codes
-                bad = bool((codes < 0).any())
-            out[:, i] = codes
+                if codes.size:  # (physical codes are valid positions: no bounds check needed)
+                    np.take(lut, codes, out=out[:, i], mode="clip")
+                bad = bool((lut < 0).any()) and bool((out[:, i] < 0).any())
+            else:
+                out[:, i] = codes
         if bad:
             h.encode(frame.get_column(q))  # raises, naming the column and the hierarchy
             raise AssertionError(f"column {q!r}: encoding disagrees with Hierarchy.encode")
