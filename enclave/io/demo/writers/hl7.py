@@ -153,6 +153,26 @@ def _rows(frames: dict[str, pl.DataFrame], kind: str) -> list[dict]:
     return [] if frame is None else list(frame.iter_rows(named=True))
 
 
+def _planted_rows(
+    frames: dict[str, pl.DataFrame], defects: list[Defect], planted: Counter[str],
+) -> tuple[dict[str, list[dict]], dict[str, list[set[DefectKind]]]]:
+    """The rows of the kinds HL7 carries, with their value-level defects planted (counted in
+    ``planted``), and the defects each row wants (the writer plants the record-level ones)."""
+    plan = defect_plan(defects)
+    rows: dict[str, list[dict]] = {}
+    flags: dict[str, list[set[DefectKind]]] = {}
+    for kind in ("person", "visit", "condition", "measurement"):
+        rows[kind] = _rows(frames, kind)
+        flags[kind] = []
+        for n, row in enumerate(rows[kind]):
+            wanted = set(plan.get((kind, n), []))
+            for d in wanted:
+                if apply_defect(kind, row, d, "{year}0230", n):
+                    planted[str(d)] += 1
+            flags[kind].append(wanted)
+    return rows, flags
+
+
 def _by_message(rows: list[dict], flags: list[set[DefectKind]]) -> dict[tuple, list[int]]:
     """The numbers of ``rows`` grouped by (patient, visit), one message a group; a row whose line
     is to be truncated gets a message of its own (its key adds its number)."""
@@ -170,19 +190,8 @@ def write(out_dir: Path, hospital: HospitalSpec, frames: dict[str, pl.DataFrame]
     """Write ``frames`` as ``adt.hl7`` and ``oru.hl7`` under ``out_dir``; see the module docstring."""
     out_dir.mkdir(parents=True, exist_ok=True)
     w = _Writer(hospital)
-    plan = defect_plan(defects)
     planted: Counter[str] = Counter()
-    rows: dict[str, list[dict]] = {}
-    flags: dict[str, list[set[DefectKind]]] = {}
-    for kind in ("person", "visit", "condition", "measurement"):
-        rows[kind] = _rows(frames, kind)
-        flags[kind] = []
-        for n, row in enumerate(rows[kind]):
-            wanted = set(plan.get((kind, n), []))
-            for d in wanted:
-                if apply_defect(kind, row, d, "{year}0230", n):
-                    planted[str(d)] += 1
-            flags[kind].append(wanted)
+    rows, flags = _planted_rows(frames, defects, planted)
 
     adt: list[list[str]] = []
     oru: list[list[str]] = []
