@@ -336,11 +336,10 @@ class BatchLoader:
         return codes.replace_strict(table, default=None, return_dtype=pl.Int64)
 
     def _load_care_sites(self, frame: pl.DataFrame | None) -> pl.DataFrame:
-        existing = self._known_keys("care_site")
         self._care_site_frame = frame
+        existing, frame = self._keyed("care_site", frame)
         if frame is None:
             return existing
-        frame = frame.with_columns((pl.lit(self.site + ":") + pl.col("care_site_id")).alias("key"))
         frame = _dedupe_known(frame, "key", existing["key"])
         ok = _ok(frame)
         if ok.height:
@@ -355,11 +354,10 @@ class BatchLoader:
         return existing
 
     def _load_providers(self, frame: pl.DataFrame | None) -> pl.DataFrame:
-        existing = self._known_keys("provider")
         self._provider_frame = frame
+        existing, frame = self._keyed("provider", frame)
         if frame is None:
             return existing
-        frame = frame.with_columns((pl.lit(self.site + ":") + pl.col("provider_id")).alias("key"))
         frame = _reject_where(frame, pl.col("key").str.len_chars() > 50, RejectReason.VALUE_TOO_LONG, "provider_id")
         frame = _dedupe_known(frame, "key", existing["key"])
         ok = _ok(frame).join(
@@ -376,17 +374,27 @@ class BatchLoader:
         self._provider_frame = frame.drop("key")
         return existing
 
-    def _known_keys(self, table: str) -> pl.DataFrame:
-        """The ``key`` (``<table>_source_value``: site:id) and id of every row of ``table``
-        (care_site or provider)."""
-        return db.frame(self.con,
+    def _keyed(self, table: str, frame: pl.DataFrame | None
+               ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """The ``key`` (``<table>_source_value``: site:id) and id of every row ``table`` (care_site
+        or provider) holds, and ``frame`` (None: the batch has none) with each row's ``key``."""
+        existing = db.frame(self.con,
             f"SELECT {table}_source_value AS key, {table}_id FROM {table}"
         ).with_columns(pl.col(f"{table}_id").cast(pl.Int64))
+        if frame is not None:
+            frame = frame.with_columns((pl.lit(self.site + ":") + pl.col(f"{table}_id")).alias("key"))
+        return existing, frame
+
+    def _site_ids(self, table: str, column: str) -> pl.Series:
+        """``column`` of every row of ``identity.<table>`` of this site: the source ids loaded
+        before (site_patient, site_visit)."""
+        return db.frame(self.con, f"SELECT {column} FROM identity.{table} WHERE site_id = ?",
+                        [self.site])[column]
 
     def _insert_keyed(self, table: str, ok: pl.DataFrame, existing: pl.DataFrame,
                       columns: list[pl.Expr | pl.Series]) -> pl.DataFrame:
         """Insert ``ok``'s rows into ``table`` (care_site or provider) under new ids, with
-        ``columns`` and their lineage; ``existing`` (:meth:`_known_keys`) with their keys added."""
+        ``columns`` and their lineage; ``existing`` (:meth:`_keyed`) with their keys added."""
         start = _next_id(self.con, table, f"{table}_id")
         ids = pl.int_range(start, start + ok.height, eager=True)
         rows = ok.select(ids.alias(f"{table}_id"), *columns)
@@ -427,10 +435,7 @@ class BatchLoader:
         )
         p = p.with_columns(linkage.link_keys(self.key, p["_msg"]).alias("link_key")).drop("_msg")
         p = _dedupe(p, [c for c in _content_columns(p) if c not in ("rid", "link_key")])
-        known_sp = db.frame(con, 
-            "SELECT site_patient_id FROM identity.site_patient WHERE site_id = ?", [self.site]
-        )["site_patient_id"]
-        p = _dedupe_known(p, "site_patient_id", known_sp)
+        p = _dedupe_known(p, "site_patient_id", self._site_ids("site_patient", "site_patient_id"))
         ok = _ok(p)
         if ok.height == 0:
             return p
@@ -493,10 +498,7 @@ class BatchLoader:
         v = self._resolve_person(v)
         v = _reject_where(v, pl.col("end_date") < pl.col("start_date"), RejectReason.DATE_ORDER, "end_date")
         v = _dedupe(v, [c for c in _content_columns(v) if c != "person_id"])
-        known = db.frame(con, 
-            "SELECT site_visit_id FROM identity.site_visit WHERE site_id = ?", [self.site]
-        )["site_visit_id"]
-        v = _dedupe_known(v, "site_visit_id", known)
+        v = _dedupe_known(v, "site_visit_id", self._site_ids("site_visit", "site_visit_id"))
         ok = _ok(v)
         if ok.height == 0:
             return v.drop("person_id")
