@@ -149,6 +149,15 @@ def filters(tbl: IndicatorTable, which: Sequence[str] = FILTERS) -> dict[str, st
     return tbl.validate(out)
 
 
+def page(title_key: str, intro_key: str, which: Sequence[str] = FILTERS
+         ) -> tuple[IndicatorTable, dict[str, str]]:
+    """How every page opens: the indicator table, the page's title, provenance and intro, and the
+    sidebar filters ``which`` with the values chosen."""
+    tbl = table()
+    header(tbl, title_key, intro_key)
+    return tbl, filters(tbl, which)
+
+
 def ignored(tbl: IndicatorTable, indicator: str, flt: dict[str, str], title_key: str) -> None:
     """A note naming the filters ``indicator`` is not broken down by (they do not apply)."""
     language = lang()

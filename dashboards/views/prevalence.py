@@ -4,9 +4,7 @@ import streamlit as st
 
 from dashboards import common as c
 
-tbl = c.table()
-c.header(tbl, "pr_title", "pr_intro")
-flt = c.filters(tbl, ("year", "region", "level"))
+tbl, flt = c.page("pr_title", "pr_intro", ("year", "region", "level"))
 c.ignored(tbl, "condition_patients", flt, "pr_title")
 if c.available(tbl, "condition_patients", "prevalence_per_1000"):
     lang = c.lang()

@@ -9,9 +9,7 @@ from dashboards import common as c
 
 PAIRS_SHOWN = 10
 
-tbl = c.table()
-c.header(tbl, "rt_title", "rt_intro")
-flt = c.filters(tbl)
+tbl, flt = c.page("rt_title", "rt_intro")
 needed = ("lab_tests", "repeat_tests", "repeat_tests_cost", "repeat_test_share",
           "repeat_test_pairs")
 if c.available(tbl, *needed):

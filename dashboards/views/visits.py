@@ -4,9 +4,7 @@ import streamlit as st
 
 from dashboards import common as c
 
-tbl = c.table()
-c.header(tbl, "vi_title", "vi_intro")
-flt = c.filters(tbl)
+tbl, flt = c.page("vi_title", "vi_intro")
 if c.available(tbl, "visits", "visits_per_1000"):
     lang = c.lang()
     parts = [("visits", "c_visits"), ("visits_per_1000", "c_per_1000")]
