@@ -149,6 +149,15 @@ def filters(tbl: IndicatorTable, which: Sequence[str] = FILTERS) -> dict[str, st
     return tbl.validate(out)
 
 
+def page(title_key: str, intro_key: str, which: Sequence[str] = FILTERS
+         ) -> tuple[IndicatorTable, dict[str, str]]:
+    """How every page opens: the indicator table, the page's title, provenance and intro, and the
+    sidebar filters ``which`` with the values chosen."""
+    tbl = table()
+    header(tbl, title_key, intro_key)
+    return tbl, filters(tbl, which)
+
+
 def ignored(tbl: IndicatorTable, indicator: str, flt: dict[str, str], title_key: str) -> None:
     """A note naming the filters ``indicator`` is not broken down by (they do not apply)."""
     language = lang()
@@ -384,6 +393,21 @@ def tile_map(tbl: IndicatorTable, cells: pl.DataFrame, value_name: str, title: s
                                     {"test": shown, "value": "#222222"}],
                       "value": "#666666"}}}]}
     st.vega_lite_chart(df, spec, width="stretch")
+
+
+def region_section(tbl: IndicatorTable, parts: Sequence[tuple[str, str]], flt: dict[str, str],
+                   mapped: str, value_key: str, title: str, name: str,
+                   advised: str | None = None) -> None:
+    """The section by province: the tile map of ``mapped`` (its legend ``value_key``, its title
+    ``title``), then the table of ``parts`` by province (downloadable as ``name``), advised on
+    ``advised`` when given; both on ``flt`` less its province."""
+    language = lang()
+    no_region = {k: v for k, v in flt.items() if k != "region"}
+    tile_map(tbl, tbl.cells(mapped, no_region, ["region"]), t(value_key, language), title)
+    by_region = view(tbl, parts, no_region, ["region"])
+    if advised:
+        advise(tbl, by_region, advised, no_region, ["region"])
+    show(by_region, name)
 
 
 def metric(tbl: IndicatorTable, label_key: str, indicator: str, flt: dict[str, str],

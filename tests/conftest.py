@@ -52,6 +52,17 @@ def settings(tmp_path):
     return load_settings(tmp_path / "enclave-home")
 
 
+def researcher_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *unset: str) -> Path:
+    """A researcher's own home, ``tmp_path/user``, as $HOME (exports and the local ledger go under
+    ~/.enclave), with the environment variables ``unset`` removed."""
+    h = tmp_path / "user"
+    h.mkdir()
+    monkeypatch.setenv("HOME", str(h))
+    for name in unset:
+        monkeypatch.delenv(name, raising=False)
+    return h
+
+
 #: Tests that use what the machine has only once (Unix users and groups, the nftables table,
 #: ports, the shared /opt environments, a hub): run one after another on one xdist worker. The
 #: other integration and security tests (their own home, free ports, no users) run beside them.

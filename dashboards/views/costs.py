@@ -5,9 +5,7 @@ import streamlit as st
 
 from dashboards import common as c
 
-tbl = c.table()
-c.header(tbl, "co_title", "co_intro")
-flt = c.filters(tbl)
+tbl, flt = c.page("co_title", "co_intro")
 if c.available(tbl, "cost_per_visit"):
     lang = c.lang()
     parts = [("cost_per_visit", "c_mean_cost")]

@@ -4,9 +4,7 @@ import streamlit as st
 
 from dashboards import common as c
 
-tbl = c.table()
-c.header(tbl, "me_title", "me_intro")
-flt = c.filters(tbl)
+tbl, flt = c.page("me_title", "me_intro")
 if c.available(tbl, "medicine_patients"):
     lang = c.lang()
     parts = [("medicine_patients", "c_people")]

@@ -5,9 +5,7 @@ import streamlit as st
 
 from dashboards import common as c
 
-tbl = c.table()
-c.header(tbl, "ov_title", "ov_intro")
-flt = c.filters(tbl)
+tbl, flt = c.page("ov_title", "ov_intro")
 types = tbl.known("visit_type")
 cols = st.columns(3)
 with cols[0]:

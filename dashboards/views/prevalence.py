@@ -4,9 +4,7 @@ import streamlit as st
 
 from dashboards import common as c
 
-tbl = c.table()
-c.header(tbl, "pr_title", "pr_intro")
-flt = c.filters(tbl, ("year", "region", "level"))
+tbl, flt = c.page("pr_title", "pr_intro", ("year", "region", "level"))
 c.ignored(tbl, "condition_patients", flt, "pr_title")
 if c.available(tbl, "condition_patients", "prevalence_per_1000"):
     lang = c.lang()
@@ -28,8 +26,6 @@ if c.available(tbl, "condition_patients", "prevalence_per_1000"):
     c.advise(tbl, age_sex, "condition_patients", f2, ["age_band", "sex"])
     c.show(age_sex, "prevalence_by_age_sex")
     st.subheader(c.t("pr_region", lang, cond=name))
-    f3 = {k: v for k, v in f2.items() if k != "region"}
-    c.tile_map(tbl, tbl.cells("prevalence_per_1000", f3, ["region"]), c.t("c_per_1000", lang),
-               c.t("pr_map", lang, cond=name))
-    c.show(c.view(tbl, parts, f3, ["region"]), "prevalence_by_region")
+    c.region_section(tbl, parts, f2, "prevalence_per_1000", "c_per_1000",
+                     c.t("pr_map", lang, cond=name), "prevalence_by_region")
 c.footer(tbl)

@@ -5,9 +5,7 @@ import streamlit as st
 
 from dashboards import common as c
 
-tbl = c.table()
-c.header(tbl, "re_title", "re_intro")
-flt = c.filters(tbl)
+tbl, flt = c.page("re_title", "re_intro")
 if c.available(tbl, "inpatient_stays", "readmissions_30d", "readmission_rate"):
     lang = c.lang()
     parts = [("inpatient_stays", "c_stays"), ("readmissions_30d", "c_readmitted"),

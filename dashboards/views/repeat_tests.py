@@ -9,9 +9,7 @@ from dashboards import common as c
 
 PAIRS_SHOWN = 10
 
-tbl = c.table()
-c.header(tbl, "rt_title", "rt_intro")
-flt = c.filters(tbl)
+tbl, flt = c.page("rt_title", "rt_intro")
 needed = ("lab_tests", "repeat_tests", "repeat_tests_cost", "repeat_test_share",
           "repeat_test_pairs")
 if c.available(tbl, *needed):
@@ -43,12 +41,8 @@ if c.available(tbl, *needed):
     c.show(by_level, "repeat_tests_by_level")
     c.show(by_year, "repeat_tests_by_year")
     st.subheader(c.t("rt_region", lang))
-    no_region = {k: v for k, v in f.items() if k != "region"}
-    c.tile_map(tbl, tbl.cells("repeat_test_share", no_region, ["region"]), c.t("c_share", lang),
-               c.t("rt_map", lang))
-    by_region = c.view(tbl, parts, no_region, ["region"])
-    c.advise(tbl, by_region, "repeat_tests", no_region, ["region"])
-    c.show(by_region, "repeat_tests_by_region")
+    c.region_section(tbl, parts, f, "repeat_test_share", "c_share", c.t("rt_map", lang),
+                     "repeat_tests_by_region", advised="repeat_tests")
     st.subheader(c.t("rt_pairs", lang))
     st.caption(c.t("rt_pairs_note", lang))
     pairs = c.view(tbl, [("repeat_test_pairs", "c_repeats")], {"year": flt["year"]}, ["pair"],

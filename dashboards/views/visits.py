@@ -4,9 +4,7 @@ import streamlit as st
 
 from dashboards import common as c
 
-tbl = c.table()
-c.header(tbl, "vi_title", "vi_intro")
-flt = c.filters(tbl)
+tbl, flt = c.page("vi_title", "vi_intro")
 if c.available(tbl, "visits", "visits_per_1000"):
     lang = c.lang()
     parts = [("visits", "c_visits"), ("visits_per_1000", "c_per_1000")]
@@ -24,10 +22,6 @@ if c.available(tbl, "visits", "visits_per_1000"):
         st.subheader(c.t("vi_level", lang))
         no_level = {k: v for k, v in flt.items() if k != "level"}
         c.show(c.view(tbl, parts, no_level, ["level"]), "visits_by_level")
-    no_region = {k: v for k, v in flt.items() if k != "region"}
-    c.tile_map(tbl, tbl.cells("visits_per_1000", no_region, ["region"]), c.t("c_per_1000", lang),
-               c.t("vi_map", lang))
-    by_region = c.view(tbl, parts, no_region, ["region"])
-    c.advise(tbl, by_region, "visits", no_region, ["region"])
-    c.show(by_region, "visits_by_region")
+    c.region_section(tbl, parts, flt, "visits_per_1000", "c_per_1000", c.t("vi_map", lang),
+                     "visits_by_region", advised="visits")
 c.footer(tbl)

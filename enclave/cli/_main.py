@@ -18,6 +18,10 @@ class _Ctx:
 
 
 pass_ctx = click.make_pass_decorator(_Ctx)
+#: the options many commands share
+as_option = click.option("--as", "as_user", metavar="USER",
+                         help="Act as this user (root only; default: the OS user).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

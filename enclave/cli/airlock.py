@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from enclave.cli._main import _Ctx, cli, pass_ctx
+from enclave.cli._main import _Ctx, as_option, cli, json_option, pass_ctx
 from enclave.core.errors import PermissionDeniedError
 
 
@@ -22,11 +22,6 @@ def acting_user(as_user: str | None) -> str:
             raise PermissionDeniedError("only root may act as another user (--as)")
         return as_user
     return me
-
-
-as_option = click.option("--as", "as_user", metavar="USER",
-                         help="Act as this user (root only; default: the OS user).")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 
 
 @cli.group()

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from enclave.cli._main import _Ctx, cli, pass_ctx
+from enclave.cli._main import _Ctx, cli, json_option, pass_ctx
 
 
 @cli.group()
@@ -70,7 +70,7 @@ def audit_anchor(obj: _Ctx, if_due: bool) -> None:
 
 @audit.command("log")
 @click.option("--subject", help="Only events about this subject (e.g. request:r-…, project:alpha).")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @pass_ctx
 def audit_log(obj: _Ctx, subject: str | None, as_json: bool) -> None:
     """The recorded events, oldest first."""

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from enclave.cli._main import _Ctx, cli, pass_ctx
+from enclave.cli._main import _Ctx, cli, json_option, pass_ctx
 
 
 @cli.group()
@@ -42,7 +42,7 @@ def indicators_build(obj: _Ctx, release: str, as_json: bool, skip_missing: bool)
 
 
 @indicators.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @pass_ctx
 def indicators_list(obj: _Ctx, as_json: bool) -> None:
     """Published indicator tables, newest last."""

@@ -7,7 +7,7 @@ from datetime import date
 
 import click
 
-from enclave.cli._main import _Ctx, cli, pass_ctx
+from enclave.cli._main import _Ctx, as_option, cli, json_option, pass_ctx
 from enclave.core.model.project import SharingForm, Tier
 
 
@@ -98,7 +98,7 @@ def project_list_cmd(obj: _Ctx, as_json: bool) -> None:
 
 @project.command("show")
 @click.argument("project_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @pass_ctx
 def project_show_cmd(obj: _Ctx, project_id: str, as_json: bool) -> None:
     """One project in full."""
@@ -137,13 +137,9 @@ def _take_access_away(obj: _Ctx) -> None:
         reconcile(obj.settings, echo=click.echo)
 
 
-_as = click.option("--as", "as_user", metavar="USER",
-                   help="Act as this user (root only; default: the OS user).")
-
-
 @project.command("approve")
 @click.argument("project_id", metavar="ID")
-@_as
+@as_option
 @pass_ctx
 def project_approve_cmd(obj: _Ctx, project_id: str, as_user: str | None) -> None:
     """A steward approves a proposed project."""
@@ -152,7 +148,7 @@ def project_approve_cmd(obj: _Ctx, project_id: str, as_user: str | None) -> None
 
 @project.command("activate")
 @click.argument("project_id", metavar="ID")
-@_as
+@as_option
 @pass_ctx
 def project_activate_cmd(obj: _Ctx, project_id: str, as_user: str | None) -> None:
     """An admin activates an approved project (once its group and data are provisioned)."""
@@ -162,7 +158,7 @@ def project_activate_cmd(obj: _Ctx, project_id: str, as_user: str | None) -> Non
 @project.command("close")
 @click.argument("project_id", metavar="ID")
 @click.option("--reason", required=True, help="Why the project is closed (required).")
-@_as
+@as_option
 @pass_ctx
 def project_close_cmd(obj: _Ctx, project_id: str, reason: str, as_user: str | None) -> None:
     """A steward closes a project: no more reads or exports."""
@@ -192,7 +188,7 @@ def project_member() -> None:
 @project_member.command("add")
 @click.argument("project_id", metavar="ID")
 @click.argument("user")
-@_as
+@as_option
 @pass_ctx
 def project_member_add(obj: _Ctx, project_id: str, user: str, as_user: str | None) -> None:
     """Add USER to the project."""
@@ -202,7 +198,7 @@ def project_member_add(obj: _Ctx, project_id: str, user: str, as_user: str | Non
 @project_member.command("remove")
 @click.argument("project_id", metavar="ID")
 @click.argument("user")
-@_as
+@as_option
 @pass_ctx
 def project_member_remove(obj: _Ctx, project_id: str, user: str, as_user: str | None) -> None:
     """Remove USER from the project (not its principal investigator)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from enclave.cli._main import _Ctx, cli, pass_ctx
+from enclave.cli._main import _Ctx, cli, json_option, pass_ctx
 
 
 @cli.group()
@@ -59,7 +59,7 @@ def release_verify(obj: _Ctx, name: str, as_json: bool) -> None:
 
 
 @release.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @pass_ctx
 def release_list(obj: _Ctx, as_json: bool) -> None:
     """Published releases with their risk and size."""

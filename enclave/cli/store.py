@@ -6,7 +6,7 @@ import json
 
 import click
 
-from enclave.cli._main import _Ctx, cli, pass_ctx
+from enclave.cli._main import _Ctx, cli, json_option, pass_ctx
 
 
 @cli.group()
@@ -15,7 +15,7 @@ def store() -> None:
 
 
 @store.command("stats")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @pass_ctx
 def store_stats_cmd(obj: _Ctx, as_json: bool) -> None:
     """Row counts per table, the person count, rejects by reason and warnings."""
@@ -40,7 +40,7 @@ def store_stats_cmd(obj: _Ctx, as_json: bool) -> None:
 
 
 @store.command("check")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @pass_ctx
 def store_check_cmd(obj: _Ctx, as_json: bool) -> None:
     """Check the store's integrity: unique keys, no orphans, balanced file counts (exit 1 if not)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from enclave.cli._main import _Ctx, cli, pass_ctx
+from enclave.cli._main import _Ctx, cli, json_option, pass_ctx
 
 
 def _serve_default() -> bool:
@@ -90,7 +90,7 @@ def down(obj: _Ctx) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @pass_ctx
 def status(obj: _Ctx, as_json: bool) -> None:
     """What runs (the hub, its URL and its processes); the enclave's instance: the Unix users and

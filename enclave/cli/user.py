@@ -6,7 +6,7 @@ import json
 
 import click
 
-from enclave.cli._main import _Ctx, cli, pass_ctx
+from enclave.cli._main import _Ctx, cli, json_option, pass_ctx
 
 
 @cli.group()
@@ -78,7 +78,7 @@ def user_disable(obj: _Ctx, name: str) -> None:
 
 
 @user.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option
 @pass_ctx
 def user_list(obj: _Ctx, as_json: bool) -> None:
     """Enclave users with their roles and projects."""

@@ -6,7 +6,9 @@ other work meanwhile; ``relation.fetchone()`` is gone. Every query in the enclav
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -48,6 +50,18 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, data: pl.DataFrame)
         run(con, f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
     finally:
         con.unregister(name)
+
+
+@contextmanager
+def new_database(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the DuckDB file ``path`` for the block, which writes its tables; then
+    checkpointed (when the block succeeds) and closed."""
+    out = duckdb.connect(str(path))
+    try:
+        yield out
+        run(out, "CHECKPOINT")
+    finally:
+        out.close()
 
 
 def create_table_as(con: duckdb.DuckDBPyConnection, table: str, data: pl.DataFrame) -> None:

@@ -17,6 +17,7 @@ import pytest
 from enclave.io.outputs.evaluation import evaluate
 from enclave.logic.disclosure import ACRO, DisclosurePolicy
 from enclave.research import logit, ols, recheck, survival, workspace
+from tests.conftest import researcher_home
 from tests.unit.test_research_api import make_release, pid
 
 N = 200
@@ -24,11 +25,7 @@ N = 200
 
 @pytest.fixture(autouse=True)
 def user_home(tmp_path, monkeypatch):
-    h = tmp_path / "user"
-    h.mkdir()
-    monkeypatch.setenv("HOME", str(h))
-    monkeypatch.delenv("ENCLAVE_HOME", raising=False)
-    return h
+    return researcher_home(tmp_path, monkeypatch, "ENCLAVE_HOME")
 
 
 def _flag(n: int, ones: list[int]) -> list[int]:

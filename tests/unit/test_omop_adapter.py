@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from pathlib import Path
 
 import polars as pl
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from enclave.io.ingest.adapters import get_adapter
 from enclave.io.ingest.adapters.omop_csv import stage
 from enclave.io.ingest.mapping import builtin_profile
+from tests import delimited
+from tests.delimited import csv_records
 
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "omop-synthea27nj"
 MAPPING = builtin_profile("omop").with_site("o1")
@@ -24,18 +24,6 @@ STAGED_TABLES = {
 }
 
 
-def records(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def staged_rows(batch, file: Path) -> list[int]:
-    rows: list[int] = []
-    for frame in batch.frames.values():
-        rows += frame.filter(pl.col("_file") == str(file))["_row"].to_list()
-    return sorted(rows)
-
-
 BATCH = stage(FIXTURE, MAPPING)
 
 
@@ -44,18 +32,13 @@ def test_registry_points_at_this_adapter():
 
 
 def test_every_file_counted_and_every_row_staged_once():
-    files = sorted(FIXTURE.glob("*.csv"))
-    assert sorted(BATCH.read_counts) == [str(f) for f in files]
-    for file in files:
-        n = len(records(file))
-        assert BATCH.read_counts[str(file)] == n, file.name
-        assert staged_rows(BATCH, file) == list(range(1, n + 1)), file.name
+    delimited.assert_every_row_staged_once(BATCH, sorted(FIXTURE.glob("*.csv")))
 
 
 def test_staged_tables_land_in_their_kind_and_the_rest_is_unsupported():
     unparsed = BATCH.frames["unparsed"]
     for file in sorted(FIXTURE.glob("*.csv")):
-        n = len(records(file))
+        n = len(csv_records(file))
         table = file.stem.upper()
         if table in STAGED_TABLES:
             kind = BATCH.frames[STAGED_TABLES[table]]
@@ -70,7 +53,7 @@ def test_staged_tables_land_in_their_kind_and_the_rest_is_unsupported():
 
 def test_spot_checks_against_the_raw_csv():
     person = BATCH.frames["person"]
-    raw_persons = records(FIXTURE / "PERSON.csv")
+    raw_persons = csv_records(FIXTURE / "PERSON.csv")
     assert person.height == len(raw_persons) == 28
     for raw in raw_persons:
         row = person.filter(pl.col("site_patient_id") == raw["person_id"]).row(0, named=True)
@@ -79,10 +62,10 @@ def test_spot_checks_against_the_raw_csv():
         assert row["birth_date"] == born
         assert row["sex"] == {"8507": "M", "8532": "F"}[raw["gender_concept_id"]]
     measurement = BATCH.frames["measurement"]
-    no_unit = sum(1 for r in records(FIXTURE / "MEASUREMENT.csv") if not r["unit_source_value"])
+    no_unit = sum(1 for r in csv_records(FIXTURE / "MEASUREMENT.csv") if not r["unit_source_value"])
     assert measurement.filter(pl.col("unit").is_null()).height == no_unit == 901
     assert measurement["_reject"].null_count() == measurement.height  # no unit is not an error
-    assert BATCH.frames["concept"].height == len(records(FIXTURE / "CONCEPT.csv"))
+    assert BATCH.frames["concept"].height == len(csv_records(FIXTURE / "CONCEPT.csv"))
     # no rejects at all in the clean fixture
     for kind, frame in BATCH.frames.items():
         if kind != "unparsed":
@@ -90,9 +73,9 @@ def test_spot_checks_against_the_raw_csv():
 
 
 def test_codes_visits_and_concepts_against_the_raw_csv():
-    concepts = {r["concept_id"]: r["vocabulary_id"] for r in records(FIXTURE / "CONCEPT.csv")}
+    concepts = {r["concept_id"]: r["vocabulary_id"] for r in csv_records(FIXTURE / "CONCEPT.csv")}
     meas = BATCH.frames["measurement"].sort("_row")
-    raw = records(FIXTURE / "MEASUREMENT.csv")
+    raw = csv_records(FIXTURE / "MEASUREMENT.csv")
     expected = [concepts[r["measurement_source_concept_id"]] for r in raw]
     assert meas["code_system"].to_list() == expected
     assert meas["code"].to_list() == [r["measurement_source_value"] for r in raw]
@@ -102,20 +85,20 @@ def test_codes_visits_and_concepts_against_the_raw_csv():
     assert first["date"] == dt.date.fromisoformat(raw[0]["measurement_date"])
     visit = BATCH.frames["visit"].sort("_row")
     types = {"9201": "inpatient", "9202": "outpatient", "9203": "emergency"}
-    raw_visits = records(FIXTURE / "VISIT_OCCURRENCE.csv")
+    raw_visits = csv_records(FIXTURE / "VISIT_OCCURRENCE.csv")
     assert visit["visit_type"].to_list() == [types[r["visit_concept_id"]] for r in raw_visits]
     assert visit["site_visit_id"].to_list() == [r["visit_occurrence_id"] for r in raw_visits]
     cond = BATCH.frames["condition"]
     assert set(cond["code_system"]) == {"SNOMED"}
     concept = BATCH.frames["concept"].sort("_row")
-    raw_concepts = records(FIXTURE / "CONCEPT.csv")
+    raw_concepts = csv_records(FIXTURE / "CONCEPT.csv")
     assert concept["concept_id"].to_list() == [int(r["concept_id"]) for r in raw_concepts]
     assert concept["valid_end_date"].to_list() == [
         dt.date.fromisoformat(r["valid_end_date"]) for r in raw_concepts
     ]
     death = BATCH.frames["death"].sort("_row")
     assert death["date"].to_list() == [
-        dt.date.fromisoformat(r["death_date"]) for r in records(FIXTURE / "DEATH.csv")
+        dt.date.fromisoformat(r["death_date"]) for r in csv_records(FIXTURE / "DEATH.csv")
     ]
 
 
@@ -147,42 +130,15 @@ def test_upper_case_columns_yyyymmdd_dates_and_bad_values(tmp_path):
 
 SAMPLE = FIXTURE.joinpath("CONCEPT.csv").read_bytes().split(b"\n")[:9]  # has "" quoted fields
 
-_edits = st.lists(
-    st.tuples(
-        st.integers(min_value=1, max_value=8),
-        st.sampled_from(["delete", "insert", "sep", "quote", "badbyte", "newline"]),
-        st.integers(min_value=0, max_value=200),
-    ),
-    max_size=6,
-)
-
-
-def corrupt(lines: list[bytes], edits, truncate: int | None) -> bytes:
-    lines = list(lines)
-    for index, what, pos in edits:
-        line = lines[index]
-        pos = pos % (len(line) + 1)
-        insert = {"insert": b"7z", "sep": b",", "quote": b'"', "badbyte": b"\xc3", "newline": b"\n"}
-        if what == "delete":
-            line = line[:pos] + line[pos + 2 :]
-        else:
-            line = line[:pos] + insert[what] + line[pos:]
-        lines[index] = line
-    data = b"\n".join(lines)
-    if truncate:
-        data = data[: max(len(data) - truncate, len(lines[0]) + 1)]
-    return data
+#: what an edit inserts (``delete`` removes two bytes)
+INSERTED = {"insert": b"7z", "sep": b",", "quote": b'"', "badbyte": b"\xc3", "newline": b"\n"}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(edits=_edits, truncate=st.one_of(st.none(), st.integers(min_value=1, max_value=60)))
+@given(edits=delimited.line_edits(200), truncate=delimited.TRUNCATIONS)
 def test_corrupted_file_never_raises_and_accounts_for_every_record(tmp_path, edits, truncate):
-    data = corrupt(SAMPLE, edits, truncate)
-    file = tmp_path / "CONCEPT.csv"
-    file.write_bytes(data)
-    batch = stage(tmp_path, MAPPING)
-    n = batch.read_counts[str(file)]
-    assert staged_rows(batch, file) == list(range(1, n + 1))
+    data = delimited.corrupt(SAMPLE, edits, truncate, INSERTED, deleted=2)
+    batch, n = delimited.stage_accounted(stage, MAPPING, tmp_path / "CONCEPT.csv", data)
     nonblank_data_lines = sum(1 for line in data.split(b"\n")[1:] if line.strip(b"\r"))
     # a record spans one line, or several when a quoted field holds line breaks
     assert 0 < n <= nonblank_data_lines or nonblank_data_lines == 0

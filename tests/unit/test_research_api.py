@@ -35,6 +35,7 @@ from enclave.research import (
     workspace,
 )
 from enclave.research.exports import write_bundle
+from tests.conftest import researcher_home
 
 
 def parse_table(text: str) -> pl.DataFrame:
@@ -91,11 +92,7 @@ def pid(i: int) -> str:
 @pytest.fixture(autouse=True)
 def user_home(tmp_path, monkeypatch) -> Path:
     """The researcher's own home (exports and the local ledger go under ~/.enclave)."""
-    h = tmp_path / "user"
-    h.mkdir()
-    monkeypatch.setenv("HOME", str(h))
-    monkeypatch.delenv("ENCLAVE_HOME", raising=False)
-    return h
+    return researcher_home(tmp_path, monkeypatch, "ENCLAVE_HOME")
 
 
 # --- workspace -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from enclave.io.outputs.sql import UnsafeQueryError
 from enclave.io.projects import SqlProjectStore
 from enclave.research import crosstab, export, pivot_table, recheck, workspace
 from tests.airlock_support import project
+from tests.conftest import researcher_home
 from tests.unit.test_research_api import make_release, pid
 
 DIABETES = ["E10", "E11", "E13"]
@@ -54,12 +55,8 @@ def persons() -> pl.DataFrame:
 
 @pytest.fixture(autouse=True)
 def user_home(tmp_path, monkeypatch):
-    h = tmp_path / "user"
-    h.mkdir()
-    monkeypatch.setenv("HOME", str(h))
-    monkeypatch.delenv("ENCLAVE_HOME", raising=False)
-    monkeypatch.delenv("ENCLAVE_AIRLOCK_URL", raising=False)  # the airlock in process
-    return h
+    # without ENCLAVE_AIRLOCK_URL: the airlock in process
+    return researcher_home(tmp_path, monkeypatch, "ENCLAVE_HOME", "ENCLAVE_AIRLOCK_URL")
 
 
 @pytest.fixture

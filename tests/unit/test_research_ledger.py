@@ -11,15 +11,13 @@ import pytest
 from enclave.io.outputs.cells import POPULATION
 from enclave.io.outputs.ledger import LedgerStore, find_hits, pairs_from_sets
 from enclave.research import crosstab, ledger_add, ledger_check, pivot_table, workspace
+from tests.conftest import researcher_home
 from tests.unit.test_research_api import make_release, pid
 
 
 @pytest.fixture(autouse=True)
 def user_home(tmp_path, monkeypatch):
-    h = tmp_path / "user"
-    h.mkdir()
-    monkeypatch.setenv("HOME", str(h))
-    return h
+    return researcher_home(tmp_path, monkeypatch)
 
 
 def test_nested_sets_differing_by_fewer_than_the_threshold_are_hits():

@@ -22,15 +22,13 @@ from enclave.research import (
     survival,
     workspace,
 )
+from tests.conftest import researcher_home
 from tests.unit.test_research_api import make_release, pid
 
 
 @pytest.fixture(autouse=True)
 def user_home(tmp_path, monkeypatch):
-    h = tmp_path / "user"
-    h.mkdir()
-    monkeypatch.setenv("HOME", str(h))
-    return h
+    return researcher_home(tmp_path, monkeypatch)
 
 
 @pytest.fixture

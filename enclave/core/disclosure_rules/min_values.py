@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from enclave.core.disclosure_registry import (
-    MAGNITUDES,
-    Cell,
-    Check,
-    Outcome,
-    Rule,
-    Statistic,
-    Threshold,
-)
-from enclave.core.disclosure_rules._problems import at_least_zero
+from enclave.core.disclosure_registry import MAGNITUDES, Cell, Check, Outcome, Rule, Statistic
+from enclave.core.disclosure_rules._problems import patients_threshold
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
@@ -26,12 +18,9 @@ def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
 
 RULE = Rule(
     name="minimum values", order=30, check=check,
-    thresholds=(Threshold(
-        "min_values", 10, "a magnitude statistic needs this many patients with a non-missing value",
-        presets={"opensafely": 8, "opensafely-midpoint6": 8},
-        setting="Override: fewest patients with a non-missing value behind a statistic "
-                "(-1 = preset's).",
-        problem=at_least_zero),),
+    thresholds=(patients_threshold(
+        "min_values", "a magnitude statistic needs this many patients with a non-missing value",
+        "Override: fewest patients with a non-missing value behind a statistic (-1 = preset's)."),),
     evidence=lambda policy, stat: ("patients", "value_patients", "rows") if stat in MAGNITUDES
     else (),
     docs=(("minimum values", "sum, mean, min, max, quantile",

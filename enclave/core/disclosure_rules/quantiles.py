@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic, Threshold
-from enclave.core.disclosure_rules._problems import at_least_zero
+from enclave.core.disclosure_registry import Cell, Check, Outcome, Rule, Statistic
+from enclave.core.disclosure_rules._problems import patients_threshold
 
 
 def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
@@ -18,11 +18,9 @@ def check(policy, stat: Statistic, cell: Cell) -> list[Check]:
 
 RULE = Rule(
     name="quantiles", order=70, check=check,
-    thresholds=(Threshold(
-        "quantile_min_values", 10, "a quantile needs this many patients with a value",
-        presets={"opensafely": 8, "opensafely-midpoint6": 8},
-        setting="Override: fewest patients with a value behind a quantile (-1 = preset's).",
-        problem=at_least_zero),),
+    thresholds=(patients_threshold(
+        "quantile_min_values", "a quantile needs this many patients with a value",
+        "Override: fewest patients with a value behind a quantile (-1 = preset's)."),),
     evidence=lambda policy, stat: ("patients", "value_patients")
     if stat is Statistic.QUANTILE else (),
     docs=(("quantiles", "quantile", "patients with a value < `quantile_min_values`"),),

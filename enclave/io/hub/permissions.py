@@ -76,20 +76,21 @@ def _sh(cmd: list[str], *, stdin: str | None = None) -> None:
         raise ConfigurationError(f"{cmd[0]} failed: {proc.stderr.strip()[-500:]}")
 
 
-def group_exists(name: str) -> bool:
+def _known(lookup: Callable[[str], object], name: str) -> bool:
+    """Whether ``lookup`` (``grp.getgrnam``, ``pwd.getpwnam``) finds ``name``."""
     try:
-        grp.getgrnam(name)
+        lookup(name)
         return True
     except KeyError:
         return False
+
+
+def group_exists(name: str) -> bool:
+    return _known(grp.getgrnam, name)
 
 
 def user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False
+    return _known(pwd.getpwnam, name)
 
 
 def ensure_group(name: str) -> int:

@@ -301,16 +301,12 @@ def build_indicators(settings: Settings, release: str, *, today: dt.date | None 
             "source_created_at": src_manifest.get("created_at"), "policy": policy.name,
             "policy_sha256": phash, "min_patients": policy.min_patients,
             "rounding": json.dumps(rounding), "built_at": built_at}])
-        out = duckdb.connect(str(stage.dir / INDICATORS_DB))
-        try:
+        with db.new_database(stage.dir / INDICATORS_DB) as out:
             db.create_table_as(out, "indicators", cells)
             db.create_table_as(out, "tiles", tiles_df)
             db.create_table_as(out, "labels", labels)
             db.create_table_as(out, "build", build_row)
             db.create_table_as(out, "periods", periods)
-            db.run(out, "CHECKPOINT")
-        finally:
-            out.close()
         files = stage.seal(INDICATORS_DB)
         version = stage.version
         manifest = {

@@ -291,12 +291,8 @@ def check_cube(con: duckdb.DuckDBPyConnection, relation: str, axes: Sequence[str
 
     On a DuckDB connection (``relation`` a table name or a query, ``record_keys`` a table name):
     the same expressions as :func:`check_cube_on`, compiled once (:func:`cube_statements`)."""
-    stat = Statistic(statistic)
-    axes, margins = list(axes), [a for a in axes if a in margins]
-    counted = stat in (Statistic.COUNT, Statistic.PATIENTS)
-    ev, keys = cube_frames_on(con, relation, axes, margins, value,
-                              record_keys if counted else None)
-    return checked_cube(ev, keys, axes, margins, stat, policy, decimals, levels)
+    return _check(functools.partial(cube_frames_on, con, relation), axes, margins, statistic,
+                  policy, value, record_keys, decimals, levels)
 
 
 def check_cube_on(engine, table, axes: Sequence[str], margins: Sequence[str],
@@ -305,11 +301,19 @@ def check_cube_on(engine, table, axes: Sequence[str], margins: Sequence[str],
                   levels: dict[str, Sequence[str]] | None = None) -> CheckedCube:
     """:func:`check_cube` of an ibis ``table`` on an :class:`enclave.io.engine.Engine` (DuckDB or
     Spark); ``record_keys`` is an ibis table (``person_id``, ``rkey``) on the same engine."""
+    return _check(functools.partial(cube_frames, engine, table), axes, margins, statistic, policy,
+                  value, record_keys, decimals, levels)
+
+
+def _check(frames, axes: Sequence[str], margins: Sequence[str], statistic: Statistic | str,
+           policy: DisclosurePolicy, value: str | None, record_keys, decimals: int,
+           levels: dict[str, Sequence[str]] | None) -> CheckedCube:
+    """:func:`check_cube` and :func:`check_cube_on` on their engine's ``frames(axes, margins,
+    value, record_keys)``, the cube's evidence and cell keys (record keys for counts only)."""
     stat = Statistic(statistic)
     axes, margins = list(axes), [a for a in axes if a in margins]
     counted = stat in (Statistic.COUNT, Statistic.PATIENTS)
-    ev, keys = cube_frames(engine, table, axes, margins, value,
-                           record_keys if counted else None)
+    ev, keys = frames(axes, margins, value, record_keys if counted else None)
     return checked_cube(ev, keys, axes, margins, stat, policy, decimals, levels)
 
 

@@ -138,6 +138,15 @@ def _content_columns(frame: pl.DataFrame) -> list[str]:
     return [c for c in frame.columns if not c.startswith("_")]
 
 
+def _dedupe_known(frame: pl.DataFrame, key: str, known: pl.Series) -> pl.DataFrame:
+    """:func:`_dedupe` on ``key``, and a pending row whose ``key`` is ``known`` (loaded before)
+    marked a duplicate too."""
+    frame = _dedupe(frame, [key])
+    return frame.with_columns(
+        (pl.col("_dup") | (pl.col("_reject").is_null() & pl.col(key).is_in(known.implode()))).alias("_dup")
+    )
+
+
 def _ok(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.filter(pl.col("_reject").is_null() & ~pl.col("_dup"))
 
@@ -327,69 +336,72 @@ class BatchLoader:
         return codes.replace_strict(table, default=None, return_dtype=pl.Int64)
 
     def _load_care_sites(self, frame: pl.DataFrame | None) -> pl.DataFrame:
-        existing = db.frame(self.con, 
-            "SELECT care_site_source_value AS key, care_site_id FROM care_site"
-        ).with_columns(pl.col("care_site_id").cast(pl.Int64))
         self._care_site_frame = frame
+        existing, frame = self._keyed("care_site", frame)
         if frame is None:
             return existing
-        frame = frame.with_columns((pl.lit(self.site + ":") + pl.col("care_site_id")).alias("key"))
-        frame = _dedupe(frame, ["key"])
-        frame = frame.with_columns(
-            (pl.col("_dup") | (pl.col("_reject").is_null() & pl.col("key").is_in(existing["key"].implode()))).alias("_dup")
-        )
+        frame = _dedupe_known(frame, "key", existing["key"])
         ok = _ok(frame)
         if ok.height:
-            start = _next_id(self.con, "care_site", "care_site_id")
-            ids = pl.int_range(start, start + ok.height, eager=True)
-            rows = ok.select(
-                ids.alias("care_site_id"),
+            existing = self._insert_keyed("care_site", ok, existing, [
                 pl.col("name").alias("care_site_name"),
                 pl.lit(0).alias("place_of_service_concept_id"),
                 self._location_frame(ok["region_code"]).alias("location_id"),
                 pl.col("key").alias("care_site_source_value"),
                 pl.col("level").alias("place_of_service_source_value"),
-            )
-            insert_frame(self.con, "care_site", rows)
-            self._add_lineage("care_site", ids, ok)
-            existing = pl.concat([existing, rows.select(pl.col("care_site_source_value").alias("key"),
-                                                        pl.col("care_site_id").cast(pl.Int64))])
+            ])
         self._care_site_frame = frame.drop("key")
         return existing
 
     def _load_providers(self, frame: pl.DataFrame | None) -> pl.DataFrame:
-        existing = db.frame(self.con, 
-            "SELECT provider_source_value AS key, provider_id FROM provider"
-        ).with_columns(pl.col("provider_id").cast(pl.Int64))
         self._provider_frame = frame
+        existing, frame = self._keyed("provider", frame)
         if frame is None:
             return existing
-        frame = frame.with_columns((pl.lit(self.site + ":") + pl.col("provider_id")).alias("key"))
         frame = _reject_where(frame, pl.col("key").str.len_chars() > 50, RejectReason.VALUE_TOO_LONG, "provider_id")
-        frame = _dedupe(frame, ["key"])
-        frame = frame.with_columns(
-            (pl.col("_dup") | (pl.col("_reject").is_null() & pl.col("key").is_in(existing["key"].implode()))).alias("_dup")
-        )
+        frame = _dedupe_known(frame, "key", existing["key"])
         ok = _ok(frame).join(
             self.care_sites.rename({"key": "_cs", "care_site_id": "_cs_id"}),
             left_on=pl.lit(self.site + ":") + pl.col("care_site_id"), right_on="_cs", how="left",
         )
         if ok.height:
-            start = _next_id(self.con, "provider", "provider_id")
-            ids = pl.int_range(start, start + ok.height, eager=True)
-            rows = ok.select(
-                ids.alias("provider_id"),
+            existing = self._insert_keyed("provider", ok, existing, [
                 pl.col("name").alias("provider_name"),
                 pl.col("specialty").alias("specialty_source_value"),
                 pl.col("_cs_id").alias("care_site_id"),
                 pl.col("key").alias("provider_source_value"),
-            )
-            insert_frame(self.con, "provider", rows)
-            self._add_lineage("provider", ids, ok)
-            existing = pl.concat([existing, rows.select(pl.col("provider_source_value").alias("key"),
-                                                        pl.col("provider_id").cast(pl.Int64))])
+            ])
         self._provider_frame = frame.drop("key")
         return existing
+
+    def _keyed(self, table: str, frame: pl.DataFrame | None
+               ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """The ``key`` (``<table>_source_value``: site:id) and id of every row ``table`` (care_site
+        or provider) holds, and ``frame`` (None: the batch has none) with each row's ``key``."""
+        existing = db.frame(self.con,
+            f"SELECT {table}_source_value AS key, {table}_id FROM {table}"
+        ).with_columns(pl.col(f"{table}_id").cast(pl.Int64))
+        if frame is not None:
+            frame = frame.with_columns((pl.lit(self.site + ":") + pl.col(f"{table}_id")).alias("key"))
+        return existing, frame
+
+    def _site_ids(self, table: str, column: str) -> pl.Series:
+        """``column`` of every row of ``identity.<table>`` of this site: the source ids loaded
+        before (site_patient, site_visit)."""
+        return db.frame(self.con, f"SELECT {column} FROM identity.{table} WHERE site_id = ?",
+                        [self.site])[column]
+
+    def _insert_keyed(self, table: str, ok: pl.DataFrame, existing: pl.DataFrame,
+                      columns: list[pl.Expr | pl.Series]) -> pl.DataFrame:
+        """Insert ``ok``'s rows into ``table`` (care_site or provider) under new ids, with
+        ``columns`` and their lineage; ``existing`` (:meth:`_keyed`) with their keys added."""
+        start = _next_id(self.con, table, f"{table}_id")
+        ids = pl.int_range(start, start + ok.height, eager=True)
+        rows = ok.select(ids.alias(f"{table}_id"), *columns)
+        insert_frame(self.con, table, rows)
+        self._add_lineage(table, ids, ok)
+        return pl.concat([existing, rows.select(pl.col(f"{table}_source_value").alias("key"),
+                                                pl.col(f"{table}_id").cast(pl.Int64))])
 
     # --- concepts from an OMOP export ----------------------------------------------------------
     def _load_concepts(self, frame: pl.DataFrame) -> pl.DataFrame:
@@ -423,13 +435,7 @@ class BatchLoader:
         )
         p = p.with_columns(linkage.link_keys(self.key, p["_msg"]).alias("link_key")).drop("_msg")
         p = _dedupe(p, [c for c in _content_columns(p) if c not in ("rid", "link_key")])
-        p = _dedupe(p, ["site_patient_id"])
-        known_sp = db.frame(con, 
-            "SELECT site_patient_id FROM identity.site_patient WHERE site_id = ?", [self.site]
-        )["site_patient_id"]
-        p = p.with_columns(
-            (pl.col("_dup") | (pl.col("_reject").is_null() & pl.col("site_patient_id").is_in(known_sp.implode()))).alias("_dup")
-        )
+        p = _dedupe_known(p, "site_patient_id", self._site_ids("site_patient", "site_patient_id"))
         ok = _ok(p)
         if ok.height == 0:
             return p
@@ -492,13 +498,7 @@ class BatchLoader:
         v = self._resolve_person(v)
         v = _reject_where(v, pl.col("end_date") < pl.col("start_date"), RejectReason.DATE_ORDER, "end_date")
         v = _dedupe(v, [c for c in _content_columns(v) if c != "person_id"])
-        v = _dedupe(v, ["site_visit_id"])
-        known = db.frame(con, 
-            "SELECT site_visit_id FROM identity.site_visit WHERE site_id = ?", [self.site]
-        )["site_visit_id"]
-        v = v.with_columns(
-            (pl.col("_dup") | (pl.col("_reject").is_null() & pl.col("site_visit_id").is_in(known.implode()))).alias("_dup")
-        )
+        v = _dedupe_known(v, "site_visit_id", self._site_ids("site_visit", "site_visit_id"))
         ok = _ok(v)
         if ok.height == 0:
             return v.drop("person_id")

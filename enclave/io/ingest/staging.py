@@ -88,6 +88,18 @@ VISIT_TYPES = ("outpatient", "inpatient", "emergency")
 
 _BOOK = {"_file": pl.Utf8, "_row": pl.Int64, "_reject": pl.Utf8, "_reject_column": pl.Utf8}
 
+#: The columns a coded event kind starts with (the patient, the visit, the code) ...
+_CODED_EVENT: dict[str, pl.DataType] = {
+    "site_patient_id*": pl.Utf8,
+    "site_visit_id": pl.Utf8,
+    "code_system*": pl.Utf8,
+    "code*": pl.Utf8,  # a measurement's is the analyte (LOINC or local lab code)
+    "description": pl.Utf8,
+}
+#: ... and ends with: only when the source already carries OMOP concept ids (``source_concept_id``:
+#: the source's own ``*_source_concept_id``)
+_CONCEPT_IDS: dict[str, pl.DataType] = {"concept_id": pl.Int64, "source_concept_id": pl.Int64}
+
 #: Columns of each kind. ``*`` marks a required column (null → ``missing_required``).
 KINDS: dict[str, dict[str, pl.DataType]] = {
     "person": {
@@ -118,23 +130,14 @@ KINDS: dict[str, dict[str, pl.DataType]] = {
         "paid_by_patient": pl.Float64,
     },
     "condition": {
-        "site_patient_id*": pl.Utf8,
-        "site_visit_id": pl.Utf8,
-        "code_system*": pl.Utf8,
-        "code*": pl.Utf8,
-        "description": pl.Utf8,
+        **_CODED_EVENT,
         "start_date*": pl.Date,
         "end_date": pl.Date,
         "primary": pl.Boolean,
-        "concept_id": pl.Int64,  # only when the source already carries OMOP concept ids
-        "source_concept_id": pl.Int64,  # likewise: the source's own *_source_concept_id
+        **_CONCEPT_IDS,
     },
     "drug": {
-        "site_patient_id*": pl.Utf8,
-        "site_visit_id": pl.Utf8,
-        "code_system*": pl.Utf8,
-        "code*": pl.Utf8,
-        "description": pl.Utf8,
+        **_CODED_EVENT,
         "start_date*": pl.Date,
         "end_date": pl.Date,
         "quantity": pl.Float64,
@@ -142,15 +145,10 @@ KINDS: dict[str, dict[str, pl.DataType]] = {
         "dose_unit": pl.Utf8,
         "route": pl.Utf8,
         "cost": pl.Float64,  # CNY
-        "concept_id": pl.Int64,
-        "source_concept_id": pl.Int64,
+        **_CONCEPT_IDS,
     },
     "measurement": {
-        "site_patient_id*": pl.Utf8,
-        "site_visit_id": pl.Utf8,
-        "code_system*": pl.Utf8,
-        "code*": pl.Utf8,  # the analyte (LOINC or local lab code)
-        "description": pl.Utf8,
+        **_CODED_EVENT,
         "date*": pl.Date,
         "datetime": pl.Datetime("us"),
         "value": pl.Float64,
@@ -159,32 +157,21 @@ KINDS: dict[str, dict[str, pl.DataType]] = {
         "range_low": pl.Float64,
         "range_high": pl.Float64,
         "cost": pl.Float64,
-        "concept_id": pl.Int64,
-        "source_concept_id": pl.Int64,
+        **_CONCEPT_IDS,
     },
     "procedure": {
-        "site_patient_id*": pl.Utf8,
-        "site_visit_id": pl.Utf8,
-        "code_system*": pl.Utf8,
-        "code*": pl.Utf8,
-        "description": pl.Utf8,
+        **_CODED_EVENT,
         "date*": pl.Date,
         "cost": pl.Float64,
-        "concept_id": pl.Int64,
-        "source_concept_id": pl.Int64,
+        **_CONCEPT_IDS,
     },
     "observation": {
-        "site_patient_id*": pl.Utf8,
-        "site_visit_id": pl.Utf8,
-        "code_system*": pl.Utf8,
-        "code*": pl.Utf8,
-        "description": pl.Utf8,
+        **_CODED_EVENT,
         "date*": pl.Date,
         "value": pl.Float64,
         "value_text": pl.Utf8,
         "unit": pl.Utf8,
-        "concept_id": pl.Int64,
-        "source_concept_id": pl.Int64,
+        **_CONCEPT_IDS,
     },
     "note": {
         "site_patient_id*": pl.Utf8,

@@ -346,16 +346,12 @@ def build_release(settings: Settings, project_id: str, *, policy_file: Path | No
         key = project_key(settings.keys_dir, project_id)
         known = _known_identifiers(con, kept["person_id"])
         builder = _Builder(con, key, policy, kept, known)
-        out = duckdb.connect(str(stage.dir / RELEASE_DB))
         counts = {}
-        try:
+        with db.new_database(stage.dir / RELEASE_DB) as out:
             for table in tables:
                 frame = builder.table(table, plans[table])
                 db.create_table_as(out, table, frame)
                 counts[table] = frame.height
-            db.run(out, "CHECKPOINT")
-        finally:
-            out.close()
         files = stage.seal(RELEASE_DB)
         version = stage.version
         manifest = {

@@ -153,13 +153,12 @@ def _rows(frames: dict[str, pl.DataFrame], kind: str) -> list[dict]:
     return [] if frame is None else list(frame.iter_rows(named=True))
 
 
-def write(out_dir: Path, hospital: HospitalSpec, frames: dict[str, pl.DataFrame],
-          defects: list[Defect]) -> WriteResult:
-    """Write ``frames`` as ``adt.hl7`` and ``oru.hl7`` under ``out_dir``; see the module docstring."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    w = _Writer(hospital)
+def _planted_rows(
+    frames: dict[str, pl.DataFrame], defects: list[Defect], planted: Counter[str],
+) -> tuple[dict[str, list[dict]], dict[str, list[set[DefectKind]]]]:
+    """The rows of the kinds HL7 carries, with their value-level defects planted (counted in
+    ``planted``), and the defects each row wants (the writer plants the record-level ones)."""
     plan = defect_plan(defects)
-    planted: Counter[str] = Counter()
     rows: dict[str, list[dict]] = {}
     flags: dict[str, list[set[DefectKind]]] = {}
     for kind in ("person", "visit", "condition", "measurement"):
@@ -171,6 +170,28 @@ def write(out_dir: Path, hospital: HospitalSpec, frames: dict[str, pl.DataFrame]
                 if apply_defect(kind, row, d, "{year}0230", n):
                     planted[str(d)] += 1
             flags[kind].append(wanted)
+    return rows, flags
+
+
+def _by_message(rows: list[dict], flags: list[set[DefectKind]]) -> dict[tuple, list[int]]:
+    """The numbers of ``rows`` grouped by (patient, visit), one message a group; a row whose line
+    is to be truncated gets a message of its own (its key adds its number)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        key = (row.get("site_patient_id"), row.get("site_visit_id"))
+        if DefectKind.TRUNCATED_LINE in flags[i]:
+            key = (*key, i)  # a message of its own
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+def write(out_dir: Path, hospital: HospitalSpec, frames: dict[str, pl.DataFrame],
+          defects: list[Defect]) -> WriteResult:
+    """Write ``frames`` as ``adt.hl7`` and ``oru.hl7`` under ``out_dir``; see the module docstring."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    w = _Writer(hospital)
+    planted: Counter[str] = Counter()
+    rows, flags = _planted_rows(frames, defects, planted)
 
     adt: list[list[str]] = []
     oru: list[list[str]] = []
@@ -184,12 +205,7 @@ def write(out_dir: Path, hospital: HospitalSpec, frames: dict[str, pl.DataFrame]
             target.append(message)
 
     persons = {p["site_patient_id"]: p for p in rows["person"] if p.get("site_patient_id") is not None}
-    conditions: dict[tuple, list[int]] = {}
-    for i, c in enumerate(rows["condition"]):
-        key = (c.get("site_patient_id"), c.get("site_visit_id"))
-        if DefectKind.TRUNCATED_LINE in flags["condition"][i]:
-            key = (*key, i)  # a message of its own
-        conditions.setdefault(key, []).append(i)
+    conditions = _by_message(rows["condition"], flags["condition"])
 
     def dg1s(key: tuple) -> list[str]:
         out: list[str] = []
@@ -234,12 +250,7 @@ def write(out_dir: Path, hospital: HospitalSpec, frames: dict[str, pl.DataFrame]
             head.append(w.pv1({"site_visit_id": vid}, False))
         emit(adt, "adt", head + dg1s(key), flags["condition"][indexes[0]] if len(key) == 3 else set())
 
-    labs: dict[tuple, list[int]] = {}
-    for i, m in enumerate(rows["measurement"]):
-        key = (m.get("site_patient_id"), m.get("site_visit_id"))
-        if DefectKind.TRUNCATED_LINE in flags["measurement"][i]:
-            key = (*key, i)  # a message of its own
-        labs.setdefault(key, []).append(i)
+    labs = _by_message(rows["measurement"], flags["measurement"])
     for key, indexes in labs.items():
         pid, vid = key[0], key[1]
         message = [w.msh("ORU^R01^ORU_R01"), w.pid({"site_patient_id": pid}, False)]

@@ -59,6 +59,8 @@ from pathlib import Path
 
 import polars as pl
 
+from enclave.io.ingest.mapping import SITE_FILE
+
 #: Longest record, in physical lines, that a quoted field may stretch over (notes with line breaks).
 MAX_RECORD_LINES = 1000
 
@@ -401,6 +403,15 @@ def _dedupe(names: list[str]) -> list[str]:
 
 
 # --- staging helpers shared by adapters -----------------------------------------------------------
+
+
+def extract_files(path: Path) -> list[Path]:
+    """The files an extract at ``path`` consists of: the file itself, or every file of the folder
+    in name order (hidden files and the site mapping ``site.toml`` excepted)."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.name != SITE_FILE)
 
 
 def reject_frame(

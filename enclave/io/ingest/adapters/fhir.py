@@ -45,7 +45,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -633,20 +633,33 @@ def _finish_person(frame: pl.DataFrame) -> pl.DataFrame:
     })
 
 
+def finish_visit(frame: pl.DataFrame, classes: dict[str, str], cls: str, start: str, end: str,
+                 date: Callable[[str], pl.Expr], datetime: Callable[[str], pl.Expr],
+                 costs: dict[str, tuple[str, pl.Expr, RejectReason | None]]) -> pl.DataFrame:
+    """:func:`finish` of visits (FHIR Encounters, HL7 PV1 segments): the visit type from the class
+    column ``cls`` (its code upper-cased, mapped by ``classes``), the period from the ``start`` and
+    ``end`` columns as ``date`` and ``datetime`` read them, then the ``costs``."""
+    code = pl.col(cls).str.strip_chars().str.to_uppercase()
+    visit_type = code.replace_strict(list(classes), list(classes.values()), default=None,
+                                     return_dtype=pl.Utf8)
+    return finish("visit", frame, {
+        "visit_type": (cls, visit_type, None),
+        "start_date": (start, date(start), _D),
+        "start_datetime": (start, datetime(start), None),
+        "end_date": (end, date(end), _D),
+        "end_datetime": (end, datetime(end), None),
+        **costs,
+    })
+
+
 def _finish_visit_factory(classes: dict[str, str]) -> Any:
     def run(frame: pl.DataFrame) -> pl.DataFrame:
-        cls = pl.col("class").str.strip_chars().str.to_uppercase()
-        visit_type = cls.replace_strict(list(classes), list(classes.values()), default=None,
-                                        return_dtype=pl.Utf8)
-        return finish("visit", frame, {
-            "visit_type": ("class", visit_type, None),
-            "start_date": ("period.start", fhir_date("period.start"), _D),
-            "start_datetime": ("period.start", fhir_datetime("period.start"), None),
-            "end_date": ("period.end", fhir_date("period.end"), _D),
-            "end_datetime": ("period.end", fhir_datetime("period.end"), None),
+        costs = {
             "total_cost": ("extension.total_cost", _number("extension.total_cost"), _N),
             "paid_by_patient": ("extension.paid_by_patient", _number("extension.paid_by_patient"), _N),
-        })
+        }
+        return finish_visit(frame, classes, "class", "period.start", "period.end", fhir_date,
+                            fhir_datetime, costs)
 
     return run
 

@@ -54,7 +54,7 @@ from typing import Any
 import polars as pl
 
 from enclave.io.ingest.adapters.code_systems import HL7_NAMES, MAPPABLE
-from enclave.io.ingest.adapters.fhir import Rows, finish, source_files, stage_rows
+from enclave.io.ingest.adapters.fhir import Rows, finish, finish_visit, source_files, stage_rows
 from enclave.io.ingest.mapping import SiteMapping
 from enclave.io.ingest.normalize import D8, parse_date, parse_datetime, parse_number, parse_sex
 from enclave.io.ingest.staging import CodeSystem, RejectReason, StagedBatch
@@ -415,15 +415,7 @@ def _finishers(classes: dict[str, str], sex: dict[str, str]) -> dict[str, Any]:
         })
 
     def visit(f: pl.DataFrame) -> pl.DataFrame:
-        cls = pl.col("PV1-2").str.strip_chars().str.to_uppercase()
-        visit_type = cls.replace_strict(list(classes), list(classes.values()), default=None,
-                                        return_dtype=pl.Utf8)
-        return finish("visit", f, {
-            "visit_type": ("PV1-2", visit_type, None),
-            "start_date": ("PV1-44", hl7_date("PV1-44"), _D),
-            "start_datetime": ("PV1-44", hl7_datetime("PV1-44"), None),
-            "end_date": ("PV1-45", hl7_date("PV1-45"), _D),
-            "end_datetime": ("PV1-45", hl7_datetime("PV1-45"), None),
+        return finish_visit(f, classes, "PV1-2", "PV1-44", "PV1-45", hl7_date, hl7_datetime, {
             "total_cost": ("PV1-47", parse_number(pl.col("PV1-47")), _N),
             "paid_by_patient": ("PV1-49", parse_number(pl.col("PV1-49")), _N),
         })

@@ -33,7 +33,12 @@ from pathlib import Path
 import polars as pl
 
 from enclave.core.model.omop import table_columns
-from enclave.io.ingest.adapters._delimited import DelimitedTable, read_delimited, reject_frame
+from enclave.io.ingest.adapters._delimited import (
+    DelimitedTable,
+    extract_files,
+    read_delimited,
+    reject_frame,
+)
 from enclave.io.ingest.mapping import SiteMapping
 from enclave.io.ingest.normalize import (
     D8,
@@ -73,12 +78,7 @@ _NUMBER = RejectReason.INVALID_NUMBER
 
 
 def stage(path: Path, mapping: SiteMapping) -> StagedBatch:
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(
-        p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-        and p.name != "site.toml"
-    )
-    tables = {f: read_delimited(f, encoding=mapping.encoding) for f in files}
+    tables = {f: read_delimited(f, encoding=mapping.encoding) for f in extract_files(Path(path))}
     vocab = _source_vocabulary(
         next((t for f, t in tables.items() if _table_name(f) == "CONCEPT"), None)
     )

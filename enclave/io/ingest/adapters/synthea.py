@@ -40,7 +40,12 @@ from pathlib import Path
 
 import polars as pl
 
-from enclave.io.ingest.adapters._delimited import DelimitedTable, read_delimited, reject_frame
+from enclave.io.ingest.adapters._delimited import (
+    DelimitedTable,
+    extract_files,
+    read_delimited,
+    reject_frame,
+)
 from enclave.io.ingest.adapters.code_systems import SYNTHEA_NAMES
 from enclave.io.ingest.concepts import CODE_PATTERNS
 from enclave.io.ingest.mapping import SiteMapping
@@ -74,8 +79,6 @@ ENCOUNTER_CLASSES: dict[str, str] = {
     "emergency": "emergency",
 }
 
-SKIPPED_FILES = ("site.toml",)
-
 #: working raw column → source column it holds (for ``_reject_column``); files whose columns
 #: differ pass their own names to :func:`_finish`.
 _RAW_SOURCE = {
@@ -89,13 +92,8 @@ _NUMBER = RejectReason.INVALID_NUMBER
 
 
 def stage(path: Path, mapping: SiteMapping) -> StagedBatch:
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(
-        p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-        and p.name not in SKIPPED_FILES
-    )
     batch = StagedBatch(site=mapping.site_id)
-    for file in files:
+    for file in extract_files(Path(path)):
         table = read_delimited(file, encoding=mapping.encoding)
         label = str(file)
         batch.read_counts[label] = table.record_count
