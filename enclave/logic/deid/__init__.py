@@ -49,6 +49,7 @@ from enclave.logic.deid.metrics import (
     UtilityReport,
     cell_costs,
     discernibility,
+    level_total,
     risk_report,
 )
 from enclave.logic.deid.privacy import (
@@ -188,14 +189,8 @@ class _Engine:
         self.leaf_counts = np.split(
             self.micro.counts(keys.ravel(), int(self.leaf_start[-1]), repeat=len(self.qis)),
             self.leaf_start[1:-1])
-        self.costs: dict[str, list[CellCosts]] = {}
-        for measure in MEASURES:
-            self.costs[measure] = [
-                cell_costs(h, self.leaf_counts[q], len(self.qis), measure)
-                for q, h in enumerate(self.micro.hierarchies)
-            ]
-        self.totals = {m: [c.totals(self.leaf_counts[q]) for q, c in enumerate(costs)]
-                       for m, costs in self.costs.items()}
+        self._costs: dict[str, list[CellCosts]] = {}
+        self._totals: dict[str, list[np.ndarray]] = {}
         self._penalties: dict[str, list[list[np.ndarray]]] = {}
         self.lattice = Lattice(tuple(self.qis), tuple(q.lowest for q in self.qis.values()),
                                tuple(q.top for q in self.qis.values()),
@@ -204,25 +199,46 @@ class _Engine:
         self.monotone = self.limit == 0 or (self.criteria.l_diversity is None
                                             and self.criteria.t_closeness is None)
 
-    def lower_bound(self, measure: str) -> np.ndarray:
+    def costs(self, measure: LossMeasure) -> list[CellCosts]:
+        """Per QI, the cell costs of ``measure`` (made when first asked for)."""
+        if measure not in self._costs:
+            self._costs[measure] = [cell_costs(h, self.leaf_counts[q], len(self.qis), measure)
+                                    for q, h in enumerate(self.micro.hierarchies)]
+        return self._costs[measure]
+
+    def totals(self, measure: LossMeasure) -> list[np.ndarray]:
+        """Per QI, the weighted cost of each of its levels over all records."""
+        if measure not in self._totals:
+            self._totals[measure] = [c.totals(self.leaf_counts[q])
+                                     for q, c in enumerate(self.costs(measure))]
+        return self._totals[measure]
+
+    def lower_bound(self, measure: LossMeasure) -> np.ndarray:
         lb = np.zeros(self.nodes.shape[0])
-        for q, totals in enumerate(self.totals[measure]):
+        for q, totals in enumerate(self.totals(measure)):
             lb += totals[self.nodes[:, q]]
         return lb
 
-    def penalties(self, measure: str) -> list[list[np.ndarray]]:
+    def penalties(self, measure: LossMeasure) -> list[list[np.ndarray]]:
         if measure not in self._penalties:
-            self._penalties[measure] = suppression_penalties(self.costs[measure],
+            self._penalties[measure] = suppression_penalties(self.costs(measure),
                                                              self.leaf_counts, self.micro)
         return self._penalties[measure]
 
-    def class_loss(self, measure: str, table: ClassTable, suppressed: np.ndarray) -> float:
+    def class_loss(self, measure: LossMeasure, table: ClassTable,
+                   suppressed: np.ndarray) -> float:
         """``measure`` of a node from its class table: the loss without suppression plus the
         suppression penalties of the classes marked in ``suppressed`` (equal, up to rounding, to
-        :func:`~enclave.logic.deid.metrics.decomposed_loss` of their rows)."""
-        base = sum(self.totals[measure][q][lv] for q, lv in enumerate(table.levels))
-        return float(base) + (suppressed_loss(self.penalties(measure), table, suppressed)
-                              if suppressed.any() else 0.0)
+        :func:`~enclave.logic.deid.metrics.decomposed_loss` of their rows). Without suppression
+        only the node's own level of each QI is costed (a measure the search did not use need
+        not be costed at every level)."""
+        if suppressed.any() or measure in self._totals:
+            base = sum(self.totals(measure)[q][lv] for q, lv in enumerate(table.levels))
+            return float(base) + (suppressed_loss(self.penalties(measure), table, suppressed)
+                                  if suppressed.any() else 0.0)
+        return float(sum(level_total(h, self.leaf_counts[q], len(self.qis), measure, lv)
+                         for q, (h, lv) in enumerate(zip(self.micro.hierarchies, table.levels,
+                                                         strict=True))))
 
     def floor(self) -> tuple[int, ...] | None:
         """Per quasi-identifier, the lowest level at which that QI *alone* passes the inheritable
@@ -344,15 +360,13 @@ class _Engine:
         )
 
 
-def _generalized(micro: Microdata, levels: Sequence[int],
-                 schema: pl.Schema | None = None) -> list[pl.Expr]:
+def _generalized(micro: Microdata, levels: Sequence[int]) -> list[pl.Expr]:
     """The QI columns of every input row of the encoded frame, generalized to ``levels`` (as
     text labels: at level 0 the value's text, which is its leaf's label), as expressions on that
-    frame: one query gathers every column's labels. ``schema`` (the frame's): a text column at
-    level 0 is kept as it is."""
+    frame: one query gathers every column's labels; a text column at level 0 is kept as it is."""
     out = []
     for q, (name, h) in enumerate(zip(micro.qis, micro.hierarchies, strict=True)):
-        if levels[q] == 0 and schema is not None and schema[name] == pl.String:
+        if levels[q] == 0 and micro.text_qis[q]:
             out.append(pl.col(name))
             continue
         # each leaf's label at the level, gathered by the rows' leaves (row i of the frame is
@@ -406,14 +420,14 @@ def anonymize(frame: pl.DataFrame, policy: AnonymizationPolicy,
         raise engine.refuse()
     check, check_many = engine.checker(lb, floor)
     found = search(engine.lattice, lb, check, check_many=check_many, monotone=engine.monotone,
-                   exact=engine.limit == 0, floor=floor)
+                   exact=engine.limit == 0, floor=floor, nodes=engine.nodes)
     if found.best is None:
         raise engine.refuse()
     levels = tuple(int(v) for v in engine.nodes[found.best])
     micro = engine.micro
     table = engine.cache.table(levels)
     verdict = judged(micro, table.sizes, table.hists.__getitem__, engine.criteria)
-    released = frame.with_columns(_generalized(micro, levels, frame.collect_schema()))
+    released = frame.with_columns(_generalized(micro, levels))
     if verdict.suppressed:
         # the rows to remove: every row's class at this node (rolled up from the bottom classes),
         # judged again (same classes, same verdicts)

@@ -109,34 +109,40 @@ class SearchResult:
 
 def search(lattice: Lattice, lower_bound: np.ndarray, check: Callable[[int], NodeCheck], *,
            monotone: bool, exact: bool, floor: Sequence[int] | None = None,
-           check_many: Callable[[list[int]], list[NodeCheck]] | None = None) -> SearchResult:
+           check_many: Callable[[list[int]], list[NodeCheck]] | None = None,
+           nodes: np.ndarray | None = None) -> SearchResult:
     """Optimal node of ``lattice`` (see the module docstring). ``floor``: levels below which no
     node can qualify (known beforehand); those nodes are tagged as failing without a check.
     ``check_many`` (optional): the checks of several nodes at once, used by the top-down search
-    to evaluate its next candidates together."""
-    nodes = lattice.nodes()
+    to evaluate its next candidates together. ``nodes``: ``lattice.nodes()`` if already made."""
+    nodes = lattice.nodes() if nodes is None else nodes
     n_nodes = nodes.shape[0]
-    height = nodes.sum(axis=1)
+    # row-wise work is done column by column: numpy reduces a short axis slowly
+    columns = [np.ascontiguousarray(nodes[:, q]) for q in range(nodes.shape[1])]
+    height = np.zeros(n_nodes, dtype=np.int64)
+    for col in columns:
+        height += col
     order = np.lexsort((height, lower_bound))
+    # ge[q][v]: nodes whose level of QI q is ≥ v (le likewise); a node's successors are the AND
+    ge = [[col >= v for v in range(hi + 1)] for col, hi in zip(columns, lattice.highest, strict=True)]
+    le = [[col <= v for v in range(hi + 1)] for col, hi in zip(columns, lattice.highest, strict=True)]
+
+    def cone_of(table: list[list[np.ndarray]], levels: Sequence[int]) -> np.ndarray:
+        mask = np.ones(n_nodes, dtype=bool)
+        for q, level in enumerate(levels):
+            mask &= table[q][level]
+        return mask
+
+    def cone(table: list[list[np.ndarray]], idx: int) -> np.ndarray:
+        return cone_of(table, nodes[idx].tolist())
+
     status = np.zeros(n_nodes, dtype=np.int8)  # 0 unknown, 1 anonymous, -1 not
     if floor is not None:
-        status[~(nodes >= np.asarray(floor, dtype=nodes.dtype)).all(axis=1)] = -1
+        status[~cone_of(ge, [int(v) for v in floor])] = -1
     loss = np.full(n_nodes, np.nan)
     best, best_loss, checked = None, np.inf, 0
     radix = [hi - lo + 1 for lo, hi in zip(lattice.lowest, lattice.highest, strict=True)]
     strides = np.cumprod([1] + radix[::-1])[:-1][::-1]
-
-    # ge[q][v]: nodes whose level of QI q is ≥ v (le likewise); a node's successors are the AND
-    # (faster than comparing whole rows: numpy reduces a short axis slowly)
-    columns = [np.ascontiguousarray(nodes[:, q]) for q in range(nodes.shape[1])]
-    ge = [[col >= v for v in range(hi + 1)] for col, hi in zip(columns, lattice.highest, strict=True)]
-    le = [[col <= v for v in range(hi + 1)] for col, hi in zip(columns, lattice.highest, strict=True)]
-
-    def cone(table: list[list[np.ndarray]], idx: int) -> np.ndarray:
-        mask = np.ones(n_nodes, dtype=bool)
-        for q, level in enumerate(nodes[idx].tolist()):
-            mask &= table[q][level]
-        return mask
 
     def above(idx: int) -> np.ndarray:  # the node and its successors
         return cone(ge, idx)

@@ -110,6 +110,8 @@ class Microdata:
 
     #: every weight is 1 (as :func:`encode` makes them): counts are plain integer counts
     unit_weights: bool = False
+    #: per QI, whether its column is text (``pl.String``)
+    text_qis: tuple[bool, ...] = ()
 
     def level_codes(self, q: int, level: int) -> np.ndarray:
         """Level code of every row for QI ``q`` at ``level`` (int64; at level 0, the leaf codes
@@ -209,10 +211,10 @@ def _encode_sensitive(values: pl.Series, order: tuple[str, ...] | None) -> tuple
         return codes, len(order)
     dtype = values.dtype
     if isinstance(dtype, pl.Enum):  # dictionary-encoded: rank the categories only
-        cats = dtype.categories
-        rank = np.empty(cats.len(), dtype=np.int64)
-        rank[cats.arg_sort().to_numpy()] = np.arange(cats.len())
-        return rank[values.to_physical().to_numpy()], cats.len()
+        cats = dtype.categories.to_list()  # few: sorted in Python (code point = byte order)
+        rank = np.empty(len(cats), dtype=np.int64)
+        rank[sorted(range(len(cats)), key=cats.__getitem__)] = np.arange(len(cats))
+        return rank[values.to_physical().to_numpy()], len(cats)
     if dtype == pl.String:  # dense rank in text order, without sorting every row
         uniq = values.unique().sort()
         codes = values.cast(pl.Enum(uniq)).to_physical().cast(pl.Int64).to_numpy()
@@ -230,7 +232,8 @@ def encode(frame: pl.DataFrame, hierarchies: Mapping[str, Hierarchy],
     n = frame.height
     qis = tuple(hierarchies)
     hier = tuple(hierarchies[q] for q in qis)
-    leaf = _leaf_codes(frame, qis, hier)
+    schema = frame.collect_schema()
+    leaf = _leaf_codes(frame, schema, qis, hier)
     sens, cards = [], []
     tc = criteria.t_closeness
     for name in criteria.sensitive:
@@ -249,16 +252,17 @@ def encode(frame: pl.DataFrame, hierarchies: Mapping[str, Hierarchy],
     sens_codes = np.column_stack(sens) if sens else np.zeros((n, 0), np.int64)
     dists = tuple(np.bincount(s, minlength=c) / max(n, 1) for s, c in zip(sens, cards, strict=True))
     return Microdata(n, qis, hier, leaf_codes, weights, criteria.sensitive,
-                     sens_codes.astype(np.int64), tuple(cards), dists, unit_weights=True)
+                     sens_codes.astype(np.int64, copy=False), tuple(cards), dists,
+                     unit_weights=True, text_qis=tuple(schema[q] == pl.String for q in qis))
 
 
-def _leaf_codes(frame: pl.DataFrame, qis: Sequence[str],
+def _leaf_codes(frame: pl.DataFrame, schema: pl.Schema, qis: Sequence[str],
                 hierarchies: Sequence[Hierarchy]) -> np.ndarray:
     """Leaf index of every value of every QI (rows × QIs, int32), the columns cast in one
-    (parallel) polars pass; an unknown or missing value raises as :meth:`Hierarchy.encode`."""
+    (parallel) polars pass; an unknown or missing value raises as :meth:`Hierarchy.encode`.
+    ``schema``: the frame's."""
     if not qis:
         return np.zeros((frame.height, 0), np.int32)
-    schema = frame.collect_schema()
     enum = [isinstance(schema[q], pl.Enum) for q in qis]
     # text columns cast to the hierarchy's leaves in one (parallel) polars pass; Enum columns
     # give their own codes (mapped per category below)
