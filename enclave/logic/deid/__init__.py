@@ -183,12 +183,25 @@ class _Engine:
             frame, {n: q.hierarchy for n, q in self.qis.items()}, self.criteria
         )
         self.limit = math.floor(policy.max_suppression * self.micro.n + 1e-9)
-        # leaf i of QI q is entry leaf_start[q] + i of the QIs' leaves laid end to end
-        self.leaf_start = np.cumsum([0, *(len(h.leaves) for h in self.micro.hierarchies)])
-        keys = self.micro.leaf_codes.T + self.leaf_start[:-1, None]
-        self.leaf_counts = np.split(
-            self.micro.counts(keys.ravel(), int(self.leaf_start[-1]), repeat=len(self.qis)),
-            self.leaf_start[1:-1])
+        # leaf i of QI q is entry leaf_start[q] + i of the QIs' leaves laid end to end; per
+        # sensitive attribute, the records of every (leaf, value) of every QI (for the floor),
+        # whose row sums are the records of every leaf
+        micro = self.micro
+        self.leaf_start = np.cumsum([0, *(len(h.leaves) for h in micro.hierarchies)])
+        n_leaves = int(self.leaf_start[-1])
+        self.leaf_hists = []
+        for a, card in enumerate(micro.sensitive_cards):
+            keys = micro.leaf_codes.T + self.leaf_start[:-1, None]
+            keys *= card  # in place: a broadcast add onto a temporary is ten times slower here
+            keys += micro.sensitive_codes[:, a]
+            self.leaf_hists.append(micro.counts(keys.ravel(), n_leaves * card,
+                                                repeat=len(self.qis)).reshape(n_leaves, card))
+        if self.leaf_hists and micro.unit_weights:
+            all_counts = self.leaf_hists[0].sum(axis=1)  # integer counts: exact in any order
+        else:
+            keys = micro.leaf_codes.T + self.leaf_start[:-1, None]
+            all_counts = micro.counts(keys.ravel(), n_leaves, repeat=len(self.qis))
+        self.leaf_counts = np.split(all_counts, self.leaf_start[1:-1])
         self._costs: dict[str, list[CellCosts]] = {}
         self._totals: dict[str, list[np.ndarray]] = {}
         self._penalties: dict[str, list[list[np.ndarray]]] = {}
@@ -266,13 +279,7 @@ class _Engine:
                                for q, _ in rows_of_leaves])
         row = np.concatenate([codes for _, codes in rows_of_leaves])
         sizes = np.bincount(row, weights=np.concatenate(self.leaf_counts)[leaf], minlength=offset)
-        hists = []
-        for a, card in enumerate(micro.sensitive_cards):  # leaf × value counts of every QI
-            keys = micro.leaf_codes.T + start[:-1, None]
-            keys *= card  # in place: a broadcast add onto a temporary is ten times slower here
-            keys += micro.sensitive_codes[:, a]
-            by_leaf = micro.counts(keys.ravel(), int(start[-1]) * card, repeat=len(qis))
-            hists.append(sum_rows(row, offset, by_leaf.reshape(-1, card)[leaf]))
+        hists = [sum_rows(row, offset, by_leaf[leaf]) for by_leaf in self.leaf_hists]
         verdict = judged(micro, sizes, hists.__getitem__, self.criteria)
         bad = verdict.violating if self.monotone else sizes < self.criteria.k
         span = np.repeat(np.arange(len(spans)), [micro.hierarchies[q].cardinality(level)

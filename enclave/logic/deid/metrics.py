@@ -103,9 +103,9 @@ def cell_costs(hierarchy: Hierarchy, leaf_counts: np.ndarray, n_qis: int,
 def level_total(hierarchy: Hierarchy, leaf_counts: np.ndarray, n_qis: int,
                 measure: LossMeasure, level: int) -> np.float64:
     """``cell_costs(...).totals(leaf_counts)[level]``, bit for bit, costing that level only."""
-    costs = cell_costs(hierarchy, leaf_counts, n_qis, measure) if measure != "entropy" else None
-    if costs is not None:  # (height and loss: made once per hierarchy, nothing to save)
-        return costs.totals(leaf_counts)[level]
+    if measure != "entropy":  # height and loss: the cell costs are made once per hierarchy
+        costs = cell_costs(hierarchy, leaf_counts, n_qis, measure)
+        return np.float64(_dot(leaf_counts, costs.levels[level])) * costs.weight
     n = float(leaf_counts.sum()) or 1.0
     counts = leaf_counts.astype(np.float64)
     codes = hierarchy.codes[level]
@@ -116,7 +116,7 @@ def level_total(hierarchy: Hierarchy, leaf_counts: np.ndarray, n_qis: int,
         supp = np.where(counts > 0, -np.log2(np.where(counts > 0, counts, 1) / n), 0.0)
     total = _dot(counts, supp)
     weight = 1.0 / (total * n_qis) if total > 0 else 0.0
-    return (np.array([_dot(leaf_counts, cost)]) * weight)[0]
+    return np.float64(_dot(leaf_counts, cost)) * weight
 
 
 @dataclass(frozen=True, slots=True)
