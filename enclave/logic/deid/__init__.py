@@ -208,7 +208,7 @@ class _Engine:
         self.lattice = Lattice(tuple(self.qis), tuple(q.lowest for q in self.qis.values()),
                                tuple(q.top for q in self.qis.values()),
                                policy.max_lattice_nodes)
-        self.nodes = self.lattice.nodes()
+        self.nodes = np.zeros((0, len(self.qis)), dtype=np.int16)  # the search's (restrict)
         self.monotone = self.limit == 0 or (self.criteria.l_diversity is None
                                             and self.criteria.t_closeness is None)
 
@@ -225,6 +225,16 @@ class _Engine:
             self._totals[measure] = [c.totals(self.leaf_counts[q])
                                      for q, c in enumerate(self.costs(measure))]
         return self._totals[measure]
+
+    def restrict(self, floor: Sequence[int]) -> Lattice:
+        """The sub-lattice of the nodes at or above ``floor``, on which the search runs (no node
+        below the floor can qualify: :meth:`floor`); ``nodes`` becomes its nodes. Its nodes keep
+        their order by bound, height and position, so the search finds the same node as on the
+        whole lattice with the nodes below the floor tagged as failing."""
+        sub = Lattice(self.lattice.names, tuple(int(v) for v in floor), self.lattice.highest,
+                      self.lattice.max_nodes)
+        self.nodes = sub.nodes()
+        return sub
 
     def lower_bound(self, measure: LossMeasure) -> np.ndarray:
         lb = np.zeros(self.nodes.shape[0])
@@ -421,13 +431,14 @@ def anonymize(frame: pl.DataFrame, policy: AnonymizationPolicy,
                 "per patient (aggregate with per_patient first)"
             )
     engine = _Engine(frame, policy)
-    lb = engine.lower_bound(policy.measure)
     floor = engine.floor()
     if floor is None:
         raise engine.refuse()
+    lattice = engine.restrict(floor)
+    lb = engine.lower_bound(policy.measure)
     check, check_many = engine.checker(lb, floor)
-    found = search(engine.lattice, lb, check, check_many=check_many, monotone=engine.monotone,
-                   exact=engine.limit == 0, floor=floor, nodes=engine.nodes)
+    found = search(lattice, lb, check, check_many=check_many, monotone=engine.monotone,
+                   exact=engine.limit == 0, nodes=engine.nodes)
     if found.best is None:
         raise engine.refuse()
     levels = tuple(int(v) for v in engine.nodes[found.best])
