@@ -7,7 +7,9 @@ all rows per node. A node's classes are unions of the classes of any *finer* nod
 attributes; the table of a coarser node is computed from the smallest cached finer table by mapping
 its codes one level up and summing sizes and histograms per new class (:meth:`ClassCache.table`).
 The criteria then run once per class on those histograms (:func:`enclave.logic.deid.privacy.verdict`),
-so a check costs a pass over the classes of the finer node, not over the rows.
+so a check costs a pass over the classes of the finer node, not over the rows. The top-down search
+checks a batch of nodes at once (:meth:`ClassCache.counts_many`): one pass over the table of their
+meet (their lowest levels) gives the class sizes and histograms of all of them.
 
 Contract: for every node, the classes, sizes and histograms equal those of grouping the
 rows directly (:func:`enclave.logic.deid.privacy.partition`) — counts are sums of integer weights, exact
