@@ -12,9 +12,10 @@ The same as ``streamlit run dashboards/app.py [options]``, with two changes for 
   thread per read). :class:`MemoryStatic` reads those files once at start and answers
   ``GET``/``HEAD`` for them from memory, with Streamlit's own headers (content type, length,
   ``Cache-Control: public, immutable``), ahead of that stack; every other path (the page,
-  ``_stcore``, the websocket) goes to Streamlit unchanged. The page itself also names the
-  chunks the dashboards draw with (``<link rel="modulepreload">``), so the browser fetches them
-  while the main bundle starts instead of one after another as each element arrives.
+  ``_stcore``, the websocket) goes to Streamlit unchanged. The page also carries a small script
+  that, once the page has loaded, preloads the chunks the dashboards draw with
+  (``modulepreload``), so the browser fetches them while the page connects and its script runs
+  instead of one after another as each element arrives (:func:`preload_script`).
 
   Only the files found under Streamlit's ``static/js``, ``static/css`` and ``static/media`` at
   start are served this way (a fixed table: no path from the request reaches the file system).
@@ -26,6 +27,7 @@ The hub starts the dashboards service this way.
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import re
 import sys
@@ -84,18 +86,29 @@ def preload_closure(files: dict[str, tuple[bytes, bytes]], roots: tuple[str, ...
     return seen
 
 
+def preload_script(names: list[str]) -> str:
+    """An inline script that, once the page has loaded (Streamlit's main bundle has run), adds a
+    ``modulepreload`` link for each of ``names``: the chunks then load while the page connects
+    and its script runs, not ahead of the main bundle (links in the page's head made the first
+    render slower on two cores) nor one after another as each element arrives. Empty when
+    there is nothing to preload."""
+    if not names:
+        return ""
+    return ('<script>addEventListener("load",()=>{for(const n of ' + json.dumps(names)
+            + '){const l=document.createElement("link");l.rel="modulepreload";'
+            'l.crossOrigin="";l.href="./static/js/"+n;document.head.appendChild(l)}})</script>')
+
+
 class MemoryStatic:
-    """ASGI middleware answering Streamlit's front-end files from memory and adding
-    ``modulepreload`` links for ``preload`` to the page (see the module docstring)."""
+    """ASGI middleware answering Streamlit's front-end files from memory and adding the
+    script that preloads ``preload`` to the page (see the module docstring)."""
 
     def __init__(self, app: ASGI, files: dict[str, tuple[bytes, bytes]], base_url: str = "",
                  preload: list[str] | None = None) -> None:
         self.app = app
         self.files = files
         self.base = "/" + base_url.strip("/") if base_url.strip("/") else ""
-        links = "".join(f'<link rel="modulepreload" crossorigin href="./static/js/{n}">'
-                        for n in preload or [])
-        self.links = links.encode()
+        self.links = preload_script(preload or []).encode()
 
     async def __call__(self, scope: Scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
@@ -120,7 +133,7 @@ class MemoryStatic:
 
     async def _with_preload(self, scope: Scope, receive, send) -> None:
         """Pass the request on; if the answer is Streamlit's page (HTML, not compressed), put
-        the preload links before ``</head>``. The page is asked for uncompressed (it is about
+        the preload script before ``</head>``. The page is asked for uncompressed (it is about
         10 kB)."""
         scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", [])
                                       if k.lower() != b"accept-encoding"]}

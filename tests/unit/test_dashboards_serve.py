@@ -1,10 +1,11 @@
 """dashboards.serve's front end from memory (:class:`dashboards.serve.MemoryStatic`), driven as
 an ASGI application: the files it answers, the headers, what it passes on, the page's preload
-links, and that no request path reaches the file system."""
+script, and that no request path reaches the file system."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -83,8 +84,11 @@ def test_the_page_gets_the_preload_links_uncompressed(files):
     status, headers, body = _get(app, "/services/dashboards/overview",
                                  headers=[(b"accept-encoding", b"gzip, br")])
     assert status == 200 and b"accept-encoding" not in log[0][1]  # asked for uncompressed
-    assert body.count(b'rel="modulepreload"') == len(preload)
-    assert body.index(b"modulepreload") < body.index(b"</head>")
+    # one script, before the end of the head, that preloads every chunk once the page loaded
+    assert body.count(b"<script>") == 1 and body.index(b"<script>") < body.index(b"</head>")
+    script = body[body.index(b"<script>"):body.index(b"</script>")].decode()
+    assert 'addEventListener("load"' in script and 'l.rel="modulepreload"' in script
+    assert json.loads(script[script.index("["):script.index("]") + 1]) == preload
     assert int(headers[b"content-length"]) == len(body)
     # websocket, health and media go straight through, headers intact
     log.clear()
