@@ -29,7 +29,14 @@ import polars as pl
 import streamlit as st
 
 from dashboards import i18n
-from dashboards.data import ALL, FILTERS, FilterError, IndicatorTable, resolve_path
+from dashboards.data import (
+    ALL,
+    FILTERS,
+    FilterError,
+    IndicatorTable,
+    resolve_path,
+    take_preopened,
+)
 from dashboards.i18n import LANGUAGES, t
 from enclave.io.indicators.regions import PROVINCES
 
@@ -44,13 +51,13 @@ COUNT_COLUMNS = frozenset(i18n.TEXT[k][i] for k in COUNT_KEYS for i in (0, 1))
 MOSTLY_WITHHELD = 0.5
 
 
-def _arguments() -> argparse.Namespace:
+def _arguments(argv: list[str] | None = None) -> argparse.Namespace:
     """``streamlit run dashboards/app.py -- --indicators DIR --language zh|en`` (unknown
-    arguments are left alone)."""
+    arguments are left alone; ``argv``: the script's arguments, by default its own)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--indicators")
     parser.add_argument("--language")
-    args, _ = parser.parse_known_args(sys.argv[1:])
+    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     return args
 
 
@@ -85,7 +92,7 @@ def _open(path: str) -> IndicatorTable:
     — lives as long as the server, so it is moved out of the garbage collector's sight
     (``gc.freeze``): otherwise every full collection walks those ~200,000 objects again while
     holding the GIL, and a new session's last elements wait for it."""
-    tbl = IndicatorTable(path)
+    tbl = take_preopened(path) or IndicatorTable(path)
     gc.freeze()
     return tbl
 

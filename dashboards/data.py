@@ -84,6 +84,22 @@ def resolve_path(explicit: str | os.PathLike | None = None) -> Path:
                         "folder (or ENCLAVE_HOME to an enclave with one)")
 
 
+#: tables opened before the server listened (:func:`preopen`), by path, until a page takes them
+_PREOPENED: dict[str, IndicatorTable] = {}
+
+
+def preopen(path: str | os.PathLike) -> None:
+    """Open the table at ``path`` now, for the first page that asks for it
+    (:func:`take_preopened`): ``dashboards.serve`` does this before the server listens, so the
+    first visitor after a (re)start does not wait for the table to load."""
+    _PREOPENED[str(path)] = IndicatorTable(path)
+
+
+def take_preopened(path: str | os.PathLike) -> IndicatorTable | None:
+    """The table :func:`preopen` opened at ``path``, once (``None`` if none)."""
+    return _PREOPENED.pop(str(path), None)
+
+
 def _check_manifest(path: Path) -> None:
     """Refuse a table that differs from its published manifest (when it sits beside one)."""
     manifest = path.parent / "manifest.json"

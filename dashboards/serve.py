@@ -3,8 +3,9 @@
 The same as ``streamlit run dashboards/app.py [options]``, with two changes for the first visit:
 
 * **Imports first.** The app's modules (pandas, polars, DuckDB, pyarrow, about 2 s on a 2-core
-  machine) are imported before the server starts listening. Streamlit runs the page scripts in
-  this process, so the first visitor after a (re)start no longer waits for those imports.
+  machine) are imported, and the indicator table the pages will show is opened
+  (:func:`dashboards.data.preopen`), before the server starts listening. Streamlit runs the page
+  scripts in this process, so the first visitor after a (re)start no longer waits for those.
 * **Front end from memory.** Streamlit's web front end is about 160 small hashed files under
   ``static/``; a new browser fetches about 65 of them before the page can connect, and the
   dashboards' charts and tables about 90 more as the page draws. Streamlit serves each from
@@ -189,10 +190,18 @@ def main(argv: list[str] | None = None) -> None:
     from streamlit.web import cli
 
     import dashboards.common
-    import dashboards.data  # noqa: F401 - imported here for the first visitor, see above
+    import dashboards.data  # imported here for the first visitor, see above
+    from enclave.core.errors import BadInputError
 
+    args = sys.argv[1:] if argv is None else argv
+    script_args = args[args.index("--") + 1:] if "--" in args else []
+    try:  # the table the pages will open, loaded before the first visitor asks for it
+        dashboards.data.preopen(dashboards.data.resolve_path(
+            dashboards.common._arguments(script_args).indicators))
+    except BadInputError:
+        pass  # no table (yet) or one that fails its manifest: the pages say so themselves
     _install_memory_static()
-    sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
+    sys.argv = ["streamlit", "run", str(APP), *args]
     cli.main()
 
 
