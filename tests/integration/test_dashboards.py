@@ -516,6 +516,20 @@ def test_cells_held_in_memory_equal_a_query_of_the_published_table(published):
     assert checked >= 3 * len(tbl.indicators)
 
 
+def test_a_table_opened_before_the_server_listens_is_taken_once(published):
+    """dashboards.serve opens the table before listening; the first page takes that one (the
+    same object, already loaded), later pages open their own through the shared cache."""
+    from dashboards.data import preopen, take_preopened
+    path, _ = published
+    table_path = path / "indicators.duckdb"
+    assert take_preopened(table_path) is None
+    preopen(table_path)
+    first = take_preopened(str(table_path))
+    assert isinstance(first, IndicatorTable) and first.known("region")
+    assert take_preopened(table_path) is None
+    first.close()
+
+
 def test_streamlit_reads_the_serving_options_beside_the_app():
     """The options in dashboards/.streamlit/config.toml (no full garbage collection after every
     run, no file watcher) apply whatever directory the server starts in."""
