@@ -92,6 +92,8 @@ import urllib.error as _uerr
 import urllib.request as _ureq
 from pathlib import Path as _Path
 
+from tests.conftest import free_port
+
 REPO = _Path(__file__).resolve().parents[1]
 USERS = (REQUESTER, MEMBER, STEWARD_MEMBER, *STEWARDS, POLICYMAKER, ADMIN, OUTSIDER)
 
@@ -174,12 +176,6 @@ def make_output(home, small_cell: bool = False, drop: int = 0) -> dict:
         t = t.filter(~t.person_id.isin([f"pz{i:04d}q" for i in range(drop)]))
     out = crosstab(t, "grp", "sex")
     return {"record": out.record, "files": out.files(), "status": out.status}
-
-
-def free_port() -> int:
-    with _socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Service:

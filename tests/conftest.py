@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -12,6 +13,14 @@ from enclave.core.settings import load_settings
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 # The machine-wide registry of which enclave home owns which users, groups, nftables table and
 # ports (enclave.io.hub.registry): one per test run, inherited by the `enclave` subprocesses the tests

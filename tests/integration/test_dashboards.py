@@ -10,10 +10,6 @@ import json
 import os
 import random
 import re
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import duckdb
@@ -28,6 +24,7 @@ from enclave.core.settings import load_settings
 from enclave.io.indicators.cube import WITHHELD_REASON
 from enclave.logic.disclosure import policy_from_settings
 from tests.conftest import REPO
+from tests.dashboards_support import BASE, served
 from tests.unit.test_indicators_build import demo_indicators
 
 APP = REPO / "dashboards" / "app.py"
@@ -232,12 +229,6 @@ def test_data_layer_checks_every_filter_before_a_query(published):
     tbl.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _release_db(published) -> str:
     return str(published[0].parents[1] / "desensitized" / "alpha" / "v1" / "release.duckdb")
 
@@ -362,26 +353,10 @@ def test_chromium_every_page_in_both_languages_screenshots_and_csvs(published, t
     from playwright.sync_api import sync_playwright
 
     path, threshold = published
-    port = _free_port()
-    env = dict(os.environ, ENCLAVE_INDICATORS=str(path))
-    # served as the hub serves it: dashboards.serve under the hub's base path
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dashboards.serve", "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true",
-         "--server.baseUrlPath", "services/dashboards", "--browser.gatherUsageStats", "false"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
-    base = f"http://127.0.0.1:{port}/services/dashboards"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     withheld = csvs = 0
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "no server"
-                time.sleep(0.2)
+    with served(path, timeout=60) as port:  # as the hub serves it, under the hub's base path
+        base = f"http://127.0.0.1:{port}{BASE}"
         # the page preloads the chunks the dashboards draw with once it has loaded
         # (dashboards.serve; the links themselves are checked in the browser below)
         with urllib.request.urlopen(f"{base}/overview") as r:
@@ -429,13 +404,6 @@ def test_chromium_every_page_in_both_languages_screenshots_and_csvs(published, t
             page.get_by_text("English", exact=True).first.click()
             page.get_by_text(t("ov_title", "en")).first.wait_for(timeout=60_000)
             browser.close()
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
     assert csvs >= 2 * len(PAGES) and withheld > 0  # the demo has withheld cells, in words
 
 

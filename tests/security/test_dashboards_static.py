@@ -6,49 +6,22 @@ the front end's own files come back byte for byte."""
 from __future__ import annotations
 
 import http.client
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from streamlit import file_util
 
 from tests.conftest import REPO
+from tests.dashboards_support import BASE, served
 
-BASE = "/services/dashboards"
 #: text that would show a file outside the front end was served
 LEAKS = (b"root:x:0:0", b"def get_option", b"[project]", b"import streamlit", b"BEGIN PRIVATE")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
-    env = dict(os.environ, ENCLAVE_INDICATORS=str(tmp_path_factory.mktemp("none")))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dashboards.serve", "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true",
-         "--server.baseUrlPath", BASE.strip("/"), "--browser.gatherUsageStats", "false"],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "no server"
-            time.sleep(0.2)
-    yield port
-    proc.terminate()
-    proc.wait(timeout=30)
+    with served(tmp_path_factory.mktemp("none")) as port:
+        yield port
 
 
 def _raw_get(port: int, path: str) -> tuple[int, bytes]:
