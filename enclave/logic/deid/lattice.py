@@ -111,13 +111,13 @@ class SearchResult:
 
 
 def search(lattice: Lattice, lower_bound: np.ndarray, check: Callable[[int], NodeCheck], *,
-           monotone: bool, exact: bool, floor: Sequence[int] | None = None,
+           monotone: bool, exact: bool,
            check_many: Callable[[list[int]], list[NodeCheck]] | None = None,
            nodes: np.ndarray | None = None) -> SearchResult:
-    """Optimal node of ``lattice`` (see the module docstring). ``floor``: levels below which no
-    node can qualify (known beforehand); those nodes are tagged as failing without a check.
-    ``check_many`` (optional): the checks of several nodes at once, used by the top-down search
-    to evaluate its next candidates together. ``nodes``: ``lattice.nodes()`` if already made."""
+    """Optimal node of ``lattice`` (see the module docstring). ``check_many`` (optional): the
+    checks of several nodes at once, used by the top-down search to evaluate its next
+    candidates together. ``nodes``: ``lattice.nodes()`` if already made. (Nodes no node can
+    qualify below are left out by searching the sub-lattice above them.)"""
     nodes = lattice.nodes() if nodes is None else nodes
     n_nodes = nodes.shape[0]
     # row-wise work is done column by column: numpy reduces a short axis slowly
@@ -130,18 +130,13 @@ def search(lattice: Lattice, lower_bound: np.ndarray, check: Callable[[int], Nod
     ge = [[col >= v for v in range(hi + 1)] for col, hi in zip(columns, lattice.highest, strict=True)]
     le = [[col <= v for v in range(hi + 1)] for col, hi in zip(columns, lattice.highest, strict=True)]
 
-    def cone_of(table: list[list[np.ndarray]], levels: Sequence[int]) -> np.ndarray:
+    def cone(table: list[list[np.ndarray]], idx: int) -> np.ndarray:
         mask = np.ones(n_nodes, dtype=bool)
-        for q, level in enumerate(levels):
+        for q, level in enumerate(nodes[idx].tolist()):
             mask &= table[q][level]
         return mask
 
-    def cone(table: list[list[np.ndarray]], idx: int) -> np.ndarray:
-        return cone_of(table, nodes[idx].tolist())
-
     status = np.zeros(n_nodes, dtype=np.int8)  # 0 unknown, 1 anonymous, -1 not
-    if floor is not None:
-        status[~cone_of(ge, [int(v) for v in floor])] = -1
     loss = np.full(n_nodes, np.nan)
     best, best_loss, checked = None, np.inf, 0
     radix = [hi - lo + 1 for lo, hi in zip(lattice.lowest, lattice.highest, strict=True)]

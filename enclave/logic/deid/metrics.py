@@ -81,23 +81,12 @@ def _data_free_costs(hierarchy: Hierarchy,
 def cell_costs(hierarchy: Hierarchy, leaf_counts: np.ndarray, n_qis: int,
                measure: LossMeasure) -> CellCosts:
     """Cell costs of ``measure`` for one QI, normalized so the whole-table value is in [0, 1]."""
-    n = float(leaf_counts.sum()) or 1.0
     if measure in ("height", "loss"):
         levels, ones = _data_free_costs(hierarchy, measure)
-        return CellCosts(levels, ones, 1.0 / (n * n_qis))
-    # non-uniform entropy: -log2 (count(leaf) / count(generalized value))
-    # (every level at once: the groups of level j are numbered after those of the levels below)
-    counts = leaf_counts.astype(np.float64)
-    cards = [hierarchy.cardinality(j) for j in range(hierarchy.height + 1)]
-    keys = hierarchy.codes + np.cumsum([0, *cards[:-1]])[:, None]  # levels × leaves
-    group = np.bincount(keys.ravel(), weights=np.tile(counts, len(cards)),
-                        minlength=sum(cards))[keys]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cost = np.where(counts > 0, -np.log2(counts / np.where(group > 0, group, 1)), 0.0)
-    with np.errstate(divide="ignore"):
-        supp = np.where(counts > 0, -np.log2(np.where(counts > 0, counts, 1) / n), 0.0)
-    total = _dot(counts, supp)
-    return CellCosts(tuple(cost), supp, 1.0 / (total * n_qis) if total > 0 else 0.0)
+        return CellCosts(levels, ones, 1.0 / ((float(leaf_counts.sum()) or 1.0) * n_qis))
+    cost, supp, weight = _entropy_costs(hierarchy, leaf_counts, n_qis,
+                                        range(hierarchy.height + 1))
+    return CellCosts(tuple(cost), supp, weight)
 
 
 def level_total(hierarchy: Hierarchy, leaf_counts: np.ndarray, n_qis: int,
@@ -106,17 +95,27 @@ def level_total(hierarchy: Hierarchy, leaf_counts: np.ndarray, n_qis: int,
     if measure != "entropy":  # height and loss: the cell costs are made once per hierarchy
         costs = cell_costs(hierarchy, leaf_counts, n_qis, measure)
         return np.float64(_dot(leaf_counts, costs.levels[level])) * costs.weight
+    cost, _, weight = _entropy_costs(hierarchy, leaf_counts, n_qis, [level])
+    return np.float64(_dot(leaf_counts, cost[0])) * weight
+
+
+def _entropy_costs(hierarchy: Hierarchy, leaf_counts: np.ndarray, n_qis: int,
+                   levels: Sequence[int]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Non-uniform entropy, ``-log2(count(leaf) / count(generalized value))``: the cell costs at
+    ``levels`` (rows, one per level; all in one pass, the groups of each level numbered after
+    those of the levels before it), the cost of a suppressed cell, and the weight."""
     n = float(leaf_counts.sum()) or 1.0
     counts = leaf_counts.astype(np.float64)
-    codes = hierarchy.codes[level]
-    group = np.bincount(codes, weights=counts, minlength=hierarchy.cardinality(level))[codes]
+    cards = [hierarchy.cardinality(j) for j in levels]
+    keys = hierarchy.codes[list(levels)] + np.cumsum([0, *cards[:-1]])[:, None]
+    group = np.bincount(keys.ravel(), weights=np.tile(counts, len(cards)),
+                        minlength=sum(cards))[keys]
     with np.errstate(divide="ignore", invalid="ignore"):
         cost = np.where(counts > 0, -np.log2(counts / np.where(group > 0, group, 1)), 0.0)
     with np.errstate(divide="ignore"):
         supp = np.where(counts > 0, -np.log2(np.where(counts > 0, counts, 1) / n), 0.0)
     total = _dot(counts, supp)
-    weight = 1.0 / (total * n_qis) if total > 0 else 0.0
-    return np.float64(_dot(leaf_counts, cost)) * weight
+    return cost, supp, 1.0 / (total * n_qis) if total > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
