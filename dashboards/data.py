@@ -134,11 +134,17 @@ class IndicatorTable:
         for dim, code, label, _ in labels.rows():
             self.labels.setdefault(dim, {})[code] = label
         self.hospital_level = {c: lv for d, c, _, lv in labels.rows() if d == "hospital"}
+        #: every indicator's cells, held in memory (an indicator table is aggregates: about
+        #: 220,000 cells at 10M visits); a filter on them takes a fraction of a DuckDB query
+        cells = self._frame("SELECT * FROM indicators")
+        self._rows: dict[str, pl.DataFrame] = {
+            key[0]: part for key, part in cells.partition_by("indicator", as_dict=True).items()}
+        self._no_cells = cells.clear()  # what an indicator published without cells answers
         self._known: dict[str, list[str]] = {}
         for dim in DIMENSIONS:
-            vals = self._frame(f'SELECT DISTINCT "{dim}" AS v FROM indicators '  # dim: a constant
-                               f'WHERE "{dim}" IS NOT NULL AND "{dim}" <> ?', [ALL])["v"]
-            self._known[dim] = sorted(vals.to_list(), key=lambda v, d=dim: sort_key(d, v))
+            vals = cells.get_column(dim).drop_nulls().unique()
+            self._known[dim] = sorted((v for v in vals.to_list() if v != ALL),
+                                      key=lambda v, d=dim: sort_key(d, v))
         #: years the records cover only in part (the build's ``periods`` table; older tables
         #: have none)
         has_periods = self._frame("SELECT count(*) AS n FROM information_schema.tables "
@@ -149,11 +155,6 @@ class IndicatorTable:
         self.indicators = set(self.tiles["indicator"].to_list())
         self._axes = {i: set(json.loads(a)) for i, a in self.tiles.select("indicator", "axes").rows()}
         self._cells: OrderedDict[tuple, pl.DataFrame] = OrderedDict()
-        #: every indicator's cells, held in memory (an indicator table is aggregates: about
-        #: 220,000 cells at 10M visits); a filter on them takes a fraction of a DuckDB query
-        cells = self._frame("SELECT * FROM indicators")
-        self._rows: dict[str, pl.DataFrame] = {
-            key[0]: part for key, part in cells.partition_by("indicator", as_dict=True).items()}
 
     def _frame(self, sql: str, params: Sequence | None = None) -> pl.DataFrame:
         with self._lock:
@@ -234,7 +235,7 @@ class IndicatorTable:
                 continue  # the indicator has no such axis: its column is null
             where.append(pl.col(dim) != ALL if dim in by else pl.col(dim) == flt.get(dim, ALL))
         requested, by = by, [d for d in by if d in axes]
-        rows = self._rows.get(indicator, self._rows_schema())
+        rows = self._rows.get(indicator, self._no_cells)
         out = (rows.filter(where) if where else rows).select(
             *by, "value", "suppressed", "reason").sort(by or "value", nulls_last=True)
         if any(d in ORDERED for d in by) and out.height > 1:
@@ -245,12 +246,6 @@ class IndicatorTable:
         missing = [d for d in requested if d not in out.columns]
         return out.with_columns(pl.lit(None, pl.String).alias(d) for d in missing).select(
             *requested, "value", "suppressed", "reason") if missing else out
-
-    def _rows_schema(self) -> pl.DataFrame:
-        """No cells (an indicator the build published without any)."""
-        first = next(iter(self._rows.values()), None)
-        return first.clear() if first is not None else self._frame(
-            "SELECT * FROM indicators LIMIT 0")
 
     def applies(self, indicator: str, dimension: str) -> bool:
         """Whether ``indicator`` is broken down by ``dimension`` (else that filter is ignored)."""
